@@ -1,0 +1,186 @@
+"""Monthly DR drill: restore the latest (or a point-in-time) backup into a sandbox and prove it.
+
+Runs the runbook's "Monthly DR Drill" end to end:
+
+1. **verify_backups** — `pgbackrest info`: stanza ok, a backup exists, the WAL archive is
+   continuous and its newest segment is younger than the RPO target; `pgbackrest verify`
+   on a full drill. A PITR target must lie between the oldest backup and the newest WAL.
+2. **create_sandbox** (setup) — an empty database server that is provably not the source.
+3. **restore** — latest, or PITR to `pitr_target`; waits until the sandbox takes writes.
+4. **check_integrity** — `pg_amcheck`, the SQL checks in `include/sql/integrity/`, row counts
+   against the source at the recovery point; after PITR, no row newer than the target.
+5. **check_app** — the application started on the sandbox; `/health` and
+   `/api/health/database` must answer.
+6. **measure_rto_rpo** — RTO from the drill's start to the app healthy on the sandbox
+   (per-phase breakdown), RPO as the data-loss window the restore implies, vs the targets.
+7. **cleanup_sandbox** (teardown) — drops the sandbox unless `no_cleanup`.
+8. **write_report**, **notify_slack**, **verdict** — JSON + HTML report (timeline, RTO/RPO
+   trend of earlier drills, every check), history in the control DB, Slack summary.
+
+A Deadline Alert posts to Slack when a run is still going 30 minutes (the default RTO
+target) after it was queued. Nothing is written to the source: every write goes to the sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import (
+    AsyncCallback,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    dag,
+    get_current_context,
+    setup,
+    task,
+    teardown,
+)
+
+from resilience.config import ENVIRONMENT_NAMES, SANDBOX_ENVIRONMENT_NAMES
+from resilience.dr.params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN, MAX_TARGET_MIN
+
+
+def _run_id() -> str:
+    return get_current_context()["run_id"]
+
+
+def _pulled(task_id: str) -> dict | None:
+    return get_current_context()["ti"].xcom_pull(task_ids=task_id)
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    description=__doc__.partition("\n")[0],
+    doc_md=__doc__,
+    schedule="0 4 1 * *",  # 04:00 UTC on the 1st of every month
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["dr", "drill", "pgbackrest"],
+    default_args={"owner": "platform-engineering", "retries": 0},
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=DEFAULT_RTO_TARGET_MIN),
+        callback=AsyncCallback(
+            "resilience.notify.drill_deadline_missed",
+            kwargs={"slack_conn_id": "resilience_slack", "rto_target_min": DEFAULT_RTO_TARGET_MIN},
+        ),
+    ),
+    params={
+        "environment": Param("lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Source environment",
+                             description="Whose backups to restore (an entry of include/config/environments.yaml)."),
+        "dr_environment": Param("lab", type="string", enum=list(SANDBOX_ENVIRONMENT_NAMES),
+                                title="Sandbox environment",
+                                description="Where the throw-away sandbox is created; must allow sandboxes."),
+        "full_drill": Param(True, type="boolean", title="Full drill",
+                            description="Also run `pgbackrest verify` over the whole repository (slower)."),
+        "rto_target": Param(DEFAULT_RTO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=MAX_TARGET_MIN,
+                            title="RTO target (minutes)",
+                            description="Longest acceptable time from the drill's start to the app healthy."),
+        "rpo_target": Param(DEFAULT_RPO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=MAX_TARGET_MIN,
+                            title="RPO target (minutes)",
+                            description="Largest acceptable data-loss window; also the maximum WAL archive age."),
+        "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Point-in-time target",
+                             description="Empty: restore the latest backup. Otherwise an RFC 3339 time in the "
+                                         "past (e.g. 2026-11-28T10:30:00Z) to recover to."),
+        "no_cleanup": Param(False, type="boolean", title="Keep the sandbox",
+                            description="Keep the sandbox (database and app) after the drill; the report "
+                                        "gives its DSN. Drop it yourself when done."),
+    },
+)
+def dr_monthly_drill():
+    @task
+    def start_drill() -> dict:
+        """Validate Params, environments.yaml and Connections; open the drill record."""
+        from resilience.dr import drill
+
+        ctx = get_current_context()
+        started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
+        return drill.start_drill(dict(ctx["params"]), _run_id(), ctx["dag"].dag_id, started_at)
+
+    @task
+    def verify_backups(params: dict) -> dict:
+        """Backups exist, are sound, and the WAL archive is fresh enough for the RPO target."""
+        from resilience.dr import drill
+
+        return drill.verify_backups(params, _run_id())
+
+    @setup
+    def create_sandbox(params: dict) -> dict:
+        """An empty sandbox that is provably not the source."""
+        from resilience.dr import drill
+
+        return drill.create_sandbox(params, _run_id())
+
+    @task
+    def restore(params: dict, sandbox: dict) -> dict:
+        """Restore latest or point-in-time into the sandbox; wait until it takes writes."""
+        from resilience.dr import drill
+
+        return drill.restore(params, _run_id(), sandbox)
+
+    @task
+    def check_integrity(params: dict, sandbox: dict, restored: dict) -> dict:
+        """pg_amcheck, SQL integrity checks, row counts against the source."""
+        from resilience.dr import drill
+
+        return drill.check_integrity(params, _run_id(), sandbox, restored)
+
+    @task
+    def check_app(params: dict, sandbox: dict) -> dict:
+        """Start the app on the sandbox; its health endpoints must answer."""
+        from resilience.dr import drill
+
+        return drill.check_app(params, _run_id(), sandbox)
+
+    @task
+    def measure_rto_rpo(params: dict) -> dict:
+        """RTO and RPO against their targets, with the per-phase breakdown."""
+        from resilience.dr import drill
+
+        return drill.measure_rto_rpo(params, _run_id())
+
+    @teardown
+    def cleanup_sandbox(params: dict, sandbox: dict) -> None:
+        """Drop the sandbox (skipped when no_cleanup)."""
+        from resilience.dr import drill
+
+        drill.cleanup_sandbox(params, _run_id(), sandbox)
+
+    @task(trigger_rule="all_done")
+    def write_report() -> dict:
+        """Complete the record; write the JSON + HTML report, whatever failed before."""
+        from resilience.dr import drill
+
+        return drill.write_drill_report(_pulled("start_drill"), _run_id(), _pulled("create_sandbox"))
+
+    @task(trigger_rule="all_done")
+    def notify_slack() -> bool:
+        """Post the summary to Slack (logged when the Connection is absent)."""
+        from resilience.dr import drill
+
+        return drill.notify_slack(_pulled("start_drill"), _run_id(), _pulled("write_report"))
+
+    @task(trigger_rule="all_done")
+    def verdict() -> str:
+        """Fail the run when the drill failed."""
+        from resilience.dr import drill
+
+        return drill.final_verdict(_pulled("write_report"))
+
+    params = start_drill()
+    sandbox = create_sandbox(params)
+    verify_backups(params) >> sandbox
+    restored = restore(params, sandbox)
+    app = check_app(params, sandbox)
+    check_integrity(params, sandbox, restored) >> app
+    measured = measure_rto_rpo(params)
+    app >> measured
+    cleanup = cleanup_sandbox(params, sandbox)
+    measured >> cleanup
+    cleanup >> write_report() >> notify_slack() >> verdict()
+
+
+dr_monthly_drill()

@@ -1,0 +1,145 @@
+"""environments.yaml -> typed, validated Environment objects.
+
+Every error names the field it is about (``environments.<name>.<field>``) and what is
+allowed, and is raised before anything acts on an environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "environments.yaml"
+CONFIG_ENV_VAR = "RESILIENCE_ENVIRONMENTS"
+
+PLATFORMS = ("local", "kubernetes")
+TIERS = ("test", "staging", "production", "dr")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment of environments.yaml, validated."""
+
+    name: str
+    description: str
+    platform: str
+    tier: str
+    database_conn_id: str
+    dbname: str
+    pgbackrest_stanza: str
+    chaos_enabled: bool
+    sandbox_allowed: bool
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.tier == "production"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole file: defaults plus environments by name."""
+
+    control_db_conn_id: str
+    slack_conn_id: str | None
+    report_dir: Path
+    environments: Mapping[str, Environment]
+
+    def environment(self, name: str, field_name: str = "environment") -> Environment:
+        """The environment called ``name``; ``field_name`` names the input in the error."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            raise ValueError(
+                f"{field_name}: {name!r} is not one of {sorted(self.environments)} (from environments.yaml)"
+            ) from None
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str, kind: type = str) -> Any:
+    if key not in mapping:
+        raise ValueError(f"{where}.{key} is missing")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"{where}.{key}: {value!r} is not a {kind.__name__}")
+    return value
+
+
+def _section(mapping: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = mapping.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}.{key} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
+    """Validate one ``environments.<name>`` entry."""
+    where = f"environments.{name}"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}")
+    platform = _require(raw, "platform", where)
+    if platform not in PLATFORMS:
+        raise ValueError(f"{where}.platform: {platform!r} is not one of {list(PLATFORMS)}")
+    tier = _require(raw, "tier", where)
+    if tier not in TIERS:
+        raise ValueError(f"{where}.tier: {tier!r} is not one of {list(TIERS)}")
+    database = _section(raw, "database", where)
+    pgbackrest = _section(raw, "pgbackrest", where)
+    chaos = _section(raw, "chaos", where)
+    sandbox = _section(raw, "sandbox", where)
+    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox"}
+    return Environment(
+        name=name,
+        description=str(raw.get("description", "")),
+        platform=platform,
+        tier=tier,
+        database_conn_id=_require(database, "conn_id", f"{where}.database"),
+        dbname=_require(database, "dbname", f"{where}.database"),
+        pgbackrest_stanza=_require(pgbackrest, "stanza", f"{where}.pgbackrest"),
+        chaos_enabled=bool(chaos.get("enabled", False)),
+        sandbox_allowed=bool(sandbox.get("allowed", False)),
+        settings={k: v for k, v in raw.items() if k not in known} | {"pgbackrest": dict(pgbackrest)},
+    )
+
+
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """Validate the whole environments.yaml document."""
+    if not isinstance(raw, Mapping):
+        raise ValueError("environments.yaml must hold a mapping at the top level")
+    defaults = _section(raw, "defaults", "")
+    environments = _section(raw, "environments", "")
+    if not environments:
+        raise ValueError("environments is empty: at least one environment is required")
+    report_dir = Path(str(defaults.get("report_dir", "reports")))
+    return Config(
+        control_db_conn_id=_require(defaults, "control_db_conn_id", "defaults"),
+        slack_conn_id=defaults.get("slack_conn_id") or None,
+        report_dir=report_dir if report_dir.is_absolute() else PROJECT_ROOT / report_dir,
+        environments={name: parse_environment(name, env) for name, env in environments.items()},
+    )
+
+
+@cache
+def _load_cached(path: Path, mtime_ns: int) -> Config:
+    import yaml
+
+    with path.open() as fh:
+        return parse_config(yaml.safe_load(fh) or {})
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read environments.yaml (``$RESILIENCE_ENVIRONMENTS`` or the packaged one)."""
+    path = Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"environments file {path} does not exist (set {CONFIG_ENV_VAR})")
+    return _load_cached(path.resolve(), path.stat().st_mtime_ns)
+
+
+# The environments of the packaged environments.yaml, for the Params' drop-downs (DAG files
+# must not read files at parse time); a test keeps this in step with the file.
+ENVIRONMENT_NAMES = ("lab", "staging", "production", "dr-sandbox", "production-dr")
+SANDBOX_ENVIRONMENT_NAMES = ("lab", "dr-sandbox")

@@ -1,0 +1,64 @@
+"""A drill's outcome, computed from its record alone (pure: no I/O, ``now`` passed in)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from resilience.checks import Check
+from resilience.dr.timing import PhaseSpan, phase_breakdown, rpo_seconds, rto_seconds, target_check
+
+PHASES = ("verify_backups", "create_sandbox", "restore", "integrity", "app_connectivity")
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """Timestamps come back from JSONB as strings and from columns as datetimes."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _phase(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((p for p in record["phases"] if p["phase"] == name), {})
+
+
+def drill_outcome(record: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Status, RTO/RPO against targets, per-phase timeline and every check, from the record."""
+    params = record["params"]
+    started = as_datetime(record["started_at"])
+    spans = [
+        PhaseSpan(p["phase"], as_datetime(p["started_at"]), as_datetime(p["ended_at"]), p["status"])
+        for p in record["phases"]
+    ]
+    app = _phase(record, "app_connectivity")
+    healthy_at = as_datetime(app.get("details", {}).get("app_healthy_at")) if app.get("status") == "success" else None
+    rto_s = rto_seconds(started, healthy_at) if healthy_at else None
+
+    pitr_target = as_datetime(params.get("pitr_target"))
+    reference = pitr_target or as_datetime(_phase(record, "restore").get("details", {}).get("source_latest_write"))
+    restored_latest = as_datetime(_phase(record, "integrity").get("details", {}).get("restored_latest_write"))
+    rpo_s = rpo_seconds(reference, restored_latest) if reference else None
+
+    checks = []
+    for name in PHASES:
+        phase = _phase(record, name)
+        status = phase.get("status", "not run")
+        checks.append(Check(f"phase {name}", status == "success", phase.get("error") or status))
+    checks.append(target_check("RTO within target", rto_s, float(params["rto_target"])))
+    checks.append(target_check("RPO within target", rpo_s, float(params["rpo_target"])))
+    passed = all(c.passed for c in checks)
+    ends = [s.ended_at for s in spans if s.ended_at] or [now]
+    return {
+        "status": "passed" if passed else "failed",
+        "deviated": not passed,
+        "start": started.isoformat(),
+        "end": max(ends).isoformat(),
+        "duration": round((max(ends) - started).total_seconds(), 3),
+        "rto": {"measured_s": rto_s, "target_min": float(params["rto_target"]),
+                "passed": checks[-2].passed, "app_healthy_at": healthy_at.isoformat() if healthy_at else None},
+        "rpo": {"measured_s": rpo_s, "target_min": float(params["rpo_target"]), "passed": checks[-1].passed,
+                "reference": reference.isoformat() if reference else None,
+                "restored_latest_write": restored_latest.isoformat() if restored_latest else None},
+        "phases": phase_breakdown(spans, started, now),
+        "checks": [c.to_dict() for c in checks],
+    }

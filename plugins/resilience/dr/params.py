@@ -1,0 +1,99 @@
+"""The DR drill's inputs: validated before any side effect, each error naming its field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from resilience.config import Config
+
+MAX_TARGET_MIN = 24 * 60
+DEFAULT_RTO_TARGET_MIN = 30
+DEFAULT_RPO_TARGET_MIN = 15
+
+
+@dataclass(frozen=True)
+class DrillParams:
+    environment: str
+    dr_environment: str
+    full_drill: bool
+    rto_target_min: float
+    rpo_target_min: float
+    pitr_target: datetime | None
+    no_cleanup: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Back to the Params' own names and JSON types (for XCom and the record)."""
+        return {
+            "environment": self.environment,
+            "dr_environment": self.dr_environment,
+            "full_drill": self.full_drill,
+            "rto_target": self.rto_target_min,
+            "rpo_target": self.rpo_target_min,
+            "pitr_target": self.pitr_target.isoformat() if self.pitr_target else None,
+            "no_cleanup": self.no_cleanup,
+        }
+
+
+def _target_minutes(params: Mapping[str, Any], name: str, default: float) -> float:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"params.{name}: {value!r} is not a number of minutes")
+    if not 0 < value <= MAX_TARGET_MIN:
+        raise ValueError(f"params.{name}: {value!r} must be > 0 and <= {MAX_TARGET_MIN} minutes")
+    return float(value)
+
+
+def _flag(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"params.{name}: {value!r} must be true or false")
+    return value
+
+
+def parse_pitr_target(value: Any, now: datetime) -> datetime | None:
+    """None/empty for "latest"; otherwise an ISO 8601 time strictly in the past.
+
+    A time without an offset is read as UTC (the runbook writes "2025-08-12 10:30:00").
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"params.pitr_target: {value!r} must be an ISO 8601 date-time string or empty")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"params.pitr_target: {value!r} is not an ISO 8601 date-time (e.g. 2026-11-28T10:30:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment >= now:
+        raise ValueError(
+            f"params.pitr_target: {moment.isoformat()} is not in the past (now {now.isoformat(timespec='seconds')})"
+        )
+    return moment.astimezone(UTC)
+
+
+def parse_drill_params(params: Mapping[str, Any], config: Config, now: datetime) -> DrillParams:
+    """Validate the drill's Params against environments.yaml. Raises ValueError on bad input."""
+    environment = config.environment(str(params.get("environment", "")), "params.environment")
+    dr_environment = config.environment(str(params.get("dr_environment", "")), "params.dr_environment")
+    if not dr_environment.sandbox_allowed:
+        allowed = sorted(n for n, e in config.environments.items() if e.sandbox_allowed)
+        raise ValueError(
+            f"params.dr_environment: {dr_environment.name!r} does not allow restore sandboxes "
+            f"(environments.{dr_environment.name}.sandbox.allowed is false); use one of {allowed}"
+        )
+    return DrillParams(
+        environment=environment.name,
+        dr_environment=dr_environment.name,
+        full_drill=_flag(params, "full_drill"),
+        rto_target_min=_target_minutes(params, "rto_target", DEFAULT_RTO_TARGET_MIN),
+        rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
+        pitr_target=parse_pitr_target(params.get("pitr_target"), now),
+        no_cleanup=_flag(params, "no_cleanup"),
+    )

@@ -1,0 +1,179 @@
+"""pgBackRest: parse ``info --output=json``, judge backups, build restore arguments.
+
+Pure: the platform runs the commands; this module only reads and writes their text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from resilience.checks import Check
+
+
+@dataclass(frozen=True)
+class Backup:
+    label: str
+    type: str
+    start: datetime
+    stop: datetime
+    archive_start: str | None
+    archive_stop: str | None
+    size_bytes: int
+    repo_size_bytes: int
+    error: bool
+
+
+@dataclass(frozen=True)
+class StanzaInfo:
+    name: str
+    status_code: int
+    status_message: str
+    backups: tuple[Backup, ...]
+    archive_min: str | None
+    archive_max: str | None
+
+    @property
+    def latest(self) -> Backup | None:
+        return self.backups[-1] if self.backups else None
+
+
+@dataclass(frozen=True)
+class ArchiverStatus:
+    """The source's ``pg_stat_archiver`` row: the newest WAL that reached the repository."""
+
+    last_archived_wal: str | None
+    last_archived_at: datetime | None
+    last_failed_wal: str | None
+    last_failed_at: datetime | None
+
+
+def _epoch(value: int | float) -> datetime:
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def parse_info(text: str, stanza: str) -> StanzaInfo:
+    """The entry for ``stanza`` in ``pgbackrest info --output=json``.
+
+    Raises ValueError when the output is not JSON or does not mention the stanza.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"pgbackrest info did not return JSON: {exc}") from None
+    entry = next((s for s in doc if s.get("name") == stanza), None)
+    if entry is None:
+        names = [s.get("name") for s in doc]
+        raise ValueError(f"pgbackrest info has no stanza {stanza!r} (stanzas: {names})")
+    backups = tuple(
+        Backup(
+            label=b["label"],
+            type=b["type"],
+            start=_epoch(b["timestamp"]["start"]),
+            stop=_epoch(b["timestamp"]["stop"]),
+            archive_start=(b.get("archive") or {}).get("start"),
+            archive_stop=(b.get("archive") or {}).get("stop"),
+            size_bytes=int(b.get("info", {}).get("size", 0)),
+            repo_size_bytes=int(b.get("info", {}).get("repository", {}).get("size", 0)),
+            error=bool(b.get("error", False)),
+        )
+        for b in sorted(entry.get("backup", []), key=lambda b: b["timestamp"]["stop"])
+    )
+    archives = entry.get("archive") or []
+    return StanzaInfo(
+        name=stanza,
+        status_code=int(entry.get("status", {}).get("code", -1)),
+        status_message=str(entry.get("status", {}).get("message", "")),
+        backups=backups,
+        archive_min=min((a["min"] for a in archives if a.get("min")), default=None),
+        archive_max=max((a["max"] for a in archives if a.get("max")), default=None),
+    )
+
+
+def backup_checks(
+    info: StanzaInfo, archiver: ArchiverStatus, now: datetime, rpo_target_min: float
+) -> list[Check]:
+    """The runbook's "verify backup availability", one check per condition."""
+    latest = info.latest
+    checks = [
+        Check("stanza ok", info.status_code == 0, f"status {info.status_code}: {info.status_message}"),
+        Check(
+            "a backup exists",
+            latest is not None,
+            f"latest {latest.type} backup {latest.label} finished {latest.stop.isoformat()}"
+            if latest
+            else f"no backup in stanza {info.name}",
+        ),
+    ]
+    if latest is not None:
+        checks.append(
+            Check("latest backup has no errors", not latest.error, f"backup {latest.label} error flag")
+        )
+        continuous = (
+            info.archive_min is not None
+            and info.archive_max is not None
+            and latest.archive_start is not None
+            and info.archive_min <= latest.archive_start
+            and latest.archive_stop is not None
+            and info.archive_max >= latest.archive_stop
+        )
+        checks.append(
+            Check(
+                "archive continuous",
+                continuous,
+                f"archive {info.archive_min}..{info.archive_max} covers backup WAL "
+                f"{latest.archive_start}..{latest.archive_stop}",
+            )
+        )
+    failing = (
+        archiver.last_failed_at is not None
+        and (archiver.last_archived_at is None or archiver.last_failed_at > archiver.last_archived_at)
+    )
+    checks.append(
+        Check(
+            "archiving not failing",
+            not failing,
+            f"last failed WAL {archiver.last_failed_wal} at {archiver.last_failed_at}"
+            if failing
+            else "no archive failure since the last success",
+        )
+    )
+    if archiver.last_archived_at is None:
+        checks.append(Check("newest archived WAL within rpo_target", False, "no WAL archived yet"))
+    else:
+        age_min = (now - archiver.last_archived_at).total_seconds() / 60
+        checks.append(
+            Check(
+                "newest archived WAL within rpo_target",
+                age_min <= rpo_target_min,
+                f"{archiver.last_archived_wal} archived {age_min:.1f} min ago (target {rpo_target_min:g} min)",
+            )
+        )
+    return checks
+
+
+def restore_args(
+    stanza: str,
+    pg_path: str,
+    target_time: datetime | None,
+    process_max: int = 2,
+) -> list[str]:
+    """Arguments of ``pgbackrest restore`` into a sandbox data directory.
+
+    ``--archive-mode=off`` keeps the sandbox from pushing WAL into the source's repository
+    (the restore copies the source's ``archive_command``).
+    """
+    args = [
+        f"--stanza={stanza}",
+        f"--pg1-path={pg_path}",
+        "--archive-mode=off",
+        f"--process-max={process_max}",
+        "--log-level-console=info",
+    ]
+    if target_time is None:
+        args += ["--type=default"]
+    else:
+        target = target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        args += ["--type=time", f"--target={target}", "--target-action=promote"]
+    return ["restore", *args]

@@ -1,0 +1,84 @@
+"""What an environment runs on: one interface, one implementation per kind of platform.
+
+The DAGs and the DR/chaos logic speak only to this interface; ``local`` drives the lab on
+this machine, ``kubernetes`` (Kubernetes + AWS hooks) a real cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from resilience.config import Environment
+
+
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """Where a PostgreSQL server listens and where its data lives on its platform."""
+
+    host: str
+    port: int
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A throw-away database (and app) restored from backups, owned by one drill run."""
+
+    name: str
+    environment: str
+    host: str
+    port: int
+    dbname: str
+    data_dir: str
+    app_url: str | None = None
+
+    def dsn(self, user: str) -> str:
+        """A DSN without password: safe for logs, XCom and reports."""
+        return f"postgresql://{user}@{self.host}:{self.port}/{self.dbname}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sandbox:
+        return cls(**data)
+
+
+class Platform(Protocol):
+    """The operations the DAGs need from an environment's platform."""
+
+    environment: Environment
+
+    def database_endpoints(self) -> list[DatabaseEndpoint]:
+        """Every server of the environment's database (primary first): what a sandbox must never be."""
+
+    def pgbackrest(self, args: list[str], timeout_s: float) -> str:
+        """Run pgBackRest against the environment's repository; return stdout, raise on failure."""
+
+    def create_sandbox(self, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
+        """Allocate an empty sandbox; raise RefusedError if it would be (or point at) a source."""
+
+    def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
+        """Restore into the sandbox and start its server; return the restored size in bytes."""
+
+    def amcheck(self, sandbox: Sandbox, user: str, password: str | None, timeout_s: float) -> tuple[bool, str]:
+        """Run pg_amcheck on every database of the sandbox: (clean, summary)."""
+
+    def start_app(self, sandbox: Sandbox, dsn: str) -> str:
+        """Start the application against ``dsn`` next to the sandbox; return its base URL."""
+
+    def drop_sandbox(self, sandbox: Sandbox) -> None:
+        """Stop and delete everything the sandbox holds; idempotent."""
+
+
+def get_platform(environment: Environment) -> Platform:
+    """The platform implementation for ``environment`` (validated before any side effect)."""
+    if environment.platform == "local":
+        from resilience.platforms.local import LocalPlatform
+
+        return LocalPlatform(environment)
+    raise ValueError(
+        f"environments.{environment.name}.platform: {environment.platform!r} is not available in this "
+        "release (available: ['local'])"
+    )

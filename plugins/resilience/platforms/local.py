@@ -1,0 +1,189 @@
+"""The local lab as a platform: real PostgreSQL/pgBackRest processes on this machine.
+
+Everything it knows about the lab comes from the lab's ``lab.json`` (written by
+``resilience lab up``); sandboxes live under the lab's ``sandbox_root``, one directory each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from resilience.config import Environment
+from resilience.dr.sandbox import sandbox_conflicts
+from resilience.errors import RefusedError
+from resilience.platforms.base import DatabaseEndpoint, Sandbox
+
+log = logging.getLogger(__name__)
+
+MARKER = ".resilience-sandbox"
+
+
+class LocalPlatform:
+    """Drives the lab described by ``lab.json`` (see ``resilience.lab.state``)."""
+
+    def __init__(self, environment: Environment, lab_dir: Path | None = None) -> None:
+        from resilience.lab.state import load_lab_state
+
+        self.environment = environment
+        configured = lab_dir or environment.settings.get("lab_dir")
+        self.lab: dict[str, Any] = load_lab_state(Path(configured) if configured else None)
+        self.bindir = Path(self.lab["pg_bindir"])
+        self.os_user = self.lab["os_user"]
+        self.sandbox_root = Path(self.lab["sandbox_root"])
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        """Run as the lab's PostgreSQL OS user when we are root (initdb/pg_ctl refuse root)."""
+        from resilience.lab.osuser import as_user
+
+        return as_user(cmd, self.os_user)
+
+    def _run(self, cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            self._as_owner(cmd), capture_output=True, text=True, timeout=timeout_s,
+            env={**os.environ, **(env or {})},
+        )
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"{Path(cmd[0]).name} exited {result.returncode}: {' | '.join(tail)}")
+        return result.stdout
+
+    # -- Platform --------------------------------------------------------------------------
+
+    def database_endpoints(self) -> list[DatabaseEndpoint]:
+        app_db = self.lab["app_db"]
+        return [
+            DatabaseEndpoint(app_db[role]["host"], int(app_db[role]["port"]), app_db[role]["data_dir"])
+            for role in ("primary", "replica")
+            if role in app_db
+        ]
+
+    def pgbackrest(self, args: list[str], timeout_s: float) -> str:
+        cmd = ["pgbackrest", f"--config={self.lab['pgbackrest']['config']}", *args]
+        log.info("Running %s", " ".join(cmd[:1] + cmd[2:]))
+        return self._run(cmd, timeout_s)
+
+    def _sandbox_ports_in_use(self) -> set[int]:
+        ports = set()
+        for marker in self.sandbox_root.glob(f"*/{MARKER}"):
+            try:
+                ports.add(int(json.loads(marker.read_text())["port"]))
+            except (ValueError, KeyError, OSError):
+                continue
+        return ports
+
+    def _free_port(self, start: int) -> int:
+        taken = self._sandbox_ports_in_use()
+        for port in range(start, start + 200):
+            if port in taken:
+                continue
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    return port
+        raise RuntimeError(f"no free port in {start}..{start + 199} for a sandbox")
+
+    def create_sandbox(self, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
+        root = self.sandbox_root / name
+        if (root / MARKER).exists():
+            log.warning("Sandbox %s exists from an earlier attempt of this run: dropping it first", name)
+            self.drop_sandbox(Sandbox(name, self.environment.name, "127.0.0.1", 0, dbname, str(root / "pgdata")))
+        port = self._free_port(int(self.lab["sandbox_port_min"]))
+        sandbox = Sandbox(name, self.environment.name, "127.0.0.1", port, dbname, str(root / "pgdata"))
+        problems = sandbox_conflicts(DatabaseEndpoint(sandbox.host, port, sandbox.data_dir), sources)
+        if problems:
+            raise RefusedError(f"sandbox {name} refused: " + "; ".join(problems))
+        if root.exists():
+            raise RefusedError(f"sandbox {name} refused: {root} exists and is not a sandbox (no {MARKER})")
+        (root / "pgdata").mkdir(parents=True, mode=0o700)
+        (root / "sock").mkdir(mode=0o700)
+        (root / MARKER).write_text(json.dumps({"name": name, "port": port, "created_at": time.time()}))
+        shutil.chown(root, self.os_user, self.os_user) if os.geteuid() == 0 else None
+        for sub in ("pgdata", "sock"):
+            if os.geteuid() == 0:
+                shutil.chown(root / sub, self.os_user, self.os_user)
+        log.info("Created sandbox %s at %s (port %d)", name, root, port)
+        return sandbox
+
+    def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
+        self.pgbackrest(pgbackrest_args, timeout_s)
+        root = Path(sandbox.data_dir).parent
+        options = (
+            f"-p {sandbox.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root / 'sock'}"
+            " -c archive_mode=off"
+        )
+        log.info("Starting sandbox PostgreSQL %s on %s:%d", sandbox.name, sandbox.host, sandbox.port)
+        self._run(
+            [str(self.bindir / "pg_ctl"), "-D", sandbox.data_dir, "-l", str(root / "postgres.log"),
+             "-o", options, "-w", "-t", str(int(timeout_s)), "start"],
+            timeout_s + 10,
+        )
+        return _dir_size(Path(sandbox.data_dir))
+
+    def amcheck(self, sandbox: Sandbox, user: str, password: str | None, timeout_s: float) -> tuple[bool, str]:
+        cmd = [str(self.bindir / "pg_amcheck"), "-h", sandbox.host, "-p", str(sandbox.port), "-U", user,
+               "--all", "--install-missing", "--heapallindexed", "--progress"]
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout_s,
+            env={**os.environ, "PGPASSWORD": password or "", "PGCONNECT_TIMEOUT": "5"},
+        )
+        lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+        return result.returncode == 0, (lines[-1] if lines else f"exit {result.returncode}")
+
+    def start_app(self, sandbox: Sandbox, dsn: str) -> str:
+        from resilience.lab.app_process import start_app
+
+        root = Path(sandbox.data_dir).parent
+        port = self._free_port(int(self.lab["sandbox_port_min"]) + 100)
+        pid = start_app(dsn=dsn, port=port, log_path=root / "app.log")
+        (root / "app.pid").write_text(str(pid))
+        return f"http://127.0.0.1:{port}"
+
+    def drop_sandbox(self, sandbox: Sandbox) -> None:
+        root = Path(sandbox.data_dir).parent
+        if not (root / MARKER).exists():
+            log.warning("Not dropping %s: no sandbox there (already dropped?)", root)
+            return
+        _stop_pid_file(root / "app.pid")
+        if (Path(sandbox.data_dir) / "postmaster.pid").exists():
+            log.info("Stopping sandbox PostgreSQL %s", sandbox.name)
+            try:
+                self._run([str(self.bindir / "pg_ctl"), "-D", sandbox.data_dir, "-m", "immediate", "-w", "stop"], 60)
+            except RuntimeError as exc:
+                log.warning("pg_ctl stop for sandbox %s failed (%s); removing it anyway", sandbox.name, exc)
+        shutil.rmtree(root)
+        log.info("Dropped sandbox %s (%s)", sandbox.name, root)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _stop_pid_file(pid_file: Path, timeout_s: float = 10) -> None:
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().strip() or 0)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink()
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink()
