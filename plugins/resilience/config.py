@@ -16,6 +16,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "environments.yaml"
 CONFIG_ENV_VAR = "RESILIENCE_ENVIRONMENTS"
+REPORT_DIR_ENV_VAR = "RESILIENCE_REPORT_DIR"
 
 PLATFORMS = ("local", "kubernetes")
 TIERS = ("test", "staging", "production", "dr")
@@ -114,7 +115,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     environments = _section(raw, "environments", "")
     if not environments:
         raise ValueError("environments is empty: at least one environment is required")
-    report_dir = Path(str(defaults.get("report_dir", "reports")))
+    report_dir = Path(os.environ.get(REPORT_DIR_ENV_VAR) or str(defaults.get("report_dir", "reports")))
     return Config(
         control_db_conn_id=_require(defaults, "control_db_conn_id", "defaults"),
         slack_conn_id=defaults.get("slack_conn_id") or None,

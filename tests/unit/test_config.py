@@ -1,0 +1,62 @@
+"""environments.yaml: parsed, validated with named fields, and in step with the DAG drop-downs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from resilience.config import (
+    DEFAULT_CONFIG_PATH,
+    ENVIRONMENT_NAMES,
+    SANDBOX_ENVIRONMENT_NAMES,
+    load_config,
+    parse_config,
+)
+from resilience.platforms.base import get_platform
+
+
+def test_packaged_file_has_the_runbook_environments():
+    config = load_config()
+    assert set(config.environments) == {"lab", "staging", "production", "dr-sandbox", "production-dr"}
+    assert config.environment("production").is_production
+    assert not config.environment("production").chaos_enabled
+
+
+def test_dag_dropdowns_match_the_file():
+    config = load_config()
+    assert tuple(config.environments) == ENVIRONMENT_NAMES
+    assert tuple(n for n, e in config.environments.items() if e.sandbox_allowed) == SANDBOX_ENVIRONMENT_NAMES
+
+
+def raw():
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["environments"]["lab"].update(platform="docker"),
+         r"environments\.lab\.platform: 'docker' is not one of \['local', 'kubernetes'\]"),
+        (lambda d: d["environments"]["lab"].update(tier="prod"), r"environments\.lab\.tier: 'prod' is not one of"),
+        (lambda d: d["environments"]["lab"]["database"].pop("conn_id"), r"environments\.lab\.database\.conn_id is missing"),
+        (lambda d: d["environments"]["staging"].pop("platform"), r"environments\.staging\.platform is missing"),
+        (lambda d: d["defaults"].pop("control_db_conn_id"), r"defaults\.control_db_conn_id is missing"),
+        (lambda d: d.update(environments={}), r"environments is empty"),
+        (lambda d: d["environments"].update(lab=[1]), r"environments\.lab must be a mapping"),
+    ],
+)
+def test_bad_config_names_the_field(mutate, message):
+    doc = raw()
+    mutate(doc)
+    with pytest.raises(ValueError, match=message):
+        parse_config(doc)
+
+
+def test_unknown_environment_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"params\.environment: 'qa' is not one of \['dr-sandbox', 'lab', "):
+        load_config().environment("qa", "params.environment")
+
+
+def test_kubernetes_platform_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"environments\.staging\.platform: 'kubernetes' is not available"):
+        get_platform(load_config().environment("staging"))
