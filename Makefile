@@ -1,0 +1,61 @@
+# resilience — the two set-up commands are `make demo` and `make test` (as root on Debian/Ubuntu).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON     ?= python3
+VENV       := .venv
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed
+DEB_PKGS   := postgresql postgresql-contrib pgbackrest redis-server prometheus stress-ng
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export RESILIENCE_LAB_DIR ?= $(CURDIR)/.lab
+
+.PHONY: help deps venv lab-up lab-down lab-status up down demo test lint bench
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps:  ## install the Debian packages the lab needs (when missing)
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv and install the package with its Python deps
+
+lab-up: deps venv  ## start the local lab (state in $RESILIENCE_LAB_DIR, default .lab/)
+	$(BIN)/resilience lab up
+
+lab-down:  ## stop the local lab
+	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience lab down; fi
+
+lab-status: venv  ## show the lab's endpoints
+	$(BIN)/resilience lab status
+
+up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (prints the login)
+	$(BIN)/resilience airflow up
+
+down:  ## stop Airflow standalone and the lab
+	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience airflow down; $(BIN)/resilience lab down; fi
+
+demo: lab-up  ## run the monthly DR drill through Airflow against the lab; print verdict + report
+	$(BIN)/resilience airflow up
+	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}'; \
+	  status=$$?; $(BIN)/resilience airflow down; exit $$status
+
+test: deps venv  ## unit + DAG integrity + integration tests (the tests start and stop their own lab)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: venv  ## ruff
+	$(BIN)/ruff check .
+
+bench: lab-up  ## benchmarks (see bench/)
+	$(BIN)/python bench/drill.py

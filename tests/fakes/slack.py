@@ -1,0 +1,51 @@
+"""A local Slack incoming-webhook endpoint (no real Slack can run here).
+
+It speaks the webhook protocol the Slack provider uses: ``POST <webhook path>`` with a JSON
+body (``text``, optional ``blocks``), answered ``200 ok``. Every body is kept for asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class SlackWebhookServer:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if "text" not in body and "blocks" not in body:
+                    self.send_response(400)
+                    self.end_headers()
+                    self.wfile.write(b"no_text")
+                    return
+                server.messages.append({"path": self.path, **body})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}/services/T000/B000/XXXX"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> SlackWebhookServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def connection_json(self) -> str:
+        """The Airflow Connection (``AIRFLOW_CONN_...`` value) that points the provider here."""
+        return json.dumps({"conn_type": "slackwebhook", "password": self.url})

@@ -1,0 +1,232 @@
+"""The monthly DR drill through ``dag.test()`` against the real lab (PostgreSQL + pgBackRest).
+
+Outcomes are asserted from outside the code under test: rows read from the sandbox and the
+source with psycopg, sandbox directories on disk, the control DB's history, Slack posts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.fakes.slack import SlackWebhookServer
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def drill_dag(airflow_db, lab):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "dr_monthly_drill.py")).get_dag("dr_monthly_drill")
+    # Work around apache/airflow#73428: with `deadline=` set, dag.test() exits with
+    # "'dict' object has no attribute 'hex'" after a successful run. Deadlines never fire
+    # under dag.test() anyway (queued_at is None), so the test copy runs without one.
+    dag.deadline = None
+    return dag
+
+
+def run_drill(dag, **conf):
+    base = {"environment": "lab", "dr_environment": "lab", "full_drill": False, "rto_target": 30,
+            "rpo_target": 15, "pitr_target": None, "no_cleanup": False}
+    dagrun = dag.test(run_conf={**base, **conf})
+    states = {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+    return dagrun, states
+
+
+def report_path(dagrun) -> Path:
+    for path in (Path(os.environ["RESILIENCE_REPORT_DIR"]) / "dr_monthly_drill").glob("*.json"):
+        if json.loads(path.read_text())["run_id"] == dagrun.run_id:
+            return path
+    raise AssertionError(f"no report for {dagrun.run_id}")
+
+
+def report_of(dagrun) -> dict:
+    return json.loads(report_path(dagrun).read_text())
+
+
+def source_conn(lab):
+    return psycopg.connect(lab["connections"]["resilience_lab_app_db"], autocommit=True)
+
+
+def control_rows(lab, run_id: str):
+    with psycopg.connect(lab["connections"]["resilience_control_db"]) as conn:
+        exists = conn.execute("SELECT to_regclass('drill_runs') IS NOT NULL").fetchone()[0]
+        if not exists:
+            return []
+        return conn.execute("SELECT status, rto_s, rpo_s FROM drill_runs WHERE run_id = %s", (run_id,)).fetchall()
+
+
+def sandboxes(lab) -> list[str]:
+    root = Path(lab["sandbox_root"])
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_latest_restore_passes_and_cleans_up(drill_dag, lab):
+    before = sandboxes(lab)
+    with SlackWebhookServer() as slack:
+        os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = slack.connection_json()
+        try:
+            dagrun, states = run_drill(drill_dag, full_drill=True)
+        finally:
+            del os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"]
+    assert dagrun.state == "success", states
+    assert states["cleanup_sandbox"] == "success"
+    report = report_of(dagrun)
+    assert report["status"] == "passed" and report["deviated"] is False
+    assert 0 < report["rto"]["measured_s"] < 30 * 60
+    assert report["rpo"]["measured_s"] is not None and report["rpo"]["measured_s"] <= 15 * 60
+    assert [p["phase"] for p in report["phases"]] == [
+        "verify_backups", "create_sandbox", "restore", "integrity", "app_connectivity"]
+    integrity = {c["name"] for c in report["phase_details"]["integrity"]["checks"]}
+    assert "pg_amcheck (heap and B-tree indexes)" in integrity
+    assert any(name.startswith("row count") for name in integrity)
+    assert "pgbackrest verify" in {c["name"] for c in report["phase_details"]["verify_backups"]["checks"]}
+    # the sandbox is gone from disk, the history has the run, Slack got the summary
+    assert sandboxes(lab) == before
+    assert control_rows(lab, dagrun.run_id)[0][0] == "passed"
+    assert len(slack.messages) == 1 and "DR drill *PASSED*" in slack.messages[0]["text"]
+    html = report_path(dagrun).with_suffix(".html").read_text()
+    assert "<svg" in html and "PASSED" in html
+
+
+def _insert_marker(conn, label: str) -> str:
+    email = f"marker-{label}-{uuid.uuid4().hex[:8]}@drill.test"
+    conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, %s)", (email, label))
+    return email
+
+
+def _wait_archived_after(conn, moment: datetime, timeout_s: float = 60) -> None:
+    """Force a WAL switch on the source (test set-up, not the drill) and wait until it is archived."""
+    conn.execute("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        archived = conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
+        if archived and archived > moment:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"WAL not archived past {moment} within {timeout_s} s")
+
+
+def test_pitr_shows_the_first_marker_and_not_the_second(drill_dag, lab):
+    from resilience.config import load_config
+    from resilience.platforms.base import Sandbox, get_platform
+
+    with source_conn(lab) as conn:
+        first = _insert_marker(conn, "before")
+        time.sleep(1.5)
+        target = datetime.now(UTC)
+        time.sleep(1.5)
+        second = _insert_marker(conn, "after")
+        _wait_archived_after(conn, datetime.now(UTC))
+    dagrun, states = run_drill(drill_dag, pitr_target=target.isoformat(), no_cleanup=True)
+    report = report_of(dagrun)
+    sandbox = Sandbox.from_dict({k: v for k, v in report["sandbox"].items() if k not in ("dsn", "kept", "app_url")})
+    try:
+        assert dagrun.state == "success", states
+        assert states["cleanup_sandbox"] == "skipped"
+        assert report["sandbox"]["kept"] is True and report["sandbox"]["dsn"].startswith("postgresql://postgres@")
+        password = lab["app_db"]["password"]
+        with psycopg.connect(host=sandbox.host, port=sandbox.port, dbname=sandbox.dbname, user="postgres",
+                             password=password) as sandbox_db:
+            emails = {r[0] for r in sandbox_db.execute(
+                "SELECT email FROM accounts WHERE email IN (%s, %s)", (first, second))}
+            newest = sandbox_db.execute("SELECT max(created_at) FROM accounts").fetchone()[0]
+        assert emails == {first}
+        assert newest <= target
+        assert report["rpo"]["reference"] == target.isoformat()
+    finally:
+        get_platform(load_config().environment("lab")).drop_sandbox(sandbox)
+    assert sandbox.name not in sandboxes(lab)
+
+
+@pytest.fixture
+def environments_with_missing_stanza(tmp_path):
+    import yaml
+
+    from resilience.config import DEFAULT_CONFIG_PATH
+
+    doc = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    doc["environments"]["lab"]["pgbackrest"]["stanza"] = "nosuch"
+    path = tmp_path / "environments.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    os.environ["RESILIENCE_ENVIRONMENTS"] = str(path)
+    yield path
+    del os.environ["RESILIENCE_ENVIRONMENTS"]
+
+
+def test_missing_backup_fails_at_verify_and_leaves_no_sandbox(drill_dag, lab, environments_with_missing_stanza):
+    before = sandboxes(lab)
+    dagrun, states = run_drill(drill_dag)
+    assert dagrun.state == "failed"
+    assert states["start_drill"] == "success" and states["verify_backups"] == "failed"
+    assert states["create_sandbox"] == "upstream_failed" and states["restore"] == "upstream_failed"
+    assert sandboxes(lab) == before
+    report = report_of(dagrun)
+    verify = report["phase_details"]["verify_backups"]
+    assert verify["status"] == "failed"
+    assert "nosuch" in verify["error"]
+    assert control_rows(lab, dagrun.run_id)[0][0] == "failed"
+
+
+def _latest_backup_file(lab) -> Path:
+    repo = Path(lab["pgbackrest"]["repo_path"]) / "backup" / lab["pgbackrest"]["stanza"]
+    latest = (repo / "latest").resolve()
+    files = sorted((latest / "pg_data" / "base").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    return next(p for p in reversed(files) if p.is_file())
+
+
+def test_broken_backup_fails_at_verify_and_leaves_no_sandbox(drill_dag, lab):
+    victim = _latest_backup_file(lab)
+    original = victim.read_bytes()
+    before = sandboxes(lab)
+    try:
+        victim.write_bytes(b"\0" * len(original))
+        dagrun, states = run_drill(drill_dag, full_drill=True)
+    finally:
+        victim.write_bytes(original)
+    assert dagrun.state == "failed"
+    assert states["verify_backups"] == "failed" and states["create_sandbox"] == "upstream_failed"
+    assert sandboxes(lab) == before
+    checks = {c["name"]: c for c in report_of(dagrun)["phase_details"]["verify_backups"]["checks"]}
+    assert checks["pgbackrest verify"]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"pitr_target": "2999-01-01T00:00:00Z"}, "params.pitr_target: 2999-01-01T00:00:00+00:00 is not in the past"),
+    ],
+)
+def test_bad_params_fail_in_start_drill_before_any_side_effect(drill_dag, lab, conf, message, caplog):
+    before = sandboxes(lab)
+    dagrun, states = run_drill(drill_dag, **conf)
+    assert dagrun.state == "failed"
+    assert states["start_drill"] == "failed"
+    assert {states[t] for t in ("verify_backups", "create_sandbox", "restore")} == {"upstream_failed"}
+    assert states["write_report"] == "skipped"
+    assert sandboxes(lab) == before
+    assert control_rows(lab, dagrun.run_id) == []
+    assert message in caplog.text
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [{"rto_target": -5}, {"pitr_target": "yesterday"}, {"environment": "qa"}, {"rpo_target": 0}],
+    ids=["negative-rto", "malformed-pitr", "unknown-environment", "zero-rpo"],
+)
+def test_params_outside_the_schema_are_refused_at_trigger(drill_dag, lab, conf):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    before = sandboxes(lab)
+    with pytest.raises(ParamValidationError, match=next(iter(conf))):
+        drill_dag.test(run_conf=conf)
+    assert sandboxes(lab) == before

@@ -1,0 +1,119 @@
+"""The lab's helpers without servers: layout, lab.json contract, daemons, preflight, config rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resilience.lab.daemons import pid_matches, read_pid_file, running_pid, start_daemon, stop_daemon, write_pid_file
+from resilience.lab.errors import LabError
+from resilience.lab.layout import LabLayout, resolve_layout
+from resilience.lab.osuser import check_traversable, is_root
+from resilience.lab.preflight import check_ports, port_free
+from resilience.lab.prometheus_server import render_config
+from resilience.lab.state import airflow_env_lines, build_state, load_lab_state, write_lab_state
+
+
+def test_ports_derive_from_the_port_base(tmp_path: Path) -> None:
+    layout = LabLayout(tmp_path, 55320)
+    assert [layout.port(c) for c in ("control_db", "app_primary", "app_replica", "app", "prometheus")] == [
+        55320, 55321, 55322, 55330, 55340]
+    assert layout.sandbox_port_min == 55350
+
+
+@pytest.mark.parametrize("base", [80, 65500, -1])
+def test_port_base_out_of_range_is_refused(tmp_path: Path, base: int) -> None:
+    with pytest.raises(ValueError, match=r"port_base: .* is not in 1024\.\."):
+        resolve_layout(tmp_path, base)
+
+
+def test_env_chooses_lab_dir_and_port_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESILIENCE_LAB_DIR", str(tmp_path / "x"))
+    monkeypatch.setenv("RESILIENCE_LAB_PORT_BASE", "41000")
+    assert resolve_layout() == LabLayout(tmp_path / "x", 41000)
+    assert resolve_layout(port_base=42000).port_base == 42000
+
+
+def test_a_lab_dir_keeps_its_port_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESILIENCE_LAB_PORT_BASE", raising=False)
+    (tmp_path / "layout.json").write_text(json.dumps({"port_base": 43000}))
+    assert resolve_layout(tmp_path).port_base == 43000
+    with pytest.raises(ValueError, match="created with port base 43000, not 44000; use --port-base 43000"):
+        resolve_layout(tmp_path, 44000)
+
+
+def test_load_lab_state_says_the_lab_is_not_up(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"lab is not up: run `resilience lab up`"):
+        load_lab_state(tmp_path)
+
+
+def test_lab_json_round_trip_and_env_lines(tmp_path: Path) -> None:
+    layout = LabLayout(tmp_path, 55320)
+    state = build_state(layout, "pw", Path("/usr/lib/postgresql/15/bin"), "postgres")
+    write_lab_state(layout, state)
+    assert load_lab_state(tmp_path) == state
+    assert (tmp_path / "lab.json").stat().st_mode & 0o777 == 0o600
+    assert airflow_env_lines(state) == [
+        "export AIRFLOW_CONN_RESILIENCE_CONTROL_DB='postgresql://postgres:pw@127.0.0.1:55320/resilience'",
+        "export AIRFLOW_CONN_RESILIENCE_LAB_APP_DB='postgresql://postgres:pw@127.0.0.1:55321/app'",
+        "export AIRFLOW_CONN_RESILIENCE_LAB_PROMETHEUS='http://127.0.0.1:55340'",
+    ]
+    assert state["app_db"]["read_write_dsn"] == (
+        "postgresql://postgres:pw@127.0.0.1:55321,127.0.0.1:55322/app?target_session_attrs=read-write"
+        "&connect_timeout=2")
+
+
+@pytest.mark.skipif(not is_root(), reason="the traversal check applies when root runs servers as postgres")
+def test_lab_dir_the_postgres_user_cannot_reach_is_refused(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    with pytest.raises(LabError, match=r"postgres OS user cannot traverse .*closed .*RESILIENCE_LAB_DIR"):
+        check_traversable(closed / "lab", "postgres", "RESILIENCE_LAB_DIR")
+    closed.chmod(0o755)
+    check_traversable(closed / "lab", "postgres", "RESILIENCE_LAB_DIR")
+
+
+def test_taken_port_names_component_port_and_setting(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        assert not port_free(taken)
+        layout = LabLayout(tmp_path, taken - 20)
+        with pytest.raises(LabError, match=rf"port {taken} for the lab's Prometheus .*--port-base or "
+                                           r"RESILIENCE_LAB_PORT_BASE"):
+            check_ports(layout, {})
+        check_ports(layout, {"prometheus": True})  # ours and up: not a conflict
+
+
+def test_prometheus_config_scrapes_job_api_every_second() -> None:
+    config = yaml.safe_load(render_config(["127.0.0.1:55330"], "127.0.0.1:55340"))
+    (api,) = [job for job in config["scrape_configs"] if job["job_name"] == "api"]
+    assert api["static_configs"][0]["targets"] == ["127.0.0.1:55330"]
+    assert config["global"]["scrape_interval"] == "1s"
+    assert config["rule_files"] == []
+
+
+def test_daemon_start_is_idempotent_and_stop_terminates(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    pid_file = tmp_path / "sleep.pid"
+    pid = start_daemon(argv, pid_file, tmp_path / "sleep.log")
+    assert start_daemon(argv, pid_file, tmp_path / "sleep.log") == pid
+    assert read_pid_file(pid_file) == (pid, argv) and running_pid(pid_file) == pid
+    assert stop_daemon(pid_file, timeout_s=5) is True
+    assert not pid_matches(pid, argv) and not pid_file.exists()
+    assert stop_daemon(pid_file) is False
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
+    pid_file = tmp_path / "stale.pid"
+    write_pid_file(pid_file, os.getpid(), ["some-daemon", "--that-exited"])
+    assert running_pid(pid_file) is None
+    assert stop_daemon(pid_file) is False  # we are still alive to assert it
+    assert not pid_file.exists()
