@@ -94,91 +94,91 @@ def dr_monthly_drill():
     @task
     def start_drill() -> dict:
         """Validate Params, environments.yaml and Connections; open the drill record."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
-        return drill.start_drill(dict(ctx["params"]), _run_id(), ctx["dag"].dag_id, started_at)
+        return steps.start_drill(dict(ctx["params"]), _run_id(), ctx["dag"].dag_id, started_at)
 
     @task
-    def verify_backups(params: dict) -> dict:
+    def verify_backups(run: dict) -> dict:
         """Backups exist, are sound, and the WAL archive is fresh enough for the RPO target."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.verify_backups(params, _run_id())
+        return steps.verify_backups(run, _run_id())
 
     @setup
-    def create_sandbox(params: dict) -> dict:
+    def create_sandbox(run: dict) -> dict:
         """An empty sandbox that is provably not the source."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.create_sandbox(params, _run_id())
+        return steps.create_sandbox(run, _run_id())
 
     @task
-    def restore(params: dict, sandbox: dict) -> dict:
+    def restore(run: dict, sandbox: dict) -> dict:
         """Restore latest or point-in-time into the sandbox; wait until it takes writes."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.restore(params, _run_id(), sandbox)
+        return steps.restore(run, _run_id(), sandbox)
 
     @task
-    def check_integrity(params: dict, sandbox: dict, restored: dict) -> dict:
+    def check_integrity(run: dict, sandbox: dict, restored: dict) -> dict:
         """pg_amcheck, SQL integrity checks, row counts against the source."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.check_integrity(params, _run_id(), sandbox, restored)
+        return steps.check_integrity(run, _run_id(), sandbox, restored)
 
     @task
-    def check_app(params: dict, sandbox: dict) -> dict:
+    def check_app(run: dict, sandbox: dict) -> dict:
         """Start the app on the sandbox; its health endpoints must answer."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.check_app(params, _run_id(), sandbox)
+        return steps.check_app(run, _run_id(), sandbox)
 
     @task
-    def measure_rto_rpo(params: dict) -> dict:
+    def measure_rto_rpo(run: dict) -> dict:
         """RTO and RPO against their targets, with the per-phase breakdown."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.measure_rto_rpo(params, _run_id())
+        return steps.measure_rto_rpo(run, _run_id())
 
     @teardown
-    def cleanup_sandbox(params: dict, sandbox: dict) -> None:
+    def cleanup_sandbox(run: dict, sandbox: dict) -> None:
         """Drop the sandbox (skipped when no_cleanup)."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        drill.cleanup_sandbox(params, _run_id(), sandbox)
+        steps.cleanup_sandbox(run, _run_id(), sandbox)
 
     @task(trigger_rule="all_done")
     def write_report() -> dict:
         """Complete the record; write the JSON + HTML report, whatever failed before."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.write_drill_report(_pulled("start_drill"), _run_id(), _pulled("create_sandbox"))
+        return steps.write_drill_report(_pulled("start_drill"), _run_id(), _pulled("create_sandbox"))
 
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:
         """Post the summary to Slack (logged when the Connection is absent)."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.notify_slack(_pulled("start_drill"), _run_id(), _pulled("write_report"))
+        return steps.notify_slack(_pulled("start_drill"), _run_id(), _pulled("write_report"))
 
     @task(trigger_rule="all_done")
     def verdict() -> str:
         """Fail the run when the drill failed."""
-        from resilience.dr import drill
+        from resilience.dr import drill as steps
 
-        return drill.final_verdict(_pulled("write_report"))
+        return steps.final_verdict(_pulled("write_report"))
 
-    params = start_drill()
-    sandbox = create_sandbox(params)
-    verify_backups(params) >> sandbox
-    restored = restore(params, sandbox)
-    app = check_app(params, sandbox)
-    check_integrity(params, sandbox, restored) >> app
-    measured = measure_rto_rpo(params)
+    run = start_drill()
+    sandbox = create_sandbox(run)
+    verify_backups(run) >> sandbox
+    restored = restore(run, sandbox)
+    app = check_app(run, sandbox)
+    check_integrity(run, sandbox, restored) >> app
+    measured = measure_rto_rpo(run)
     app >> measured
-    cleanup = cleanup_sandbox(params, sandbox)
+    cleanup = cleanup_sandbox(run, sandbox)
     measured >> cleanup
     cleanup >> write_report() >> notify_slack() >> verdict()
 

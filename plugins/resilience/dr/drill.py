@@ -353,7 +353,7 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
     from resilience.dr.report import build_report, write_report
 
     if params is None:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException("No report: the drill did not start (its parameters were refused)")
     drill = Drill.from_xcom(params, run_id)
@@ -390,7 +390,7 @@ def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, 
 
 def cleanup_sandbox(params: dict[str, Any] | None, run_id: str, sandbox: dict[str, Any]) -> None:
     """Runbook step 9 (teardown): drop the sandbox, unless the run asked to keep it."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     drill = Drill.from_xcom(params, run_id) if params else None
     box = Sandbox.from_dict(sandbox)

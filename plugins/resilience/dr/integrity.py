@@ -22,7 +22,7 @@ IN_FLIGHT_ALLOWANCE = timedelta(seconds=2)
 
 def _rows(conn: Any, sql: str, args: tuple = ()) -> list[tuple]:
     with conn.cursor() as cur:
-        cur.execute(sql, args)
+        cur.execute(sql, args or None)  # no args: '%' in the SQL is literal
         return cur.fetchall() if cur.description else []
 
 

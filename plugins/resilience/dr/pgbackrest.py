@@ -108,7 +108,8 @@ def backup_checks(
     ]
     if latest is not None:
         checks.append(
-            Check("latest backup has no errors", not latest.error, f"backup {latest.label} error flag")
+            Check("latest backup has no errors", not latest.error,
+                  f"backup {latest.label} {'is flagged with errors' if latest.error else 'has no error flag'}")
         )
         continuous = (
             info.archive_min is not None
