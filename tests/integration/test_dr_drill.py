@@ -206,7 +206,7 @@ def test_broken_backup_fails_at_verify_and_leaves_no_sandbox(drill_dag, lab):
         ({"pitr_target": "2999-01-01T00:00:00Z"}, "params.pitr_target: 2999-01-01T00:00:00+00:00 is not in the past"),
     ],
 )
-def test_bad_params_fail_in_start_drill_before_any_side_effect(drill_dag, lab, conf, message, caplog):
+def test_bad_params_fail_in_start_drill_before_any_side_effect(drill_dag, lab, conf, message, capfd):
     before = sandboxes(lab)
     dagrun, states = run_drill(drill_dag, **conf)
     assert dagrun.state == "failed"
@@ -215,7 +215,8 @@ def test_bad_params_fail_in_start_drill_before_any_side_effect(drill_dag, lab, c
     assert states["write_report"] == "skipped"
     assert sandboxes(lab) == before
     assert control_rows(lab, dagrun.run_id) == []
-    assert message in caplog.text
+    out, err = capfd.readouterr()
+    assert message in out + err
 
 
 @pytest.mark.parametrize(

@@ -107,3 +107,21 @@ def test_restore_args_latest_and_pitr():
         "--log-level-console=info", "--type=default"]
     pitr = restore_args("app", "/sb/pgdata", datetime(2026, 11, 28, 10, 30, 0, 500000, tzinfo=UTC))
     assert pitr[-3:] == ["--type=time", "--target=2026-11-28 10:30:00.500000+00", "--target-action=promote"]
+
+
+def test_verify_clean_repository_passes():
+    from resilience.dr.pgbackrest import verify_check
+
+    check = verify_check((DATA / "pgbackrest_verify_ok.txt").read_text(), 0.49)
+    assert check == Check("pgbackrest verify", True, "repository verified in 0.5 s, no invalid file")
+
+
+def test_verify_invalid_checksum_fails_although_pgbackrest_exits_0():
+    from resilience.dr.pgbackrest import verify_check
+
+    check = verify_check((DATA / "pgbackrest_verify_checksum_invalid.txt").read_text(), 0.44)
+    assert check == Check(
+        "pgbackrest verify", False,
+        "status: error; backup: 20261128-060755F, status: invalid, total files checked: 1289, total valid files: 1288; "
+        "checksum invalid: 1",
+    )

@@ -168,10 +168,11 @@ def _pitr_window_checks(target: datetime, info: pgbackrest.StanzaInfo, archiver:
 def _verify_repository(drill: Drill, stanza: str) -> Check:
     started = time.monotonic()
     try:
-        drill.platform.pgbackrest(["verify", f"--stanza={stanza}"], timeout_s=RESTORE_TIMEOUT_S)
+        output = drill.platform.pgbackrest(["verify", f"--stanza={stanza}", "--log-level-console=info"],
+                                           timeout_s=RESTORE_TIMEOUT_S)
     except Exception as exc:
         return Check("pgbackrest verify", False, str(exc))
-    return Check("pgbackrest verify", True, f"repository verified in {time.monotonic() - started:.1f} s")
+    return pgbackrest.verify_check(output, time.monotonic() - started)
 
 
 def create_sandbox(params: dict[str, Any], run_id: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Pure: the platform runs the commands; this module only reads and writes their te
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -152,6 +153,19 @@ def backup_checks(
             )
         )
     return checks
+
+
+def verify_check(output: str, elapsed_s: float) -> Check:
+    """Judge ``pgbackrest verify`` output (2.45 exits 0 even when it finds invalid files).
+
+    A clean repository prints no summary; problems come as an indented summary with
+    ``status: error`` and a line per kind of damage (``checksum invalid: 1``).
+    """
+    if not re.search(r"status: (error|invalid)", output):
+        return Check("pgbackrest verify", True, f"repository verified in {elapsed_s:.1f} s, no invalid file")
+    summary_lines = [ln.split("INFO:", 1)[-1].strip() for ln in output.splitlines()
+                     if re.search(r"status: (error|invalid)|invalid|missing", ln)]
+    return Check("pgbackrest verify", False, "; ".join(summary_lines))
 
 
 def restore_args(
