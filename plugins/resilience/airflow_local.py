@@ -6,6 +6,7 @@ Used by ``make up`` / ``make demo``. Everything talks to Airflow through its RES
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -115,10 +116,8 @@ def down(timeout_s: float = 30) -> None:
         return
     log.info("Stopping %d Airflow processes (AIRFLOW_HOME %s)", len(ours), home)
     for pid in ours:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(_ours(pid, home) for pid in ours):
         time.sleep(0.5)

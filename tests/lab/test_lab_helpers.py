@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from resilience.lab.app import AppConfig, make_server
 from resilience.lab.daemons import pid_matches, read_pid_file, running_pid, start_daemon, stop_daemon, write_pid_file
 from resilience.lab.errors import LabError
 from resilience.lab.layout import LabLayout, resolve_layout
@@ -69,11 +76,20 @@ def test_lab_json_round_trip_and_env_lines(tmp_path: Path) -> None:
         "&connect_timeout=2")
 
 
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temp dir every user can traverse (pytest's own tmp_path is 0700 under root)."""
+    root = Path(tempfile.mkdtemp(prefix="resilience-lab-unit-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.skipif(not is_root(), reason="the traversal check applies when root runs servers as postgres")
-def test_lab_dir_the_postgres_user_cannot_reach_is_refused(tmp_path: Path) -> None:
-    closed = tmp_path / "closed"
+def test_lab_dir_the_postgres_user_cannot_reach_is_refused(open_tmp: Path) -> None:
+    closed = open_tmp / "closed"
     closed.mkdir(mode=0o700)
-    with pytest.raises(LabError, match=r"postgres OS user cannot traverse .*closed .*RESILIENCE_LAB_DIR"):
+    with pytest.raises(LabError, match=r"postgres OS user cannot traverse \S+/closed \(mode 700\).*RESILIENCE_LAB_DIR"):
         check_traversable(closed / "lab", "postgres", "RESILIENCE_LAB_DIR")
     closed.chmod(0o755)
     check_traversable(closed / "lab", "postgres", "RESILIENCE_LAB_DIR")
@@ -117,3 +133,29 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     assert running_pid(pid_file) is None
     assert stop_daemon(pid_file) is False  # we are still alive to assert it
     assert not pid_file.exists()
+
+
+def test_demo_app_reports_a_dead_database_as_503_without_the_dsn() -> None:
+    config = AppConfig(dsn="postgresql://postgres:s3cret@127.0.0.1:1/app", port=0)
+    server = make_server(config)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=3) as response:
+            assert (response.status, json.load(response)) == (200, {"status": "ok"})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(f"{base}/api/health/database", timeout=5)
+        body = failed.value.read().decode()
+        assert failed.value.code == 503
+        assert json.loads(body) == {"status": "error", "database": "app", "error": "OperationalError"}
+        assert "s3cret" not in body
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{base}/no/such/path", timeout=3)
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=3).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'http_requests_total{method="GET",path="/api/health/database",status="503"} 1.0' in metrics
+    assert 'http_requests_total{method="GET",path="other",status="404"} 1.0' in metrics
+    assert 'http_request_duration_seconds_count{method="GET",path="/health"} 1.0' in metrics

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from resilience.lab.app_process import app_is_running, start_app, stop_app
 from resilience.lab.daemons import is_alive, read_cmdline
 from resilience.lab.state import load_lab_state
 
@@ -78,7 +80,8 @@ def pg(state: dict[str, Any], node: str) -> psycopg.Connection:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Lab:
+def lab() -> Iterator[Lab]:
+    """This module's own lab (overrides the session ``lab`` of tests/conftest.py: these tests stop it)."""
     root = Path(tempfile.mkdtemp(prefix="resilience-lab-test-", dir="/tmp"))
     root.chmod(0o755)
     lab_dir = root / "lab"
@@ -196,6 +199,21 @@ def test_taken_port_is_refused_before_anything_starts(lab: Lab) -> None:
     assert not (other / "pg").exists()
 
 
+def test_start_app_runs_the_demo_app_against_any_dsn(lab: Lab) -> None:
+    """As the DR drill does on a restored sandbox: here against the (read-only) replica."""
+    state = load_lab_state(lab.lab_dir)
+    db, port = state["app_db"], state["sandbox_port_min"] + 1
+    dsn = f"postgresql://{db['user']}:{db['password']}@127.0.0.1:{db['replica']['port']}/{db['dbname']}"
+    run_dir = Path(state["sandbox_root"]) / "app-check"
+    pid = start_app(dsn, port, run_dir)
+    assert start_app(dsn, port, run_dir) == pid
+    assert db["password"] not in " ".join(read_cmdline(pid) or [])
+    status, body = get(f"http://127.0.0.1:{port}/api/health/database")
+    assert status == 200 and json.loads(body)["in_recovery"] is True
+    assert stop_app(port, run_dir) is True and not is_alive(pid)
+    start_app(dsn, port, run_dir)  # left running: `down` must stop sandbox apps too
+
+
 def descendants(roots: set[int]) -> set[int]:
     """``roots`` and every live process below them (postgres backends, walsenders ...)."""
     parent_of = {}
@@ -216,6 +234,9 @@ def descendants(roots: set[int]) -> set[int]:
 def test_down_stops_every_process(lab: Lab) -> None:
     pids = {c["pid"] for c in status_json(lab.env)["components"].values()}
     assert None not in pids
+    sandbox_app = app_is_running(load_lab_state(lab.lab_dir)["sandbox_port_min"] + 1,
+                                 Path(load_lab_state(lab.lab_dir)["sandbox_root"]) / "app-check")
+    pids |= {sandbox_app} if sandbox_app else set()
     everything = descendants(pids)
     assert len(everything) > len(pids)  # the postmasters have children
     proc = run_cli("down", env=lab.env)

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -42,17 +41,15 @@ class LocalPlatform:
 
     # -- processes -------------------------------------------------------------------------
 
-    def _as_owner(self, cmd: list[str]) -> list[str]:
-        """Run as the lab's PostgreSQL OS user when we are root (initdb/pg_ctl refuse root)."""
+    def _run(self, cmd: list[str], timeout_s: float) -> str:
+        """Run as the lab's PostgreSQL OS user (initdb/pg_ctl/pgBackRest refuse root); return stdout.
+
+        stdout and stderr stay apart so JSON on stdout is never mixed with warnings.
+        """
         from resilience.lab.osuser import as_user
 
-        return as_user(cmd, self.os_user)
-
-    def _run(self, cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> str:
-        result = subprocess.run(
-            self._as_owner(cmd), capture_output=True, text=True, timeout=timeout_s,
-            env={**os.environ, **(env or {})},
-        )
+        result = subprocess.run(as_user(cmd, self.os_user), capture_output=True, text=True, timeout=timeout_s,
+                                cwd="/")
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"{Path(cmd[0]).name} exited {result.returncode}: {' | '.join(tail)}")
@@ -104,13 +101,12 @@ class LocalPlatform:
             raise RefusedError(f"sandbox {name} refused: " + "; ".join(problems))
         if root.exists():
             raise RefusedError(f"sandbox {name} refused: {root} exists and is not a sandbox (no {MARKER})")
-        (root / "pgdata").mkdir(parents=True, mode=0o700)
-        (root / "sock").mkdir(mode=0o700)
+        from resilience.lab.osuser import make_dir
+
+        make_dir(root, self.os_user, 0o755)
+        make_dir(root / "pgdata", self.os_user, 0o700)
+        make_dir(root / "sock", self.os_user, 0o755)
         (root / MARKER).write_text(json.dumps({"name": name, "port": port, "created_at": time.time()}))
-        shutil.chown(root, self.os_user, self.os_user) if os.geteuid() == 0 else None
-        for sub in ("pgdata", "sock"):
-            if os.geteuid() == 0:
-                shutil.chown(root / sub, self.os_user, self.os_user)
         log.info("Created sandbox %s at %s (port %d)", name, root, port)
         return sandbox
 
@@ -144,8 +140,9 @@ class LocalPlatform:
 
         root = Path(sandbox.data_dir).parent
         port = self._free_port(int(self.lab["sandbox_port_min"]) + 100)
-        pid = start_app(dsn=dsn, port=port, log_path=root / "app.log")
-        (root / "app.pid").write_text(str(pid))
+        marker = json.loads((root / MARKER).read_text())
+        (root / MARKER).write_text(json.dumps({**marker, "app_port": port}))
+        start_app(dsn, port, run_dir=root)
         return f"http://127.0.0.1:{port}"
 
     def drop_sandbox(self, sandbox: Sandbox) -> None:
@@ -153,7 +150,11 @@ class LocalPlatform:
         if not (root / MARKER).exists():
             log.warning("Not dropping %s: no sandbox there (already dropped?)", root)
             return
-        _stop_pid_file(root / "app.pid")
+        app_port = json.loads((root / MARKER).read_text()).get("app_port")
+        if app_port:
+            from resilience.lab.app_process import stop_app
+
+            stop_app(int(app_port), root)
         if (Path(sandbox.data_dir) / "postmaster.pid").exists():
             log.info("Stopping sandbox PostgreSQL %s", sandbox.name)
             try:
@@ -166,24 +167,3 @@ class LocalPlatform:
 
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
-def _stop_pid_file(pid_file: Path, timeout_s: float = 10) -> None:
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text().strip() or 0)
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pid_file.unlink()
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    pid_file.unlink()

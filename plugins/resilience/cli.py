@@ -1,0 +1,103 @@
+"""``resilience`` command line. ``resilience lab up|down|status|env`` drives the local lab.
+
+Subcommand groups register themselves in :func:`build_parser`; the logic lives in their packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from resilience.lab.errors import LabError, PreflightError
+from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, LabLayout, resolve_layout
+
+EXIT_ERROR = 2
+EXIT_NOT_UP = 3
+
+
+def _lab_layout(args: argparse.Namespace) -> LabLayout:
+    return resolve_layout(args.lab_dir, args.port_base)
+
+
+def cmd_lab_up(args: argparse.Namespace) -> int:
+    from resilience.lab.bringup import lab_up
+    from resilience.lab.status import format_table, lab_status
+
+    layout = _lab_layout(args)
+    try:
+        lab_up(layout)
+    except PreflightError:
+        raise
+    except LabError as exc:
+        raise LabError(f"{exc}\n(components started before the failure keep running: "
+                       f"`resilience lab down --lab-dir {layout.lab_dir}` stops them)") from exc
+    print(format_table(lab_status(layout, with_backups=False)))
+    return 0
+
+
+def cmd_lab_down(args: argparse.Namespace) -> int:
+    from resilience.lab.teardown import lab_down
+
+    lab_down(_lab_layout(args), purge=args.purge)
+    return 0
+
+
+def cmd_lab_status(args: argparse.Namespace) -> int:
+    from resilience.lab.status import format_table, lab_status
+
+    doc = lab_status(_lab_layout(args))
+    print(json.dumps(doc, indent=2) if args.json else format_table(doc))
+    return 0 if doc["all_up"] else EXIT_NOT_UP
+
+
+def cmd_lab_env(args: argparse.Namespace) -> int:
+    from resilience.lab.state import airflow_env_lines, load_lab_state
+
+    print("\n".join(airflow_env_lines(load_lab_state(_lab_layout(args).lab_dir))))
+    return 0
+
+
+def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
+    lab = subparsers.add_parser("lab", help="the local lab: real servers on 127.0.0.1")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lab-dir", help=f"lab state directory (env {ENV_LAB_DIR}; default <project>/.lab)")
+    common.add_argument("--port-base", type=int,
+                        help=f"first port of the lab (env {ENV_PORT_BASE}; default 54320)")
+    sub = lab.add_subparsers(dest="lab_command", required=True)
+    sub.add_parser("up", parents=[common], help="start every lab component (idempotent)").set_defaults(
+        func=cmd_lab_up)
+    down = sub.add_parser("down", parents=[common], help="stop every lab component (idempotent)")
+    down.add_argument("--purge", action="store_true", help="also delete the lab dir")
+    down.set_defaults(func=cmd_lab_down)
+    status = sub.add_parser("status", parents=[common],
+                            help="what runs where (exit 3 when not everything is up)")
+    status.add_argument("--json", action="store_true", help="every endpoint and DSN, passwords included")
+    status.set_defaults(func=cmd_lab_status)
+    sub.add_parser("env", parents=[common], help="print `export AIRFLOW_CONN_...` lines for eval").set_defaults(
+        func=cmd_lab_env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resilience", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_lab_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (LabError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The lab's Prometheus: config rendered from ``include/prometheus/lab/``, runs as ``nobody``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from string import Template
+
+from resilience.lab.app_process import wait_http_ok
+from resilience.lab.daemons import is_alive, log_tail, running_pid, start_daemon, stop_daemon, wait_for
+from resilience.lab.errors import LabError
+from resilience.lab.layout import HOST, LabLayout, include_dir
+from resilience.lab.osuser import NOBODY, make_dir
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "prometheus/lab/prometheus.yml.tmpl"
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
+    if not found:
+        raise LabError("prometheus binary not found: apt-get install prometheus")
+    return found
+
+
+def render_config(app_targets: Sequence[str], self_target: str, scrape_interval: str = "1s",
+                  rule_files: Sequence[str] = (), template: Path | None = None) -> str:
+    """The lab's prometheus.yml: job ``api`` scrapes ``app_targets`` every ``scrape_interval``."""
+    text = (template or include_dir() / TEMPLATE).read_text()
+    return Template(text).substitute(
+        scrape_interval=scrape_interval,
+        app_targets=json.dumps(list(app_targets)),
+        prometheus_targets=json.dumps([self_target]),
+        rule_files=json.dumps(list(rule_files)),
+    )
+
+
+def config_file(layout: LabLayout) -> Path:
+    return layout.prometheus_dir / "prometheus.yml"
+
+
+def pid_file(layout: LabLayout) -> Path:
+    return layout.run_dir / "prometheus.pid"
+
+
+def argv(layout: LabLayout) -> list[str]:
+    return [
+        prometheus_binary(),
+        f"--config.file={config_file(layout)}",
+        f"--storage.tsdb.path={layout.prometheus_dir / 'data'}",
+        "--storage.tsdb.retention.time=2d",
+        f"--web.listen-address={HOST}:{layout.port('prometheus')}",
+        "--web.enable-lifecycle",
+    ]
+
+
+def is_running(layout: LabLayout) -> int | None:
+    return running_pid(pid_file(layout))
+
+
+def start(layout: LabLayout, timeout_s: float = 15.0) -> int:
+    """Render the config, start Prometheus as ``nobody`` (when root) and wait for ``/-/ready``."""
+    url = f"http://{HOST}:{layout.port('prometheus')}"
+    existing = is_running(layout)
+    if existing is not None:
+        log.info("Prometheus already up on %s (pid %d)", url, existing)
+        return existing
+    make_dir(layout.prometheus_dir, None, 0o755)
+    make_dir(layout.prometheus_dir / "data", NOBODY, 0o750)
+    conf = config_file(layout)
+    conf.write_text(render_config([f"{HOST}:{layout.port('app')}"], f"{HOST}:{layout.port('prometheus')}"))
+    conf.chmod(0o644)
+    log_file = layout.run_dir / "prometheus.log"
+    log.info("Starting Prometheus on %s (scraping job api at %s:%d every 1 s, data %s)", url, HOST,
+             layout.port("app"), layout.prometheus_dir / "data")
+    pid = start_daemon(argv(layout), pid_file(layout), log_file, user=NOBODY)
+    if not wait_http_ok(f"{url}/-/ready", timeout_s, lambda: is_alive(pid)):
+        stop_daemon(pid_file(layout), timeout_s=5, name="Prometheus")
+        raise LabError(f"Prometheus on {url} not ready within {timeout_s:.0f} s\n--- {log_file}:\n"
+                       f"{log_tail(log_file)}")
+    return pid
+
+
+def target_up(prometheus_url: str, job: str) -> bool:
+    """True once this Prometheus process has scraped every target of ``job`` successfully.
+
+    Asks ``/api/v1/targets`` (live scrape state), not ``up{job=...}``: after a restart the
+    TSDB still holds the previous run's samples.
+    """
+    try:
+        with urllib.request.urlopen(f"{prometheus_url}/api/v1/targets?state=active", timeout=2) as response:
+            targets = json.load(response)["data"]["activeTargets"]
+    except (OSError, ValueError, KeyError):
+        return False
+    ours = [t for t in targets if t.get("labels", {}).get("job") == job]
+    return bool(ours) and all(t.get("health") == "up" for t in ours)
+
+
+def wait_for_first_scrape(layout: LabLayout, job: str = "api", timeout_s: float = 15.0) -> bool:
+    """Wait until job ``job`` is scraped as up (Prometheus syncs new targets within ~5 s)."""
+    url = f"http://{HOST}:{layout.port('prometheus')}"
+    if wait_for(lambda: target_up(url, job), timeout_s, interval_s=0.25):
+        log.info('Prometheus scrapes job %s: up{job="%s"} == 1', job, job)
+        return True
+    log.warning("Prometheus has not scraped job %s as up within %.0f s (see %s/targets)", job, timeout_s, url)
+    return False
+
+
+def stop(layout: LabLayout) -> bool:
+    return stop_daemon(pid_file(layout), timeout_s=10, name="Prometheus")

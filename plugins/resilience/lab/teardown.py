@@ -1,0 +1,66 @@
+"""``resilience lab down``: stop everything the lab (and DR sandboxes in it) started; optionally purge."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from resilience.lab import postgres, prometheus_server, workload
+from resilience.lab.app_process import stop_app
+from resilience.lab.daemons import stop_daemon
+from resilience.lab.errors import LabError
+from resilience.lab.layout import LAB_FILE, LAYOUT_FILE, LabLayout
+
+log = logging.getLogger(__name__)
+
+# Sandboxes nest their data dirs a few levels under sandbox_root; never walk a whole data dir.
+_SANDBOX_DEPTHS = ("*", "*/*", "*/*/*")
+
+
+def _sandbox_files(root: Path, name: str) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted({p for depth in _SANDBOX_DEPTHS for p in root.glob(f"{depth}/{name}")})
+
+
+def stop_sandboxes(layout: LabLayout) -> int:
+    """Stop DR sandbox apps and PostgreSQL servers left under ``sandbox_root``; return how many."""
+    stopped = 0
+    for pid_file in _sandbox_files(layout.sandbox_root, "*.pid"):
+        stopped += stop_daemon(pid_file, timeout_s=10, name=f"sandbox process ({pid_file.name})")
+    for pm_file in _sandbox_files(layout.sandbox_root, "postmaster.pid"):
+        stopped += postgres.stop_data_dir(pm_file.parent, f"sandbox PostgreSQL {pm_file.parent}")
+    return stopped
+
+
+def lab_down(layout: LabLayout, purge: bool = False) -> None:
+    """Stop writer, demo app, Prometheus, sandboxes, replica, primary, control (idempotent)."""
+    started = time.monotonic()
+    log.info("Stopping the lab in %s (port base %d)", layout.lab_dir, layout.port_base)
+    if layout.lab_dir.is_dir():
+        workload.stop_writer(layout)
+        stop_app(layout.port("app"), layout.run_dir)
+        prometheus_server.stop(layout)
+        stop_sandboxes(layout)
+        for cluster in (layout.replica, layout.primary, layout.control):
+            postgres.stop(cluster)
+        layout.lab_file.unlink(missing_ok=True)
+    else:
+        log.info("Lab dir %s does not exist: nothing to stop", layout.lab_dir)
+    if purge:
+        purge_lab_dir(layout)
+    log.info("Lab down in %.1f s", time.monotonic() - started)
+
+
+def purge_lab_dir(layout: LabLayout) -> None:
+    """Delete the lab dir, but only if it looks like one (never an arbitrary directory)."""
+    directory = layout.lab_dir
+    if not directory.exists():
+        return
+    markers = [directory / LAYOUT_FILE, directory / LAB_FILE]
+    if not any(m.exists() for m in markers) and any(directory.iterdir()):
+        raise LabError(f"refusing to purge {directory}: it has no {LAYOUT_FILE}, so it is not a lab dir")
+    log.info("Purging lab dir %s", directory)
+    shutil.rmtree(directory)
