@@ -34,6 +34,8 @@ def airflow_env(lab_state: dict[str, Any] | None) -> dict[str, str]:
     """Environment of the Airflow processes: our folders, a small executor, the lab's Connections."""
     env = {
         **os.environ,
+        # standalone starts its components as `airflow ...` subprocesses: the venv's bin must come first
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(airflow_home()),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
@@ -96,20 +98,41 @@ def up(lab_state: dict[str, Any] | None, timeout_s: float = 120) -> None:
     log.info("Airflow is up at %s — login %s / %s", BASE_URL, USER, password())
 
 
+def _is_airflow(argv: list[bytes]) -> bool:
+    """``.../bin/airflow ...`` (possibly via python) or a process titled ``airflow ...`` by setproctitle."""
+    head = [Path(a.decode(errors="replace")).name for a in argv[:2]]
+    return "airflow" in head or (bool(argv) and argv[0].startswith(b"airflow "))
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 def _ours(pid: int, home: str) -> bool:
-    """An airflow process started with our AIRFLOW_HOME (LocalExecutor tasks leave the process group)."""
+    """An Airflow process started with our AIRFLOW_HOME (LocalExecutor tasks leave the process group)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    return b"airflow" in cmdline and f"AIRFLOW_HOME={home}".encode() in environ
+    # setproctitle overwrites the environ block of titled processes: their cwd (AIRFLOW_HOME,
+    # where `up` starts standalone) identifies them instead
+    return _is_airflow(argv) and (cwd == home or f"AIRFLOW_HOME={home}".encode() in environ)
 
 
 def down(timeout_s: float = 30) -> None:
     """Stop standalone and every task process it left behind (idempotent)."""
     home = str(airflow_home())
-    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
+    mine = _ancestors()  # never the shell (or make) that runs us
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) not in mine]
     ours = [pid for pid in pids if _ours(pid, home)]
     if not ours:
         log.info("Airflow is not running (AIRFLOW_HOME %s)", home)

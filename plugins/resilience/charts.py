@@ -49,7 +49,7 @@ def line_chart(
     values = [v for s in series.values() for v in s if v is not None] + list((thresholds or {}).values())
     if not labels or not values:
         return "<p>No data yet.</p>"
-    left, right, top, bottom = 60, 20, 10, 40
+    left, right, top, bottom = 60, 50, 10, 40
     top_value = max(values) * 1.1 or 1.0
     n = len(labels)
 

@@ -1,4 +1,5 @@
-"""``resilience`` command line. ``resilience lab up|down|status|env`` drives the local lab.
+"""``resilience`` command line: ``lab up|down|status|env`` drives the local lab, ``airflow up|down|run``
+Airflow standalone against it.
 
 Subcommand groups register themselves in :func:`build_parser`; the logic lives in their packages.
 """
@@ -80,11 +81,61 @@ def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
         func=cmd_lab_env)
 
 
+def cmd_airflow_up(args: argparse.Namespace) -> int:
+    from resilience import airflow_local
+    from resilience.lab.state import load_lab_state
+
+    airflow_local.up(load_lab_state(_lab_layout(args).lab_dir))
+    print(f"Airflow UI: {airflow_local.BASE_URL}  login: {airflow_local.USER} / {airflow_local.password()}")
+    return 0
+
+
+def cmd_airflow_down(args: argparse.Namespace) -> int:
+    from resilience import airflow_local
+
+    airflow_local.down()
+    return 0
+
+
+def cmd_airflow_run(args: argparse.Namespace) -> int:
+    from resilience import airflow_local
+
+    conf = json.loads(args.conf)
+    if not isinstance(conf, dict):
+        raise ValueError(f"--conf: {args.conf!r} is not a JSON object")
+    run = airflow_local.run_dag(args.dag_id, conf, timeout_s=args.timeout)
+    print(f"{args.dag_id} run {run['dag_run_id']}: {run['state'].upper()}")
+    report = run["xcom"].get("write_report")
+    if isinstance(report, dict):
+        print(f"verdict: {report.get('status', 'unknown').upper()}")
+        print(f"report:  {report.get('report_html')}")
+        print(f"json:    {report.get('report_json')}")
+    return 0 if run["state"] == "success" else 1
+
+
+def add_airflow_commands(subparsers: argparse._SubParsersAction) -> None:
+    airflow = subparsers.add_parser("airflow", help="Airflow standalone on 127.0.0.1 against the lab")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lab-dir", help=f"lab state directory (env {ENV_LAB_DIR}; default <project>/.lab)")
+    common.add_argument("--port-base", type=int, help=f"first port of the lab (env {ENV_PORT_BASE})")
+    sub = airflow.add_subparsers(dest="airflow_command", required=True)
+    sub.add_parser("up", parents=[common], help="start airflow standalone (idempotent); print the login"
+                   ).set_defaults(func=cmd_airflow_up)
+    sub.add_parser("down", help="stop airflow standalone and its task processes").set_defaults(
+        func=cmd_airflow_down)
+    run = sub.add_parser("run", help="trigger a DAG through the REST API and follow it to the end")
+    run.add_argument("dag_id")
+    run.add_argument("--conf", default="{}", help="run configuration (Params) as a JSON object")
+    run.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+    run.set_defaults(func=cmd_airflow_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilience", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_lab_commands(subparsers)
+    add_airflow_commands(subparsers)
     return parser
 
 
@@ -92,9 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (LabError, ValueError, FileNotFoundError) as exc:
+    except (LabError, ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
