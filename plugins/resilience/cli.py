@@ -1,5 +1,5 @@
 """``resilience`` command line: ``lab up|down|status|env`` drives the local lab, ``airflow up|down|run``
-Airflow standalone against it.
+Airflow standalone against it, ``sandbox list|drop`` the DR drill's kept sandboxes.
 
 Subcommand groups register themselves in :func:`build_parser`; the logic lives in their packages.
 """
@@ -130,12 +130,53 @@ def add_airflow_commands(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_airflow_run)
 
 
+def _platform(environment: str):
+    from resilience.config import load_config
+    from resilience.platforms.base import get_platform
+
+    return get_platform(load_config().environment(environment, "--environment"))
+
+
+def cmd_sandbox_list(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    boxes = _platform(args.environment).list_sandboxes()
+    if not boxes:
+        print(f"no sandboxes in {args.environment}")
+    for box, created in boxes:
+        when = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="seconds")
+        print(f"{box.name}  created {when}  {box.dsn('postgres')}  app {box.app_url or '-'}")
+    return 0
+
+
+def cmd_sandbox_drop(args: argparse.Namespace) -> int:
+    platform = _platform(args.environment)
+    boxes = {box.name: box for box, _ in platform.list_sandboxes()}
+    if args.name not in boxes:
+        raise ValueError(f"sandbox {args.name!r} does not exist in {args.environment} (have: {sorted(boxes)})")
+    platform.drop_sandbox(boxes[args.name])
+    return 0
+
+
+def add_sandbox_commands(subparsers: argparse._SubParsersAction) -> None:
+    sandbox = subparsers.add_parser("sandbox", help="DR drill sandboxes (kept with no_cleanup)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--environment", default="lab", help="environment holding the sandboxes (default lab)")
+    sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    sub.add_parser("list", parents=[common], help="list sandboxes with their DSN").set_defaults(
+        func=cmd_sandbox_list)
+    drop = sub.add_parser("drop", parents=[common], help="stop and delete one sandbox")
+    drop.add_argument("name")
+    drop.set_defaults(func=cmd_sandbox_drop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilience", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_lab_commands(subparsers)
     add_airflow_commands(subparsers)
+    add_sandbox_commands(subparsers)
     return parser
 
 

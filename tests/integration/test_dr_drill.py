@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -143,8 +145,13 @@ def test_pitr_shows_the_first_marker_and_not_the_second(drill_dag, lab):
         assert emails == {first}
         assert newest <= target
         assert report["rpo"]["reference"] == target.isoformat()
+        # the kept sandbox is listed for the operator, who drops it with the CLI
+        listed = subprocess.run([sys.executable, "-m", "resilience.cli", "sandbox", "list"], capture_output=True,
+                                text=True, check=True).stdout
+        assert f"{sandbox.name}  created" in listed and sandbox.dsn("postgres") in listed
+        subprocess.run([sys.executable, "-m", "resilience.cli", "sandbox", "drop", sandbox.name], check=True)
     finally:
-        get_platform(load_config().environment("lab")).drop_sandbox(sandbox)
+        get_platform(load_config().environment("lab")).drop_sandbox(sandbox)  # no-op once dropped
     assert sandbox.name not in sandboxes(lab)
 
 
@@ -230,4 +237,20 @@ def test_params_outside_the_schema_are_refused_at_trigger(drill_dag, lab, conf):
     before = sandboxes(lab)
     with pytest.raises(ParamValidationError, match=next(iter(conf))):
         drill_dag.test(run_conf=conf)
+    assert sandboxes(lab) == before
+
+
+def test_sandbox_that_would_overlap_the_source_is_refused_and_nothing_is_created(lab):
+    from resilience.config import load_config
+    from resilience.errors import RefusedError
+    from resilience.platforms.base import DatabaseEndpoint, get_platform
+
+    platform = get_platform(load_config().environment("lab"))
+    before = sandboxes(lab)
+    # a source whose data directory encloses the sandbox root: every sandbox would sit inside it
+    source = DatabaseEndpoint("127.0.0.1", lab["app_db"]["primary"]["port"], lab["sandbox_root"])
+    with pytest.raises(RefusedError, match=r"sandbox drill-refused refused: data directory .* overlaps the source's"):
+        platform.create_sandbox("drill-refused", "app", [source])
+    with pytest.raises(RefusedError, match="cannot prove the sandbox is not the source"):
+        platform.create_sandbox("drill-refused", "app", [])
     assert sandboxes(lab) == before

@@ -125,3 +125,11 @@ def test_verify_invalid_checksum_fails_although_pgbackrest_exits_0():
         "status: error; backup: 20261128-060755F, status: invalid, total files checked: 1289, total valid files: 1288; "
         "checksum invalid: 1",
     )
+
+
+def test_async_restore_command_uses_a_private_spool():
+    from resilience.dr.pgbackrest import async_restore_command
+
+    assert async_restore_command("/lab/pgbackrest.conf", "app", "/sb/pgdata", "/sb/spool") == (
+        "pgbackrest --config=/lab/pgbackrest.conf --stanza=app --pg1-path=/sb/pgdata --spool-path=/sb/spool"
+        ' --archive-async --archive-get-queue-max=1073741824 --process-max=2 archive-get %f "%p"')

@@ -68,6 +68,9 @@ class Platform(Protocol):
     def start_app(self, sandbox: Sandbox, dsn: str) -> str:
         """Start the application against ``dsn`` next to the sandbox; return its base URL."""
 
+    def list_sandboxes(self) -> list[tuple[Sandbox, float]]:
+        """Sandboxes that exist (kept with no_cleanup, or left by a dead run), with creation epoch s."""
+
     def drop_sandbox(self, sandbox: Sandbox) -> None:
         """Stop and delete everything the sandbox holds; idempotent."""
 

@@ -106,13 +106,20 @@ class LocalPlatform:
         make_dir(root, self.os_user, 0o755)
         make_dir(root / "pgdata", self.os_user, 0o700)
         make_dir(root / "sock", self.os_user, 0o755)
-        (root / MARKER).write_text(json.dumps({"name": name, "port": port, "created_at": time.time()}))
+        (root / MARKER).write_text(json.dumps({"name": name, "port": port, "dbname": dbname,
+                                               "created_at": time.time()}))
         log.info("Created sandbox %s at %s (port %d)", name, root, port)
         return sandbox
 
     def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
-        self.pgbackrest(pgbackrest_args, timeout_s)
+        from resilience.dr.pgbackrest import async_restore_command
+        from resilience.lab.osuser import make_dir
+
         root = Path(sandbox.data_dir).parent
+        spool = make_dir(root / "spool", self.os_user, 0o700)
+        command = async_restore_command(self.lab["pgbackrest"]["config"], self.environment.pgbackrest_stanza,
+                                        sandbox.data_dir, str(spool))
+        self.pgbackrest([*pgbackrest_args, f"--recovery-option=restore_command={command}"], timeout_s)
         options = (
             f"-p {sandbox.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root / 'sock'}"
             " -c archive_mode=off"
@@ -144,6 +151,17 @@ class LocalPlatform:
         (root / MARKER).write_text(json.dumps({**marker, "app_port": port}))
         start_app(dsn, port, run_dir=root)
         return f"http://127.0.0.1:{port}"
+
+    def list_sandboxes(self) -> list[tuple[Sandbox, float]]:
+        """Every sandbox in the lab with its creation time (epoch s), oldest first."""
+        found = []
+        for marker in self.sandbox_root.glob(f"*/{MARKER}"):
+            meta = json.loads(marker.read_text())
+            app = f"http://127.0.0.1:{meta['app_port']}" if meta.get("app_port") else None
+            box = Sandbox(meta["name"], self.environment.name, "127.0.0.1", int(meta["port"]),
+                          meta.get("dbname", self.environment.dbname), str(marker.parent / "pgdata"), app)
+            found.append((box, float(meta.get("created_at", 0))))
+        return sorted(found, key=lambda item: item[1])
 
     def drop_sandbox(self, sandbox: Sandbox) -> None:
         root = Path(sandbox.data_dir).parent
