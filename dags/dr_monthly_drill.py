@@ -30,7 +30,6 @@ from airflow.sdk import (
     AsyncCallback,
     DeadlineAlert,
     DeadlineReference,
-    Param,
     dag,
     get_current_context,
     setup,
@@ -38,8 +37,7 @@ from airflow.sdk import (
     teardown,
 )
 
-from resilience.config import ENVIRONMENT_NAMES, SANDBOX_ENVIRONMENT_NAMES
-from resilience.dr.params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN, MAX_TARGET_MIN
+from resilience.dr.params import DEFAULT_RTO_TARGET_MIN, drill_params
 
 
 def _run_id() -> str:
@@ -68,33 +66,13 @@ def _pulled(task_id: str) -> dict | None:
             kwargs={"slack_conn_id": "resilience_slack", "rto_target_min": DEFAULT_RTO_TARGET_MIN},
         ),
     ),
-    params={
-        "environment": Param("lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Source environment",
-                             description="Whose backups to restore (an entry of include/config/environments.yaml)."),
-        "dr_environment": Param("lab", type="string", enum=list(SANDBOX_ENVIRONMENT_NAMES),
-                                title="Sandbox environment",
-                                description="Where the throw-away sandbox is created; must allow sandboxes."),
-        "full_drill": Param(True, type="boolean", title="Full drill",
-                            description="Also run `pgbackrest verify` over the whole repository (slower)."),
-        "rto_target": Param(DEFAULT_RTO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=MAX_TARGET_MIN,
-                            title="RTO target (minutes)",
-                            description="Longest acceptable time from the drill's start to the app healthy."),
-        "rpo_target": Param(DEFAULT_RPO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=MAX_TARGET_MIN,
-                            title="RPO target (minutes)",
-                            description="Largest acceptable data-loss window; also the maximum WAL archive age."),
-        "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Point-in-time target",
-                             description="Empty: restore the latest backup. Otherwise an RFC 3339 time in the "
-                                         "past (e.g. 2026-11-28T10:30:00Z) to recover to."),
-        "no_cleanup": Param(False, type="boolean", title="Keep the sandbox",
-                            description="Keep the sandbox (database and app) after the drill; the report "
-                                        "gives its DSN. Drop it yourself when done."),
-    },
+    params=drill_params(),
 )
 def dr_monthly_drill():
     @task
     def start_drill() -> dict:
         """Validate Params, environments.yaml and Connections; open the drill record."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
@@ -103,70 +81,70 @@ def dr_monthly_drill():
     @task
     def verify_backups(run: dict) -> dict:
         """Backups exist, are sound, and the WAL archive is fresh enough for the RPO target."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.verify_backups(run, _run_id())
 
     @setup
     def create_sandbox(run: dict) -> dict:
         """An empty sandbox that is provably not the source."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.create_sandbox(run, _run_id())
 
     @task
     def restore(run: dict, sandbox: dict) -> dict:
         """Restore latest or point-in-time into the sandbox; wait until it takes writes."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.restore(run, _run_id(), sandbox)
 
     @task
     def check_integrity(run: dict, sandbox: dict, restored: dict) -> dict:
         """pg_amcheck, SQL integrity checks, row counts against the source."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.check_integrity(run, _run_id(), sandbox, restored)
 
     @task
     def check_app(run: dict, sandbox: dict) -> dict:
         """Start the app on the sandbox; its health endpoints must answer."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.check_app(run, _run_id(), sandbox)
 
     @task
     def measure_rto_rpo(run: dict) -> dict:
         """RTO and RPO against their targets, with the per-phase breakdown."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.measure_rto_rpo(run, _run_id())
 
     @teardown
     def cleanup_sandbox(run: dict, sandbox: dict) -> None:
         """Drop the sandbox (skipped when no_cleanup)."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         steps.cleanup_sandbox(run, _run_id(), sandbox)
 
     @task(trigger_rule="all_done")
     def write_report() -> dict:
         """Complete the record; write the JSON + HTML report, whatever failed before."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.write_drill_report(_pulled("start_drill"), _run_id(), _pulled("create_sandbox"))
 
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:
         """Post the summary to Slack (logged when the Connection is absent)."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.notify_slack(_pulled("start_drill"), _run_id(), _pulled("write_report"))
 
     @task(trigger_rule="all_done")
     def verdict() -> str:
         """Fail the run when the drill failed."""
-        from resilience.dr import drill as steps
+        from resilience.dr import steps
 
         return steps.final_verdict(_pulled("write_report"))
 

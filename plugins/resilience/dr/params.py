@@ -97,3 +97,32 @@ def parse_drill_params(params: Mapping[str, Any], config: Config, now: datetime)
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
         no_cleanup=_flag(params, "no_cleanup"),
     )
+
+
+def drill_params() -> dict[str, Any]:
+    """The trigger form: the Params the validation above reads, with their JSON schema."""
+    from airflow.sdk import Param
+
+    from resilience.config import ENVIRONMENT_NAMES, SANDBOX_ENVIRONMENT_NAMES
+
+    return {
+        "environment": Param("lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Source environment",
+                             description="Whose backups to restore (an entry of include/config/environments.yaml)."),
+        "dr_environment": Param("lab", type="string", enum=list(SANDBOX_ENVIRONMENT_NAMES),
+                                title="Sandbox environment",
+                                description="Where the throw-away sandbox is created; must allow sandboxes."),
+        "full_drill": Param(True, type="boolean", title="Full drill",
+                            description="Also run `pgbackrest verify` over the whole repository (slower)."),
+        "rto_target": Param(DEFAULT_RTO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=MAX_TARGET_MIN,
+                            title="RTO target (minutes)",
+                            description="Longest acceptable time from the drill's start to the app healthy."),
+        "rpo_target": Param(DEFAULT_RPO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=MAX_TARGET_MIN,
+                            title="RPO target (minutes)",
+                            description="Largest acceptable data-loss window; also the maximum WAL archive age."),
+        "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Point-in-time target",
+                             description="Empty: restore the latest backup. Otherwise an RFC 3339 time in the "
+                                         "past (e.g. 2026-11-28T10:30:00Z) to recover to."),
+        "no_cleanup": Param(False, type="boolean", title="Keep the sandbox",
+                            description="Keep the sandbox (database and app) after the drill; the report "
+                                        "gives its DSN. Drop it with `resilience sandbox drop NAME`."),
+    }

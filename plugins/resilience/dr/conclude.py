@@ -1,0 +1,84 @@
+"""Runbook steps 6-8: RTO/RPO against targets, the report, Slack, and the run's verdict."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from resilience.checks import Check
+from resilience.config import load_config
+from resilience.dr.drill import Drill
+from resilience.errors import ChecksFailedError
+from resilience.platforms.base import Sandbox
+
+log = logging.getLogger(__name__)
+
+
+def measure_rto_rpo(params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Runbook step 6: RTO (start to app healthy) and RPO (data-loss window) against the targets."""
+    from resilience.dr.outcome import drill_outcome
+
+    drill = Drill.from_xcom(params, run_id)
+    outcome = drill_outcome(drill.record.load(), datetime.now(UTC))
+    for row in outcome["phases"]:
+        log.info("Phase %-17s %8.2f s  (%4.1f %%)  %s", row["phase"], row["duration_s"], row["share_pct"],
+                 row["status"])
+    rto, rpo = outcome["rto"], outcome["rpo"]
+    targets = [c for c in outcome["checks"] if c["name"] in ("RTO within target", "RPO within target")]
+    for check in targets:
+        log.info("%s", Check(**check))
+    if not all(c["passed"] for c in targets):
+        raise ChecksFailedError("; ".join(f"{c['name']}: {c['detail']}" for c in targets if not c["passed"]))
+    return {"rto_s": rto["measured_s"], "rpo_s": rpo["measured_s"]}
+
+
+def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict[str, Any] | None
+                       ) -> dict[str, Any]:
+    """Runbook step 7: complete the record and write the JSON + HTML report (runs whatever failed)."""
+    from resilience.dr.outcome import drill_outcome
+    from resilience.dr.report import build_report, write_report
+
+    if params is None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("No report: the drill did not start (its parameters were refused)")
+    drill = Drill.from_xcom(params, run_id)
+    record = drill.record.load()
+    outcome = drill_outcome(record, datetime.now(UTC))
+    box = dict(sandbox) if sandbox else None
+    if box:
+        box["dsn"] = Sandbox.from_dict(sandbox).dsn(drill.source_credentials[0])
+        box["app_url"] = next((p["details"].get("app_url") for p in record["phases"]
+                               if p["phase"] == "app_connectivity"), None)
+    report = build_report(record, outcome, drill.record.history(record["environment"]), box,
+                          kept=drill.params.no_cleanup)
+    json_path, html_path = write_report(report, drill.config.report_dir / "dr_monthly_drill")
+    drill.record.finish(outcome["status"], outcome["rto"]["measured_s"], outcome["rpo"]["measured_s"],
+                        {"checks": outcome["checks"], "report_html": str(html_path)})
+    log.info("DR drill %s: %s. Report: %s (JSON %s)", run_id, outcome["status"].upper(), html_path, json_path)
+    return {"status": outcome["status"], "report_json": str(json_path), "report_html": str(html_path)}
+
+
+def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, Any] | None) -> bool:
+    """Runbook step 8: the summary to Slack (logged instead when the Connection is absent)."""
+    import json
+
+    from resilience.notify import drill_message, post_slack
+
+    if not written:
+        log.warning("Not posting to Slack: no report was written")
+        return False
+    from pathlib import Path
+
+    report = json.loads(Path(written["report_json"]).read_text())
+    return post_slack(load_config().slack_conn_id, drill_message(report, written["report_html"]))
+
+
+def final_verdict(written: dict[str, Any] | None) -> str:
+    """Fail the run when the drill failed, so the Airflow UI shows the verdict."""
+    if not written:
+        raise ChecksFailedError("the drill did not complete: no report was written (see the failed task)")
+    if written["status"] != "passed":
+        raise ChecksFailedError(f"DR drill failed; see {written['report_html']}")
+    return written["status"]

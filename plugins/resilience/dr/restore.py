@@ -1,0 +1,93 @@
+"""Runbook steps 2-3 and 9: the sandbox's life: create it, restore into it, drop it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from resilience.config import load_config
+from resilience.dr import integrity, pgbackrest
+from resilience.dr.drill import RESTORE_TIMEOUT_S, WRITABLE_TIMEOUT_S, Drill
+from resilience.dr.sandbox import sandbox_name
+from resilience.platforms.base import Sandbox, get_platform
+
+log = logging.getLogger(__name__)
+
+
+def create_sandbox(params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Runbook step 2: an empty sandbox that is provably not the source."""
+    drill = Drill.from_xcom(params, run_id)
+    with drill.record.phase("create_sandbox") as details:
+        source_platform = get_platform(drill.source)
+        sources = source_platform.database_endpoints()
+        name = sandbox_name("drill", run_id, datetime.now(UTC))
+        sandbox = drill.platform.create_sandbox(name, drill.source.dbname, sources)
+        details.update(sandbox.to_dict())
+        return sandbox.to_dict()
+
+
+def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dict[str, Any]:
+    """Runbook step 3: restore latest or point-in-time into the sandbox; wait until it takes writes."""
+    drill = Drill.from_xcom(params, run_id)
+    box = Sandbox.from_dict(sandbox)
+    target = drill.params.pitr_target
+    with drill.record.phase("restore") as details:
+        conn = drill.source_conn()
+        try:
+            tables = integrity.timestamped_tables(conn)
+            details["source_latest_write"] = integrity.latest_write(conn, tables)
+        finally:
+            conn.close()
+        args = pgbackrest.restore_args(drill.source.pgbackrest_stanza, box.data_dir, target)
+        log.info("Restoring %s into sandbox %s (%s)", drill.source.pgbackrest_stanza, box.name,
+                 f"PITR to {target.isoformat()}" if target else "latest")
+        started = time.monotonic()
+        size = drill.platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
+        details["restore_s"] = round(time.monotonic() - started, 3)
+        details["restored_bytes"] = size
+        details["restore_mb_per_s"] = round(size / 1e6 / max(details["restore_s"], 1e-6), 1)
+        _wait_writable(drill, box, details)
+        details["total_s"] = round(time.monotonic() - started, 3)
+        log.info("Sandbox %s writable after %.1f s (%d MB restored, %.1f MB/s copy)", box.name,
+                 details["total_s"], size / 1e6, details["restore_mb_per_s"])
+        point = details.get("recovery_point")
+        return {"restore_s": details["restore_s"], "total_s": details["total_s"],
+                "recovery_point": point.isoformat() if point else None}
+
+
+def _wait_writable(drill: Drill, box: Sandbox, details: dict[str, Any]) -> None:
+    """Poll until recovery has ended and the server accepts writes, logging progress."""
+    started = time.monotonic()
+    last_log = started
+    while True:
+        try:
+            with drill.sandbox_conn(box) as conn:
+                in_recovery, replay_at = conn.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()").fetchone()
+                if not in_recovery:
+                    conn.execute("CREATE TEMP TABLE resilience_write_probe (x int)")
+                    details["recovery_point"] = replay_at
+                    details["writable_after_s"] = round(time.monotonic() - started, 3)
+                    return
+        except Exception as exc:  # the server may still be starting: retried until the timeout
+            replay_at = f"not reachable yet ({type(exc).__name__})"
+        if time.monotonic() - started > WRITABLE_TIMEOUT_S:
+            raise TimeoutError(f"sandbox {box.name} not writable after {WRITABLE_TIMEOUT_S} s")
+        if time.monotonic() - last_log >= 5:
+            log.info("Sandbox %s still recovering (replayed up to %s)", box.name, replay_at)
+            last_log = time.monotonic()
+        time.sleep(0.1)
+
+
+def cleanup_sandbox(params: dict[str, Any] | None, run_id: str, sandbox: dict[str, Any]) -> None:
+    """Runbook step 9 (teardown): drop the sandbox, unless the run asked to keep it."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    drill = Drill.from_xcom(params, run_id) if params else None
+    box = Sandbox.from_dict(sandbox)
+    if drill and drill.params.no_cleanup:
+        raise AirflowSkipException(f"no_cleanup is set: sandbox {box.name} kept at {box.dsn('postgres')}")
+    config = load_config()
+    get_platform(config.environment(box.environment)).drop_sandbox(box)
