@@ -1,0 +1,166 @@
+"""The fault ledger: a durable row for every fault, written BEFORE the side effect.
+
+States: ``injecting`` (intent recorded, side effect may have started) -> ``active`` ->
+``reverted`` | ``revert_failed``. Anything not ``reverted`` is something to undo: the revert
+teardown, the guard (on a breach) and ``chaos_abort`` all revert through this table, and a
+revert is idempotent, so whichever comes first wins and the others find nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+OPEN_STATES = ("injecting", "active", "revert_failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fault_ledger (
+    id            bigserial PRIMARY KEY,
+    run_id        text NOT NULL,
+    dag_id        text NOT NULL,
+    environment   text NOT NULL,
+    scenario      text NOT NULL,
+    state         text NOT NULL CHECK (state IN ('injecting', 'active', 'reverted', 'revert_failed')),
+    plan          jsonb NOT NULL,                 -- what inject will do and what revert needs
+    revert_info   jsonb NOT NULL DEFAULT '{}',    -- what inject did (pids, previous values)
+    error         text,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    injected_at   timestamptz,
+    reverted_at   timestamptz,
+    reverted_by   text
+);
+CREATE INDEX IF NOT EXISTS fault_ledger_open ON fault_ledger (state) WHERE state <> 'reverted';
+CREATE TABLE IF NOT EXISTS run_locks (
+    name         text PRIMARY KEY,
+    run_id       text NOT NULL,
+    dag_id       text NOT NULL,
+    acquired_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+
+COLUMNS = ("id", "run_id", "dag_id", "environment", "scenario", "state", "plan", "revert_info", "error",
+           "created_at", "injected_at", "reverted_at", "reverted_by")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    run_id: str
+    dag_id: str
+    environment: str
+    scenario: str
+    state: str
+    plan: dict[str, Any]
+    revert_info: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    injected_at: datetime | None
+    reverted_at: datetime | None
+    reverted_by: str | None
+
+
+class Ledger:
+    """The ledger and the run lock in the control database (``connect`` = DB-API factory)."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+
+    def _execute(self, sql: str, args: tuple | None = None) -> list[tuple]:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                rows = cur.fetchall() if cur.description else []
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    def ensure_schema(self) -> None:
+        self._execute(SCHEMA)
+
+    # -- faults ------------------------------------------------------------------------
+
+    def record_intent(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict) -> int:
+        """Write the row before anything is touched; returns the ledger id."""
+        self.ensure_schema()
+        rows = self._execute(
+            "INSERT INTO fault_ledger (run_id, dag_id, environment, scenario, state, plan)"
+            " VALUES (%s, %s, %s, %s, 'injecting', %s::jsonb) RETURNING id",
+            (run_id, dag_id, environment, scenario, json.dumps(plan)),
+        )
+        return rows[0][0]
+
+    def mark_active(self, entry_id: int, revert_info: dict) -> None:
+        self._execute(
+            "UPDATE fault_ledger SET state = 'active', revert_info = %s::jsonb, injected_at = clock_timestamp()"
+            " WHERE id = %s AND state = 'injecting'",
+            (json.dumps(revert_info), entry_id),
+        )
+
+    def mark_reverted(self, entry_id: int, by: str) -> bool:
+        """True when this call closed the entry (False: someone else already had)."""
+        rows = self._execute(
+            "UPDATE fault_ledger SET state = 'reverted', reverted_at = clock_timestamp(), reverted_by = %s,"
+            " error = NULL WHERE id = %s AND state <> 'reverted' RETURNING id",
+            (by, entry_id),
+        )
+        return bool(rows)
+
+    def mark_revert_failed(self, entry_id: int, error: str) -> None:
+        self._execute("UPDATE fault_ledger SET state = 'revert_failed', error = %s WHERE id = %s AND state <> "
+                      "'reverted'", (error, entry_id))
+
+    def get(self, entry_id: int) -> LedgerEntry:
+        rows = self._execute(f"SELECT {', '.join(COLUMNS)} FROM fault_ledger WHERE id = %s", (entry_id,))
+        if not rows:
+            raise LookupError(f"no ledger entry #{entry_id}")
+        return LedgerEntry(*rows[0])
+
+    def open_entries(self, run_id: str | None = None) -> list[LedgerEntry]:
+        """Entries not yet reverted (all runs, or one), oldest first."""
+        self.ensure_schema()
+        sql = f"SELECT {', '.join(COLUMNS)} FROM fault_ledger WHERE state = ANY(%s)"
+        args: tuple = (list(OPEN_STATES),)
+        if run_id is not None:
+            sql += " AND run_id = %s"
+            args += (run_id,)
+        return [LedgerEntry(*row) for row in self._execute(sql + " ORDER BY id", args)]
+
+    # -- the run lock (shared by chaos and DR DAGs) --------------------------------------
+
+    def acquire_lock(self, name: str, run_id: str, dag_id: str) -> tuple[bool, str | None, str | None]:
+        """Take ``name`` for ``run_id``: (acquired, holder run_id, holder dag_id). Re-entrant per run."""
+        self.ensure_schema()
+        rows = self._execute(
+            "INSERT INTO run_locks (name, run_id, dag_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET run_id = run_locks.run_id RETURNING run_id, dag_id",
+            (name, run_id, dag_id),
+        )
+        holder_run, holder_dag = rows[0]
+        return holder_run == run_id, holder_run, holder_dag
+
+    def release_lock(self, name: str, run_id: str) -> bool:
+        return bool(self._execute("DELETE FROM run_locks WHERE name = %s AND run_id = %s RETURNING name",
+                                  (name, run_id)))
+
+    def locks(self) -> list[tuple[str, str, str, datetime]]:
+        self.ensure_schema()
+        return self._execute("SELECT name, run_id, dag_id, acquired_at FROM run_locks ORDER BY name")
+
+    def break_lock(self, name: str, run_id: str) -> bool:
+        """Free a lock whose holder is gone (chaos_abort's sweep); only if ``run_id`` still holds it."""
+        return self.release_lock(name, run_id)
+
+
+def ledger_for(control_conn_id: str) -> Ledger:
+    """The ledger behind an Airflow Postgres Connection."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return Ledger(PostgresHook(postgres_conn_id=control_conn_id).get_conn)

@@ -1,0 +1,180 @@
+"""SLO maths for chaos guardrails (runbook "SLO Compliance"): pure functions, no I/O.
+
+A reading is a handful of numbers taken from Prometheus at one moment. A value that could
+not be read (empty result, NaN because there was no traffic, a Prometheus error, a query
+timeout) is *missing*, and missing data is a breach unless the policy says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+METRICS = ("availability_pct", "error_rate_pct", "p95_ms")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Guard metrics at one moment; ``missing`` maps a metric to why it has no value."""
+
+    availability_pct: float | None
+    error_rate_pct: float | None
+    p95_ms: float | None
+    missing: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, float | None], errors: Mapping[str, str] | None = None) -> Reading:
+        """Build from raw query results: None/NaN/inf become missing with a reason."""
+        missing = dict(errors or {})
+        clean: dict[str, float | None] = {}
+        for name in METRICS:
+            value = values.get(name)
+            if name in missing:
+                clean[name] = None
+            elif value is None:
+                clean[name], missing[name] = None, "empty result"
+            elif math.isnan(value):
+                clean[name], missing[name] = None, "NaN (no traffic in the window)"
+            elif math.isinf(value):
+                clean[name], missing[name] = None, "infinite (histogram without samples)"
+            else:
+                clean[name] = float(value)
+        return cls(**clean, missing=missing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{m: getattr(self, m) for m in METRICS}, "missing": dict(self.missing)}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Steady state measured before the fault."""
+
+    availability_pct: float
+    error_rate_pct: float
+    p95_ms: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SloPolicy:
+    """The runbook's SLOs, overridable per scenario."""
+
+    min_availability_pct: float = 99.5
+    max_error_rate_increase_pct: float = 1.0  # percentage points over the baseline
+    max_p95_ratio: float = 2.0
+    p95_floor_ms: float = 50.0  # p95 bound = max(ratio x baseline, floor): a 5 ms baseline is noise-bound
+    missing_data_is_breach: bool = True
+    max_recovery_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "min_availability_pct": 0 <= self.min_availability_pct <= 100,
+            "max_error_rate_increase_pct": 0 <= self.max_error_rate_increase_pct <= 100,
+            "max_p95_ratio": self.max_p95_ratio >= 1,
+            "p95_floor_ms": self.p95_floor_ms >= 0,
+            "max_recovery_s": self.max_recovery_s > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"slo.{name}: {getattr(self, name)!r} is out of range")
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> SloPolicy:
+        """A copy with ``overrides`` applied; unknown keys are refused by name."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise ValueError(f"slo overrides: unknown key(s) {sorted(unknown)}; allowed: {sorted(asdict(self))}")
+        return replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One SLO broken: by which metric, the value, the bound, and why in words."""
+
+    metric: str
+    measured: float | None
+    bound: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class SloVerdict:
+    passed: bool
+    breaches: tuple[Breach, ...]
+    bounds: Mapping[str, float]
+
+    @property
+    def reason(self) -> str:
+        return "all SLOs held" if self.passed else "; ".join(b.reason for b in self.breaches)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reason": self.reason, "bounds": dict(self.bounds),
+                "breaches": [asdict(b) for b in self.breaches]}
+
+
+def slo_bounds(baseline: Baseline, policy: SloPolicy) -> dict[str, float]:
+    """The limits a reading must stay within, given the baseline."""
+    return {
+        "availability_pct": policy.min_availability_pct,
+        "error_rate_pct": baseline.error_rate_pct + policy.max_error_rate_increase_pct,
+        "p95_ms": max(policy.max_p95_ratio * baseline.p95_ms, policy.p95_floor_ms),
+    }
+
+
+def slo_verdict(reading: Reading, baseline: Baseline, policy: SloPolicy) -> SloVerdict:
+    """Compare one reading with the bounds. Exactly at a bound is still within it."""
+    bounds = slo_bounds(baseline, policy)
+    breaches = []
+    for metric in METRICS:
+        value = getattr(reading, metric)
+        if value is None:
+            if policy.missing_data_is_breach:
+                why = reading.missing.get(metric, "no value")
+                breaches.append(Breach(metric, None, bounds[metric], f"{metric} missing: {why}"))
+            continue
+        if metric == "availability_pct" and value < bounds[metric]:
+            breaches.append(Breach(metric, value, bounds[metric],
+                                   f"availability {value:.2f} % < {bounds[metric]:g} %"))
+        elif metric == "error_rate_pct" and value > bounds[metric]:
+            breaches.append(Breach(metric, value, bounds[metric],
+                                   f"error rate {value:.2f} % > {bounds[metric]:.2f} % "
+                                   f"(baseline {baseline.error_rate_pct:.2f} % + "
+                                   f"{policy.max_error_rate_increase_pct:g} point)"))
+        elif metric == "p95_ms" and value > bounds[metric]:
+            breaches.append(Breach(metric, value, bounds[metric],
+                                   f"p95 {value:.0f} ms > {bounds[metric]:.0f} ms "
+                                   f"({policy.max_p95_ratio:g}x baseline {baseline.p95_ms:.0f} ms, "
+                                   f"floor {policy.p95_floor_ms:g} ms)"))
+    return SloVerdict(not breaches, tuple(breaches), bounds)
+
+
+def baseline_from(readings: list[Reading]) -> Baseline:
+    """Steady state from several readings: mean availability and error rate, median p95.
+
+    Raises ValueError when no reading has every metric: a baseline is never guessed.
+    """
+    full = [r for r in readings if not r.missing]
+    if not full:
+        reasons = sorted({f"{k}: {v}" for r in readings for k, v in r.missing.items()})
+        raise ValueError(f"no complete reading for a baseline ({len(readings)} taken; missing {reasons})")
+    p95 = sorted(r.p95_ms for r in full)
+    return Baseline(
+        availability_pct=sum(r.availability_pct for r in full) / len(full),
+        error_rate_pct=sum(r.error_rate_pct for r in full) / len(full),
+        p95_ms=p95[len(p95) // 2],
+    )
+
+
+def recovery_seconds(fault_ended_at_s: float, first_green_at_s: float | None) -> float | None:
+    """Seconds from the fault's end to the first all-green reading (None: never green)."""
+    if first_green_at_s is None:
+        return None
+    return max(0.0, first_green_at_s - fault_ended_at_s)

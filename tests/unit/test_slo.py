@@ -1,0 +1,102 @@
+"""SLO verdicts: rows exactly at each bound, rows past it, and rows with no data."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilience.slo import Baseline, Breach, Reading, SloPolicy, baseline_from, recovery_seconds, slo_verdict
+
+BASE = Baseline(availability_pct=100.0, error_rate_pct=0.5, p95_ms=40.0)
+POLICY = SloPolicy()
+
+
+def reading(availability=100.0, error=0.5, p95=40.0, **missing):
+    return Reading(availability, error, p95, missing)
+
+
+@pytest.mark.parametrize(
+    ("r", "breaches"),
+    [
+        (reading(), ()),
+        (reading(availability=99.5), ()),  # exactly at the bound
+        (reading(availability=99.49), (Breach("availability_pct", 99.49, 99.5, "availability 99.49 % < 99.5 %"),)),
+        (reading(error=1.5), ()),  # baseline 0.5 + 1 point, exactly
+        (reading(error=1.51), (Breach("error_rate_pct", 1.51, 1.5,
+                                      "error rate 1.51 % > 1.50 % (baseline 0.50 % + 1 point)"),)),
+        (reading(p95=80.0), ()),  # 2x baseline, exactly
+        (reading(p95=80.5), (Breach("p95_ms", 80.5, 80.0, "p95 80 ms > 80 ms (2x baseline 40 ms, floor 50 ms)"),)),
+        (reading(availability=None, availability_pct="NaN (no traffic in the window)"),
+         (Breach("availability_pct", None, 99.5, "availability_pct missing: NaN (no traffic in the window)"),)),
+        (reading(p95=None, p95_ms="timeout after 0.5 s"),
+         (Breach("p95_ms", None, 80.0, "p95_ms missing: timeout after 0.5 s"),)),
+    ],
+)
+def test_slo_verdict(r, breaches):
+    verdict = slo_verdict(r, BASE, POLICY)
+    assert verdict.breaches == breaches
+    assert verdict.passed is (not breaches)
+
+
+def test_missing_data_passes_only_when_the_policy_says_so():
+    r = reading(error=None, error_rate_pct="prometheus error: 503")
+    assert not slo_verdict(r, BASE, POLICY).passed
+    assert slo_verdict(r, BASE, SloPolicy(missing_data_is_breach=False)).passed
+
+
+def test_p95_floor_keeps_a_tiny_baseline_from_tripping_on_noise():
+    tiny = Baseline(100.0, 0.0, 5.0)
+    assert slo_verdict(reading(error=0.0, p95=49.0), tiny, POLICY).passed
+    assert slo_verdict(reading(error=0.0, p95=50.0), tiny, POLICY).passed
+    assert not slo_verdict(reading(error=0.0, p95=50.1), tiny, POLICY).passed
+
+
+def test_several_breaches_are_all_reported():
+    v = slo_verdict(reading(availability=90.0, error=10.0, p95=500.0), BASE, POLICY)
+    assert [b.metric for b in v.breaches] == ["availability_pct", "error_rate_pct", "p95_ms"]
+    assert v.reason.startswith("availability 90.00 % < 99.5 %; error rate 10.00 %")
+
+
+@pytest.mark.parametrize(
+    ("values", "errors", "expected_missing"),
+    [
+        ({"availability_pct": 100.0, "error_rate_pct": 0.0, "p95_ms": 12.0}, {}, {}),
+        ({"availability_pct": float("nan"), "error_rate_pct": 0.0, "p95_ms": 12.0}, {},
+         {"availability_pct": "NaN (no traffic in the window)"}),
+        ({"error_rate_pct": 0.0, "p95_ms": float("inf")}, {},
+         {"availability_pct": "empty result", "p95_ms": "infinite (histogram without samples)"}),
+        ({"availability_pct": 100.0, "error_rate_pct": 0.0, "p95_ms": 3.0}, {"p95_ms": "timeout after 0.5 s"},
+         {"p95_ms": "timeout after 0.5 s"}),
+    ],
+)
+def test_reading_from_raw_values(values, errors, expected_missing):
+    r = Reading.from_values(values, errors)
+    assert dict(r.missing) == expected_missing
+    for metric in expected_missing:
+        assert getattr(r, metric) is None
+
+
+def test_baseline_is_mean_and_median_of_complete_readings():
+    rs = [reading(100, 0, 10), reading(99, 1, 30), reading(100, 0, 20), reading(None, 0, 10, availability_pct="x")]
+    assert baseline_from(rs) == Baseline(availability_pct=99.66666666666667, error_rate_pct=1 / 3, p95_ms=20)
+
+
+def test_baseline_is_never_guessed():
+    with pytest.raises(ValueError, match=r"no complete reading for a baseline \(1 taken; missing \['p95_ms: empty"):
+        baseline_from([reading(p95=None, p95_ms="empty result")])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"max_p95_ratio": 0.5}, r"slo\.max_p95_ratio: 0\.5 is out of range"),
+     ({"min_availability_pct": 101}, r"slo\.min_availability_pct: 101 is out of range"),
+     ({"p95": 3}, r"slo overrides: unknown key\(s\) \['p95'\]")],
+)
+def test_bad_overrides_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        POLICY.with_overrides(overrides)
+
+
+def test_recovery_seconds():
+    assert recovery_seconds(100.0, 130.5) == 30.5
+    assert recovery_seconds(100.0, None) is None
+    assert recovery_seconds(100.0, 99.0) == 0.0
