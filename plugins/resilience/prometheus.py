@@ -40,6 +40,11 @@ def single_value(samples: list[tuple[dict[str, str], float]]) -> float | None:
     return samples[0][1]
 
 
+def _duration(seconds: float) -> str:
+    """Prometheus durations take integers with a unit: 0.8 s -> "800ms"."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
 def render(query: str, window: str) -> str:
     """Fill ``{window}`` into a query template (PromQL braces stay as written)."""
     return query.replace("{window}", window)
@@ -65,7 +70,7 @@ class PrometheusHook(HttpHook):
         return response.json()
 
     def query(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
-        params = {"query": promql, "timeout": f"{self.timeout_s}s"}
+        params = {"query": promql, "timeout": _duration(self.timeout_s)}
         if at is not None:
             params["time"] = f"{at:.3f}"
         return parse_query_response(self._get("api/v1/query", params))
@@ -73,7 +78,7 @@ class PrometheusHook(HttpHook):
     def query_range(self, promql: str, start: float, end: float, step_s: float) -> list[tuple[float, float]]:
         """One aggregated series over time as [(epoch s, value)] (for report charts)."""
         payload = self._get("api/v1/query_range",
-                            {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s}s"})
+                            {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": _duration(step_s)})
         if payload.get("status") != "success":
             raise PrometheusError(f"{payload.get('errorType', 'error')}:{payload.get('error', 'unknown error')}")
         result = payload["data"]["result"]
@@ -102,7 +107,7 @@ class PrometheusAsyncHook(HttpAsyncHook):
         import aiohttp
 
         response = await self.run(
-            session=session, endpoint="api/v1/query", data={"query": promql, "timeout": f"{timeout_s}s"},
+            session=session, endpoint="api/v1/query", data={"query": promql, "timeout": _duration(timeout_s)},
             extra_options={"timeout": aiohttp.ClientTimeout(total=timeout_s), "check_response": False},
         )
         if response.status >= 400 and response.content_type != "application/json":

@@ -1,0 +1,1 @@
+"""Chaos scenarios: one module per fault, each with idempotent ``inject``/``revert``."""

@@ -1,0 +1,37 @@
+"""Revert a fault from its ledger row alone: used by the revert teardown, the guard and chaos_abort."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def revert_entry(control_conn_id: str, ledger_id: int, by: str) -> bool:
+    """Revert ledger entry ``ledger_id`` unless already reverted; True when this call closed it.
+
+    A failed revert is recorded (``revert_failed``, with the error) and raised, so the entry
+    stays open for the next sweep.
+    """
+    from resilience.config import load_config
+    from resilience.faults.base import get_fault
+    from resilience.ledger import ledger_for
+    from resilience.platforms.base import get_platform
+
+    ledger = ledger_for(control_conn_id)
+    entry = ledger.get(ledger_id)
+    if entry.state == "reverted":
+        log.warning("Not reverting: ledger #%d (%s) already reverted by %s", ledger_id, entry.scenario,
+                    entry.reverted_by)
+        return False
+    log.info("Reverting %s in %s (ledger #%d, %s, by %s)", entry.scenario, entry.environment, ledger_id,
+             entry.state, by)
+    platform = get_platform(load_config().environment(entry.environment))
+    try:
+        get_fault(entry.scenario).revert(platform, entry.plan, entry.revert_info)
+    except Exception as exc:
+        ledger.mark_revert_failed(ledger_id, f"{type(exc).__name__}: {exc}")
+        raise
+    closed = ledger.mark_reverted(ledger_id, by)
+    log.info("Reverted %s (ledger #%d)", entry.scenario, ledger_id)
+    return closed

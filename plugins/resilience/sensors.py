@@ -1,0 +1,87 @@
+"""Sensors that defer to the Prometheus triggers: the SLO guard during a fault, recovery after it.
+
+Both take a ``spec`` (where and how to read the SLOs, the baseline and the policy, built by
+the baseline task) and decide in ``execute_complete`` with the pure functions of ``slo``.
+The trigger's event is pushed to XCom under ``event`` before the task passes or fails, so
+the verdict and the report read it either way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+
+from resilience.errors import ChecksFailedError
+
+GRACE_S = 30  # the trigger ends itself at `until`; the sensor's timeout is only a backstop
+
+
+def _watch_kwargs(spec: dict[str, Any], until: datetime) -> dict[str, Any]:
+    return {
+        "prometheus_conn_id": spec["prometheus_conn_id"], "queries": spec["queries"], "window": spec["window"],
+        "baseline": spec["baseline"], "policy": spec["policy"], "until": until,
+        "poll_interval_s": spec["poll_interval_s"], "query_timeout_s": spec["query_timeout_s"],
+    }
+
+
+class SloGuardSensor(BaseSensorOperator):
+    """Watch the SLOs for ``duration_s`` while a fault is active; fail (after the revert) on a breach."""
+
+    template_fields = ("spec", "ledger_id", "duration_s")
+
+    def __init__(self, *, spec: Any, ledger_id: Any, duration_s: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.ledger_id = ledger_id
+        self.duration_s = duration_s
+
+    def execute(self, context: Any) -> None:
+        from resilience.triggers import SloGuardTrigger
+
+        until = datetime.now(UTC) + timedelta(seconds=float(self.duration_s))
+        self.log.info("Guarding SLOs until %s (every %g s; ledger #%s reverted at once on a breach)",
+                      until.isoformat(timespec="seconds"), self.spec["poll_interval_s"], self.ledger_id)
+        trigger = SloGuardTrigger(**_watch_kwargs(self.spec, until), revert_ledger_id=self.ledger_id,
+                                  control_conn_id=self.spec["control_conn_id"])
+        self.defer(trigger=trigger, method_name="execute_complete",
+                   timeout=timedelta(seconds=float(self.duration_s) + GRACE_S))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key="event", value=event)
+        if event["status"] == "breach":
+            revert = event.get("reverted") or {}
+            how = f"fault reverted (ledger #{revert.get('ledger_id')})" if "reverted_at" in revert else \
+                f"revert in the guard failed: {revert.get('error')}; the revert teardown retries"
+            raise ChecksFailedError(f"SLO breached: {event['verdict']['reason']}; {how}")
+        self.log.info("SLOs held: %d readings, worst %s", event["readings"], event["worst"])
+        return event
+
+
+class SloRecoverySensor(BaseSensorOperator):
+    """After the revert, wait until the SLOs are green again; fail past ``policy.max_recovery_s``."""
+
+    template_fields = ("spec", "reverted_at")
+
+    def __init__(self, *, spec: Any, reverted_at: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.reverted_at = reverted_at
+
+    def execute(self, context: Any) -> None:
+        from resilience.triggers import SloRecoveryTrigger
+
+        limit_s = float(self.spec["policy"]["max_recovery_s"])
+        until = datetime.fromtimestamp(float(self.reverted_at), UTC) + timedelta(seconds=limit_s)
+        self.log.info("Waiting for the SLOs to be green again (limit %g s after the revert)", limit_s)
+        trigger = SloRecoveryTrigger(**_watch_kwargs(self.spec, until), reverted_at=float(self.reverted_at))
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=limit_s + GRACE_S))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key="event", value=event)
+        if event["status"] != "ok":
+            raise ChecksFailedError(
+                f"not recovered within {self.spec['policy']['max_recovery_s']:g} s: {event['verdict']['reason']}")
+        self.log.info("Recovered in %.1f s", event["recovery_s"])
+        return event

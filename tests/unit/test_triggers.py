@@ -1,0 +1,123 @@
+"""SLO guard and recovery triggers: serialize contract, bad input, and one event from run()."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+
+from resilience.slo import Reading
+from resilience.triggers import SloGuardTrigger, SloRecoveryTrigger
+
+UNTIL = datetime(2030, 1, 1, tzinfo=UTC)
+ARGS = {"prometheus_conn_id": "resilience_lab_prometheus", "queries": {"error_rate_pct": "sum(x[{window}])"},
+        "window": "5s", "baseline": {"availability_pct": 100.0, "error_rate_pct": 0.0, "p95_ms": 20.0},
+        "policy": {"max_recovery_s": 120.0}, "until": UNTIL, "poll_interval_s": 1.0, "query_timeout_s": 0.8}
+GREEN = Reading(100.0, 0.0, 20.0)
+RED = Reading(100.0, 25.0, 20.0)
+
+
+def test_guard_serializes_to_its_classpath_with_plain_values():
+    trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="resilience_control_db")
+    assert trigger.serialize() == ("resilience.triggers.SloGuardTrigger", {
+        **ARGS, "until": "2030-01-01T00:00:00+00:00", "revert_ledger_id": 7,
+        "control_conn_id": "resilience_control_db"})
+    classpath, kwargs = trigger.serialize()
+    assert SloGuardTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_recovery_serializes():
+    trigger = SloRecoveryTrigger(**ARGS, reverted_at=1000.5)
+    assert trigger.serialize() == ("resilience.triggers.SloRecoveryTrigger",
+                                   {**ARGS, "until": "2030-01-01T00:00:00+00:00", "reverted_at": 1000.5})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"until": datetime(2030, 1, 1)}, "until: naive datetimes are refused"),
+        ({"poll_interval_s": 0}, r"poll_interval_s: 0 must be > 0 seconds"),
+        ({"queries": {}}, "queries: at least one SLO query is required"),
+        ({"baseline": {"p95_ms": 1}}, "missing 2 required"),
+        ({"policy": {"max_p95_ratio": 0.1}}, r"slo\.max_p95_ratio: 0\.1 is out of range"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(changes, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        SloGuardTrigger(**{**ARGS, **changes})
+
+
+def test_guard_needs_the_control_connection_to_revert():
+    with pytest.raises(ValueError, match="control_conn_id: required"):
+        SloGuardTrigger(**ARGS, revert_ledger_id=3)
+
+
+async def first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+
+
+def scripted(readings):
+    """read_slo_async returning ``readings`` in turn; sleeping is instant."""
+    it = iter(readings)
+
+    async def fake_read(*args, **kwargs):
+        return next(it)
+
+    return mock.patch("resilience.prometheus.read_slo_async", fake_read)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_guard_reverts_on_the_first_breach_and_reports_it():
+    trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="ctl")
+    with scripted([GREEN, GREEN, RED, GREEN]), \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True) as revert:
+        event = asyncio.run(first_event(trigger))
+    revert.assert_called_once_with("ctl", 7, "guard_slo")
+    assert event["status"] == "breach" and event["readings"] == 3
+    assert event["verdict"]["reason"] == "error rate 25.00 % > 1.00 % (baseline 0.00 % + 1 point)"
+    assert event["reverted"]["ledger_id"] == 7 and event["reverted"]["closed_here"] is True
+    assert event["worst"]["error_rate_pct"] == 25.0
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_guard_reports_a_failed_revert_instead_of_crashing():
+    trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="ctl")
+    with scripted([RED]), mock.patch("resilience.faults.revert.revert_entry", side_effect=RuntimeError("boom")):
+        event = asyncio.run(first_event(trigger))
+    assert event["reverted"] == {"ledger_id": 7, "error": "RuntimeError: boom"}
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_missing_data_is_a_breach():
+    missing = Reading.from_values({"availability_pct": 100.0, "p95_ms": 3.0},
+                                  {"error_rate_pct": "timeout after 0.8 s"})
+    with scripted([missing]):
+        event = asyncio.run(first_event(SloGuardTrigger(**ARGS)))
+    assert event["status"] == "breach" and event["reverted"] is None
+    assert event["verdict"]["reason"] == "error_rate_pct missing: timeout after 0.8 s"
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_guard_passes_when_the_window_ends_green():
+    past = {**ARGS, "until": datetime.now(UTC) - timedelta(seconds=1)}
+    with scripted([GREEN]):
+        event = asyncio.run(first_event(SloGuardTrigger(**past)))
+    assert (event["status"], event["readings"]) == ("ok", 1)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_recovery_reports_seconds_to_the_first_green_reading():
+    with scripted([RED, RED, GREEN]), mock.patch("time.time", side_effect=[1001.0, 1002.0, 1003.5]):
+        event = asyncio.run(first_event(SloRecoveryTrigger(**ARGS, reverted_at=1000.0)))
+    assert (event["status"], event["recovery_s"], event["readings"]) == ("ok", 3.5, 3)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_recovery_times_out_red():
+    past = {**ARGS, "until": datetime.now(UTC) - timedelta(seconds=1)}
+    with scripted([RED]):
+        event = asyncio.run(first_event(SloRecoveryTrigger(**past, reverted_at=1000.0)))
+    assert event["status"] == "timeout" and event["verdict"]["passed"] is False
