@@ -1,0 +1,1 @@
+"""Chaos campaigns: preflight safety, scenario steps, verdicts and the campaign report."""
