@@ -1,0 +1,55 @@
+"""Scenario verdicts (passed / failed with the SLO and overshoot / aborted) and the weighted score."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score, scenario_verdict
+
+OK_GUARD = {"status": "ok", "readings": 30}
+BREACH = {"status": "breach", "verdict": {"breaches": [
+    {"metric": "error_rate_pct", "measured": 12.5, "bound": 1.0, "reason": "error rate 12.50 % > 1.00 %"}]}}
+MISSING = {"status": "breach", "verdict": {"breaches": [
+    {"metric": "p95_ms", "measured": None, "bound": 80.0, "reason": "p95_ms missing: empty result"}]}}
+
+
+def verdict(**kw):
+    args = {"injected": True, "inject_error": None, "guard": OK_GUARD, "reverted": True, "revert_error": None,
+            "recovery": {"status": "ok", "recovery_s": 4.0}, "max_recovery_s": 120.0, **kw}
+    return scenario_verdict("pod-kill", **args)
+
+
+@pytest.mark.parametrize(
+    ("kw", "status", "reason"),
+    [
+        ({}, "passed", "SLOs held; recovered in 4.0 s"),
+        ({"guard": BREACH}, "failed", "SLO breached: error rate 12.50 % > 1.00 % (by 11.50)"),
+        ({"guard": MISSING}, "failed", "SLO breached: p95_ms missing: empty result"),
+        ({"recovery": {"status": "ok", "recovery_s": 120.0}}, "passed", "SLOs held; recovered in 120.0 s"),
+        ({"recovery": {"status": "ok", "recovery_s": 120.5}}, "failed", "recovery 120.5 s > 120 s"),
+        ({"recovery": {"status": "timeout"}}, "failed", "not recovered within 120 s"),
+        ({"injected": False, "inject_error": "no replica running"}, "aborted", "fault not injected: no replica running"),
+        ({"reverted": False, "revert_error": "redis did not answer PING"}, "aborted",
+         "revert failed: redis did not answer PING; the fault may still be active (chaos_abort sweeps it)"),
+        ({"guard": None}, "aborted", "the SLO guard did not report"),
+    ],
+)
+def test_scenario_verdict(kw, status, reason):
+    v = verdict(**kw)
+    assert (v.status, v.reason) == (status, reason)
+
+
+def test_score_is_weighted_and_ignores_skipped():
+    vs = [ScenarioVerdict("pod-kill", "passed", ""), ScenarioVerdict("postgres-failover", "failed", ""),
+          ScenarioVerdict("s3-5xx", "skipped", "")]
+    assert resilience_score(vs, {"pod-kill": 1, "postgres-failover": 3}) == 25.0
+    assert resilience_score([ScenarioVerdict("s3-5xx", "skipped", "")], {}) is None
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [(["passed", "passed"], "completed"), (["passed", "failed"], "failed"), (["failed", "aborted"], "aborted"),
+     (["skipped"], "completed")],
+)
+def test_campaign_status(statuses, expected):
+    assert campaign_status([ScenarioVerdict("x", s, "") for s in statuses]) == expected
