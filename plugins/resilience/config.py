@@ -23,6 +23,17 @@ TIERS = ("test", "staging", "production", "dr")
 
 
 @dataclass(frozen=True)
+class SloSource:
+    """Where and how the chaos guard reads an environment's SLOs from Prometheus."""
+
+    prometheus_conn_id: str
+    window: str
+    poll_interval_s: float
+    query_timeout_s: float
+    queries: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Environment:
     """One environment of environments.yaml, validated."""
 
@@ -36,6 +47,7 @@ class Environment:
     chaos_enabled: bool
     sandbox_allowed: bool
     settings: Mapping[str, Any] = field(default_factory=dict)
+    slo: SloSource | None = None
 
     @property
     def is_production(self) -> bool:
@@ -77,6 +89,31 @@ def _section(mapping: Mapping[str, Any], key: str, where: str) -> Mapping[str, A
     return value
 
 
+SLO_METRICS = ("availability_pct", "error_rate_pct", "p95_ms")
+
+
+def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
+    """The ``slo`` section: every metric's query, a window and positive timings."""
+    if not raw:
+        return None
+    queries = _section(raw, "queries", where)
+    missing = [m for m in SLO_METRICS if m not in queries]
+    if missing:
+        raise ValueError(f"{where}.queries: missing {missing} (each of {list(SLO_METRICS)} needs a query)")
+    timings = {}
+    for key in ("poll_interval_s", "query_timeout_s"):
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"{where}.{key}: {value!r} must be a number of seconds > 0")
+        timings[key] = float(value)
+    return SloSource(
+        prometheus_conn_id=_require(raw, "prometheus_conn_id", where),
+        window=_require(raw, "window", where),
+        queries={m: str(queries[m]) for m in SLO_METRICS},
+        **timings,
+    )
+
+
 def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     """Validate one ``environments.<name>`` entry."""
     where = f"environments.{name}"
@@ -92,7 +129,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     pgbackrest = _section(raw, "pgbackrest", where)
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
-    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox"}
+    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo"}
     return Environment(
         name=name,
         description=str(raw.get("description", "")),
@@ -104,6 +141,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         chaos_enabled=bool(chaos.get("enabled", False)),
         sandbox_allowed=bool(sandbox.get("allowed", False)),
         settings={k: v for k, v in raw.items() if k not in known} | {"pgbackrest": dict(pgbackrest)},
+        slo=parse_slo(_section(raw, "slo", where), f"{where}.slo"),
     )
 
 

@@ -60,3 +60,25 @@ def test_unknown_environment_lists_the_known_ones():
 def test_kubernetes_platform_is_refused_clearly():
     with pytest.raises(ValueError, match=r"environments\.staging\.platform: 'kubernetes' is not available"):
         get_platform(load_config().environment("staging"))
+
+
+def test_lab_slo_source():
+    slo = load_config().environment("lab").slo
+    assert (slo.prometheus_conn_id, slo.window, slo.poll_interval_s) == ("resilience_lab_prometheus", "5s", 1.0)
+    assert set(slo.queries) == {"availability_pct", "error_rate_pct", "p95_ms"}
+    assert all("{window}" in q for q in slo.queries.values())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s["queries"].pop("p95_ms"), r"environments\.lab\.slo\.queries: missing \['p95_ms'\]"),
+        (lambda s: s.update(poll_interval_s=0), r"environments\.lab\.slo\.poll_interval_s: 0 must be a number of seconds > 0"),
+        (lambda s: s.pop("prometheus_conn_id"), r"environments\.lab\.slo\.prometheus_conn_id is missing"),
+    ],
+)
+def test_bad_slo_section_names_the_field(mutate, message):
+    doc = raw()
+    mutate(doc["environments"]["lab"]["slo"])
+    with pytest.raises(ValueError, match=message):
+        parse_config(doc)
