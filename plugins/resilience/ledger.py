@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS fault_ledger (
     reverted_at   timestamptz,
     reverted_by   text
 );
+ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS observed jsonb NOT NULL DEFAULT '{}';
 CREATE INDEX IF NOT EXISTS fault_ledger_open ON fault_ledger (state) WHERE state <> 'reverted';
 CREATE TABLE IF NOT EXISTS run_locks (
     name         text PRIMARY KEY,
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS run_locks (
 """
 
 COLUMNS = ("id", "run_id", "dag_id", "environment", "scenario", "state", "plan", "revert_info", "error",
-           "created_at", "injected_at", "reverted_at", "reverted_by")
+           "created_at", "injected_at", "reverted_at", "reverted_by", "observed")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class LedgerEntry:
     injected_at: datetime | None
     reverted_at: datetime | None
     reverted_by: str | None
+    observed: dict[str, Any]
 
 
 class Ledger:
@@ -104,12 +106,12 @@ class Ledger:
             (json.dumps(revert_info), entry_id),
         )
 
-    def mark_reverted(self, entry_id: int, by: str) -> bool:
+    def mark_reverted(self, entry_id: int, by: str, observed: dict | None = None) -> bool:
         """True when this call closed the entry (False: someone else already had)."""
         rows = self._execute(
             "UPDATE fault_ledger SET state = 'reverted', reverted_at = clock_timestamp(), reverted_by = %s,"
-            " error = NULL WHERE id = %s AND state <> 'reverted' RETURNING id",
-            (by, entry_id),
+            " error = NULL, observed = %s::jsonb WHERE id = %s AND state <> 'reverted' RETURNING id",
+            (by, json.dumps(observed or {}), entry_id),
         )
         return bool(rows)
 

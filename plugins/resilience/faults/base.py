@@ -30,8 +30,10 @@ class Fault(Protocol):
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
         """Cause the fault; return what revert needs to know about what was done."""
 
-    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> None:
-        """Undo the fault and wait until the system is whole again; safe to call twice."""
+    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+        """Undo the fault and wait until the system is whole again; safe to call twice.
+
+        Returns what was observed while undoing it (new PIDs, OOM counters), kept in the ledger."""
 
 
 def get_fault(scenario: str) -> Fault:

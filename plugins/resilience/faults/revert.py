@@ -28,10 +28,10 @@ def revert_entry(control_conn_id: str, ledger_id: int, by: str) -> bool:
              entry.state, by)
     platform = get_platform(load_config().environment(entry.environment))
     try:
-        get_fault(entry.scenario).revert(platform, entry.plan, entry.revert_info)
+        observed = get_fault(entry.scenario).revert(platform, entry.plan, entry.revert_info) or {}
     except Exception as exc:
         ledger.mark_revert_failed(ledger_id, f"{type(exc).__name__}: {exc}")
         raise
-    closed = ledger.mark_reverted(ledger_id, by)
+    closed = ledger.mark_reverted(ledger_id, by, observed)
     log.info("Reverted %s (ledger #%d)", entry.scenario, ledger_id)
     return closed

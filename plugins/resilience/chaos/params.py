@@ -1,0 +1,112 @@
+"""The chaos campaign's inputs: the trigger form and its validation (before any side effect)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from resilience.config import Config
+from resilience.faults.base import SCENARIOS
+
+MIN_DURATION_S, MAX_DURATION_S = 10, 1800
+SLO_OVERRIDE_PARAMS = ("min_availability_pct", "max_error_rate_increase_pct", "max_p95_ratio", "max_recovery_s")
+
+
+@dataclass(frozen=True)
+class CampaignParams:
+    environment: str
+    scenarios: tuple[str, ...]
+    duration_s: int
+    slo_overrides: Mapping[str, float]
+    scenario_options: Mapping[str, Mapping[str, Any]]
+    allow_production: bool
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Back to the Params' names (for XCom and the record)."""
+        return {"environment": self.environment, "scenarios": list(self.scenarios), "duration": self.duration_s,
+                **{k: self.slo_overrides.get(k) for k in SLO_OVERRIDE_PARAMS},
+                "scenario_options": {k: dict(v) for k, v in self.scenario_options.items()},
+                "allow_production": self.allow_production, "dry_run": self.dry_run}
+
+
+def _flag(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"params.{name}: {value!r} must be true or false")
+    return value
+
+
+def parse_campaign_params(params: Mapping[str, Any], config: Config) -> CampaignParams:
+    """Validate against environments.yaml and the fault registry. Raises ValueError naming the field."""
+    environment = config.environment(str(params.get("environment", "")), "params.environment")
+    if environment.slo is None:
+        raise ValueError(f"params.environment: {environment.name!r} has no slo section in environments.yaml: "
+                         "the guard would have nothing to watch")
+    scenarios = params.get("scenarios")
+    if not isinstance(scenarios, list | tuple) or not scenarios:
+        raise ValueError(f"params.scenarios: {scenarios!r} must be a non-empty list of {sorted(SCENARIOS)}")
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown or len(set(scenarios)) != len(scenarios):
+        raise ValueError(f"params.scenarios: {list(scenarios)!r} must name each of {sorted(SCENARIOS)} at most once")
+    duration = params.get("duration", 60)
+    if isinstance(duration, bool) or not isinstance(duration, int) or not MIN_DURATION_S <= duration <= MAX_DURATION_S:
+        raise ValueError(f"params.duration: {duration!r} must be an integer number of seconds in "
+                         f"{MIN_DURATION_S}..{MAX_DURATION_S}")
+    overrides = {}
+    for name in SLO_OVERRIDE_PARAMS:
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"params.{name}: {value!r} must be a number or empty")
+        overrides[name] = float(value)
+    options = params.get("scenario_options") or {}
+    if not isinstance(options, Mapping) or any(k not in SCENARIOS or not isinstance(v, Mapping)
+                                               for k, v in options.items()):
+        raise ValueError(f"params.scenario_options: {options!r} must map scenario names to option objects")
+    return CampaignParams(environment.name, tuple(scenarios), duration, overrides,
+                          {k: dict(v) for k, v in options.items()}, _flag(params, "allow_production"),
+                          _flag(params, "dry_run"))
+
+
+def campaign_params() -> dict[str, Any]:
+    """The trigger form (JSON schema per Param); validation above covers what a schema cannot."""
+    from airflow.sdk import Param
+
+    from resilience.config import ENVIRONMENT_NAMES
+
+    def slo(title: str, description: str, maximum: float) -> Param:
+        return Param(None, type=["null", "number"], minimum=0, maximum=maximum, title=title,
+                     description=description + " Empty: the runbook's value, or the scenario's own.",
+                     section="SLO overrides")
+
+    return {
+        "environment": Param("lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Environment",
+                             description="Where to inject faults (environments.yaml). Production also needs "
+                                         "its chaos.enabled and allow_production below."),
+        "scenarios": Param(list(SCENARIOS), type="array", examples=list(SCENARIOS), minItems=1, uniqueItems=True,
+                           items={"type": "string", "enum": list(SCENARIOS)}, title="Scenarios",
+                           description="Faults to run, one at a time, in this order."),
+        "duration": Param(60, type="integer", minimum=MIN_DURATION_S, maximum=MAX_DURATION_S,
+                          title="Fault duration (seconds)",
+                          description="How long each fault stays injected unless an SLO breach ends it first."),
+        "min_availability_pct": slo("Min availability (%)",
+                                    "Abort when availability drops below this.", 100),
+        "max_error_rate_increase_pct": slo("Max error-rate increase (points)",
+                                           "Abort when the error rate exceeds baseline + this.", 100),
+        "max_p95_ratio": slo("Max p95 ratio", "Abort when p95 exceeds this times baseline.", 100),
+        "max_recovery_s": slo("Max recovery (seconds)",
+                              "Fail a scenario whose SLOs are not green this long after the revert.", 3600),
+        "scenario_options": Param({}, type="object", title="Scenario options",
+                                  description='Per-scenario options as JSON, e.g. {"s3-5xx": {"error_rate": 0.5}, '
+                                              '"pod-kill": {"percent": 50}}. Empty: scenarios.yaml defaults.',
+                                  section="Advanced"),
+        "allow_production": Param(False, type="boolean", title="Allow production",
+                                  description="Required (with the environment's chaos.enabled) to touch production.",
+                                  section="Advanced"),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Run preflight and measure baselines only; inject nothing.",
+                         section="Advanced"),
+    }

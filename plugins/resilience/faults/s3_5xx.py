@@ -1,0 +1,26 @@
+"""s3-5xx: the object store answers 5xx at a rate; revert sets the rate back to what it was."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class S35xx:
+    scenario: ClassVar[str] = "s3-5xx"
+
+    def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
+        rate, status = options.get("error_rate", 0.3), options.get("status", 503)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise ValueError(f"options.error_rate: {rate!r} must be > 0 and <= 1")
+        if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
+            raise ValueError(f"options.status: {status!r} must be an HTTP status in 500..599")
+        return {"error_rate": float(rate), "status": status}
+
+    def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+        before = platform.object_store_fault()
+        platform.set_object_store_fault(plan["error_rate"], plan["status"])
+        return {"previous_error_rate": before.get("error_rate", 0.0)}
+
+    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+        platform.set_object_store_fault(0.0, plan["status"])
+        return {"fault": platform.object_store_fault()}
