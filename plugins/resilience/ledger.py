@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from resilience.controldb import ControlDb
+
 log = logging.getLogger(__name__)
 
 OPEN_STATES = ("injecting", "active", "revert_failed")
@@ -71,18 +73,7 @@ class Ledger:
     """The ledger and the run lock in the control database (``connect`` = DB-API factory)."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
-        self._connect = connect
-
-    def _execute(self, sql: str, args: tuple | None = None) -> list[tuple]:
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                rows = cur.fetchall() if cur.description else []
-            conn.commit()
-            return rows
-        finally:
-            conn.close()
+        self._execute = ControlDb(connect).execute
 
     def ensure_schema(self) -> None:
         self._execute(SCHEMA)

@@ -29,21 +29,23 @@ def _watch_kwargs(spec: dict[str, Any], until: datetime) -> dict[str, Any]:
 class SloGuardSensor(BaseSensorOperator):
     """Watch the SLOs for ``duration_s`` while a fault is active; fail (after the revert) on a breach."""
 
-    template_fields = ("spec", "ledger_id", "duration_s")
+    template_fields = ("spec", "fault", "duration_s")
 
-    def __init__(self, *, spec: Any, ledger_id: Any, duration_s: Any, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Any, fault: Any, duration_s: Any, **kwargs: Any) -> None:
+        """``fault`` is what the inject task returned (its ``ledger_id`` is reverted on a breach)."""
         super().__init__(**kwargs)
         self.spec = spec
-        self.ledger_id = ledger_id
+        self.fault = fault
         self.duration_s = duration_s
 
     def execute(self, context: Any) -> None:
         from resilience.triggers import SloGuardTrigger
 
+        ledger_id = int(self.fault["ledger_id"])
         until = datetime.now(UTC) + timedelta(seconds=float(self.duration_s))
-        self.log.info("Guarding SLOs until %s (every %g s; ledger #%s reverted at once on a breach)",
-                      until.isoformat(timespec="seconds"), self.spec["poll_interval_s"], self.ledger_id)
-        trigger = SloGuardTrigger(**_watch_kwargs(self.spec, until), revert_ledger_id=self.ledger_id,
+        self.log.info("Guarding SLOs until %s (every %g s; ledger #%d reverted at once on a breach)",
+                      until.isoformat(timespec="seconds"), self.spec["poll_interval_s"], ledger_id)
+        trigger = SloGuardTrigger(**_watch_kwargs(self.spec, until), revert_ledger_id=ledger_id,
                                   control_conn_id=self.spec["control_conn_id"])
         self.defer(trigger=trigger, method_name="execute_complete",
                    timeout=timedelta(seconds=float(self.duration_s) + GRACE_S))
@@ -62,20 +64,22 @@ class SloGuardSensor(BaseSensorOperator):
 class SloRecoverySensor(BaseSensorOperator):
     """After the revert, wait until the SLOs are green again; fail past ``policy.max_recovery_s``."""
 
-    template_fields = ("spec", "reverted_at")
+    template_fields = ("spec", "reverted")
 
-    def __init__(self, *, spec: Any, reverted_at: Any, **kwargs: Any) -> None:
+    def __init__(self, *, spec: Any, reverted: Any, **kwargs: Any) -> None:
+        """``reverted`` is what the revert task returned (its ``reverted_at``, epoch s, starts the clock)."""
         super().__init__(**kwargs)
         self.spec = spec
-        self.reverted_at = reverted_at
+        self.reverted = reverted
 
     def execute(self, context: Any) -> None:
         from resilience.triggers import SloRecoveryTrigger
 
         limit_s = float(self.spec["policy"]["max_recovery_s"])
-        until = datetime.fromtimestamp(float(self.reverted_at), UTC) + timedelta(seconds=limit_s)
+        reverted_at = float(self.reverted["reverted_at"])
+        until = datetime.fromtimestamp(reverted_at, UTC) + timedelta(seconds=limit_s)
         self.log.info("Waiting for the SLOs to be green again (limit %g s after the revert)", limit_s)
-        trigger = SloRecoveryTrigger(**_watch_kwargs(self.spec, until), reverted_at=float(self.reverted_at))
+        trigger = SloRecoveryTrigger(**_watch_kwargs(self.spec, until), reverted_at=reverted_at)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=limit_s + GRACE_S))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def context():
 def test_guard_ok_returns_the_event():
     ctx = context()
     event = {"status": "ok", "readings": 30, "worst": {"error_rate_pct": 0.2}}
-    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, ledger_id=4, duration_s=30)
+    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault={"ledger_id": 4}, duration_s=30)
     assert sensor.execute_complete(ctx, event) == event
     ctx["ti"].xcom_push.assert_called_once_with(key="event", value=event)
 
@@ -32,7 +32,7 @@ def test_guard_breach_fails_after_saying_the_fault_was_reverted():
     ctx = context()
     event = {"status": "breach", "verdict": {"reason": "error rate 30.00 % > 1.00 %"},
              "reverted": {"ledger_id": 4, "reverted_at": 1.0, "closed_here": True}}
-    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, ledger_id=4, duration_s=30)
+    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault={"ledger_id": 4}, duration_s=30)
     with pytest.raises(ChecksFailedError, match=r"SLO breached: error rate 30\.00 % > 1\.00 %; fault reverted \(ledger #4\)"):
         sensor.execute_complete(ctx, event)
     ctx["ti"].xcom_push.assert_called_once_with(key="event", value=event)
@@ -40,13 +40,13 @@ def test_guard_breach_fails_after_saying_the_fault_was_reverted():
 
 def test_guard_breach_with_failed_revert_says_the_teardown_retries():
     event = {"status": "breach", "verdict": {"reason": "r"}, "reverted": {"ledger_id": 4, "error": "boom"}}
-    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, ledger_id=4, duration_s=30)
+    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault={"ledger_id": 4}, duration_s=30)
     with pytest.raises(ChecksFailedError, match="revert in the guard failed: boom; the revert teardown retries"):
         sensor.execute_complete(context(), event)
 
 
 def test_guard_defers_to_the_trigger_with_an_absolute_deadline():
-    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, ledger_id=4, duration_s=30)
+    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault={"ledger_id": 4}, duration_s=30)
     with mock.patch.object(sensor, "defer") as defer:
         before = datetime.now(UTC)
         sensor.execute(context())
@@ -58,7 +58,7 @@ def test_guard_defers_to_the_trigger_with_an_absolute_deadline():
 
 
 def test_recovery_ok_and_timeout():
-    sensor = SloRecoverySensor(task_id="recovery", spec=SPEC, reverted_at=1000.0)
+    sensor = SloRecoverySensor(task_id="recovery", spec=SPEC, reverted={"reverted_at": 1000.0})
     assert sensor.execute_complete(context(), {"status": "ok", "recovery_s": 4.0})["recovery_s"] == 4.0
     with pytest.raises(ChecksFailedError, match=r"not recovered within 120 s: p95 900 ms > 40 ms"):
         sensor.execute_complete(context(), {"status": "timeout", "verdict": {"reason": "p95 900 ms > 40 ms"}})

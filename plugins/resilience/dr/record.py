@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from resilience.controldb import ControlDb
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -50,19 +52,8 @@ class DrillRecord:
     """Read and write one drill's record through ``connect`` (a DB-API connection factory)."""
 
     def __init__(self, connect: Callable[[], Any], run_id: str) -> None:
-        self._connect = connect
+        self._execute = ControlDb(connect).execute
         self.run_id = run_id
-
-    def _execute(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                rows = cur.fetchall() if cur.description else []
-            conn.commit()
-            return rows
-        finally:
-            conn.close()
 
     def ensure_schema(self) -> None:
         self._execute(SCHEMA)
