@@ -37,7 +37,8 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
                        ) -> dict[str, Any]:
     """Runbook step 7: complete the record and write the JSON + HTML report (runs whatever failed)."""
     from resilience.dr.outcome import drill_outcome
-    from resilience.dr.report import build_report, write_report
+    from resilience.dr.report import build_report, render_html
+    from resilience.reporting import write_report
 
     if params is None:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -53,7 +54,7 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
                                if p["phase"] == "app_connectivity"), None)
     report = build_report(record, outcome, drill.record.history(record["environment"]), box,
                           kept=drill.params.no_cleanup)
-    json_path, html_path = write_report(report, drill.config.report_dir / "dr_monthly_drill")
+    json_path, html_path = write_report(report, drill.config.report_dir / "dr_monthly_drill", render_html)
     drill.record.finish(outcome["status"], outcome["rto"]["measured_s"], outcome["rpo"]["measured_s"],
                         {"checks": outcome["checks"], "report_html": str(html_path)})
     log.info("DR drill %s: %s. Report: %s (JSON %s)", run_id, outcome["status"].upper(), html_path, json_path)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from resilience import charts
@@ -103,13 +101,3 @@ vs {escape(str(rpo['reference']))}</td></tr>
 <h2>Phases</h2>{phase_sections}
 <h2>Parameters</h2><table>{params}</table>
 </body></html>"""
-
-
-def write_report(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
-    """Write ``<run>.json`` and ``<run>.html`` under ``directory``; return both paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in report["run_id"])
-    json_path, html_path = directory / f"{stem}.json", directory / f"{stem}.html"
-    json_path.write_text(json.dumps(report, indent=2, default=str))
-    html_path.write_text(render_html(report))
-    return json_path, html_path

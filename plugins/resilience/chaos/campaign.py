@@ -1,0 +1,142 @@
+"""A chaos campaign: what every step shares, the first step (validate, open the record) and preflight.
+
+The scenario steps are in ``chaos.scenario_steps``, the end of the run in ``chaos.conclude``;
+``chaos.steps`` is the DAG file's single import.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from resilience.chaos.params import CampaignParams, parse_campaign_params
+from resilience.chaos.preflight import PreflightFacts, preflight_checks
+from resilience.checks import summary
+from resilience.config import Config, Environment, load_config
+from resilience.errors import RefusedError
+from resilience.platforms.base import Platform, get_platform
+
+log = logging.getLogger(__name__)
+
+RUN_LOCK = "chaos-dr"  # one lock for every chaos and DR run: no chaos during a DR, no two faults at once
+
+
+@dataclass
+class Campaign:
+    params: CampaignParams
+    run_id: str
+    config: Config
+
+    @classmethod
+    def from_xcom(cls, params: dict[str, Any], run_id: str) -> Campaign:
+        config = load_config()
+        return cls(parse_campaign_params(params, config), run_id, config)
+
+    @property
+    def environment(self) -> Environment:
+        return self.config.environment(self.params.environment)
+
+    @cached_property
+    def platform(self) -> Platform:
+        return get_platform(self.environment)
+
+    @cached_property
+    def record(self):
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from resilience.chaos.record import CampaignRecord
+
+        return CampaignRecord(PostgresHook(postgres_conn_id=self.config.control_db_conn_id).get_conn, self.run_id)
+
+    @cached_property
+    def ledger(self):
+        from resilience.ledger import ledger_for
+
+        return ledger_for(self.config.control_db_conn_id)
+
+    def slo_spec(self) -> dict[str, Any]:
+        """Where and how the guard reads SLOs (baseline and policy are added per scenario)."""
+        slo = self.environment.slo
+        return {"prometheus_conn_id": slo.prometheus_conn_id, "queries": dict(slo.queries), "window": slo.window,
+                "poll_interval_s": slo.poll_interval_s, "query_timeout_s": slo.query_timeout_s,
+                "control_conn_id": self.config.control_db_conn_id}
+
+
+def _require_connection(conn_id: str, field: str) -> None:
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception:
+        raise ValueError(f"{field}: Airflow Connection {conn_id!r} is not defined") from None
+
+
+def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
+    """Validate Params, config, platform and Connections (nothing touched before this passes); open the record."""
+    config = load_config()
+    params = parse_campaign_params(raw_params, config)
+    environment = config.environment(params.environment)
+    get_platform(environment)
+    _require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
+    _require_connection(environment.slo.prometheus_conn_id, f"environments.{environment.name}.slo.prometheus_conn_id")
+    log.info("Chaos campaign %s in %s: %s, %d s each%s", run_id, environment.name, ", ".join(params.scenarios),
+             params.duration_s, " (dry run: preflight and baselines only)" if params.dry_run else "")
+    campaign = Campaign(params, run_id, config)
+    campaign.record.start(dag_id, environment.name, params.to_dict(), started_at)
+    return params.to_dict()
+
+
+def _firing_alerts(campaign: Campaign) -> tuple[str, ...]:
+    from resilience.prometheus import PrometheusHook
+
+    hook = PrometheusHook(campaign.environment.slo.prometheus_conn_id)
+    return tuple(sorted({labels.get("alertname", "?") for labels, _ in hook.query('ALERTS{alertstate="firing"}')}))
+
+
+def gather_facts(campaign: Campaign, lock_holder: tuple[str, str] | None) -> PreflightFacts:
+    env = campaign.environment
+    replicas = campaign.platform.replicas()
+    others = [e for e in campaign.ledger.open_entries() if e.run_id != campaign.run_id]
+    return PreflightFacts(
+        environment=env.name, is_production=env.is_production, chaos_enabled=env.chaos_enabled,
+        allow_production=campaign.params.allow_production,
+        replicas_ready=sum(1 for r in replicas if r["healthy"]), replicas_total=len(replicas),
+        deployment_in_progress=campaign.platform.deployment_in_progress(),
+        firing_alerts=_firing_alerts(campaign), lock_holder=lock_holder,
+        open_faults=tuple(f"#{e.id} {e.scenario} ({e.state}, run {e.run_id})" for e in others),
+    )
+
+
+def preflight(params: dict[str, Any], run_id: str, dag_id: str) -> dict[str, Any]:
+    """Take the chaos/DR lock and run the runbook's safety checks; refuse (and let go) on any failure."""
+    campaign = Campaign.from_xcom(params, run_id)
+    acquired, holder_run, holder_dag = campaign.ledger.acquire_lock(RUN_LOCK, run_id, dag_id)
+    try:
+        facts = gather_facts(campaign, None if acquired else (holder_run, holder_dag))
+    except Exception:
+        if acquired:
+            campaign.ledger.release_lock(RUN_LOCK, run_id)
+        raise
+    checks = preflight_checks(facts)
+    for check in checks:
+        log.info("%s", check)
+    if not all(c.passed for c in checks):
+        if acquired:
+            campaign.ledger.release_lock(RUN_LOCK, run_id)
+        campaign.record.finish("refused", None, {"preflight": [c.to_dict() for c in checks]})
+        raise RefusedError(f"preflight refused chaos in {facts.environment}: {summary(checks)}")
+    log.info("Preflight passed in %s: %s; lock %s held by this run", facts.environment, summary(checks), RUN_LOCK)
+    return {"checks": [c.to_dict() for c in checks]}
+
+
+def release_lock(run_id: str) -> bool:
+    """Teardown: give the chaos/DR lock back (no-op when this run does not hold it)."""
+    from resilience.ledger import ledger_for
+
+    released = ledger_for(load_config().control_db_conn_id).release_lock(RUN_LOCK, run_id)
+    if not released:
+        log.warning("Not releasing %s: run %s does not hold it", RUN_LOCK, run_id)
+    return released

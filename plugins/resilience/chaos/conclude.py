@@ -1,0 +1,95 @@
+"""The end of a campaign: report (JSON + HTML with charts), Slack, and the run's verdict."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from resilience.chaos.campaign import Campaign
+from resilience.chaos.scenarios import load_catalogue
+from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score
+from resilience.errors import ChecksFailedError
+
+log = logging.getLogger(__name__)
+CHART_MARGIN_S = 15
+
+
+def _series(campaign: Campaign, scenario: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+    """Error rate and p95 from Prometheus over the scenario's window (baseline margin to recovery)."""
+    from resilience.prometheus import PrometheusHook, render
+
+    fault = scenario.get("fault") or {}
+    if not fault.get("injected_at"):
+        return {}
+    slo = campaign.environment.slo
+    end = max((scenario.get("recovery") or {}).get("at", 0), (scenario.get("revert") or {}).get("reverted_at", 0),
+              fault["injected_at"]) + CHART_MARGIN_S
+    hook = PrometheusHook(slo.prometheus_conn_id)
+    series = {}
+    for metric in ("error_rate_pct", "p95_ms"):
+        try:
+            series[metric] = hook.query_range(render(slo.queries[metric], slo.window),
+                                              fault["injected_at"] - CHART_MARGIN_S, end, slo.poll_interval_s)
+        except Exception as exc:  # a chart is not worth failing the report for; say why it is missing
+            log.warning("No %s chart for %s: %s", metric, scenario["scenario"], exc)
+    return series
+
+
+def write_campaign_report(params: dict[str, Any] | None, run_id: str) -> dict[str, Any]:
+    """Complete the record and write the report, whatever happened before."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from resilience.chaos.report import build_report, render_html
+    from resilience.reporting import write_report
+
+    if params is None:
+        raise AirflowSkipException("No report: the campaign did not start (its parameters were refused)")
+    campaign = Campaign.from_xcom(params, run_id)
+    record = campaign.record.load()
+    if record["status"] == "refused":
+        raise AirflowSkipException(f"No report: preflight refused the campaign ({record['summary']})")
+    verdicts = [s["verdict"] for s in record["scenarios"] if s.get("verdict")]
+    decided = [ScenarioVerdict(**v) for v in verdicts]
+    weights = {name: s.weight for name, s in load_catalogue().items()}
+    status, score = campaign_status(decided), resilience_score(decided, weights)
+    series = {s["scenario"]: _series(campaign, s) for s in record["scenarios"]}
+    report = build_report(record, verdicts, status, score, series, datetime.now(UTC))
+    json_path, html_path = write_report(report, campaign.config.report_dir / "chaos_campaign", render_html)
+    campaign.record.finish(status, score, {"verdicts": verdicts, "report_html": str(html_path)})
+    log.info("Chaos campaign %s: %s, resilience score %s. Report: %s", run_id, status.upper(), score, html_path)
+    return {"status": status, "score": score, "report_json": str(json_path), "report_html": str(html_path)}
+
+
+def campaign_message(report: dict[str, Any], html_path: str) -> str:
+    icon = ":white_check_mark:" if report["status"] == "completed" else ":rotating_light:"
+    lines = [f"{icon} Chaos campaign *{report['status'].upper()}* in {report['environment']} — "
+             f"resilience score {report['resilience_score']}"]
+    for s in report["scenarios"]:
+        verdict = s.get("verdict") or {"status": "not run", "reason": ""}
+        lines.append(f"• {s['scenario']}: {verdict['status']} — {verdict['reason']}")
+    lines.append(f"Run {report['run_id']} · report {html_path}")
+    return "\n".join(lines)
+
+
+def notify_slack(written: dict[str, Any] | None) -> bool:
+    import json
+    from pathlib import Path
+
+    from resilience.config import load_config
+    from resilience.notify import post_slack
+
+    if not written:
+        log.warning("Not posting to Slack: no report was written")
+        return False
+    report = json.loads(Path(written["report_json"]).read_text())
+    return post_slack(load_config().slack_conn_id, campaign_message(report, written["report_html"]))
+
+
+def final_verdict(written: dict[str, Any] | None) -> str:
+    """Fail the run unless every scenario passed (or the run was a dry run)."""
+    if not written:
+        raise ChecksFailedError("the campaign did not complete: no report was written (see the failed task)")
+    if written["status"] != "completed":
+        raise ChecksFailedError(f"chaos campaign {written['status']}; see {written['report_html']}")
+    return written["status"]
