@@ -75,6 +75,44 @@ class Platform(Protocol):
         """Stop and delete everything the sandbox holds; idempotent."""
 
 
+class ChaosPlatform(Protocol):
+    """What the fault modules need from a platform (the lab's supervisor, Redis, S3 proxy, ...)."""
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """App replicas: ``{"name", "pid", "healthy", ...}`` each."""
+
+    def kill_replicas(self, names: list[str]) -> dict[str, int]:
+        """SIGKILL (delete) the named replicas; returns what was killed (name -> pid)."""
+
+    def wait_replicas_restarted(self, killed: dict[str, int | None], timeout_s: float) -> dict[str, int]:
+        """Wait until each killed replica is healthy again under a new identity; returns the new ones."""
+
+    def deployment_in_progress(self) -> str | None:
+        """What is being deployed right now, or None."""
+
+    def cache_alive(self) -> bool: ...
+    def stop_cache(self) -> None: ...
+    def start_cache(self) -> None:
+        """Start the cache and wait until it answers."""
+
+    def object_store_fault(self) -> dict[str, Any]: ...
+    def set_object_store_fault(self, error_rate: float, status: int) -> None: ...
+
+    def database_roles(self) -> dict[str, Any]:
+        """``{"primary", "replica", "primary_up", "replica_streaming"}``."""
+
+    def failover_database(self) -> str:
+        """Stop the primary hard and promote the replica; returns the new primary."""
+
+    def rebuild_database_replica(self) -> None:
+        """Make the old primary a streaming replica of the new one."""
+
+    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int) -> dict[str, Any]: ...
+    def stop_memory_hog(self, name: str) -> None: ...
+    def memory_hog_counters(self, name: str) -> dict[str, Any] | None:
+        """The hog's cgroup counters (``oom_kill``, ``failcnt``), None when it is gone."""
+
+
 def get_platform(environment: Environment) -> Platform:
     """The platform implementation for ``environment`` (validated before any side effect)."""
     if environment.platform == "local":

@@ -20,13 +20,14 @@ from resilience.config import Environment
 from resilience.dr.sandbox import sandbox_conflicts
 from resilience.errors import RefusedError
 from resilience.platforms.base import DatabaseEndpoint, Sandbox
+from resilience.platforms.local_chaos import LocalChaos
 
 log = logging.getLogger(__name__)
 
 MARKER = ".resilience-sandbox"
 
 
-class LocalPlatform:
+class LocalPlatform(LocalChaos):
     """Drives the lab described by ``lab.json`` (see ``resilience.lab.state``)."""
 
     def __init__(self, environment: Environment, lab_dir: Path | None = None) -> None:
@@ -35,6 +36,7 @@ class LocalPlatform:
         self.environment = environment
         configured = lab_dir or environment.settings.get("lab_dir")
         self.lab: dict[str, Any] = load_lab_state(Path(configured) if configured else None)
+        self.lab_dir = Path(self.lab["lab_dir"])
         self.bindir = Path(self.lab["pg_bindir"])
         self.os_user = self.lab["os_user"]
         self.sandbox_root = Path(self.lab["sandbox_root"])

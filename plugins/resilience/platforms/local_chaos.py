@@ -1,0 +1,105 @@
+"""The lab's chaos primitives behind the Platform interface (mixed into LocalPlatform).
+
+Each call re-reads lab.json: a failover swaps the database roles under our feet.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+
+class LocalChaos:
+    lab_dir: Path
+
+    def _state(self) -> dict[str, Any]:
+        from resilience.lab.state import load_lab_state
+
+        return load_lab_state(self.lab_dir)
+
+    # -- app replicas (pod-kill) ------------------------------------------------------------
+
+    def replicas(self) -> list[dict[str, Any]]:
+        from resilience.lab import control
+
+        return [{"name": name, **info} for name, info in sorted(control.replicas(self._state()).items())]
+
+    def kill_replicas(self, names: list[str]) -> dict[str, int]:
+        from resilience.lab import control
+
+        state = self._state()
+        return {name: control.kill_replica(state, name, signal.SIGKILL) for name in names}
+
+    def wait_replicas_restarted(self, killed: dict[str, int | None], timeout_s: float) -> dict[str, int]:
+        from resilience.lab import control
+
+        state = self._state()
+        return {name: control.wait_replica_healthy(state, name, timeout_s, not_pid=pid) for name, pid in killed.items()}
+
+    def deployment_in_progress(self) -> str | None:
+        """The lab has no deployments (no rollout controller): never in progress."""
+        return None
+
+    # -- cache (redis-unavailable) ------------------------------------------------------------
+
+    def cache_alive(self) -> bool:
+        from resilience.lab import control
+
+        return control.redis_ping(self._state())
+
+    def stop_cache(self) -> None:
+        from resilience.lab import control
+
+        control.stop_redis(self._state())
+
+    def start_cache(self) -> None:
+        from resilience.lab import control
+
+        control.start_redis(self._state())
+
+    # -- object store (s3-5xx) ------------------------------------------------------------------
+
+    def object_store_fault(self) -> dict[str, Any]:
+        from resilience.lab import control
+
+        return control.s3_fault(self._state())
+
+    def set_object_store_fault(self, error_rate: float, status: int) -> None:
+        from resilience.lab import control
+
+        control.set_s3_fault(self._state(), error_rate, status)
+
+    # -- database (postgres-failover) ---------------------------------------------------------
+
+    def database_roles(self) -> dict[str, Any]:
+        from resilience.lab import control
+
+        return control.postgres_roles(self._state())
+
+    def failover_database(self) -> str:
+        from resilience.lab import control
+
+        return control.failover_postgres(self._state())
+
+    def rebuild_database_replica(self) -> None:
+        from resilience.lab import control
+
+        control.rebuild_replica(self._state())
+
+    # -- memory (memory-pressure) -------------------------------------------------------------
+
+    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int) -> dict[str, Any]:
+        from resilience.lab import control
+
+        return control.start_memory_hog(self._state(), name, limit_mb, hog_mb)
+
+    def stop_memory_hog(self, name: str) -> None:
+        from resilience.lab import control
+
+        control.stop_memory_hog(self._state(), name)
+
+    def memory_hog_counters(self, name: str) -> dict[str, Any] | None:
+        from resilience.lab import control
+
+        return control.memory_hog_counters(self._state(), name)
