@@ -46,6 +46,7 @@ class Environment:
     pgbackrest_stanza: str
     chaos_enabled: bool
     sandbox_allowed: bool
+    orphan_grace_s: float = 120.0  # a fault open this long past its planned end is an orphan
     settings: Mapping[str, Any] = field(default_factory=dict)
     slo: SloSource | None = None
 
@@ -92,6 +93,13 @@ def _section(mapping: Mapping[str, Any], key: str, where: str) -> Mapping[str, A
 SLO_METRICS = ("availability_pct", "error_rate_pct", "p95_ms")
 
 
+def _seconds(mapping: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = mapping.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{where}.{key}: {value!r} must be a number of seconds > 0")
+    return float(value)
+
+
 def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
     """The ``slo`` section: every metric's query, a window and positive timings."""
     if not raw:
@@ -100,12 +108,7 @@ def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
     missing = [m for m in SLO_METRICS if m not in queries]
     if missing:
         raise ValueError(f"{where}.queries: missing {missing} (each of {list(SLO_METRICS)} needs a query)")
-    timings = {}
-    for key in ("poll_interval_s", "query_timeout_s"):
-        value = raw.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{where}.{key}: {value!r} must be a number of seconds > 0")
-        timings[key] = float(value)
+    timings = {key: _seconds(raw, key, where, None) for key in ("poll_interval_s", "query_timeout_s")}
     return SloSource(
         prometheus_conn_id=_require(raw, "prometheus_conn_id", where),
         window=_require(raw, "window", where),
@@ -139,6 +142,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         dbname=_require(database, "dbname", f"{where}.database"),
         pgbackrest_stanza=_require(pgbackrest, "stanza", f"{where}.pgbackrest"),
         chaos_enabled=bool(chaos.get("enabled", False)),
+        orphan_grace_s=_seconds(chaos, "orphan_grace_s", f"{where}.chaos", 120.0),
         sandbox_allowed=bool(sandbox.get("allowed", False)),
         settings={k: v for k, v in raw.items() if k not in known} | {"pgbackrest": dict(pgbackrest)},
         slo=parse_slo(_section(raw, "slo", where), f"{where}.slo"),

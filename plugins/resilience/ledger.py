@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from resilience.controldb import ControlDb
 log = logging.getLogger(__name__)
 
 OPEN_STATES = ("injecting", "active", "revert_failed")
+LOCK_SPACE = 7361  # first key of the advisory locks that serialise reverts of one entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fault_ledger (
@@ -38,6 +40,9 @@ CREATE TABLE IF NOT EXISTS fault_ledger (
     reverted_by   text
 );
 ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS observed jsonb NOT NULL DEFAULT '{}';
+-- past this, an open fault is an orphan whatever its run's state says (a SIGKILLed runner
+-- cannot update its run): chaos_abort's sweep reverts it
+ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 CREATE INDEX IF NOT EXISTS fault_ledger_open ON fault_ledger (state) WHERE state <> 'reverted';
 CREATE TABLE IF NOT EXISTS run_locks (
     name         text PRIMARY KEY,
@@ -48,7 +53,7 @@ CREATE TABLE IF NOT EXISTS run_locks (
 """
 
 COLUMNS = ("id", "run_id", "dag_id", "environment", "scenario", "state", "plan", "revert_info", "error",
-           "created_at", "injected_at", "reverted_at", "reverted_by", "observed")
+           "created_at", "injected_at", "reverted_at", "reverted_by", "observed", "expires_at")
 
 
 @dataclass(frozen=True)
@@ -67,26 +72,44 @@ class LedgerEntry:
     reverted_at: datetime | None
     reverted_by: str | None
     observed: dict[str, Any]
+    expires_at: datetime | None
 
 
 class Ledger:
     """The ledger and the run lock in the control database (``connect`` = DB-API factory)."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
         self._execute = ControlDb(connect).execute
+
+    @contextmanager
+    def revert_lock(self, entry_id: int) -> Iterator[None]:
+        """Hold a session advisory lock on the entry while reverting it (released on close)."""
+        conn = self._connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, entry_id))
+            yield
+        finally:
+            conn.close()
 
     def ensure_schema(self) -> None:
         self._execute(SCHEMA)
 
     # -- faults ------------------------------------------------------------------------
 
-    def record_intent(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict) -> int:
-        """Write the row before anything is touched; returns the ledger id."""
+    def record_intent(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict,
+                      expires_in_s: float) -> int:
+        """Write the row before anything is touched; returns the ledger id.
+
+        ``expires_in_s``: the fault's whole planned life (duration + revert + grace)."""
         self.ensure_schema()
         rows = self._execute(
-            "INSERT INTO fault_ledger (run_id, dag_id, environment, scenario, state, plan)"
-            " VALUES (%s, %s, %s, %s, 'injecting', %s::jsonb) RETURNING id",
-            (run_id, dag_id, environment, scenario, json.dumps(plan)),
+            "INSERT INTO fault_ledger (run_id, dag_id, environment, scenario, state, plan, expires_at)"
+            " VALUES (%s, %s, %s, %s, 'injecting', %s::jsonb, clock_timestamp() + %s * interval '1 second')"
+            " RETURNING id",
+            (run_id, dag_id, environment, scenario, json.dumps(plan), expires_in_s),
         )
         return rows[0][0]
 
@@ -125,6 +148,13 @@ class Ledger:
             sql += " AND run_id = %s"
             args += (run_id,)
         return [LedgerEntry(*row) for row in self._execute(sql + " ORDER BY id", args)]
+
+    def expired_entries(self) -> list[LedgerEntry]:
+        """Open entries past their planned life: orphans whatever their run's state says."""
+        return [e for e in self.open_entries() if e.expires_at is not None and e.expires_at < self.now()]
+
+    def now(self) -> datetime:
+        return self._execute("SELECT clock_timestamp()")[0][0]
 
     # -- the run lock (shared by chaos and DR DAGs) --------------------------------------
 

@@ -20,7 +20,7 @@ def ledger(lab):
 
 def test_intent_is_written_before_and_survives_a_crash(ledger):
     run = f"run-{uuid.uuid4().hex[:8]}"
-    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "pod-kill", {"replica": "app-2"})
+    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "pod-kill", {"replica": "app-2"}, 60)
     # a worker dying here leaves the row open for chaos_abort
     [entry] = ledger.open_entries(run)
     assert (entry.id, entry.state, entry.plan) == (entry_id, "injecting", {"replica": "app-2"})
@@ -30,7 +30,7 @@ def test_intent_is_written_before_and_survives_a_crash(ledger):
 
 def test_revert_closes_once(ledger):
     run = f"run-{uuid.uuid4().hex[:8]}"
-    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "redis-unavailable", {})
+    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "redis-unavailable", {}, 60)
     ledger.mark_active(entry_id, {})
     assert ledger.mark_reverted(entry_id, by="guard_slo") is True
     assert ledger.mark_reverted(entry_id, by="revert_redis_unavailable") is False
@@ -41,7 +41,7 @@ def test_revert_closes_once(ledger):
 
 def test_failed_revert_stays_open_with_its_error(ledger):
     run = f"run-{uuid.uuid4().hex[:8]}"
-    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "s3-5xx", {})
+    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "s3-5xx", {}, 60)
     ledger.mark_revert_failed(entry_id, "proxy unreachable")
     [entry] = ledger.open_entries(run)
     assert (entry.state, entry.error) == ("revert_failed", "proxy unreachable")
@@ -56,3 +56,13 @@ def test_lock_is_exclusive_and_reentrant(ledger):
     assert ledger.release_lock(name, "run-a") is True
     assert ledger.acquire_lock(name, "run-b", "dr_monthly_drill")[0] is True
     ledger.release_lock(name, "run-b")
+
+
+def test_an_open_fault_past_its_planned_life_is_an_orphan(ledger):
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    fresh = ledger.record_intent(run, "chaos_campaign", "lab", "pod-kill", {}, 60)
+    stale = ledger.record_intent(run, "chaos_campaign", "lab", "s3-5xx", {}, -1)
+    expired = {e.id for e in ledger.expired_entries()}
+    assert stale in expired and fresh not in expired
+    ledger.mark_reverted(stale, "test")
+    ledger.mark_reverted(fresh, "test")

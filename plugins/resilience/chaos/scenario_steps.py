@@ -64,7 +64,8 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
     fault = get_fault(scenario)
     options = {**load_catalogue()[scenario].options, **campaign.params.scenario_options.get(scenario, {})}
     plan = fault.plan(campaign.platform, options)
-    ledger_id = campaign.ledger.record_intent(run_id, dag_id, campaign.environment.name, scenario, plan)
+    expires_in_s = campaign.params.duration_s + campaign.environment.orphan_grace_s
+    ledger_id = campaign.ledger.record_intent(run_id, dag_id, campaign.environment.name, scenario, plan, expires_in_s)
     log.info("Injecting %s in %s: %s (ledger #%d)", scenario, campaign.environment.name, plan, ledger_id)
     started = time.time()
     try:

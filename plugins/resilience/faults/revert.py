@@ -13,12 +13,18 @@ def revert_entry(control_conn_id: str, ledger_id: int, by: str) -> bool:
     A failed revert is recorded (``revert_failed``, with the error) and raised, so the entry
     stays open for the next sweep.
     """
-    from resilience.config import load_config
-    from resilience.faults.base import get_fault
     from resilience.ledger import ledger_for
-    from resilience.platforms.base import get_platform
 
     ledger = ledger_for(control_conn_id)
+    with ledger.revert_lock(ledger_id):  # the teardown, the guard and chaos_abort never revert at once
+        return _revert_locked(ledger, ledger_id, by)
+
+
+def _revert_locked(ledger, ledger_id: int, by: str) -> bool:
+    from resilience.config import load_config
+    from resilience.faults.base import get_fault
+    from resilience.platforms.base import get_platform
+
     entry = ledger.get(ledger_id)
     if entry.state == "reverted":
         log.warning("Not reverting: ledger #%d (%s) already reverted by %s", ledger_id, entry.scenario,
