@@ -43,7 +43,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 )
 def chaos_abort():
     @task
-    def revert_faults() -> dict:
+    def abort_faults() -> dict:
         """Revert orphaned faults (sweep) or every open fault (abort_all), from the ledger."""
         from resilience.chaos import steps
         from resilience.config import load_config
@@ -69,7 +69,7 @@ def chaos_abort():
             raise ChecksFailedError(f"{len(done['failed'])} revert(s) failed: {done['failed']}")
         return done
 
-    revert_faults()
+    abort_faults()
 
 
 chaos_abort()
