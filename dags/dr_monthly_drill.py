@@ -128,6 +128,13 @@ def dr_monthly_drill():
         steps.cleanup_sandbox(run, _run_id(), sandbox)
 
     @task(trigger_rule="all_done")
+    def release_lock() -> bool:
+        """Give the chaos/DR lock back (whatever happened)."""
+        from resilience.dr import steps
+
+        return steps.release_lock(_run_id())
+
+    @task(trigger_rule="all_done")
     def write_report() -> dict:
         """Complete the record; write the JSON + HTML report, whatever failed before."""
         from resilience.dr import steps
@@ -158,7 +165,7 @@ def dr_monthly_drill():
     app >> measured
     cleanup = cleanup_sandbox(run, sandbox)
     measured >> cleanup
-    cleanup >> write_report() >> notify_slack() >> verdict()
+    cleanup >> release_lock() >> write_report() >> notify_slack() >> verdict()
 
 
 dr_monthly_drill()

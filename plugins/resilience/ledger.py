@@ -21,6 +21,7 @@ from resilience.controldb import ControlDb
 log = logging.getLogger(__name__)
 
 OPEN_STATES = ("injecting", "active", "revert_failed")
+RUN_LOCK = "chaos-dr"  # one lock for every chaos and DR run: no chaos during a DR, no two faults at once
 LOCK_SPACE = 7361  # first key of the advisory locks that serialise reverts of one entry
 
 SCHEMA = """
@@ -187,3 +188,11 @@ def ledger_for(control_conn_id: str) -> Ledger:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     return Ledger(PostgresHook(postgres_conn_id=control_conn_id).get_conn)
+
+
+def release_run_lock(control_conn_id: str, run_id: str) -> bool:
+    """Give the chaos/DR lock back (a no-op, logged, when ``run_id`` does not hold it)."""
+    released = ledger_for(control_conn_id).release_lock(RUN_LOCK, run_id)
+    if not released:
+        log.warning("Not releasing %s: run %s does not hold it", RUN_LOCK, run_id)
+    return released

@@ -254,3 +254,21 @@ def test_sandbox_that_would_overlap_the_source_is_refused_and_nothing_is_created
     with pytest.raises(RefusedError, match="cannot prove the sandbox is not the source"):
         platform.create_sandbox("drill-refused", "app", [])
     assert sandboxes(lab) == before
+
+
+def test_no_drill_while_chaos_holds_the_lock(drill_dag, lab, capfd):
+    from resilience.ledger import RUN_LOCK, Ledger
+
+    ledger = Ledger(lambda: psycopg.connect(lab["connections"]["resilience_control_db"]))
+    assert ledger.acquire_lock(RUN_LOCK, "chaos-run-1", "chaos_campaign")[0]
+    before = sandboxes(lab)
+    try:
+        dagrun, states = run_drill(drill_dag)
+    finally:
+        ledger.release_lock(RUN_LOCK, "chaos-run-1")
+    assert dagrun.state == "failed" and states["start_drill"] == "failed"
+    assert states["create_sandbox"] == "upstream_failed" and sandboxes(lab) == before
+    assert "chaos_campaign run chaos-run-1 holds the chaos-dr lock: no DR drill during chaos" in "".join(capfd.readouterr())
+    assert control_rows(lab, dagrun.run_id) == []
+    # the lock is free again for the next drill (release_lock ran and did not free someone else's)
+    assert ledger.acquire_lock(RUN_LOCK, "probe", "test")[0] and ledger.release_lock(RUN_LOCK, "probe")

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from resilience.chaos.campaign import RUN_LOCK
-from resilience.ledger import Ledger, LedgerEntry
+from resilience.ledger import RUN_LOCK, Ledger, LedgerEntry
 
 log = logging.getLogger(__name__)
 

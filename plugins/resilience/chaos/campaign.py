@@ -17,11 +17,11 @@ from resilience.chaos.preflight import PreflightFacts, preflight_checks
 from resilience.checks import summary
 from resilience.config import Config, Environment, load_config
 from resilience.errors import RefusedError
+from resilience.ledger import RUN_LOCK
 from resilience.platforms.base import Platform, get_platform
 
 log = logging.getLogger(__name__)
 
-RUN_LOCK = "chaos-dr"  # one lock for every chaos and DR run: no chaos during a DR, no two faults at once
 
 
 @dataclass
@@ -133,10 +133,7 @@ def preflight(params: dict[str, Any], run_id: str, dag_id: str) -> dict[str, Any
 
 
 def release_lock(run_id: str) -> bool:
-    """Teardown: give the chaos/DR lock back (no-op when this run does not hold it)."""
-    from resilience.ledger import ledger_for
+    """Give the chaos/DR lock back (a no-op, logged, when this run does not hold it)."""
+    from resilience.ledger import release_run_lock
 
-    released = ledger_for(load_config().control_db_conn_id).release_lock(RUN_LOCK, run_id)
-    if not released:
-        log.warning("Not releasing %s: run %s does not hold it", RUN_LOCK, run_id)
-    return released
+    return release_run_lock(load_config().control_db_conn_id, run_id)

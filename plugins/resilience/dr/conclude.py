@@ -83,3 +83,10 @@ def final_verdict(written: dict[str, Any] | None) -> str:
     if written["status"] != "passed":
         raise ChecksFailedError(f"DR drill failed; see {written['report_html']}")
     return written["status"]
+
+
+def release_lock(run_id: str) -> bool:
+    """Give the chaos/DR lock back (a no-op unless this run holds it)."""
+    from resilience.ledger import release_run_lock
+
+    return release_run_lock(load_config().control_db_conn_id, run_id)
