@@ -73,9 +73,24 @@ class LocalChaos:
     # -- database (postgres-failover) ---------------------------------------------------------
 
     def database_roles(self) -> dict[str, Any]:
+        """The lab's roles, plus whether the primary takes writes and the replica streams from it."""
         from resilience.lab import control
 
-        return control.postgres_roles(self._state())
+        state = self._state()
+        roles = dict(control.postgres_roles(state))
+        roles["primary_up"], roles["replica_streaming"] = False, False
+        try:
+            import psycopg
+
+            db = state["app_db"]
+            with psycopg.connect(host=db["primary"]["host"], port=db["primary"]["port"], dbname=db["dbname"],
+                                 user=db["user"], password=db["password"], connect_timeout=2) as conn:
+                roles["primary_up"] = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+                roles["replica_streaming"] = conn.execute(
+                    "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming'").fetchone()[0]
+        except Exception as exc:  # a down primary is an answer, not an error
+            roles["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return roles
 
     def failover_database(self) -> str:
         from resilience.lab import control
@@ -101,5 +116,9 @@ class LocalChaos:
 
     def memory_hog_counters(self, name: str) -> dict[str, Any] | None:
         from resilience.lab import control
+        from resilience.lab.errors import LabError
 
-        return control.memory_hog_counters(self._state(), name)
+        try:
+            return control.memory_hog_counters(self._state(), name)
+        except (LabError, FileNotFoundError):
+            return None  # no hog (never started, or already removed)

@@ -1,0 +1,144 @@
+"""Each fault has a real effect while injected and none after its revert, seen from outside.
+
+The fault modules run against the lab through the Platform interface; the assertions use
+their own clients (os.kill, redis-py, boto3, psycopg, the cgroup files).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import boto3
+import psycopg
+import pytest
+import redis
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from resilience.config import load_config
+from resilience.faults.base import get_fault
+from resilience.platforms.base import get_platform
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def platform(lab):
+    return get_platform(load_config().environment("lab"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cycle(platform, scenario, options=None):
+    fault = get_fault(scenario)
+    plan = fault.plan(platform, options or {})
+    return fault, plan, fault.inject(platform, plan)
+
+
+def test_pod_kill_replaces_the_process(platform):
+    fault, plan, info = cycle(platform, "pod-kill", {"count": 1})
+    [(name, old_pid)] = info["killed"].items()
+    assert not alive(old_pid)
+    observed = fault.revert(platform, plan, info)
+    new_pid = observed["restarted"][name]
+    assert new_pid != old_pid and alive(new_pid)
+    assert {r["name"]: r["healthy"] for r in platform.replicas()}[name] is True
+    assert fault.revert(platform, plan, info)["restarted"][name] == new_pid  # idempotent
+
+
+def test_redis_unavailable_then_back(platform, lab):
+    client = redis.Redis.from_url(lab["redis"]["url"], socket_timeout=0.5, socket_connect_timeout=0.5, retry=None)
+    assert client.ping()
+    fault, plan, info = cycle(platform, "redis-unavailable")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        client.ping()
+    fault.revert(platform, plan, info)
+    assert client.ping()
+    fault.revert(platform, plan, info)  # idempotent
+    assert client.ping()
+
+
+def s3_client(lab):
+    s3 = lab["s3"]
+    return boto3.client("s3", endpoint_url=s3["endpoint"], region_name=s3["region"],
+                        aws_access_key_id=s3["access_key"], aws_secret_access_key=s3["secret_key"],
+                        config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}))
+
+
+def test_s3_5xx_answers_errors_then_heals(platform, lab):
+    client, bucket = s3_client(lab), lab["s3"]["bucket"]
+    fault, plan, info = cycle(platform, "s3-5xx", {"error_rate": 1.0, "status": 503})
+    with pytest.raises(ClientError) as failed:
+        client.put_object(Bucket=bucket, Key=f"chaos/{uuid.uuid4().hex}", Body=b"x")
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    fault.revert(platform, plan, info)
+    key = f"chaos/{uuid.uuid4().hex}"
+    client.put_object(Bucket=bucket, Key=key, Body=b"after")
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"after"
+
+
+def test_postgres_failover_moves_writes_and_rebuild_restores_two_nodes(platform, lab):
+    from resilience.lab.state import load_lab_state
+
+    before = platform.database_roles()
+    assert before["primary_up"] and before["replica_streaming"]
+    fault, plan, info = cycle(platform, "postgres-failover")
+    assert info["new_primary"] == before["replica"]
+    state = load_lab_state()
+    dsn = state["app_db"]["read_write_dsn"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        port = conn.execute("SELECT inet_server_port()").fetchone()[0]
+        marker = f"failover-{uuid.uuid4().hex[:8]}@chaos.test"
+        conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, 'failover')", (marker,))
+    assert port == state["app_db"]["primary"]["port"]  # the promoted node, as lab.json now says
+    observed = fault.revert(platform, plan, info)
+    roles = observed["roles"]
+    assert roles["primary"] == before["replica"] and roles["replica"] == before["primary"]
+    assert roles["primary_up"] and roles["replica_streaming"]
+    after = load_lab_state()["app_db"]
+    deadline = time.monotonic() + 10
+    while True:  # the marker written after the failover reaches the rebuilt replica
+        with psycopg.connect(host="127.0.0.1", port=after["replica"]["port"], dbname="app", user="postgres",
+                             password=after["password"]) as replica:
+            if replica.execute("SELECT count(*) FROM accounts WHERE email = %s", (marker,)).fetchone()[0]:
+                break
+        assert time.monotonic() < deadline, "marker never reached the rebuilt replica"
+        time.sleep(0.2)
+
+
+def test_memory_pressure_only_the_hog_is_oom_killed(platform):
+    fault, plan, info = cycle(platform, "memory-pressure", {"limit_mb": 64, "hog_mb": 256})
+    deadline = time.monotonic() + 15
+    while (platform.memory_hog_counters(plan["name"]) or {}).get("oom_kill", 0) == 0:
+        assert time.monotonic() < deadline, "the hog was never OOM-killed"
+        time.sleep(0.2)
+    observed = fault.revert(platform, plan, info)
+    assert observed["cgroup"]["oom_kill"] > 0
+    assert observed["only_hog_killed"] is True
+    assert observed["replicas_healthy"] == observed["replicas_total"]
+    assert platform.memory_hog_counters(plan["name"]) is None  # cgroup removed
+    fault.revert(platform, plan, info)  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("scenario", "options", "message"),
+    [
+        ("pod-kill", {"count": 99}, r"options\.count: 99 must be an integer in 1\.\.3"),
+        ("s3-5xx", {"error_rate": 2}, r"options\.error_rate: 2 must be > 0 and <= 1"),
+        ("memory-pressure", {"hog_mb": 1}, r"options\.hog_mb: 1 must be an integer in 16\.\.4096"),
+        ("redis-unavailable", {"x": 1}, r"options: redis-unavailable takes none"),
+    ],
+)
+def test_bad_options_are_refused_by_plan_before_any_effect(platform, scenario, options, message):
+    with pytest.raises(ValueError, match=message):
+        get_fault(scenario).plan(platform, options)
