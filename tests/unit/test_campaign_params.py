@@ -27,7 +27,7 @@ def test_good_params():
     ("changes", "message"),
     [
         ({"environment": "qa"}, r"params\.environment: 'qa' is not one of"),
-        ({"environment": "production"}, r"params\.environment: 'production' has no slo section"),
+        ({"environment": "production"}, r"params\.environment: environments\.production\.chaos\.enabled is false: chaos refused"),
         ({"scenarios": []}, r"params\.scenarios: \[\] must be a non-empty list"),
         ({"scenarios": ["pod-kill", "dns"]}, r"params\.scenarios: \['pod-kill', 'dns'\] must name each of"),
         ({"scenarios": ["pod-kill", "pod-kill"]}, r"must name each of .* at most once"),

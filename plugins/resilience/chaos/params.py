@@ -41,6 +41,11 @@ def _flag(params: Mapping[str, Any], name: str) -> bool:
 def parse_campaign_params(params: Mapping[str, Any], config: Config) -> CampaignParams:
     """Validate against environments.yaml and the fault registry. Raises ValueError naming the field."""
     environment = config.environment(str(params.get("environment", "")), "params.environment")
+    allow_production = _flag(params, "allow_production")
+    if not environment.chaos_enabled:
+        raise ValueError(f"params.environment: environments.{environment.name}.chaos.enabled is false: chaos refused")
+    if environment.is_production and not allow_production:
+        raise ValueError(f"params.allow_production: {environment.name} is production; set allow_production to true")
     if environment.slo is None:
         raise ValueError(f"params.environment: {environment.name!r} has no slo section in environments.yaml: "
                          "the guard would have nothing to watch")
@@ -67,8 +72,7 @@ def parse_campaign_params(params: Mapping[str, Any], config: Config) -> Campaign
                                                for k, v in options.items()):
         raise ValueError(f"params.scenario_options: {options!r} must map scenario names to option objects")
     return CampaignParams(environment.name, tuple(scenarios), duration, overrides,
-                          {k: dict(v) for k, v in options.items()}, _flag(params, "allow_production"),
-                          _flag(params, "dry_run"))
+                          {k: dict(v) for k, v in options.items()}, allow_production, _flag(params, "dry_run"))
 
 
 def campaign_params() -> dict[str, Any]:
