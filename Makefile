@@ -45,10 +45,13 @@ up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (prints the log
 down:  ## stop Airflow standalone and the lab
 	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience airflow down; $(BIN)/resilience lab down; fi
 
-demo: lab-up  ## run the monthly DR drill through Airflow against the lab; print verdict + report
+demo: lab-up  ## the DR drill and a short chaos campaign through Airflow against the lab; verdicts + reports
 	$(BIN)/resilience airflow up
-	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}'; \
-	  status=$$?; $(BIN)/resilience airflow down; exit $$status
+	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}' && \
+	  $(BIN)/resilience airflow run chaos_campaign \
+	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 20}'; \
+	  status=$$?; $(BIN)/resilience airflow down; \
+	  echo "The lab is still up (make lab-status); make lab-down stops it."; exit $$status
 
 test: deps venv  ## unit + DAG integrity + integration tests (the tests start and stop their own lab)
 	$(BIN)/ruff check .
@@ -57,5 +60,6 @@ test: deps venv  ## unit + DAG integrity + integration tests (the tests start an
 lint: venv  ## ruff
 	$(BIN)/ruff check .
 
-bench: lab-up  ## benchmarks (see bench/)
+bench: venv  ## benchmarks (each brings up a lab of its own; see bench/)
 	$(BIN)/python bench/drill.py
+	$(BIN)/python bench/abort_latency.py

@@ -13,14 +13,23 @@ import sys
 from collections.abc import Sequence
 
 from resilience.lab.errors import LabError, PreflightError
-from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, LabLayout, resolve_layout
+from resilience.lab.layout import (
+    ENV_LAB_DIR,
+    ENV_LOAD_RATE,
+    ENV_PORT_BASE,
+    ENV_REPLICAS,
+    MAX_REPLICAS,
+    LabLayout,
+    resolve_layout,
+)
 
 EXIT_ERROR = 2
 EXIT_NOT_UP = 3
 
 
 def _lab_layout(args: argparse.Namespace) -> LabLayout:
-    return resolve_layout(args.lab_dir, args.port_base)
+    return resolve_layout(args.lab_dir, args.port_base, getattr(args, "replicas", None),
+                          getattr(args, "load_rate", None))
 
 
 def cmd_lab_up(args: argparse.Namespace) -> int:
@@ -68,8 +77,12 @@ def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--port-base", type=int,
                         help=f"first port of the lab (env {ENV_PORT_BASE}; default 54320)")
     sub = lab.add_subparsers(dest="lab_command", required=True)
-    sub.add_parser("up", parents=[common], help="start every lab component (idempotent)").set_defaults(
-        func=cmd_lab_up)
+    up = sub.add_parser("up", parents=[common], help="start every lab component (idempotent)")
+    up.add_argument("--replicas", type=int,
+                    help=f"app replicas behind the load balancer, 1..{MAX_REPLICAS} (env {ENV_REPLICAS}; default 3)")
+    up.add_argument("--load-rate", type=float,
+                    help=f"load generator requests per second (env {ENV_LOAD_RATE}; default 20)")
+    up.set_defaults(func=cmd_lab_up)
     down = sub.add_parser("down", parents=[common], help="stop every lab component (idempotent)")
     down.add_argument("--purge", action="store_true", help="also delete the lab dir")
     down.set_defaults(func=cmd_lab_down)
@@ -107,7 +120,8 @@ def cmd_airflow_run(args: argparse.Namespace) -> int:
     print(f"{args.dag_id} run {run['dag_run_id']}: {run['state'].upper()}")
     report = run["xcom"].get("write_report")
     if isinstance(report, dict):
-        print(f"verdict: {report.get('status', 'unknown').upper()}")
+        score = f" (resilience score {report['score']})" if "score" in report else ""
+        print(f"verdict: {report.get('status', 'unknown').upper()}{score}")
         print(f"report:  {report.get('report_html')}")
         print(f"json:    {report.get('report_json')}")
     return 0 if run["state"] == "success" else 1
