@@ -1,0 +1,51 @@
+"""The campaign report: Chaos Toolkit's journal keys, per-scenario charts with the fault window shaded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from resilience.chaos.conclude import campaign_message
+from resilience.chaos.report import build_report, render_html
+
+T0 = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+RECORD = {
+    "run_id": "manual__1", "dag_id": "chaos_campaign", "environment": "lab", "params": {"duration": 10},
+    "started_at": T0,
+    "scenarios": [
+        {"scenario": "s3-5xx", "fault": {"injected_at": T0.timestamp() + 10, "plan": {"error_rate": 1.0}},
+         "revert": {"reverted_at": T0.timestamp() + 12, "observed": {}},
+         "guard": {"verdict": {"bounds": {"error_rate_pct": 1.0, "p95_ms": 50.0}}},
+         "baseline": {"baseline": {"error_rate_pct": 0.0}}},
+        {"scenario": "pod-kill"},
+    ],
+}
+VERDICTS = [{"scenario": "s3-5xx", "status": "failed", "reason": "SLO breached: error rate 40.00 % > 1.00 % (by 39.00)",
+             "recovery_s": 3.0}]
+SERIES = {"s3-5xx": {"error_rate_pct": [(T0.timestamp() + i, 40.0 if 10 <= i <= 12 else 0.0) for i in range(0, 20)],
+                     "p95_ms": [(T0.timestamp() + i, 12.0) for i in range(0, 20)]}}
+
+
+def report():
+    return build_report(RECORD, VERDICTS, "failed", 0.0, SERIES, now=datetime(2026, 11, 28, 7, 1, tzinfo=UTC))
+
+
+def test_journal_keys_and_verdicts():
+    r = report()
+    assert {k: r[k] for k in ("status", "deviated", "start", "end", "duration")} == {
+        "status": "failed", "deviated": True, "start": "2026-11-28T07:00:00+00:00",
+        "end": "2026-11-28T07:01:00+00:00", "duration": 60.0}
+    assert r["scenarios"][0]["verdict"]["status"] == "failed" and r["scenarios"][1]["verdict"] is None
+
+
+def test_html_shades_the_fault_window_and_draws_the_bound():
+    html = render_html(report())
+    assert html.count("<svg") == 2  # error rate and p95 of the scenario that ran
+    assert 'fill="#ffcdd2"' in html and "SLO bound 1.00 %" in html
+    assert "No error_rate_pct data for this window." in html  # pod-kill never ran
+
+
+def test_slack_message_lists_each_scenario():
+    text = campaign_message(report(), "/r/x.html")
+    assert text.splitlines()[0] == ":rotating_light: Chaos campaign *FAILED* in lab — resilience score 0.0"
+    assert "• s3-5xx: failed — SLO breached: error rate 40.00 % > 1.00 % (by 39.00)" in text
+    assert "• pod-kill: not run — " in text
