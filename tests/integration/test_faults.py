@@ -32,11 +32,20 @@ def platform(lab):
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead too
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    # a zombie is dead too
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def dies(pid: int, within_s: float = 2.0) -> bool:
+    """SIGKILL is delivered asynchronously: give the kernel a moment."""
+    deadline = time.monotonic() + within_s
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def cycle(platform, scenario, options=None):
@@ -48,7 +57,7 @@ def cycle(platform, scenario, options=None):
 def test_pod_kill_replaces_the_process(platform):
     fault, plan, info = cycle(platform, "pod-kill", {"count": 1})
     [(name, old_pid)] = info["killed"].items()
-    assert not alive(old_pid)
+    assert dies(old_pid)
     observed = fault.revert(platform, plan, info)
     new_pid = observed["restarted"][name]
     assert new_pid != old_pid and alive(new_pid)
