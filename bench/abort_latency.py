@@ -130,7 +130,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--lab-dir")
-    parser.add_argument("--port-base", type=int, default=53320)
+    parser.add_argument("--port-base", type=int, default=23320)
     args = parser.parse_args()
     lab_dir = Path(args.lab_dir or tempfile.mkdtemp(prefix="resilience-bench-lab-", dir="/tmp"))
     lab_dir.chmod(0o755)

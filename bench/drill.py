@@ -115,7 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--lab-dir")
-    parser.add_argument("--port-base", type=int, default=59320)
+    parser.add_argument("--port-base", type=int, default=29320)
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 

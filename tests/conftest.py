@@ -31,7 +31,7 @@ os.environ.update(
 for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
     del os.environ[key]
 
-LAB_PORT_BASE = int(os.environ.get("RESILIENCE_TEST_PORT_BASE", "57320"))
+LAB_PORT_BASE = int(os.environ.get("RESILIENCE_TEST_PORT_BASE", "27320"))
 
 
 @pytest.fixture(scope="session")

@@ -82,13 +82,21 @@ class LocalPlatform(LocalChaos):
         return ports
 
     def _free_port(self, start: int) -> int:
+        """The first port from ``start`` that no sandbox claims and that can be bound right now.
+
+        Binding (not connecting) is the test: a port used as the local end of an outgoing
+        connection refuses a bind although nothing listens on it.
+        """
         taken = self._sandbox_ports_in_use()
         for port in range(start, start + 200):
             if port in taken:
                 continue
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) != 0:
-                    return port
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
         raise RuntimeError(f"no free port in {start}..{start + 199} for a sandbox")
 
     def create_sandbox(self, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
