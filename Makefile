@@ -46,7 +46,8 @@ down:  ## stop Airflow standalone and the lab
 	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience airflow down; $(BIN)/resilience lab down; fi
 
 demo: lab-up  ## the DR drill and a short chaos campaign through Airflow against the lab; verdicts + reports
-	$(BIN)/resilience airflow up
+	$(BIN)/resilience airflow down
+	$(BIN)/resilience airflow up --no-schedules
 	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}' && \
 	  $(BIN)/resilience airflow run chaos_campaign \
 	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 20}'; \

@@ -30,8 +30,11 @@ def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or PROJECT_ROOT / ".airflow")
 
 
-def airflow_env(lab_state: dict[str, Any] | None) -> dict[str, str]:
-    """Environment of the Airflow processes: our folders, a small executor, the lab's Connections."""
+def airflow_env(lab_state: dict[str, Any] | None, schedules: bool = True) -> dict[str, str]:
+    """Environment of the Airflow processes: our folders, a small executor, the lab's Connections.
+
+    ``schedules=False`` runs only triggered runs: unpausing a DAG would otherwise first start
+    its latest scheduled interval (a full campaign) ahead of the run the demo asked for."""
     env = {
         **os.environ,
         # standalone starts its components as `airflow ...` subprocesses: the venv's bin must come first
@@ -47,6 +50,7 @@ def airflow_env(lab_state: dict[str, Any] | None) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(schedules),
     }
     if lab_state:
         env["RESILIENCE_LAB_DIR"] = lab_state["lab_dir"]
@@ -73,14 +77,14 @@ def _healthy() -> bool:
         return False
 
 
-def up(lab_state: dict[str, Any] | None, timeout_s: float = 120) -> None:
+def up(lab_state: dict[str, Any] | None, timeout_s: float = 120, schedules: bool = True) -> None:
     """Start ``airflow standalone`` in the background (idempotent) and wait until it is healthy."""
     if _healthy():
         log.info("Airflow is already up at %s", BASE_URL)
         return
     home = airflow_home()
     home.mkdir(parents=True, exist_ok=True)
-    env = airflow_env(lab_state)
+    env = airflow_env(lab_state, schedules)
     airflow = str(Path(sys.executable).with_name("airflow"))
     log.info("Migrating the Airflow metadata DB in %s", home)
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)

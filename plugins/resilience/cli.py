@@ -98,7 +98,7 @@ def cmd_airflow_up(args: argparse.Namespace) -> int:
     from resilience import airflow_local
     from resilience.lab.state import load_lab_state
 
-    airflow_local.up(load_lab_state(_lab_layout(args).lab_dir))
+    airflow_local.up(load_lab_state(_lab_layout(args).lab_dir), schedules=not args.no_schedules)
     print(f"Airflow UI: {airflow_local.BASE_URL}  login: {airflow_local.USER} / {airflow_local.password()}")
     return 0
 
@@ -133,8 +133,10 @@ def add_airflow_commands(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--lab-dir", help=f"lab state directory (env {ENV_LAB_DIR}; default <project>/.lab)")
     common.add_argument("--port-base", type=int, help=f"first port of the lab (env {ENV_PORT_BASE})")
     sub = airflow.add_subparsers(dest="airflow_command", required=True)
-    sub.add_parser("up", parents=[common], help="start airflow standalone (idempotent); print the login"
-                   ).set_defaults(func=cmd_airflow_up)
+    up = sub.add_parser("up", parents=[common], help="start airflow standalone (idempotent); print the login")
+    up.add_argument("--no-schedules", action="store_true",
+                    help="run triggered runs only (no scheduled intervals when a DAG is unpaused)")
+    up.set_defaults(func=cmd_airflow_up)
     sub.add_parser("down", help="stop airflow standalone and its task processes").set_defaults(
         func=cmd_airflow_down)
     run = sub.add_parser("run", help="trigger a DAG through the REST API and follow it to the end")
