@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-HOME = Path(tempfile.mkdtemp(prefix="resilience-bench-airflow-"))
-os.environ.update({"AIRFLOW_HOME": str(HOME), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                   "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME}/airflow.db"})
+from benchlib import isolated_airflow_home, own_lab, quiet_stdout
+
+isolated_airflow_home()
 UPLOAD_RPS = 25
 MAX_ROUND_S = 60
 
@@ -132,17 +128,9 @@ def main() -> int:
     parser.add_argument("--lab-dir")
     parser.add_argument("--port-base", type=int, default=23320)
     args = parser.parse_args()
-    lab_dir = Path(args.lab_dir or tempfile.mkdtemp(prefix="resilience-bench-lab-", dir="/tmp"))
-    lab_dir.chmod(0o755)
-    common = ["--lab-dir", str(lab_dir), "--port-base", str(args.port_base)]
-    cli = [sys.executable, "-m", "resilience.cli", "lab"]
-    subprocess.run([*cli, "up", *common], check=True, capture_output=True, timeout=300)
     load = None
-    try:
-        lab = json.loads((lab_dir / "lab.json").read_text())
-        os.environ["RESILIENCE_LAB_DIR"] = str(lab_dir)
-        for conn_id, uri in lab["connections"].items():
-            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = uri
+    rounds: list[dict] = []
+    with own_lab(args.lab_dir, args.port_base) as lab, quiet_stdout():
         from resilience.chaos.campaign import Campaign
         from resilience.chaos.params import parse_campaign_params
         from resilience.config import load_config
@@ -154,18 +142,16 @@ def main() -> int:
         spec = campaign.slo_spec()
         platform, ledger = get_platform(config.environment("lab")), ledger_for(config.control_db_conn_id)
         load = UploadLoad(lab["app"]["url"]).start()
-        rounds = []
-        for n in range(1, args.rounds + 1):
-            spec["baseline"] = steady_baseline(spec)
-            result = asyncio.run(guard_round(spec, ledger, platform, load))
-            rounds.append(result)
-            print(f"  round {n}: {result['status']} ({result['reason']}), onset->reverted "
-                  f"{result['reverted_at'] - result['onset']:.2f} s, recovery {result['recovery_s']:.1f} s",
-                  file=sys.stderr)
-    finally:
-        if load:
+        try:
+            for n in range(1, args.rounds + 1):
+                spec["baseline"] = steady_baseline(spec)
+                result = asyncio.run(guard_round(spec, ledger, platform, load))
+                rounds.append(result)
+                print(f"  round {n}: {result['status']} ({result['reason']}), onset->reverted "
+                      f"{result['reverted_at'] - result['onset']:.2f} s, recovery {result['recovery_s']:.1f} s",
+                      file=sys.stderr)
+        finally:
             load.stop()
-        subprocess.run([*cli, "down", "--purge", *common], capture_output=True, timeout=120)
     latencies = [r["reverted_at"] - r["onset"] for r in rounds if r["onset"]]
     detections = [r["detected_at"] - r["onset"] for r in rounds if r["onset"]]
     inject_to_revert = [r["reverted_at"] - r["injected_at"] for r in rounds]

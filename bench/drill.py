@@ -15,9 +15,7 @@ Without ``--lab-dir`` it brings up a lab of its own in a temporary directory and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,19 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-HOME = Path(tempfile.mkdtemp(prefix="resilience-bench-airflow-"))
-os.environ.update({
-    "AIRFLOW_HOME": str(HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME}/airflow.db",
-    "RESILIENCE_REPORT_DIR": str(HOME / "reports"),
-})
+from benchlib import ROOT, isolated_airflow_home, own_lab, quiet_stdout
 
-
-def resilience(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "resilience.cli", *args], check=True, capture_output=True, timeout=600)
+HOME = isolated_airflow_home()
 
 
 def seed(dsn: str, size_mb: int) -> float:
@@ -97,20 +85,6 @@ def raw_copy(data_dir: str) -> tuple[float, float, int]:
     return copied, synced, size
 
 
-@contextlib.contextmanager
-def quiet_stdout():
-    """Airflow logs to stdout: send them to stderr so stdout carries only the figures."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
@@ -119,17 +93,7 @@ def main() -> int:
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 
-    own_lab = args.lab_dir is None
-    lab_dir = Path(args.lab_dir or tempfile.mkdtemp(prefix="resilience-bench-lab-", dir="/tmp"))
-    lab_dir.chmod(0o755)
-    common = ["--lab-dir", str(lab_dir), "--port-base", str(args.port_base)]
-    resilience("lab", "up", *common)
-    try:
-        lab = json.loads((lab_dir / "lab.json").read_text())
-        os.environ["RESILIENCE_LAB_DIR"] = str(lab_dir)
-        for conn_id, uri in lab["connections"].items():
-            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = uri
-
+    with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:
         size_mb = seed(lab["connections"]["resilience_lab_app_db"], args.size_mb)
         started = time.monotonic()
         run_as_postgres(["pgbackrest", f"--config={lab['pgbackrest']['config']}", "--stanza=app",
@@ -150,9 +114,6 @@ def main() -> int:
         report = json.loads(report_path.read_text())
 
         copy_s, copy_sync_s, copy_bytes = raw_copy(lab["app_db"]["primary"]["data_dir"])
-    finally:
-        if own_lab and not args.keep_lab:
-            resilience("lab", "down", "--purge", *common)
 
     details = report["phase_details"]
     restore = details["restore"]

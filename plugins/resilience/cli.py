@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from resilience.lab.errors import LabError, PreflightError
 from resilience.lab.layout import (
+    DEFAULT_PORT_BASE,
     ENV_LAB_DIR,
     ENV_LOAD_RATE,
     ENV_PORT_BASE,
@@ -75,7 +76,7 @@ def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--lab-dir", help=f"lab state directory (env {ENV_LAB_DIR}; default <project>/.lab)")
     common.add_argument("--port-base", type=int,
-                        help=f"first port of the lab (env {ENV_PORT_BASE}; default 54320)")
+                        help=f"first port of the lab (env {ENV_PORT_BASE}; default {DEFAULT_PORT_BASE})")
     sub = lab.add_subparsers(dest="lab_command", required=True)
     up = sub.add_parser("up", parents=[common], help="start every lab component (idempotent)")
     up.add_argument("--replicas", type=int,

@@ -9,6 +9,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,18 +21,22 @@ import yaml
 from resilience.lab.app import AppConfig, make_server
 from resilience.lab.daemons import pid_matches, read_pid_file, running_pid, start_daemon, stop_daemon, write_pid_file
 from resilience.lab.errors import LabError
-from resilience.lab.layout import LabLayout, resolve_layout
+from resilience.lab.layout import LabLayout, record_settings, resolve_layout
 from resilience.lab.osuser import check_traversable, is_root
-from resilience.lab.preflight import check_ports, port_free
-from resilience.lab.prometheus_server import render_config
-from resilience.lab.state import airflow_env_lines, build_state, load_lab_state, write_lab_state
+from resilience.lab.pg_roles import Roles, write_roles
+from resilience.lab.preflight import check_ports, component_ports, only_time_wait, port_free, reserve_ports
+from resilience.lab.prometheus_server import render_config, scrape_targets
+from resilience.lab.state import airflow_env_lines, build_state, layout_of, load_lab_state, write_lab_state
 
 
 def test_ports_derive_from_the_port_base(tmp_path: Path) -> None:
     layout = LabLayout(tmp_path, 55320)
-    assert [layout.port(c) for c in ("control_db", "app_primary", "app_replica", "app", "prometheus")] == [
-        55320, 55321, 55322, 55330, 55340]
+    components = ("control_db", "node_a", "node_b", "redis", "moto", "s3_proxy", "supervisor", "lb", "prometheus")
+    assert [layout.port(c) for c in components] == [55320, 55321, 55322, 55323, 55324, 55325, 55326, 55330, 55340]
+    assert layout.port("app") == layout.port("lb")  # the lab's public app URL is the load balancer
+    assert [layout.replica_port(n) for n in layout.replica_names] == [55331, 55332, 55333]
     assert layout.sandbox_port_min == 55350
+    assert layout.node("b").data_dir == tmp_path / "pg" / "node-b" / "data"
 
 
 @pytest.mark.parametrize("base", [80, 65500, -1])
@@ -66,14 +71,56 @@ def test_lab_json_round_trip_and_env_lines(tmp_path: Path) -> None:
     write_lab_state(layout, state)
     assert load_lab_state(tmp_path) == state
     assert (tmp_path / "lab.json").stat().st_mode & 0o777 == 0o600
+    s3 = '{"conn_type": "aws", "login": "resilience-lab", "password": "resilience-lab-secret", "extra": ' \
+         '{"endpoint_url": "http://127.0.0.1:55325", "region_name": "us-east-1"}}'
     assert airflow_env_lines(state) == [
         "export AIRFLOW_CONN_RESILIENCE_CONTROL_DB='postgresql://postgres:pw@127.0.0.1:55320/resilience'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_APP_DB='postgresql://postgres:pw@127.0.0.1:55321/app'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_PROMETHEUS='http://127.0.0.1:55340'",
+        f"export AIRFLOW_CONN_RESILIENCE_LAB_S3='{s3}'",
+        "export AIRFLOW_CONN_RESILIENCE_LAB_REDIS='redis://127.0.0.1:55323/0'",
     ]
     assert state["app_db"]["read_write_dsn"] == (
         "postgresql://postgres:pw@127.0.0.1:55321,127.0.0.1:55322/app?target_session_attrs=read-write"
         "&connect_timeout=2")
+
+
+def test_lab_json_follows_the_recorded_roles(tmp_path: Path) -> None:
+    layout = LabLayout(tmp_path, 55320, replicas=2)
+    write_roles(layout, Roles().swapped())
+    state = build_state(layout, "pw", Path("/usr/lib/postgresql/15/bin"), "postgres")
+    db = state["app_db"]
+    assert (db["primary"]["node"], db["primary"]["port"], db["replica"]["node"], db["replica"]["port"]) == (
+        "b", 55322, "a", 55321)
+    assert db["primary"]["data_dir"].endswith("pg/node-b/data") and db["roles"]["needs_rebuild"] is True
+    assert state["connections"]["resilience_lab_app_db"].endswith("@127.0.0.1:55322/app")
+    assert state["app"]["url"] == state["lb"]["url"] == "http://127.0.0.1:55330"
+    assert state["app"]["replicas"] == [{"name": "app-1", "port": 55331, "url": "http://127.0.0.1:55331"},
+                                        {"name": "app-2", "port": 55332, "url": "http://127.0.0.1:55332"}]
+    assert state["s3"]["fault_api"] == "http://127.0.0.1:55325/__fault__"
+    assert state["s3"]["moto_endpoint"] == "http://127.0.0.1:55324" and state["s3"]["bucket"] == "uploads"
+    assert state["supervisor"]["metrics_url"] == "http://127.0.0.1:55326/metrics"
+    assert state["loadgen"]["rate_per_s"] == 20.0
+    assert layout_of(state) == layout
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("replicas", 0, r"replicas: 0 is not an integer in 1\.\.9"),
+    ("replicas", 10, r"replicas: 10 is not an integer in 1\.\.9 \(--replicas / RESILIENCE_LAB_REPLICAS\)"),
+    ("load_rate", 0.0, r"load_rate: 0\.0 is not a number in \(0, 500\]"),
+])
+def test_replicas_and_load_rate_are_bounded(tmp_path: Path, field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_layout(tmp_path, 55320, **{field: value})
+
+
+def test_replicas_come_from_env_then_the_lab_dir_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESILIENCE_LAB_PORT_BASE", raising=False)
+    record_settings(LabLayout(tmp_path, 43000, replicas=5, load_rate=7.5))
+    assert resolve_layout(tmp_path) == LabLayout(tmp_path, 43000, 5, 7.5)
+    monkeypatch.setenv("RESILIENCE_LAB_REPLICAS", "2")
+    assert resolve_layout(tmp_path).replicas == 2
+    assert resolve_layout(tmp_path, replicas=4).replicas == 4
 
 
 @pytest.fixture
@@ -101,19 +148,25 @@ def test_taken_port_names_component_port_and_setting(tmp_path: Path) -> None:
         squatter.listen()
         taken = squatter.getsockname()[1]
         assert not port_free(taken)
-        layout = LabLayout(tmp_path, taken - 20)
-        with pytest.raises(LabError, match=rf"port {taken} for the lab's Prometheus .*--port-base or "
+        layout = LabLayout(tmp_path, taken)  # checked first, so no other (random) busy port interferes
+        with pytest.raises(LabError, match=rf"port {taken} for the lab's control-plane PostgreSQL .*--port-base or "
                                            r"RESILIENCE_LAB_PORT_BASE"):
             check_ports(layout, {})
-        check_ports(layout, {"prometheus": True})  # ours and up: not a conflict
+        check_ports(layout, dict.fromkeys(component_ports(layout), True))  # ours and up: not a conflict
+        assert {"app-1", "app-3", "lb", "redis", "s3_proxy"} <= set(component_ports(layout))
 
 
-def test_prometheus_config_scrapes_job_api_every_second() -> None:
-    config = yaml.safe_load(render_config(["127.0.0.1:55330"], "127.0.0.1:55340"))
-    (api,) = [job for job in config["scrape_configs"] if job["job_name"] == "api"]
-    assert api["static_configs"][0]["targets"] == ["127.0.0.1:55330"]
+def test_prometheus_config_scrapes_every_job_every_second(tmp_path: Path) -> None:
+    layout = LabLayout(tmp_path, 55320, replicas=2)
+    config = yaml.safe_load(render_config(scrape_targets(layout), rule_files=["/x/alerts.yml"]))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"lb", "api", "lab", "s3", "prometheus"}
+    assert jobs["lb"]["static_configs"][0]["targets"] == ["127.0.0.1:55330"]
+    assert [(c["targets"], c["labels"]["replica"]) for c in jobs["api"]["static_configs"]] == [
+        (["127.0.0.1:55331"], "app-1"), (["127.0.0.1:55332"], "app-2")]
+    assert jobs["s3"]["metrics_path"] == "/__metrics__"
     assert config["global"]["scrape_interval"] == "1s"
-    assert config["rule_files"] == []
+    assert config["rule_files"] == ["/x/alerts.yml"]
 
 
 def test_daemon_start_is_idempotent_and_stop_terminates(tmp_path: Path) -> None:
@@ -159,3 +212,36 @@ def test_demo_app_reports_a_dead_database_as_503_without_the_dsn() -> None:
     assert 'http_requests_total{method="GET",path="/api/health/database",status="503"} 1.0' in metrics
     assert 'http_requests_total{method="GET",path="other",status="404"} 1.0' in metrics
     assert 'http_request_duration_seconds_count{method="GET",path="/health"} 1.0' in metrics
+
+
+def test_lab_ports_are_reserved_from_ephemeral_allocation(tmp_path: Path) -> None:
+    sysctl = tmp_path / "ip_local_reserved_ports"
+    sysctl.write_text("1000-1010\n")
+    assert reserve_ports(LabLayout(tmp_path, 55320), sysctl) is True
+    assert sysctl.read_text() == "1000-1010,55320-55340\n"
+    assert reserve_ports(LabLayout(tmp_path, 55320), sysctl) is True  # already covered: unchanged
+    assert sysctl.read_text() == "1000-1010,55320-55340\n"
+    assert reserve_ports(LabLayout(tmp_path, 55320), tmp_path / "missing" / "file") is False
+
+
+def test_a_port_held_only_by_time_wait_is_told_apart_from_a_busy_one() -> None:
+    """A closed client connection blocks binding its port for 60 s: `up` waits for it, not fails."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname())
+        port = client.getsockname()[1]
+        accepted, _ = server.accept()
+        assert not only_time_wait(port) and not port_free(port)  # an open connection: busy
+        client.close()
+        accepted.close()
+    assert eventually_true(lambda: only_time_wait(port)) and not port_free(port)
+
+
+def eventually_true(check, timeout_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -1,121 +1,80 @@
 """The local lab against real servers: `resilience lab up`, what it serves, `up` again, `down`.
 
-One module-scoped lab in a temporary dir under /tmp (mode 755) on port base 55320
-(override: RESILIENCE_TEST_LAB_PORT_BASE), so a developer's lab on 54320 is left alone.
+One module-scoped lab (see ``labkit``): a temp dir under /tmp on port base 55320.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 
+from resilience.lab import control
 from resilience.lab.app_process import app_is_running, start_app, stop_app
 from resilience.lab.daemons import is_alive, read_cmdline
 from resilience.lab.state import load_lab_state
+from tests.lab.labkit import (
+    PORT_BASE,
+    Lab,
+    cgroups_v1_memory,
+    descendants,
+    eventually,
+    get,
+    needs_lab_tools,
+    pg,
+    prom_query,
+    run_cli,
+    running_lab,
+    status_json,
+)
 
-PORT_BASE = int(os.environ.get("RESILIENCE_TEST_LAB_PORT_BASE", "55320"))
-TOOLS = ("pgbackrest", "prometheus")
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS) or not list(Path("/usr/lib/postgresql").glob(
-        "*/bin/initdb")), reason="needs postgresql, pgbackrest and prometheus installed"),
-]
-
-
-@dataclass
-class Lab:
-    root: Path
-    lab_dir: Path
-    env: dict[str, str]
-    up_s: float
-    status: dict[str, Any]
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resilience.cli", "lab", *args], env=env, text=True,
-                          capture_output=True, timeout=180, check=False)
+COMPONENTS = ["control_db", "app_primary", "app_replica", "redis", "moto", "s3_proxy", "writer", "supervisor",
+              "app-1", "app-2", "app-3", "lb", "loadgen", "prometheus"]
 
 
-def status_json(env: dict[str, str]) -> dict[str, Any]:
-    return json.loads(run_cli("status", "--json", env=env).stdout)
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def eventually(check, timeout_s: float, interval_s: float = 0.2):
-    """Poll ``check()`` until it returns a truthy value; return that value (or the last falsy one)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval_s)
-
-
-def pg(state: dict[str, Any], node: str) -> psycopg.Connection:
-    db = state["app_db"]
-    return psycopg.connect(host=db[node]["host"], port=db[node]["port"], user=db["user"],
-                           password=db["password"], dbname=db["dbname"], connect_timeout=3, autocommit=True)
+pytestmark = [pytest.mark.integration, needs_lab_tools]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     """This module's own lab (overrides the session ``lab`` of tests/conftest.py: these tests stop it)."""
-    root = Path(tempfile.mkdtemp(prefix="resilience-lab-test-", dir="/tmp"))
-    root.chmod(0o755)
-    lab_dir = root / "lab"
-    env = {**os.environ, "RESILIENCE_LAB_DIR": str(lab_dir), "RESILIENCE_LAB_PORT_BASE": str(PORT_BASE)}
-    started = time.monotonic()
-    proc = run_cli("up", env=env)
-    up_s = time.monotonic() - started
-    try:
-        assert proc.returncode == 0, f"lab up failed:\n{proc.stderr}"
-        yield Lab(root, lab_dir, env, up_s, status_json(env))
-    finally:
-        run_cli("down", "--purge", env=env)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_lab() as lab:
+        yield lab
 
 
 def test_up_writes_lab_json_with_every_endpoint(lab: Lab) -> None:
     state = load_lab_state(lab.lab_dir)
     base = PORT_BASE
-    assert lab.up_s < 30, f"lab up took {lab.up_s:.1f} s"
+    assert lab.up_s < 15, f"lab up took {lab.up_s:.1f} s"
     assert state["lab_dir"] == str(lab.lab_dir) and state["port_base"] == base
     assert (state["control_db"]["port"], state["control_db"]["dbname"]) == (base, "resilience")
     assert state["app_db"]["primary"]["port"] == base + 1 and state["app_db"]["replica"]["port"] == base + 2
-    assert state["app"]["url"] == f"http://127.0.0.1:{base + 10}"
+    assert state["app"]["url"] == state["lb"]["url"] == f"http://127.0.0.1:{base + 10}"
+    assert [r["name"] for r in state["app"]["replicas"]] == ["app-1", "app-2", "app-3"]
+    assert [r["port"] for r in state["app"]["replicas"]] == [base + 11, base + 12, base + 13]
+    assert state["redis"]["url"] == f"redis://127.0.0.1:{base + 3}/0"
+    assert (state["s3"]["endpoint"], state["s3"]["moto_endpoint"], state["s3"]["bucket"]) == (
+        f"http://127.0.0.1:{base + 5}", f"http://127.0.0.1:{base + 4}", "uploads")
+    assert state["supervisor"]["metrics_url"] == f"http://127.0.0.1:{base + 6}/metrics"
+    assert state["loadgen"]["rate_per_s"] == 20.0
     assert state["prometheus"]["url"] == f"http://127.0.0.1:{base + 20}"
+    assert Path(state["prometheus"]["rules_file"]).is_file()
     assert state["sandbox_port_min"] == base + 30
     assert state["pgbackrest"]["stanza"] == "app" and Path(state["pgbackrest"]["config"]).is_file()
     assert set(state["connections"]) == {"resilience_control_db", "resilience_lab_app_db",
-                                         "resilience_lab_prometheus"}
+                                         "resilience_lab_prometheus", "resilience_lab_s3", "resilience_lab_redis"}
     assert state["connections"]["resilience_lab_app_db"] == (
         f"postgresql://postgres:{state['app_db']['password']}@127.0.0.1:{base + 1}/app")
+    aws = json.loads(state["connections"]["resilience_lab_s3"])
+    assert (aws["conn_type"], aws["extra"]["endpoint_url"]) == ("aws", state["s3"]["endpoint"])
     assert oct(lab.lab_dir.joinpath("lab.json").stat().st_mode & 0o777) == "0o600"
     assert lab.status["all_up"], lab.status["components"]
-    assert {k: v["running"] for k, v in lab.status["components"].items()} == dict.fromkeys(
-        ["control_db", "app_primary", "app_replica", "writer", "app", "prometheus"], True)
+    assert {k: v["running"] for k, v in lab.status["components"].items()} == dict.fromkeys(COMPONENTS, True)
     assert lab.status["connections"] == state["connections"]
 
 
@@ -156,21 +115,22 @@ def test_app_answers_database_health_and_metrics(lab: Lab) -> None:
     assert status == 200, health
     assert (health["status"], health["database"], health["in_recovery"]) == ("ok", "app", False)
     assert health["accounts"] >= 1
-    status, body = get(f"{url}/metrics")
+    status, body = get(f"{url}/metrics")  # the load balancer's: requests as clients see them
     assert status == 200
-    assert 'http_requests_total{method="GET",path="/api/health/database",status="200"}' in body.decode()
-    assert "http_request_duration_seconds_bucket" in body.decode()
+    assert 'http_requests_total{code_class="2xx",method="GET",path="/api/health/database",status="200"}' in \
+        body.decode()
+    assert 'http_request_duration_seconds_bucket{le="0.075",method="GET",path="/api/health/database"}' in \
+        body.decode()
 
 
-def test_prometheus_scrapes_the_app_as_job_api(lab: Lab) -> None:
+def test_prometheus_scrapes_each_replica_as_job_api(lab: Lab) -> None:
     prom = load_lab_state(lab.lab_dir)["prometheus"]["url"]
 
-    def up_value() -> str | None:
-        status, body = get(f"{prom}/api/v1/query?query=up%7Bjob%3D%22api%22%7D")
-        result = json.loads(body)["data"]["result"] if status == 200 else []
-        return result[0]["value"][1] if result and result[0]["value"][1] == "1" else None
+    def replicas_up() -> dict[str, str]:
+        found = {r["metric"].get("replica"): r["value"][1] for r in prom_query(prom, 'up{job="api"}')}
+        return found if set(found.values()) == {"1"} and len(found) == 3 else {}
 
-    assert eventually(up_value, 10) == "1"
+    assert set(eventually(replicas_up, 10)) == {"app-1", "app-2", "app-3"}
 
 
 def test_up_again_is_a_no_op(lab: Lab) -> None:
@@ -178,10 +138,10 @@ def test_up_again_is_a_no_op(lab: Lab) -> None:
     started = time.monotonic()
     proc = run_cli("up", env=lab.env)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 5
     after = {k: v["pid"] for k, v in status_json(lab.env)["components"].items()}
     assert after == before
-    assert proc.stderr.count("already up") == 6, proc.stderr
+    assert proc.stderr.count("already up") == 11, proc.stderr
     assert "Taking the first full" not in proc.stderr
 
 
@@ -214,36 +174,24 @@ def test_start_app_runs_the_demo_app_against_any_dsn(lab: Lab) -> None:
     start_app(dsn, port, run_dir)  # left running: `down` must stop sandbox apps too
 
 
-def descendants(roots: set[int]) -> set[int]:
-    """``roots`` and every live process below them (postgres backends, walsenders ...)."""
-    parent_of = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found = set(roots)
-    while True:
-        more = {pid for pid, ppid in parent_of.items() if ppid in found} - found
-        if not more:
-            return found
-        found |= more
-
-
-def test_down_stops_every_process(lab: Lab) -> None:
+def test_down_stops_every_process_memory_hogs_too(lab: Lab) -> None:
+    state = load_lab_state(lab.lab_dir)
+    hog = control.start_memory_hog(state, "down-test", 64, 16) if cgroups_v1_memory() else None
     pids = {c["pid"] for c in status_json(lab.env)["components"].values()}
     assert None not in pids
-    sandbox_app = app_is_running(load_lab_state(lab.lab_dir)["sandbox_port_min"] + 1,
-                                 Path(load_lab_state(lab.lab_dir)["sandbox_root"]) / "app-check")
-    pids |= {sandbox_app} if sandbox_app else set()
+    sandbox_app = app_is_running(state["sandbox_port_min"] + 1, Path(state["sandbox_root"]) / "app-check")
+    pids |= {p for p in (sandbox_app, hog and hog["pid"]) if p}
     everything = descendants(pids)
-    assert len(everything) > len(pids)  # the postmasters have children
+    assert len(everything) > len(pids)  # the postmasters and stress-ng have children
+    started = time.monotonic()
     proc = run_cli("down", env=lab.env)
+    down_s = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
+    assert down_s < 10, f"lab down took {down_s:.1f} s"
     assert sorted(pid for pid in everything if is_alive(pid)) == []
     assert [p for p in Path("/proc").glob("[0-9]*") if str(lab.lab_dir) in " ".join(read_cmdline(int(p.name)) or [])] \
         == []
+    assert hog is None or not Path(hog["cgroup"]).exists()
     after = status_json(lab.env)
     assert not any(c["running"] for c in after["components"].values())
     assert not (lab.lab_dir / "lab.json").exists()

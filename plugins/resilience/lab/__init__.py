@@ -2,16 +2,27 @@
 
 Modules, one job each:
 
-- ``layout``      lab dir, port plan (base+0 control DB, +1 app primary, +2 replica, +10 demo app,
-                  +20 Prometheus, +30.. DR sandboxes) and every path under the lab dir (pure)
+- ``layout``      lab dir, settings (replicas, load rate), port plan (base+0 control DB, +1/+2 app
+                  nodes a/b, +3 Redis, +4 moto, +5 S3 fault proxy, +6 supervisor metrics, +10 load
+                  balancer, +11..+19 app replicas, +20 Prometheus, +30.. DR sandboxes), paths (pure)
 - ``state``       ``lab.json``, the contract other code reads: ``load_lab_state()``
+- ``control``     primitives the chaos faults call (kill a replica, stop Redis, S3 faults,
+                  fail over PostgreSQL, rebuild the replica, memory hogs)
 - ``bringup`` / ``teardown`` / ``status``   ``lab_up()``, ``lab_down()``, ``lab_status()``
 - ``preflight``   tools, lab dir reachable by the server users, free ports (before anything starts)
-- ``postgres``    one cluster: initdb, config, start/stop, databases, replica clone
-- ``pgbackrest_setup``   the POSIX repo, stanza ``app``, archive_command, first full backup
-- ``prometheus_server``  Prometheus (as ``nobody``) from ``include/prometheus/lab/``
-- ``writer`` / ``workload``   the continuous writer daemon and its start/stop
-- ``app`` / ``app_db`` / ``app_metrics`` / ``app_process``   the demo app and running it anywhere
+- ``postgres``    one cluster: initdb, config, start/stop, databases
+- ``pg_roles`` / ``pg_nodes`` / ``pg_replication`` / ``pg_failover``   which node is primary,
+                  settings per role, clone/promote/rewind, failover and rebuild
+- ``pgbackrest_setup``   the POSIX repo, stanza ``app``, archive/restore commands, backups, check
+- ``prometheus_server``  Prometheus (as ``nobody``) from ``include/prometheus/``, with the alert rules
+- ``redis_server``       Redis (AOF everysec)
+- ``s3_server`` / ``s3_proxy``   moto (S3) and the fault proxy in front of it
+- ``fleet`` / ``supervisor`` / ``lb`` / ``lab_exporter``   the app replicas, the supervisor that
+                  restarts them (and probes the components), the load balancer
+- ``writer`` / ``loadgen`` / ``workload``   database writer, HTTP load generator, their start/stop
+- ``app`` / ``app_handlers`` / ``app_db`` / ``app_cache`` / ``app_s3`` / ``app_metrics`` /
+  ``app_process``   the demo app and running it anywhere
+- ``memhog``      stress-ng in a memory-limited cgroup (v1)
 - ``osuser``      run a command as the postgres OS user when root
 - ``daemons``     start a daemon with a pid file, stop it without hitting a reused PID
 

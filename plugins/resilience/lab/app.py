@@ -1,10 +1,13 @@
-"""The lab's demo app: a small HTTP API on PostgreSQL that exports Prometheus metrics.
+"""The lab's demo app: a small HTTP API on PostgreSQL, Redis (cache) and S3 (uploads), with metrics.
 
-``python -m resilience.lab.app --port P`` with the DSN in ``$RESILIENCE_APP_DSN`` (never in
-argv, so the password is not visible in ``ps``). Routes: ``GET /health``,
-``GET /api/health/database``, ``GET /api/posts``, ``POST /api/posts``, ``GET /metrics``.
-Dependencies (database, metrics) are injected through :class:`AppConfig` / :func:`make_server`
-so later versions can add Redis and S3 the same way. SIGTERM stops it cleanly.
+``python -m resilience.lab.app --port P [--name app-1]``, configured from the environment
+(secrets never in argv, visible in ``ps``): ``$RESILIENCE_APP_DSN`` (required),
+``$RESILIENCE_APP_REDIS_URL`` (optional cache), ``$RESILIENCE_APP_S3_ENDPOINT`` / ``_BUCKET`` /
+``_REGION`` with ``$AWS_ACCESS_KEY_ID`` / ``$AWS_SECRET_ACCESS_KEY`` (optional uploads).
+Routes: ``GET /health``, ``GET /api/health/database``, ``GET|POST /api/posts``,
+``POST /api/uploads``, ``GET /metrics``. Handlers live in :mod:`resilience.lab.app_handlers`;
+every dependency is built from :class:`AppConfig` or injected through :func:`make_server`.
+SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations
@@ -16,42 +19,56 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from resilience.lab.app_cache import CircuitBreaker, ReadThroughCache, redis_client
 from resilience.lab.app_db import Database
+from resilience.lab.app_handlers import DemoApp
 from resilience.lab.app_metrics import AppMetrics
+from resilience.lab.app_s3 import ObjectStore, S3Settings
 
 log = logging.getLogger("resilience.lab.app")
 
 ENV_DSN = "RESILIENCE_APP_DSN"
+ENV_REDIS_URL = "RESILIENCE_APP_REDIS_URL"
+ENV_S3_ENDPOINT = "RESILIENCE_APP_S3_ENDPOINT"
+ENV_S3_BUCKET = "RESILIENCE_APP_S3_BUCKET"
+ENV_S3_REGION = "RESILIENCE_APP_S3_REGION"
 MAX_BODY_BYTES = 64 * 1024
-Response = tuple[int, Any]
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    """Everything the demo app depends on. Secrets stay in ``dsn`` and are never logged."""
+    """Everything the demo app depends on. Secrets (``dsn``, S3 keys) are never logged."""
 
     dsn: str
     host: str = "127.0.0.1"
     port: int = 8080
+    name: str = "app"
     connect_timeout_s: int = 2
     statement_timeout_ms: int = 2000
     max_posts: int = 100
+    redis_url: str | None = None
+    redis_timeout_s: float = 0.05
+    redis_breaker_s: float = 1.0
+    cache_ttl_s: float = 1.0
+    s3: S3Settings | None = None
 
     @classmethod
-    def from_env(cls, port: int, host: str = "127.0.0.1") -> AppConfig:
+    def from_env(cls, port: int, host: str = "127.0.0.1", name: str = "app") -> AppConfig:
         dsn = os.environ.get(ENV_DSN)
         if not dsn:
             raise ValueError(f"{ENV_DSN} is not set: the demo app needs a PostgreSQL DSN")
-        return cls(dsn=dsn, host=host, port=port)
+        endpoint = os.environ.get(ENV_S3_ENDPOINT)
+        s3 = S3Settings(endpoint, os.environ.get(ENV_S3_BUCKET, "uploads"),
+                        os.environ.get(ENV_S3_REGION, "us-east-1"), os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                        os.environ.get("AWS_SECRET_ACCESS_KEY", "")) if endpoint else None
+        return cls(dsn=dsn, host=host, port=port, name=name, redis_url=os.environ.get(ENV_REDIS_URL) or None, s3=s3)
 
     def describe_database(self) -> str:
         """host:port/dbname of the DSN, without user or password (for logs)."""
@@ -62,55 +79,19 @@ class AppConfig:
         return ",".join(f"{h}:{p}" for h, p in zip(hosts, ports, strict=False)) + f"/{parts.get('dbname', '?')}"
 
 
-class DemoApp:
-    """Route handlers: pure functions of the request returning (status, JSON body)."""
-
-    def __init__(self, config: AppConfig, db: Database | None = None, metrics: AppMetrics | None = None):
-        self.config = config
-        self.db = db or Database(config.dsn, config.connect_timeout_s, config.statement_timeout_ms)
-        self.metrics = metrics or AppMetrics()
-        self.routes: dict[tuple[str, str], Callable[[dict[str, list[str]], bytes], Response]] = {
-            ("GET", "/health"): lambda q, b: (200, {"status": "ok"}),
-            ("GET", "/api/health/database"): self.database_health,
-            ("GET", "/api/posts"): self.list_posts,
-            ("POST", "/api/posts"): self.create_post,
-        }
-
-    def database_health(self, query: dict[str, list[str]], body: bytes) -> Response:
-        try:
-            return 200, self.db.health()
-        except psycopg.Error as exc:
-            return 503, {"status": "error", "database": "app", "error": type(exc).__name__}
-
-    def list_posts(self, query: dict[str, list[str]], body: bytes) -> Response:
-        raw = query.get("limit", ["20"])[0]
-        if not raw.isdigit() or not 1 <= int(raw) <= self.config.max_posts:
-            return 400, {"error": f"limit: {raw!r} is not an integer in 1..{self.config.max_posts}"}
-        try:
-            return 200, {"posts": self.db.recent_posts(int(raw))}
-        except psycopg.Error as exc:
-            return 503, {"status": "error", "error": type(exc).__name__}
-
-    def create_post(self, query: dict[str, list[str]], body: bytes) -> Response:
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            return 400, {"error": "body: not valid JSON"}
-        text = data.get("body") if isinstance(data, dict) else None
-        if not isinstance(text, str) or not 1 <= len(text) <= 5000:
-            return 400, {"error": "body: must be a string of 1..5000 characters"}
-        account_id = data.get("account_id")
-        if account_id is not None and (not isinstance(account_id, int) or isinstance(account_id, bool)):
-            return 400, {"error": f"account_id: {account_id!r} is not an integer"}
-        try:
-            return 201, self.db.create_post(text, account_id)
-        except psycopg.IntegrityError as exc:
-            return 400, {"error": f"account_id: {account_id} rejected ({type(exc).__name__})"}
-        except psycopg.Error as exc:
-            return 503, {"status": "error", "error": type(exc).__name__}
-
-    def known_path(self, path: str) -> bool:
-        return path == "/metrics" or any(p == path for _, p in self.routes)
+def build_app(config: AppConfig, db: Database | None = None, metrics: AppMetrics | None = None,
+              cache: ReadThroughCache | None = None, store: ObjectStore | None = None) -> DemoApp:
+    """The app with every dependency from ``config`` unless injected."""
+    metrics = metrics or AppMetrics()
+    db = db or Database(config.dsn, config.connect_timeout_s, config.statement_timeout_ms)
+    if cache is None and config.redis_url:
+        cache = ReadThroughCache(redis_client(config.redis_url, config.redis_timeout_s), config.cache_ttl_s,
+                                 CircuitBreaker(config.redis_breaker_s),
+                                 on_error=lambda op: metrics.redis_errors.labels(operation=op).inc())
+    if store is None and config.s3 is not None:
+        store = ObjectStore(config.s3, on_retry=metrics.s3_retries.inc,
+                            on_attempt=lambda status: metrics.s3_attempts.labels(status=status).inc())
+    return DemoApp(db, metrics, cache, store, config.max_posts)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -166,15 +147,18 @@ class Handler(BaseHTTPRequestHandler):
 class AppServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the load balancer opens keep-alive connections in bursts
 
-    def __init__(self, app: DemoApp) -> None:
+    def __init__(self, app: DemoApp, config: AppConfig) -> None:
         self.app = app
-        super().__init__((app.config.host, app.config.port), Handler)
+        self.config = config
+        super().__init__((config.host, config.port), Handler)
 
 
-def make_server(config: AppConfig, db: Database | None = None, metrics: AppMetrics | None = None) -> AppServer:
-    """A bound (not yet serving) server; inject ``db``/``metrics`` in tests."""
-    return AppServer(DemoApp(config, db, metrics))
+def make_server(config: AppConfig, db: Database | None = None, metrics: AppMetrics | None = None,
+                cache: ReadThroughCache | None = None, store: ObjectStore | None = None) -> AppServer:
+    """A bound (not yet serving) server; inject ``db``/``metrics``/``cache``/``store`` in tests."""
+    return AppServer(build_app(config, db, metrics, cache, store), config)
 
 
 def serve(config: AppConfig) -> None:
@@ -185,8 +169,11 @@ def serve(config: AppConfig) -> None:
         signal.signal(signum, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
-    log.info("Demo app listening on http://%s:%d (database %s)", config.host, config.port,
-             config.describe_database())
+    if server.app.store is not None:
+        server.app.store.warm_up()
+    log.info("Demo app %s listening on http://%s:%d (database %s, cache %s, uploads %s)", config.name,
+             config.host, config.port, config.describe_database(), "redis" if config.redis_url else "none",
+             config.s3.endpoint if config.s3 else "off")
     stop.wait()
     log.info("Demo app on port %d stopping (SIGTERM)", config.port)
     server.shutdown()
@@ -197,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resilience.lab.app", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--name", default="app", help="replica name for logs (e.g. app-1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = AppConfig.from_env(args.port, args.host)
+        config = AppConfig.from_env(args.port, args.host, args.name)
     except ValueError as exc:
         parser.error(str(exc))
     serve(config)

@@ -1,7 +1,7 @@
-"""The demo app's database access: one short-lived connection per request, with timeouts.
+"""The demo app's database access: pooled connections (:mod:`resilience.lab.app_pool`) with timeouts.
 
-A connection per request keeps the app honest during chaos: after a failover or restore the
-next request connects afresh (the multi-host DSN picks the writable node).
+The multi-host DSN with ``target_session_attrs=read-write`` picks the writable node on every
+new connection, and the pool drops connections whose server died, so the app follows a failover.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+
+from resilience.lab.app_pool import ConnectionPool
 
 DEMO_EMAIL = "demo@lab.example"
 
@@ -25,24 +26,14 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 class Database:
     """Queries the demo app runs; every connection has a connect and a statement timeout."""
 
-    def __init__(self, dsn: str, connect_timeout_s: int = 2, statement_timeout_ms: int = 2000) -> None:
-        self._dsn = dsn
-        self.connect_timeout_s = connect_timeout_s
-        self.statement_timeout_ms = statement_timeout_ms
+    def __init__(self, dsn: str, connect_timeout_s: int = 2, statement_timeout_ms: int = 2000,
+                 pool: ConnectionPool | None = None) -> None:
+        self.pool = pool or ConnectionPool(dsn, connect_timeout_s, statement_timeout_ms)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        conn = psycopg.connect(
-            self._dsn,
-            connect_timeout=self.connect_timeout_s,
-            options=f"-c statement_timeout={self.statement_timeout_ms}",
-            application_name="resilience-lab-app",
-            row_factory=dict_row,
-        )
-        try:
+        with self.pool.connection() as conn:
             yield conn
-        finally:
-            conn.close()
 
     def health(self) -> dict[str, Any]:
         """``SELECT 1``, the accounts count and where we are connected (no credentials)."""
@@ -56,23 +47,41 @@ class Database:
         return {"status": "ok", **row, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     def recent_posts(self, limit: int) -> list[dict[str, Any]]:
-        with self.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, account_id, body, status, created_at, updated_at FROM posts "
-                "ORDER BY id DESC LIMIT %s", (limit,)
-            ).fetchall()
-        return [_jsonable(r) for r in rows]
+        """Newest posts. A read is idempotent: one lost with its server (failover) is run again once."""
+        query = ("SELECT id, account_id, body, status, created_at, updated_at FROM posts "
+                 "ORDER BY id DESC LIMIT %s")
+        for attempt in (1, 2):
+            with self.connection() as conn:  # connect failures are retried by the pool already
+                try:
+                    return [_jsonable(r) for r in conn.execute(query, (limit,)).fetchall()]
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.closed:  # only a lost connection, not e.g. a timeout
+                        raise
+        raise AssertionError("unreachable")
 
     def create_post(self, body: str, account_id: int | None = None) -> dict[str, Any]:
         """Insert a post; without ``account_id`` it belongs to the demo account (created if needed)."""
         with self.connection() as conn, conn.transaction():
             if account_id is None:
-                account_id = conn.execute(
-                    "INSERT INTO accounts (email, display_name) VALUES (%s, 'Demo') "
-                    "ON CONFLICT (email) DO UPDATE SET updated_at = now() RETURNING id", (DEMO_EMAIL,)
-                ).fetchone()["id"]
+                account_id = self._demo_account(conn)
             row = conn.execute(
                 "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, 'published') "
                 "RETURNING id, account_id, body, status, created_at, updated_at", (account_id, body)
+            ).fetchone()
+        return _jsonable(row)
+
+    def _demo_account(self, conn: psycopg.Connection) -> int:
+        return conn.execute(
+            "INSERT INTO accounts (email, display_name) VALUES (%s, 'Demo') "
+            "ON CONFLICT (email) DO UPDATE SET updated_at = now() RETURNING id", (DEMO_EMAIL,)
+        ).fetchone()["id"]
+
+    def record_upload(self, s3_key: str, size_bytes: int, sha256: str) -> dict[str, Any]:
+        """Insert the ``uploads`` row of an object S3 has accepted (owned by the demo account)."""
+        with self.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO uploads (account_id, s3_key, size_bytes, sha256) VALUES (%s, %s, %s, %s) "
+                "RETURNING id, s3_key, size_bytes, sha256, created_at",
+                (self._demo_account(conn), s3_key, size_bytes, sha256),
             ).fetchone()
         return _jsonable(row)

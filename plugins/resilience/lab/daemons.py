@@ -78,6 +78,20 @@ def running_pid(pid_file: Path) -> int | None:
     return None
 
 
+def current_pid(argv: Sequence[str], pid_file: Path, name: str = "daemon") -> int | None:
+    """PID of the daemon in ``pid_file`` if it runs exactly ``argv``; a daemon running other
+    arguments (an older ``--replicas``, another backend list) is stopped, and None returned."""
+    record = read_pid_file(pid_file)
+    if record is None or not pid_matches(*record):
+        return None
+    pid, old = record
+    if old == list(argv):
+        return pid
+    log.info("%s (pid %d) runs with other arguments than wanted: restarting it", name, pid)
+    stop_daemon(pid_file, name=name)
+    return None
+
+
 def start_daemon(
     argv: Sequence[str],
     pid_file: Path,

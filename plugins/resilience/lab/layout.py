@@ -1,7 +1,8 @@
-"""Where the lab lives: the lab directory, the port plan and every path under it.
+"""Where the lab lives: the lab directory, the port plan, the lab's settings and every path under it.
 
 Everything here is pure (no processes, no sockets) so other code can compute the
-lab's endpoints without touching it.
+lab's endpoints without touching it. The app database runs on two *nodes* (``pg/node-a``,
+``pg/node-b``, ports base+1 and base+2); which node is primary is state (``pg_roles``).
 """
 
 from __future__ import annotations
@@ -11,21 +12,34 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_PORT_BASE = 54320
+DEFAULT_PORT_BASE = 24320  # below the kernel's ephemeral range (32768-60999): no client connection takes one
 ENV_LAB_DIR = "RESILIENCE_LAB_DIR"
 ENV_PORT_BASE = "RESILIENCE_LAB_PORT_BASE"
 ENV_PG_BINDIR = "RESILIENCE_PG_BINDIR"
+ENV_REPLICAS = "RESILIENCE_LAB_REPLICAS"
+ENV_LOAD_RATE = "RESILIENCE_LAB_LOAD_RATE"
 HOST = "127.0.0.1"
 STANZA = "app"
 APP_DBNAME = "app"
 CONTROL_DBNAME = "resilience"
 PG_SUPERUSER = "postgres"
 REPLICA_SLOT = "replica_slot"
+S3_BUCKET = "uploads"
+S3_REGION = "us-east-1"
+S3_ACCESS_KEY = "resilience-lab"  # moto accepts any key; these only look like credentials
+S3_SECRET_KEY = "resilience-lab-secret"
 LAYOUT_FILE = "layout.json"
 LAB_FILE = "lab.json"
 
-# Offsets from the port base. Sandboxes of the DR drill use base+30 and up.
-PORT_OFFSETS = {"control_db": 0, "app_primary": 1, "app_replica": 2, "app": 10, "prometheus": 20}
+# Offsets from the port base. App replicas use base+11..base+19, DR sandboxes base+30 and up.
+PORT_OFFSETS = {"control_db": 0, "node_a": 1, "node_b": 2, "redis": 3, "moto": 4, "s3_proxy": 5,
+                "supervisor": 6, "lb": 10, "app": 10, "prometheus": 20}
+NODES = ("a", "b")
+REPLICA_PORT_OFFSET = 10
+MAX_REPLICAS = 9
+DEFAULT_REPLICAS = 3
+DEFAULT_LOAD_RATE = 20.0
+MAX_LOAD_RATE = 500.0
 SANDBOX_PORT_OFFSET = 30
 MAX_PORT = 65535
 
@@ -56,6 +70,22 @@ def validate_port_base(port_base: int) -> int:
     return port_base
 
 
+def validate_replicas(replicas: int) -> int:
+    """Return ``replicas`` or raise ValueError naming the setting and the allowed range."""
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas: {replicas!r} is not an integer in 1..{MAX_REPLICAS} "
+                         f"(--replicas / {ENV_REPLICAS})")
+    return replicas
+
+
+def validate_load_rate(rate: float) -> float:
+    """Return ``rate`` (requests per second of the load generator) or raise ValueError."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_LOAD_RATE:
+        raise ValueError(f"load_rate: {rate!r} is not a number in (0, {MAX_LOAD_RATE:g}] "
+                         f"(--load-rate / {ENV_LOAD_RATE})")
+    return float(rate)
+
+
 @dataclass(frozen=True)
 class ClusterPaths:
     """Paths and port of one PostgreSQL cluster of the lab."""
@@ -84,9 +114,25 @@ class LabLayout:
 
     lab_dir: Path
     port_base: int = DEFAULT_PORT_BASE
+    replicas: int = DEFAULT_REPLICAS
+    load_rate: float = DEFAULT_LOAD_RATE
 
     def port(self, component: str) -> int:
         return self.port_base + PORT_OFFSETS[component]
+
+    def url(self, component: str) -> str:
+        return f"http://{HOST}:{self.port(component)}"
+
+    @property
+    def replica_names(self) -> list[str]:
+        """``app-1`` .. ``app-N``."""
+        return [f"app-{i}" for i in range(1, self.replicas + 1)]
+
+    def replica_port(self, name: str) -> int:
+        index = int(name.rsplit("-", 1)[1])
+        if not 1 <= index <= MAX_REPLICAS:
+            raise ValueError(f"replica: {name!r} is not app-1..app-{MAX_REPLICAS}")
+        return self.port_base + REPLICA_PORT_OFFSET + index
 
     @property
     def sandbox_port_min(self) -> int:
@@ -97,15 +143,30 @@ class LabLayout:
         return ClusterPaths("control_db", "control-plane PostgreSQL", self.port("control_db"),
                             self.lab_dir / "pg" / "control")
 
-    @property
-    def primary(self) -> ClusterPaths:
-        return ClusterPaths("app_primary", "app primary PostgreSQL", self.port("app_primary"),
-                            self.lab_dir / "pg" / "primary")
+    def node(self, name: str) -> ClusterPaths:
+        """App PostgreSQL node ``a`` or ``b`` (its role, primary or replica, is in ``pg_roles``)."""
+        if name not in NODES:
+            raise ValueError(f"node: {name!r} is not one of {', '.join(NODES)}")
+        return ClusterPaths(f"node_{name}", f"app PostgreSQL node {name}", self.port(f"node_{name}"),
+                            self.lab_dir / "pg" / f"node-{name}")
 
     @property
-    def replica(self) -> ClusterPaths:
-        return ClusterPaths("app_replica", "app replica PostgreSQL", self.port("app_replica"),
-                            self.lab_dir / "pg" / "replica")
+    def roles_file(self) -> Path:
+        return self.lab_dir / "pg" / "roles.json"
+
+    @property
+    def legacy_data_dirs(self) -> list[Path]:
+        """Data dirs of a lab v1 (``pg/primary``, ``pg/replica``): names that lie after a failover."""
+        return [self.lab_dir / "pg" / old / "data" for old in ("primary", "replica")]
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.lab_dir / "redis"
+
+    @property
+    def supervisor_state_file(self) -> Path:
+        """Written by the supervisor: ``{"app-1": {"pid": .., "port": .., "restarts": n, ...}}``."""
+        return self.run_dir / "supervisor.json"
 
     @property
     def password_file(self) -> Path:
@@ -127,6 +188,12 @@ class LabLayout:
     def run_dir(self) -> Path:
         """Pid files and logs of the lab's daemons (writer, demo app, Prometheus)."""
         return self.lab_dir / "run"
+
+    def pid_file(self, daemon: str) -> Path:
+        return self.run_dir / f"{daemon}.pid"
+
+    def log_file(self, daemon: str) -> Path:
+        return self.run_dir / f"{daemon}.log"
 
     @property
     def prometheus_dir(self) -> Path:
@@ -151,19 +218,44 @@ def default_lab_dir() -> Path:
     return Path(env) if env else project_root() / ".lab"
 
 
+def recorded_settings(lab_dir: Path) -> dict[str, object]:
+    """``layout.json`` of a lab dir: port base, replicas, load rate (empty for a new lab dir)."""
+    try:
+        return dict(json.loads((lab_dir / LAYOUT_FILE).read_text()))
+    except FileNotFoundError:
+        return {}
+
+
 def recorded_port_base(lab_dir: Path) -> int | None:
     """The port base a lab dir was created with (None for a new lab dir)."""
-    try:
-        return int(json.loads((lab_dir / LAYOUT_FILE).read_text())["port_base"])
-    except FileNotFoundError:
+    value = recorded_settings(lab_dir).get("port_base")
+    return int(str(value)) if value is not None else None
+
+
+def record_settings(layout: LabLayout) -> None:
+    """Remember port base, replicas and load rate for the next command on this lab dir."""
+    doc = {"port_base": layout.port_base, "replicas": layout.replicas, "load_rate": layout.load_rate}
+    tmp = layout.layout_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc) + "\n")
+    tmp.replace(layout.layout_file)
+
+
+def _from_env(name: str, kind: type) -> int | float | None:
+    raw = os.environ.get(name)
+    if not raw:
         return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a{'n integer' if kind is int else ' number'}") from None
 
 
-def resolve_layout(lab_dir: Path | str | None = None, port_base: int | None = None) -> LabLayout:
+def resolve_layout(lab_dir: Path | str | None = None, port_base: int | None = None,
+                   replicas: int | None = None, load_rate: float | None = None) -> LabLayout:
     """Build the layout from flags, then env, then the lab dir's record, then defaults.
 
     An explicit port base that differs from the one a lab dir was created with is refused:
-    the clusters in it are configured for their ports.
+    the clusters in it are configured for their ports. Replicas and load rate may change.
     """
     directory = Path(lab_dir) if lab_dir else default_lab_dir()
     directory = directory.expanduser().absolute()
@@ -181,4 +273,9 @@ def resolve_layout(lab_dir: Path | str | None = None, port_base: int | None = No
             f"use --port-base {recorded} or `resilience lab down --purge` first"
         )
     chosen = explicit if explicit is not None else (recorded or DEFAULT_PORT_BASE)
-    return LabLayout(directory, validate_port_base(chosen))
+    record = recorded_settings(directory)
+    count = next(v for v in (replicas, _from_env(ENV_REPLICAS, int), record.get("replicas"), DEFAULT_REPLICAS)
+                 if v is not None)
+    rate = next(v for v in (load_rate, _from_env(ENV_LOAD_RATE, float), record.get("load_rate"),
+                            DEFAULT_LOAD_RATE) if v is not None)
+    return LabLayout(directory, validate_port_base(chosen), validate_replicas(count), validate_load_rate(rate))

@@ -23,11 +23,17 @@ log = logging.getLogger(__name__)
 def archive_command(config: Path, stanza: str = STANZA, pg_path: Path | None = None) -> str:
     """The ``archive_command`` that pushes WAL to the lab repo.
 
-    ``pg_path`` is given for a node whose data dir is not the stanza's ``pg1-path`` (the
-    replica), so a promoted replica archives its own WAL files.
+    ``pg_path`` names the node's own data dir, so whichever node is primary (after a failover
+    too, before pgbackrest.conf follows it) archives its own WAL files.
     """
     extra = f" --pg1-path={pg_path}" if pg_path else ""
     return f"pgbackrest --config={config} --stanza={stanza}{extra} archive-push %p"
+
+
+def restore_command(config: Path, stanza: str = STANZA, pg_path: Path | None = None) -> str:
+    """The ``restore_command`` that fetches WAL from the lab repo (standby catch-up, pg_rewind)."""
+    extra = f" --pg1-path={pg_path}" if pg_path else ""
+    return f'pgbackrest --config={config} --stanza={stanza}{extra} archive-get %f "%p"'
 
 
 def render_config(layout: LabLayout, primary: ClusterPaths) -> str:
@@ -73,6 +79,12 @@ def base_argv(config: Path, stanza: str = STANZA) -> list[str]:
 def stanza_exists(repo_path: Path, stanza: str = STANZA) -> bool:
     """True once ``stanza-create`` has run against this POSIX repo."""
     return (repo_path / "backup" / stanza / "backup.info").exists()
+
+
+def check(config: Path, stanza: str = STANZA) -> None:
+    """``pgbackrest check``: the primary in pgbackrest.conf archives into the repo (raises if not)."""
+    log.info("Checking pgBackRest stanza %s (archive-push and repo)", stanza)
+    run_as_postgres([*base_argv(config, stanza), "check"], timeout_s=120)
 
 
 def stanza_create(config: Path, stanza: str = STANZA) -> None:

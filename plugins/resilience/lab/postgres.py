@@ -150,6 +150,23 @@ def start(cluster: ClusterPaths) -> None:
                        f"{log_tail(cluster.log_file)}") from exc
 
 
+def ensure_cluster(cluster: ClusterPaths, password_file: Path, settings: Mapping[str, object]) -> None:
+    """initdb if needed, (re)write its configuration, start it unless it already runs."""
+    pid = postmaster_pid(cluster)
+    if pid is not None:
+        log.info("%s already up on %s:%d (pid %d)", cluster.title, HOST, cluster.port, pid)
+        return
+    if not is_initialized(cluster):
+        initdb(cluster, password_file)
+    configure(cluster, settings)
+    start(cluster)
+
+
+def reload(cluster: ClusterPaths) -> None:
+    """``pg_ctl reload``: re-read the configuration (``primary_conninfo`` is reloadable)."""
+    run_as_postgres([pg_bin("pg_ctl"), "reload", "-D", str(cluster.data_dir), "-s"])
+
+
 def stop_data_dir(data_dir: Path, title: str, timeout_s: int = 60) -> bool:
     """``pg_ctl stop -m fast`` on any data dir (lab cluster or sandbox); True if one was running."""
     pid = postmaster_pid_of(data_dir)
@@ -193,19 +210,3 @@ def apply_sql_file(cluster: ClusterPaths, password: str, dbname: str, sql_file: 
     log.info("Applying %s to database %s on %s:%d", sql_file.name, dbname, HOST, cluster.port)
     with connect(cluster.port, password, dbname) as conn, conn.transaction():
         conn.execute(sql_file.read_text())
-
-
-def clone_replica(primary: ClusterPaths, replica: ClusterPaths, slot: str) -> None:
-    """``pg_basebackup -R -X stream -C -S slot`` from the primary (over its socket) into the replica."""
-    prepare_dirs(replica)
-    check = run_as_postgres([pg_bin("psql"), "-h", str(primary.socket_dir), "-p", str(primary.port), "-U",
-                             PG_SUPERUSER, "-d", "postgres", "-Atc",
-                             f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                             f"WHERE slot_name = '{slot}' AND NOT active"])
-    if check.stdout.strip():
-        log.info("Dropped stale replication slot %s on %s", slot, primary.title)
-    log.info("Cloning %s from %s:%d into %s (slot %s)", replica.title, HOST, primary.port,
-             replica.data_dir, slot)
-    run_as_postgres([pg_bin("pg_basebackup"), "-h", str(primary.socket_dir), "-p", str(primary.port),
-                     "-U", PG_SUPERUSER, "-D", str(replica.data_dir), "-R", "-X", "stream", "-C", "-S", slot,
-                     "-c", "fast", "--no-password"])

@@ -6,9 +6,10 @@ import json
 import logging
 import shutil
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from resilience.lab.app_process import wait_http_ok
 from resilience.lab.daemons import is_alive, log_tail, running_pid, start_daemon, stop_daemon, wait_for
@@ -19,6 +20,7 @@ from resilience.lab.osuser import NOBODY, make_dir
 log = logging.getLogger(__name__)
 
 TEMPLATE = "prometheus/lab/prometheus.yml.tmpl"
+RULES = "prometheus/alerts.yml"
 
 
 def prometheus_binary() -> str:
@@ -28,16 +30,56 @@ def prometheus_binary() -> str:
     return found
 
 
-def render_config(app_targets: Sequence[str], self_target: str, scrape_interval: str = "1s",
-                  rule_files: Sequence[str] = (), template: Path | None = None) -> str:
-    """The lab's prometheus.yml: job ``api`` scrapes ``app_targets`` every ``scrape_interval``."""
+def scrape_targets(layout: LabLayout) -> dict[str, Any]:
+    """host:port of every scrape target; ``api`` maps replica name -> target."""
+    def target(component: str) -> str:
+        return f"{HOST}:{layout.port(component)}"
+
+    return {"lb": [target("lb")], "api": {n: f"{HOST}:{layout.replica_port(n)}" for n in layout.replica_names},
+            "lab": [target("supervisor")], "s3": [target("s3_proxy")], "prometheus": [target("prometheus")]}
+
+
+def render_config(targets: Mapping[str, Any], scrape_interval: str = "1s", rule_files: Sequence[str] = (),
+                  template: Path | None = None) -> str:
+    """The lab's prometheus.yml: every job scraped every ``scrape_interval``; JSON is valid YAML."""
     text = (template or include_dir() / TEMPLATE).read_text()
+    api = [{"targets": [t], "labels": {"replica": name, "service": "demo-app"}}
+           for name, t in targets["api"].items()]
     return Template(text).substitute(
         scrape_interval=scrape_interval,
-        app_targets=json.dumps(list(app_targets)),
-        prometheus_targets=json.dumps([self_target]),
+        lb_targets=json.dumps(list(targets["lb"])),
+        api_static_configs=json.dumps(api),
+        lab_targets=json.dumps(list(targets["lab"])),
+        s3_targets=json.dumps(list(targets["s3"])),
+        prometheus_targets=json.dumps(list(targets["prometheus"])),
         rule_files=json.dumps(list(rule_files)),
     )
+
+
+def rules_file(layout: LabLayout) -> Path:
+    return layout.prometheus_dir / "alerts.yml"
+
+
+def write_config(layout: LabLayout) -> bool:
+    """Copy the alert rules and render prometheus.yml into the lab dir; True if the config changed."""
+    make_dir(layout.prometheus_dir, None, 0o755)
+    rules = rules_file(layout)
+    old_rules = rules.read_text() if rules.exists() else None
+    rules.write_text((include_dir() / RULES).read_text())
+    rules.chmod(0o644)
+    conf = config_file(layout)
+    text = render_config(scrape_targets(layout), rule_files=[str(rules)])
+    changed = not conf.exists() or conf.read_text() != text or old_rules != rules.read_text()
+    conf.write_text(text)
+    conf.chmod(0o644)
+    return changed
+
+
+def reload(layout: LabLayout) -> None:
+    """``POST /-/reload`` (the lab runs Prometheus with --web.enable-lifecycle)."""
+    request = urllib.request.Request(f"{layout.url('prometheus')}/-/reload", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10):
+        log.info("Prometheus reloaded its configuration (%s)", config_file(layout))
 
 
 def config_file(layout: LabLayout) -> Path:
@@ -65,19 +107,18 @@ def is_running(layout: LabLayout) -> int | None:
 
 def start(layout: LabLayout, timeout_s: float = 15.0) -> int:
     """Render the config, start Prometheus as ``nobody`` (when root) and wait for ``/-/ready``."""
-    url = f"http://{HOST}:{layout.port('prometheus')}"
+    url = layout.url("prometheus")
+    changed = write_config(layout)
     existing = is_running(layout)
     if existing is not None:
         log.info("Prometheus already up on %s (pid %d)", url, existing)
+        if changed:
+            reload(layout)
         return existing
-    make_dir(layout.prometheus_dir, None, 0o755)
     make_dir(layout.prometheus_dir / "data", NOBODY, 0o750)
-    conf = config_file(layout)
-    conf.write_text(render_config([f"{HOST}:{layout.port('app')}"], f"{HOST}:{layout.port('prometheus')}"))
-    conf.chmod(0o644)
     log_file = layout.run_dir / "prometheus.log"
-    log.info("Starting Prometheus on %s (scraping job api at %s:%d every 1 s, data %s)", url, HOST,
-             layout.port("app"), layout.prometheus_dir / "data")
+    log.info("Starting Prometheus on %s (jobs lb, api, lab, s3 every 1 s; rules %s; data %s)", url,
+             rules_file(layout), layout.prometheus_dir / "data")
     pid = start_daemon(argv(layout), pid_file(layout), log_file, user=NOBODY)
     if not wait_http_ok(f"{url}/-/ready", timeout_s, lambda: is_alive(pid)):
         stop_daemon(pid_file(layout), timeout_s=5, name="Prometheus")
@@ -101,7 +142,7 @@ def target_up(prometheus_url: str, job: str) -> bool:
     return bool(ours) and all(t.get("health") == "up" for t in ours)
 
 
-def wait_for_first_scrape(layout: LabLayout, job: str = "api", timeout_s: float = 15.0) -> bool:
+def wait_for_first_scrape(layout: LabLayout, job: str = "lb", timeout_s: float = 15.0) -> bool:
     """Wait until job ``job`` is scraped as up (Prometheus syncs new targets within ~5 s)."""
     url = f"http://{HOST}:{layout.port('prometheus')}"
     if wait_for(lambda: target_up(url, job), timeout_s, interval_s=0.25):

@@ -16,13 +16,19 @@ from resilience.lab.layout import (
     APP_DBNAME,
     CONTROL_DBNAME,
     HOST,
+    NODES,
     PG_SUPERUSER,
     REPLICA_SLOT,
+    S3_ACCESS_KEY,
+    S3_BUCKET,
+    S3_REGION,
+    S3_SECRET_KEY,
     STANZA,
     ClusterPaths,
     LabLayout,
     default_lab_dir,
 )
+from resilience.lab.pg_roles import Roles, read_roles
 
 
 class LabNotUpError(FileNotFoundError):
@@ -37,22 +43,50 @@ def pg_uri(password: str, port: int | str, dbname: str, host: str = HOST, **para
 
 
 def app_read_write_dsn(layout: LabLayout, password: str) -> str:
-    """Multi-host DSN of the app database that always lands on the writable node."""
-    return pg_uri(password, f"{layout.primary.port},{layout.replica.port}", APP_DBNAME,
-                  target_session_attrs="read-write", connect_timeout="2")
+    """Multi-host DSN of the app database that always lands on the writable node (whichever it is)."""
+    ports = ",".join(str(layout.node(n).port) for n in NODES)
+    return pg_uri(password, ports, APP_DBNAME, target_session_attrs="read-write", connect_timeout="2")
 
 
-def _node(cluster: ClusterPaths) -> dict[str, Any]:
-    return {"host": HOST, "port": cluster.port, "data_dir": str(cluster.data_dir),
+def _node(cluster: ClusterPaths, name: str) -> dict[str, Any]:
+    return {"node": name, "host": HOST, "port": cluster.port, "data_dir": str(cluster.data_dir),
             "socket_dir": str(cluster.socket_dir), "log_file": str(cluster.log_file)}
 
 
-def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str) -> dict[str, Any]:
-    """The lab.json document for ``layout`` (pure: computed, not probed)."""
-    control = layout.control
-    app_url = f"http://{HOST}:{layout.port('app')}"
-    prometheus_url = f"http://{HOST}:{layout.port('prometheus')}"
-    run = layout.run_dir
+def _daemon(layout: LabLayout, name: str) -> dict[str, str]:
+    return {"pid_file": str(layout.pid_file(name)), "log_file": str(layout.log_file(name))}
+
+
+def s3_state(layout: LabLayout) -> dict[str, Any]:
+    proxy = layout.url("s3_proxy")
+    return {"endpoint": proxy, "moto_endpoint": layout.url("moto"), "bucket": S3_BUCKET, "region": S3_REGION,
+            "access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY, "fault_api": f"{proxy}/__fault__",
+            "metrics_url": f"{proxy}/__metrics__", "proxy": _daemon(layout, "s3-proxy"),
+            "moto": _daemon(layout, "moto")}
+
+
+def redis_url(layout: LabLayout) -> str:
+    return f"redis://{HOST}:{layout.port('redis')}/0"
+
+
+def aws_connection(layout: LabLayout) -> str:
+    """The Airflow ``aws`` Connection of the lab's S3 endpoint, as JSON (``AIRFLOW_CONN_*`` accepts it)."""
+    return json.dumps({"conn_type": "aws", "login": S3_ACCESS_KEY, "password": S3_SECRET_KEY,
+                       "extra": {"endpoint_url": layout.url("s3_proxy"), "region_name": S3_REGION}})
+
+
+def _app(layout: LabLayout) -> dict[str, Any]:
+    replicas = [{"name": n, "port": layout.replica_port(n), "url": f"http://{HOST}:{layout.replica_port(n)}"}
+                for n in layout.replica_names]
+    return {"url": layout.url("lb"), "port": layout.port("lb"), **_daemon(layout, "lb"), "replicas": replicas}
+
+
+def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str,
+                roles: Roles | None = None) -> dict[str, Any]:
+    """The lab.json document for ``layout`` (pure apart from reading the roles file)."""
+    roles = roles or read_roles(layout)
+    control, primary, replica = layout.control, layout.node(roles.primary), layout.node(roles.replica)
+    prometheus_url = layout.url("prometheus")
     return {
         "lab_dir": str(layout.lab_dir),
         "port_base": layout.port_base,
@@ -62,24 +96,36 @@ def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str)
                        "dbname": CONTROL_DBNAME, "data_dir": str(control.data_dir),
                        "socket_dir": str(control.socket_dir), "log_file": str(control.log_file)},
         "app_db": {"user": PG_SUPERUSER, "password": password, "dbname": APP_DBNAME,
-                   "primary": _node(layout.primary), "replica": _node(layout.replica),
+                   "primary": _node(primary, roles.primary), "replica": _node(replica, roles.replica),
+                   "roles": {"primary": roles.primary, "replica": roles.replica,
+                             "needs_rebuild": roles.needs_rebuild},
+                   "nodes": {n: _node(layout.node(n), n) for n in NODES},
                    "replication_slot": REPLICA_SLOT,
                    "read_write_dsn": app_read_write_dsn(layout, password)},
         "pgbackrest": {"config": str(layout.pgbackrest_conf), "stanza": STANZA,
                        "repo_path": str(layout.pgbackrest_repo),
                        "log_path": str(layout.pgbackrest_dir / "log")},
-        "app": {"url": app_url, "port": layout.port("app"), "pid_file": str(run / f"app-{layout.port('app')}.pid"),
-                "log_file": str(run / f"app-{layout.port('app')}.log")},
-        "writer": {"pid_file": str(run / "writer.pid"), "log_file": str(run / "writer.log")},
+        "redis": {"host": HOST, "port": layout.port("redis"), "url": redis_url(layout),
+                  "data_dir": str(layout.redis_dir), **_daemon(layout, "redis")},
+        "s3": s3_state(layout),
+        "lb": {"url": layout.url("lb"), "metrics_url": f"{layout.url('lb')}/metrics", **_daemon(layout, "lb")},
+        "app": _app(layout),
+        "supervisor": {"metrics_url": f"{layout.url('supervisor')}/metrics",
+                       "state_file": str(layout.supervisor_state_file), **_daemon(layout, "supervisor")},
+        "loadgen": {"rate_per_s": layout.load_rate, **_daemon(layout, "loadgen")},
+        "writer": _daemon(layout, "writer"),
         "prometheus": {"url": prometheus_url, "port": layout.port("prometheus"),
-                       "config": str(layout.prometheus_dir / "prometheus.yml")},
-        "run_dir": str(run),
+                       "config": str(layout.prometheus_dir / "prometheus.yml"),
+                       "rules_file": str(layout.prometheus_dir / "alerts.yml")},
+        "run_dir": str(layout.run_dir),
         "sandbox_root": str(layout.sandbox_root),
         "sandbox_port_min": layout.sandbox_port_min,
         "connections": {
             "resilience_control_db": pg_uri(password, control.port, CONTROL_DBNAME),
-            "resilience_lab_app_db": pg_uri(password, layout.primary.port, APP_DBNAME),
+            "resilience_lab_app_db": pg_uri(password, primary.port, APP_DBNAME),
             "resilience_lab_prometheus": prometheus_url,
+            "resilience_lab_s3": aws_connection(layout),
+            "resilience_lab_redis": redis_url(layout),
         },
     }
 
@@ -93,6 +139,25 @@ def write_lab_state(layout: LabLayout, state: dict[str, Any]) -> Path:
         handle.write("\n")
     tmp.replace(layout.lab_file)
     return layout.lab_file
+
+
+def refresh_lab_state(layout: LabLayout) -> dict[str, Any] | None:
+    """Rewrite an existing lab.json after a role change (a lab that is not up keeps having none)."""
+    if not layout.lab_file.exists():
+        return None
+    from resilience.lab.osuser import PG_OS_USER, effective_user
+    from resilience.lab.password import read_password
+    from resilience.lab.postgres import pg_bindir
+
+    state = build_state(layout, read_password(layout.password_file), pg_bindir(), effective_user(PG_OS_USER))
+    write_lab_state(layout, state)
+    return state
+
+
+def layout_of(state: dict[str, Any]) -> LabLayout:
+    """The layout a lab.json document describes (for code that only has the document)."""
+    return LabLayout(Path(state["lab_dir"]), int(state["port_base"]), len(state["app"]["replicas"]),
+                     float(state["loadgen"]["rate_per_s"]))
 
 
 def load_lab_state(lab_dir: Path | None = None) -> dict[str, Any]:

@@ -5,43 +5,59 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
-from resilience.lab import pgbackrest_setup, postgres, prometheus_server, workload
-from resilience.lab.app_process import app_is_running
+from resilience.lab import fleet, memhog, pgbackrest_setup, postgres, prometheus_server, redis_server, workload
+from resilience.lab.daemons import running_pid
 from resilience.lab.layout import APP_DBNAME, CONTROL_DBNAME, HOST, LabLayout
 from resilience.lab.osuser import PG_OS_USER, effective_user
 from resilience.lab.password import read_password
+from resilience.lab.pg_roles import read_roles
 from resilience.lab.state import build_state
-
-ORDER = ("control_db", "app_primary", "app_replica", "writer", "app", "prometheus")
 
 
 def running_components(layout: LabLayout) -> dict[str, int | None]:
-    """PID of each lab component that is up, None for those that are not."""
+    """PID of each lab component that is up, None for those that are not (in start order)."""
+    roles = read_roles(layout)
     return {
         "control_db": postgres.postmaster_pid(layout.control),
-        "app_primary": postgres.postmaster_pid(layout.primary),
-        "app_replica": postgres.postmaster_pid(layout.replica),
+        "app_primary": postgres.postmaster_pid(layout.node(roles.primary)),
+        "app_replica": postgres.postmaster_pid(layout.node(roles.replica)),
+        "redis": redis_server.is_running(layout),
+        "moto": running_pid(layout.pid_file("moto")),
+        "s3_proxy": running_pid(layout.pid_file("s3-proxy")),
         "writer": workload.is_running(layout),
-        "app": app_is_running(layout.port("app"), layout.run_dir),
+        "supervisor": fleet.is_running(layout, fleet.SUPERVISOR),
+        **fleet.replica_pids(layout),
+        "lb": fleet.is_running(layout, fleet.LB),
+        "loadgen": workload.loadgen_running(layout),
         "prometheus": prometheus_server.is_running(layout),
     }
 
 
 def endpoints(layout: LabLayout) -> dict[str, tuple[str, str]]:
     """(title, endpoint) of each component, for people."""
+    roles = read_roles(layout)
+    primary, replica = layout.node(roles.primary), layout.node(roles.replica)
+    replicas = {n: (f"app replica {n}", f"http://{HOST}:{layout.replica_port(n)}") for n in layout.replica_names}
     return {
         "control_db": ("control-plane PostgreSQL", f"{HOST}:{layout.control.port}/{CONTROL_DBNAME}"),
-        "app_primary": ("app primary PostgreSQL", f"{HOST}:{layout.primary.port}/{APP_DBNAME}"),
-        "app_replica": ("app replica PostgreSQL", f"{HOST}:{layout.replica.port}/{APP_DBNAME}"),
-        "writer": ("writer (workload)", f"log {layout.run_dir / 'writer.log'}"),
-        "app": ("demo app", f"http://{HOST}:{layout.port('app')}"),
-        "prometheus": ("Prometheus", f"http://{HOST}:{layout.port('prometheus')}"),
+        "app_primary": (f"app PostgreSQL primary (node {roles.primary})", f"{HOST}:{primary.port}/{APP_DBNAME}"),
+        "app_replica": (f"app PostgreSQL replica (node {roles.replica})"
+                        + (", needs rebuild" if roles.needs_rebuild else ""), f"{HOST}:{replica.port}/{APP_DBNAME}"),
+        "redis": ("Redis (cache)", f"redis://{HOST}:{layout.port('redis')}"),
+        "moto": ("moto S3 server", layout.url("moto")),
+        "s3_proxy": ("S3 fault proxy", f"{layout.url('s3_proxy')} (fault API /__fault__)"),
+        "writer": ("writer (workload)", f"log {layout.log_file('writer')}"),
+        "supervisor": ("replica supervisor", f"{layout.url('supervisor')}/metrics"),
+        **replicas,
+        "lb": ("load balancer (app URL)", layout.url("lb")),
+        "loadgen": ("load generator", f"{layout.load_rate:g} requests/s, log {layout.log_file('loadgen')}"),
+        "prometheus": ("Prometheus", layout.url("prometheus")),
     }
 
 
 def backup_summary(layout: LabLayout) -> dict[str, Any]:
     """Stanza status and backup count from ``pgbackrest info`` (empty when not set up)."""
-    if not layout.pgbackrest_conf.exists() or not postgres.is_initialized(layout.primary):
+    if not layout.pgbackrest_conf.exists() or not pgbackrest_setup.stanza_exists(layout.pgbackrest_repo):
         return {}
     try:
         entry = pgbackrest_setup.info(layout.pgbackrest_conf)
@@ -51,18 +67,26 @@ def backup_summary(layout: LabLayout) -> dict[str, Any]:
             "backups": len(entry.get("backup", []))}
 
 
+def memory_hogs(layout: LabLayout) -> dict[str, dict[str, Any]]:
+    """Memory hogs recorded in the lab dir (they are faults: not counted in ``all_up``)."""
+    if not layout.run_dir.is_dir():
+        return {}
+    names = [p.name[len("memhog-"):-len(".json")] for p in layout.run_dir.glob("memhog-*.json")]
+    return {name: record for name in names if (record := memhog.read_record(layout, name)) is not None}
+
+
 def lab_status(layout: LabLayout, with_backups: bool = True) -> dict[str, Any]:
-    """The lab.json document (computed) plus ``components`` and ``all_up``."""
+    """The lab.json document (computed) plus ``components``, ``memory_hogs`` and ``all_up``."""
     pids = running_components(layout)
     names = endpoints(layout)
     password = read_password(layout.password_file) if layout.password_file.exists() else ""
     os_user = effective_user(PG_OS_USER) if layout.lab_dir.exists() else getpass.getuser()
     doc = build_state(layout, password, postgres.pg_bindir(), os_user)
     doc["components"] = {
-        name: {"title": names[name][0], "endpoint": names[name][1], "running": pids[name] is not None,
-               "pid": pids[name]}
-        for name in ORDER
+        name: {"title": names[name][0], "endpoint": names[name][1], "running": pid is not None, "pid": pid}
+        for name, pid in pids.items()
     }
+    doc["memory_hogs"] = memory_hogs(layout)
     doc["all_up"] = all(pid is not None for pid in pids.values())
     doc["lab_json"] = str(layout.lab_file) if layout.lab_file.exists() else None
     if with_backups:
@@ -76,6 +100,9 @@ def format_table(doc: dict[str, Any]) -> str:
     for comp in doc["components"].values():
         rows.append((comp["title"], "up" if comp["running"] else "down", str(comp["pid"] or "-"),
                      comp["endpoint"]))
+    for name, hog in doc.get("memory_hogs", {}).items():
+        rows.append((f"memory hog {name}", "fault", str(hog["pid"]),
+                     f"{hog['hog_mb']} MiB in cgroup limited to {hog['limit_mb']} MiB"))
     summary = doc["pgbackrest"].get("summary")
     if summary:
         rows.append((f"pgBackRest stanza {doc['pgbackrest']['stanza']}", str(summary.get("status", "?")), "-",
@@ -86,4 +113,3 @@ def format_table(doc: dict[str, Any]) -> str:
     lines.append(f"lab dir {doc['lab_dir']} (port base {doc['port_base']}); "
                  + ("all components up" if doc["all_up"] else "NOT all components up"))
     return "\n".join(lines)
-

@@ -7,11 +7,12 @@ import shutil
 import time
 from pathlib import Path
 
-from resilience.lab import postgres, prometheus_server, workload
+from resilience.lab import fleet, memhog, postgres, prometheus_server, redis_server, s3_server, workload
 from resilience.lab.app_process import stop_app
 from resilience.lab.daemons import stop_daemon
 from resilience.lab.errors import LabError
 from resilience.lab.layout import LAB_FILE, LAYOUT_FILE, LabLayout
+from resilience.lab.pg_roles import read_roles
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,31 @@ def stop_sandboxes(layout: LabLayout) -> int:
     return stopped
 
 
+def stop_app_databases(layout: LabLayout) -> None:
+    """Both app nodes (replica role first), the control DB, and data dirs a lab v1 left running."""
+    roles = read_roles(layout)
+    for node in (roles.replica, roles.primary):
+        postgres.stop(layout.node(node))
+    for data_dir in layout.legacy_data_dirs:
+        postgres.stop_data_dir(data_dir, f"lab v1 PostgreSQL {data_dir}")
+    postgres.stop(layout.control)
+
+
 def lab_down(layout: LabLayout, purge: bool = False) -> None:
-    """Stop writer, demo app, Prometheus, sandboxes, replica, primary, control (idempotent)."""
+    """Stop traffic, the app fleet, S3, Redis, Prometheus, memory hogs, sandboxes, databases (idempotent)."""
     started = time.monotonic()
     log.info("Stopping the lab in %s (port base %d)", layout.lab_dir, layout.port_base)
     if layout.lab_dir.is_dir():
+        workload.stop_loadgen(layout)
         workload.stop_writer(layout)
-        stop_app(layout.port("app"), layout.run_dir)
+        fleet.stop_fleet(layout)
+        stop_app(layout.port("app"), layout.run_dir)  # the single demo app of a lab v1, if one runs
+        s3_server.stop(layout)
+        redis_server.stop(layout)
         prometheus_server.stop(layout)
+        memhog.stop_all(layout)
         stop_sandboxes(layout)
-        for cluster in (layout.replica, layout.primary, layout.control):
-            postgres.stop(cluster)
+        stop_app_databases(layout)
         layout.lab_file.unlink(missing_ok=True)
     else:
         log.info("Lab dir %s does not exist: nothing to stop", layout.lab_dir)

@@ -1,4 +1,6 @@
-"""Start/stop the lab's writer daemon (:mod:`resilience.lab.writer`)."""
+"""Start/stop the lab's workload daemons: the writer (:mod:`resilience.lab.writer`, straight into
+PostgreSQL, so RPO is measurable) and the load generator (:mod:`resilience.lab.loadgen`, HTTP
+traffic through the load balancer, so the SLOs have something to measure)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from resilience.lab.daemons import python_env, running_pid, start_daemon, stop_daemon
+from resilience.lab.daemons import current_pid, python_env, running_pid, start_daemon, stop_daemon
 from resilience.lab.layout import LabLayout
 from resilience.lab.writer import ENV_DSN
 
 log = logging.getLogger(__name__)
+
+LOADGEN = "loadgen"
 
 
 def pid_file(layout: LabLayout) -> Path:
@@ -39,3 +43,28 @@ def start_writer(layout: LabLayout, dsn: str, rate_per_s: float = 10.0) -> int:
 
 def stop_writer(layout: LabLayout) -> bool:
     return stop_daemon(pid_file(layout), timeout_s=10, name="writer")
+
+
+def loadgen_argv(layout: LabLayout) -> list[str]:
+    return [sys.executable, "-m", "resilience.lab.loadgen", "--url", layout.url("lb"),
+            "--rate", f"{layout.load_rate:g}"]
+
+
+def loadgen_running(layout: LabLayout) -> int | None:
+    return running_pid(layout.pid_file(LOADGEN))
+
+
+def start_loadgen(layout: LabLayout) -> int:
+    """Start the load generator at ``layout.load_rate`` requests/s (restarted when the rate changed)."""
+    command = loadgen_argv(layout)
+    existing = current_pid(command, layout.pid_file(LOADGEN), "load generator")
+    if existing is not None:
+        log.info("Load generator already up (pid %d, %g requests/s)", existing, layout.load_rate)
+        return existing
+    log.info("Starting load generator: %g requests/s to %s (log %s)", layout.load_rate, layout.url("lb"),
+             layout.log_file(LOADGEN))
+    return start_daemon(command, layout.pid_file(LOADGEN), layout.log_file(LOADGEN), env=python_env())
+
+
+def stop_loadgen(layout: LabLayout) -> bool:
+    return stop_daemon(layout.pid_file(LOADGEN), timeout_s=5, name="load generator")

@@ -1,0 +1,64 @@
+"""What the benchmarks share: an isolated Airflow home, a lab of their own, quiet stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def isolated_airflow_home() -> Path:
+    """A throw-away AIRFLOW_HOME (SQLite); call before anything imports airflow."""
+    home = Path(tempfile.mkdtemp(prefix="resilience-bench-airflow-"))
+    os.environ.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "RESILIENCE_REPORT_DIR": str(home / "reports"),
+    })
+    return home
+
+
+def _lab(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "resilience.cli", "lab", *args], check=True, capture_output=True,
+                   timeout=600)
+
+
+@contextlib.contextmanager
+def own_lab(lab_dir: str | None, port_base: int, keep: bool = False) -> Iterator[dict]:
+    """A lab for the benchmark (up, Connections exported) and down afterwards unless ``keep``."""
+    directory = Path(lab_dir or tempfile.mkdtemp(prefix="resilience-bench-lab-", dir="/tmp"))
+    directory.chmod(0o755)
+    common = ["--lab-dir", str(directory), "--port-base", str(port_base)]
+    _lab("up", *common)
+    try:
+        lab = json.loads((directory / "lab.json").read_text())
+        os.environ["RESILIENCE_LAB_DIR"] = str(directory)
+        for conn_id, uri in lab["connections"].items():
+            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = uri
+        yield lab
+    finally:
+        if not keep:
+            _lab("down", "--purge", *common)
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Airflow logs to stdout: send them to stderr so stdout carries only the figures."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,0 +1,163 @@
+"""Lab primitives the chaos faults call: small functions over the lab state (``lab.json``).
+
+Each one is idempotent and logs one INFO line saying what it does to what. ``state`` is the
+document :func:`resilience.lab.state.load_lab_state` returns; everything else (pid files,
+the supervisor's state, the roles file) is found from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from resilience.lab import memhog, pg_failover, redis_server
+from resilience.lab.app_process import http_ok
+from resilience.lab.daemons import pid_matches
+from resilience.lab.errors import LabError
+from resilience.lab.fleet import supervisor_state
+from resilience.lab.layout import HOST
+from resilience.lab.pg_roles import read_roles
+from resilience.lab.state import layout_of
+
+log = logging.getLogger(__name__)
+
+State = dict[str, Any]
+
+
+# -- app replicas ----------------------------------------------------------------------------
+
+def replicas(state: State) -> dict[str, dict[str, Any]]:
+    """``{name: {"pid": int|None, "port", "url", "healthy"}}`` from the supervisor and ``/health``."""
+    layout = layout_of(state)
+    recorded = supervisor_state(layout)
+    found = {}
+    for name in layout.replica_names:
+        entry = recorded.get(name, {})
+        pid, argv = entry.get("pid"), entry.get("argv")
+        live = pid if pid and argv and pid_matches(pid, argv) else None
+        url = f"http://{HOST}:{layout.replica_port(name)}"
+        found[name] = {"pid": live, "port": layout.replica_port(name), "url": url,
+                       "healthy": live is not None and http_ok(f"{url}/health", 0.5),
+                       "restarts": int(entry.get("restarts", 0))}
+    return found
+
+
+def kill_replica(state: State, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+    """Send ``sig`` to replica ``name``; return the PID signalled (0 if none was running)."""
+    sig = signal.Signals(sig)
+    current = replicas(state)
+    if name not in current:
+        raise LabError(f"replica: {name!r} is not one of {', '.join(current)}")
+    pid = current[name]["pid"]
+    if pid is None:
+        log.info("Replica %s has no running process: nothing to %s", name, sig.name)
+        return 0
+    log.info("Sending %s to replica %s (pid %d, port %d)", sig.name, name, pid, current[name]["port"])
+    os.kill(pid, sig)
+    return int(pid)
+
+
+def wait_replica_healthy(state: State, name: str, timeout_s: float, not_pid: int | None = None) -> int:
+    """Wait until ``name`` runs a process other than ``not_pid`` that answers ``/health``; return its PID."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = replicas(state).get(name)
+        if info is None:
+            raise LabError(f"replica: {name!r} is not a replica of this lab")
+        if info["pid"] is not None and info["pid"] != not_pid and info["healthy"]:
+            log.info("Replica %s is healthy (pid %d, %d restart(s))", name, info["pid"], info["restarts"])
+            return int(info["pid"])
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"replica {name} not healthy with a new process within {timeout_s:.1f} s "
+                               f"(pid {info['pid']}, not_pid {not_pid})")
+        time.sleep(0.05)
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+def redis_ping(state: State) -> bool:
+    return redis_server.ping(state["redis"]["host"], int(state["redis"]["port"]))
+
+
+def stop_redis(state: State) -> None:
+    """Stop the Redis server (SIGTERM: it flushes its AOF); a no-op when it is down."""
+    log.info("Stopping Redis on %s:%d", state["redis"]["host"], state["redis"]["port"])
+    redis_server.stop(layout_of(state))
+
+
+def start_redis(state: State) -> None:
+    """Start the Redis server (its AOF restores the data) and wait for PING."""
+    log.info("Starting Redis on %s:%d", state["redis"]["host"], state["redis"]["port"])
+    redis_server.start(layout_of(state))
+
+
+# -- S3 -----------------------------------------------------------------------------------------
+
+def _fault_api(state: State, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(state["s3"]["fault_api"], data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"S3 fault proxy refused {body}: {exc.read().decode(errors='replace')}") from exc
+
+
+def s3_fault(state: State) -> dict[str, Any]:
+    """``{"error_rate", "status", "injected", "forwarded"}`` of the S3 fault proxy."""
+    return _fault_api(state, "GET")
+
+
+def set_s3_fault(state: State, error_rate: float, status: int = 503) -> dict[str, Any]:
+    """Make the S3 endpoint answer ``status`` to a share ``error_rate`` of requests (0 turns it off)."""
+    log.info("Setting S3 fault on %s: error_rate=%.3f status=%d", state["s3"]["endpoint"], error_rate, status)
+    return _fault_api(state, "PUT", {"error_rate": error_rate, "status": status})
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+def postgres_roles(state: State) -> dict[str, str]:
+    """``{"primary": node, "replica": node}`` (nodes ``a``/``b``) as the lab records them now."""
+    roles = read_roles(layout_of(state))
+    return {"primary": roles.primary, "replica": roles.replica}
+
+
+def failover_postgres(state: State) -> str:
+    """Stop the primary hard, promote the replica; return the new primary node (lab.json follows)."""
+    roles = postgres_roles(state)
+    log.info("Failover of the app database requested (primary node %s, replica node %s)",
+             roles["primary"], roles["replica"])
+    return pg_failover.failover(layout_of(state))
+
+
+def rebuild_replica(state: State) -> None:
+    """Turn the old primary into a streaming replica of the new one (pg_rewind, else base backup)."""
+    roles = postgres_roles(state)
+    log.info("Rebuilding node %s as a streaming replica of node %s", roles["replica"], roles["primary"])
+    pg_failover.rebuild(layout_of(state))
+
+
+# -- memory pressure ------------------------------------------------------------------------------
+
+def start_memory_hog(state: State, name: str, limit_mb: int, hog_mb: int) -> dict[str, Any]:
+    """``stress-ng --vm`` of ``hog_mb`` MiB in a child cgroup limited to ``limit_mb``: ``{"pid", "cgroup"}``."""
+    log.info("Starting memory hog %s: %d MiB in a cgroup limited to %d MiB", name, hog_mb, limit_mb)
+    return memhog.start(layout_of(state), name, limit_mb, hog_mb)
+
+
+def stop_memory_hog(state: State, name: str) -> None:
+    """Kill the hog and remove its cgroup (a no-op when there is none)."""
+    log.info("Stopping memory hog %s", name)
+    memhog.stop(layout_of(state), name)
+
+
+def memory_hog_counters(state: State, name: str) -> dict[str, Any]:
+    """``{"oom_kill": int, "failcnt": int, "under_oom": bool}`` of the hog's cgroup."""
+    return memhog.counters(layout_of(state), name)

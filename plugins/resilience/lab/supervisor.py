@@ -1,0 +1,216 @@
+"""The lab's supervisor: owns the app replicas and restarts a dead one within ~1 s, like a kubelet.
+
+``python -m resilience.lab.supervisor --lab-dir DIR --replicas N``; the app's configuration
+(DSN, Redis, S3) comes from the environment and is passed on to the replicas.
+
+- replica ``app-i`` listens on base+10+i; its output goes to ``run/app-i.log``;
+- a replica that exits is started again after a back-off (0.1 s, doubling up to 5 s while it
+  keeps dying within 10 s of its start, like CrashLoopBackOff); its restart counter goes up;
+- a replica that fails ``/health`` 6 times in a row (3 s) after answering once is SIGKILLed
+  and restarted (a liveness probe: a SIGSTOPped replica does not hang forever);
+- state is written atomically to ``run/supervisor.json``: ``{"app-1": {"pid", "port", "restarts",
+  ...}}``; metrics on base+6: ``lab_replica_restarts_total{replica}``, ``lab_replica_up{replica}``
+  and the component probes of :mod:`resilience.lab.lab_exporter`.
+SIGTERM stops the replicas (SIGTERM, then SIGKILL after 5 s) and then the supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from resilience.lab.daemons import pid_matches, stop_pid
+from resilience.lab.lab_exporter import ComponentProbes, HttpProbe, serve_metrics
+from resilience.lab.layout import HOST, LabLayout, resolve_layout
+from resilience.lab.password import read_password
+
+log = logging.getLogger("resilience.lab.supervisor")
+
+TICK_S = 0.1
+STABLE_AFTER_S = 10.0
+MAX_BACKOFF_S = 5.0
+LIVENESS_FAILURES = 6
+
+
+def replica_argv(name: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "resilience.lab.app", "--port", str(port), "--name", name]
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    log_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start_at: float = 0.0
+    quick_deaths: int = 0
+    healthy: bool = False
+    answered: bool = False
+    health_failures: int = 0
+    argv: list[str] = field(default_factory=list)
+    health: HttpProbe | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def record(self) -> dict[str, object]:
+        return {"pid": self.pid, "port": self.port, "restarts": self.restarts, "healthy": self.healthy,
+                "started_at": self.started_at, "argv": self.argv}
+
+
+def kill_orphans(state_file: Path) -> None:
+    """Stop replicas a previous supervisor left running (it was killed): their ports must be free."""
+    try:
+        previous = json.loads(state_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    for name, entry in previous.items():
+        if entry.get("pid") and entry.get("argv") and pid_matches(entry["pid"], entry["argv"]):
+            stop_pid(entry["pid"], entry["argv"], timeout_s=3, name=f"orphaned replica {name}")
+
+
+class Supervisor(Collector):
+    def __init__(self, layout: LabLayout, stop: threading.Event) -> None:
+        self.layout = layout
+        self.stop = stop
+        self.replicas = [Replica(n, layout.replica_port(n), layout.log_file(n)) for n in layout.replica_names]
+        self._written = ""
+
+    def start_replica(self, replica: Replica) -> None:
+        replica.argv = replica_argv(replica.name, replica.port)
+        with open(replica.log_file, "ab") as out:
+            replica.proc = subprocess.Popen(replica.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                            stderr=subprocess.STDOUT, cwd="/", close_fds=True)
+        replica.started_at = time.time()
+        replica.healthy = replica.answered = False
+        replica.health_failures = 0
+        log.info("Started %s on %s:%d (pid %d, restarts %d)", replica.name, HOST, replica.port, replica.proc.pid,
+                 replica.restarts)
+
+    def reap(self, replica: Replica, now: float) -> None:
+        """Notice a dead replica and schedule its restart (with back-off when it keeps dying)."""
+        assert replica.proc is not None
+        code = replica.proc.returncode
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        lived = time.time() - replica.started_at
+        replica.quick_deaths = replica.quick_deaths + 1 if lived < STABLE_AFTER_S else 0
+        delay = 0.0 if replica.quick_deaths <= 1 else min(0.1 * 2 ** (replica.quick_deaths - 1), MAX_BACKOFF_S)
+        log.warning("%s (pid %d) died (%s) after %.1f s: restarting in %.1f s", replica.name, replica.proc.pid,
+                    how, lived, delay)
+        replica.proc = None
+        replica.healthy = False
+        replica.restarts += 1
+        replica.next_start_at = now + delay
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for replica in self.replicas:
+            if replica.proc is not None and replica.proc.poll() is not None:
+                self.reap(replica, now)
+            if replica.proc is None and now >= replica.next_start_at and not self.stop.is_set():
+                self.start_replica(replica)
+        self.write_state()
+
+    def probe(self, replica: Replica) -> None:
+        """Readiness for ``lab_replica_up``; liveness: SIGKILL a replica that stopped answering."""
+        proc = replica.proc  # the main thread may replace it meanwhile
+        replica.health = replica.health or HttpProbe(replica.port, "/health")
+        ok = proc is not None and proc.poll() is None and replica.health()
+        replica.healthy = ok
+        replica.answered = replica.answered or ok
+        replica.health_failures = 0 if ok else replica.health_failures + 1
+        if proc is not None and replica.answered and replica.health_failures >= LIVENESS_FAILURES:
+            log.warning("%s (pid %d) failed /health %d times in a row: killing it", replica.name, proc.pid,
+                        replica.health_failures)
+            proc.kill()
+
+    def probe_loop(self) -> None:
+        while not self.stop.wait(0.5):
+            for replica in self.replicas:
+                self.probe(replica)
+
+    def write_state(self) -> None:
+        text = json.dumps({r.name: r.record() for r in self.replicas}, indent=1)
+        if text == self._written:
+            return
+        tmp = self.layout.supervisor_state_file.with_suffix(".json.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(self.layout.supervisor_state_file)
+        self._written = text
+
+    def stop_all(self) -> None:
+        for replica in self.replicas:
+            if replica.proc is not None and replica.proc.poll() is None:
+                replica.proc.terminate()
+        deadline = time.monotonic() + 5
+        for replica in self.replicas:
+            if replica.proc is None:
+                continue
+            try:
+                replica.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM: SIGKILL", replica.name, replica.proc.pid)
+                replica.proc.kill()
+                replica.proc.wait(5)
+            replica.proc = None
+        self.write_state()
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        restarts = CounterMetricFamily("lab_replica_restarts", "Restarts of the replica by the supervisor",
+                                       labels=["replica"])
+        up = GaugeMetricFamily("lab_replica_up", "1 while the replica runs and answers /health",
+                               labels=["replica"])
+        for replica in self.replicas:
+            restarts.add_metric([replica.name], replica.restarts)
+            up.add_metric([replica.name], 1.0 if replica.healthy else 0.0)
+        yield restarts
+        yield up
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resilience.lab.supervisor", description=__doc__.split("\n")[0])
+    parser.add_argument("--lab-dir", required=True)
+    parser.add_argument("--replicas", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    layout = resolve_layout(args.lab_dir, replicas=args.replicas)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    kill_orphans(layout.supervisor_state_file)
+    supervisor = Supervisor(layout, stop)
+    probes = ComponentProbes(layout, read_password(layout.password_file), stop)
+    registry = CollectorRegistry()
+    registry.register(supervisor)
+    registry.register(probes)
+    server = serve_metrics(registry, layout.port("supervisor"))
+    probes.start()
+    threading.Thread(target=supervisor.probe_loop, name="replica-probes", daemon=True).start()
+    log.info("Supervisor of %d replicas; metrics on %s/metrics", args.replicas, layout.url("supervisor"))
+    while not stop.is_set():
+        supervisor.tick()
+        stop.wait(TICK_S)
+    log.info("Supervisor stopping (SIGTERM): stopping the replicas")
+    supervisor.stop_all()
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
