@@ -5,13 +5,16 @@ A missing Slack Connection is not an error: the message is logged and the run go
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def _connection_defined(conn_id: str) -> bool:
+def connection_defined(conn_id: str) -> bool:
     from airflow.sdk import BaseHook
 
     try:
@@ -21,9 +24,15 @@ def _connection_defined(conn_id: str) -> bool:
     return True
 
 
+def require_connection(conn_id: str, field: str) -> None:
+    """Refuse, naming the config field, when an Airflow Connection the run needs is missing."""
+    if not connection_defined(conn_id):
+        raise ValueError(f"{field}: Airflow Connection {conn_id!r} is not defined")
+
+
 def post_slack(conn_id: str | None, text: str, blocks: list[dict[str, Any]] | None = None) -> bool:
     """Post to Slack through the webhook Connection ``conn_id``; False (logged) when it is absent."""
-    if not conn_id or not _connection_defined(conn_id):
+    if not conn_id or not connection_defined(conn_id):
         log.warning("Not posting to Slack: Connection %r is not defined. Message was:\n%s", conn_id, text)
         return False
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
@@ -31,6 +40,17 @@ def post_slack(conn_id: str | None, text: str, blocks: list[dict[str, Any]] | No
     SlackWebhookHook(slack_webhook_conn_id=conn_id).send(text=text, blocks=blocks)
     log.info("Posted to Slack through Connection %s", conn_id)
     return True
+
+
+def post_report(written: dict[str, Any] | None, message: Callable[[dict[str, Any], str], str]) -> bool:
+    """Post the Slack summary of a written report (``written``: the write-report task's result)."""
+    if not written:
+        log.warning("Not posting to Slack: no report was written")
+        return False
+    from resilience.config import load_config
+
+    report = json.loads(Path(written["report_json"]).read_text())
+    return post_slack(load_config().slack_conn_id, message(report, written["report_html"]))
 
 
 def drill_message(report: dict[str, Any], html_path: str) -> str:

@@ -18,6 +18,7 @@ from resilience.checks import summary
 from resilience.config import Config, Environment, load_config
 from resilience.errors import RefusedError
 from resilience.ledger import RUN_LOCK
+from resilience.notify import require_connection
 from resilience.platforms.base import Platform, get_platform
 
 log = logging.getLogger(__name__)
@@ -65,23 +66,14 @@ class Campaign:
                 "control_conn_id": self.config.control_db_conn_id}
 
 
-def _require_connection(conn_id: str, field: str) -> None:
-    from airflow.sdk import BaseHook
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except Exception:
-        raise ValueError(f"{field}: Airflow Connection {conn_id!r} is not defined") from None
-
-
 def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
     """Validate Params, config, platform and Connections (nothing touched before this passes); open the record."""
     config = load_config()
     params = parse_campaign_params(raw_params, config)
     environment = config.environment(params.environment)
     get_platform(environment)
-    _require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
-    _require_connection(environment.slo.prometheus_conn_id, f"environments.{environment.name}.slo.prometheus_conn_id")
+    require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
+    require_connection(environment.slo.prometheus_conn_id, f"environments.{environment.name}.slo.prometheus_conn_id")
     log.info("Chaos campaign %s in %s: %s, %d s each%s", run_id, environment.name, ", ".join(params.scenarios),
              params.duration_s, " (dry run: preflight and baselines only)" if params.dry_run else "")
     campaign = Campaign(params, run_id, config)

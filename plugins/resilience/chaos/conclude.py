@@ -73,17 +73,10 @@ def campaign_message(report: dict[str, Any], html_path: str) -> str:
 
 
 def notify_slack(written: dict[str, Any] | None) -> bool:
-    import json
-    from pathlib import Path
+    """The summary to Slack (logged instead when the Connection is absent)."""
+    from resilience.notify import post_report
 
-    from resilience.config import load_config
-    from resilience.notify import post_slack
-
-    if not written:
-        log.warning("Not posting to Slack: no report was written")
-        return False
-    report = json.loads(Path(written["report_json"]).read_text())
-    return post_slack(load_config().slack_conn_id, campaign_message(report, written["report_html"]))
+    return post_report(written, campaign_message)
 
 
 def final_verdict(written: dict[str, Any] | None) -> str:

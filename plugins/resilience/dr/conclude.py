@@ -63,17 +63,9 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
 
 def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, Any] | None) -> bool:
     """Runbook step 8: the summary to Slack (logged instead when the Connection is absent)."""
-    import json
+    from resilience.notify import drill_message, post_report
 
-    from resilience.notify import drill_message, post_slack
-
-    if not written:
-        log.warning("Not posting to Slack: no report was written")
-        return False
-    from pathlib import Path
-
-    report = json.loads(Path(written["report_json"]).read_text())
-    return post_slack(load_config().slack_conn_id, drill_message(report, written["report_html"]))
+    return post_report(written, drill_message)
 
 
 def final_verdict(written: dict[str, Any] | None) -> str:

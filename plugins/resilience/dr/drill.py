@@ -17,6 +17,7 @@ from typing import Any
 from resilience.config import Config, Environment, load_config
 from resilience.dr.params import DrillParams, parse_drill_params
 from resilience.dr.record import DrillRecord
+from resilience.notify import require_connection
 from resilience.platforms.base import Platform, Sandbox, get_platform
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,6 @@ class Drill:
                                password=password, connect_timeout=5, autocommit=True)
 
 
-def _require_connection(conn_id: str, field: str) -> None:
-    from airflow.sdk import BaseHook
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except Exception:
-        raise ValueError(f"{field}: Airflow Connection {conn_id!r} is not defined") from None
-
-
 def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
     """Validate params, config and connections (no side effect before this passes), then open the record."""
     config = load_config()
@@ -98,8 +90,8 @@ def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at
     target = config.environment(params.dr_environment)
     get_platform(source)
     get_platform(target)
-    _require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
-    _require_connection(source.database_conn_id, f"environments.{source.name}.database.conn_id")
+    require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
+    require_connection(source.database_conn_id, f"environments.{source.name}.database.conn_id")
     log.info(
         "DR drill %s: %s -> sandbox in %s, %s restore, RTO target %g min, RPO target %g min%s",
         run_id, source.name, target.name,
