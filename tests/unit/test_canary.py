@@ -1,0 +1,58 @@
+"""Canary ramp plan and gate: rows exactly at each bound, rows past it, rows with no data."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilience.canary import DEFAULT_STEPS, MetricRange, canary_gate, check_metric, dns_weights, ramp_plan
+from resilience.checks import Check
+
+ERROR_DELTA = MetricRange("error rate delta", max=1.0, unit=" %")
+P95_RATIO = MetricRange("p95 ratio", max=1.5, unit="x")
+SUCCESS = MetricRange("success rate", min=99.0, unit=" %")
+
+
+def test_default_plan_is_the_runbook_ramp():
+    assert ramp_plan(DEFAULT_STEPS) == (10, 25, 50, 75, 100)
+    assert dns_weights(25) == {"primary": 25, "dr": 75}
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [([], "must be a non-empty list"), ([10, 10, 100], "must rise strictly"), ([0, 100], "must rise strictly"),
+     ([50, 75], "must end at 100"), ([10, 50.5, 100], "integer weights"), ([20, 10, 100], "must rise strictly")],
+)
+def test_bad_plans_name_the_param(steps, message):
+    with pytest.raises(ValueError, match=rf"params\.steps: .* {message}"):
+        ramp_plan(steps)
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "expected"),
+    [
+        (ERROR_DELTA, 1.0, Check("error rate delta", True, "error rate delta 1.00 % within range")),
+        (ERROR_DELTA, 1.01, Check("error rate delta", False, "Halt: error rate delta 1.01 % > 1 %")),
+        (SUCCESS, 99.0, Check("success rate", True, "success rate 99.00 % within range")),
+        (SUCCESS, 98.5, Check("success rate", False, "Halt: success rate 98.50 % < 99 %")),
+        (P95_RATIO, None, Check("p95 ratio", False, "Halt: no values found for p95 ratio")),
+        (P95_RATIO, float("nan"), Check("p95 ratio", False, "Halt: no values found for p95 ratio")),
+    ],
+)
+def test_check_metric(metric, value, expected):
+    assert check_metric(metric, value) == expected
+
+
+def test_gate_advances_holds_then_rolls_back_at_the_threshold():
+    metrics = [ERROR_DELTA, P95_RATIO]
+    ok = canary_gate(metrics, {"error rate delta": 0.2, "p95 ratio": 1.1}, failed_so_far=0, threshold=2)
+    assert (ok.action, ok.failed_checks, ok.reason) == ("advance", 0, "all metric checks passed")
+    hold = canary_gate(metrics, {"error rate delta": 3.0, "p95 ratio": 1.1}, failed_so_far=0, threshold=2)
+    assert (hold.action, hold.failed_checks, hold.reason) == ("hold", 1, "Halt: error rate delta 3.00 % > 1 %")
+    back = canary_gate(metrics, {"error rate delta": 0.1}, failed_so_far=1, threshold=2)
+    assert (back.action, back.failed_checks, back.reason) == ("rollback", 2, "Halt: no values found for p95 ratio")
+
+
+def test_threshold_of_one_rolls_back_on_the_first_failure():
+    assert canary_gate([ERROR_DELTA], {"error rate delta": 5.0}, 0, threshold=1).action == "rollback"
+    with pytest.raises(ValueError, match="threshold: 0 must be >= 1"):
+        canary_gate([ERROR_DELTA], {}, 0, threshold=0)
