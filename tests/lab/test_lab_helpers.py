@@ -73,11 +73,13 @@ def test_lab_json_round_trip_and_env_lines(tmp_path: Path) -> None:
     assert (tmp_path / "lab.json").stat().st_mode & 0o777 == 0o600
     s3 = '{"conn_type": "aws", "login": "resilience-lab", "password": "resilience-lab-secret", "extra": ' \
          '{"endpoint_url": "http://127.0.0.1:55325", "region_name": "us-east-1"}}'
+    moto = s3.replace("55325", "55324")  # the control-plane AWS Connection skips the S3 fault proxy
     assert airflow_env_lines(state) == [
         "export AIRFLOW_CONN_RESILIENCE_CONTROL_DB='postgresql://postgres:pw@127.0.0.1:55320/resilience'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_APP_DB='postgresql://postgres:pw@127.0.0.1:55321/app'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_PROMETHEUS='http://127.0.0.1:55340'",
         f"export AIRFLOW_CONN_RESILIENCE_LAB_S3='{s3}'",
+        f"export AIRFLOW_CONN_RESILIENCE_LAB_AWS='{moto}'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_REDIS='redis://127.0.0.1:55323/0'",
     ]
     assert state["app_db"]["read_write_dsn"] == (

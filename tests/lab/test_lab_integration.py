@@ -67,11 +67,14 @@ def test_up_writes_lab_json_with_every_endpoint(lab: Lab) -> None:
     assert state["sandbox_port_min"] == base + 30
     assert state["pgbackrest"]["stanza"] == "app" and Path(state["pgbackrest"]["config"]).is_file()
     assert set(state["connections"]) == {"resilience_control_db", "resilience_lab_app_db",
-                                         "resilience_lab_prometheus", "resilience_lab_s3", "resilience_lab_redis"}
+                                         "resilience_lab_prometheus", "resilience_lab_s3", "resilience_lab_aws",
+                                         "resilience_lab_redis"}
     assert state["connections"]["resilience_lab_app_db"] == (
         f"postgresql://postgres:{state['app_db']['password']}@127.0.0.1:{base + 1}/app")
     aws = json.loads(state["connections"]["resilience_lab_s3"])
     assert (aws["conn_type"], aws["extra"]["endpoint_url"]) == ("aws", state["s3"]["endpoint"])
+    control_plane = json.loads(state["connections"]["resilience_lab_aws"])
+    assert control_plane["extra"]["endpoint_url"] == state["s3"]["moto_endpoint"]
     assert oct(lab.lab_dir.joinpath("lab.json").stat().st_mode & 0o777) == "0o600"
     assert lab.status["all_up"], lab.status["components"]
     assert {k: v["running"] for k, v in lab.status["components"].items()} == dict.fromkeys(COMPONENTS, True)

@@ -69,10 +69,11 @@ def redis_url(layout: LabLayout) -> str:
     return f"redis://{HOST}:{layout.port('redis')}/0"
 
 
-def aws_connection(layout: LabLayout) -> str:
-    """The Airflow ``aws`` Connection of the lab's S3 endpoint, as JSON (``AIRFLOW_CONN_*`` accepts it)."""
+def aws_connection(layout: LabLayout, component: str = "s3_proxy") -> str:
+    """An Airflow ``aws`` Connection as JSON (``AIRFLOW_CONN_*`` accepts it): the S3 endpoint the app
+    uses (behind the fault proxy), or moto itself for the control plane (Route53 must not see S3 faults)."""
     return json.dumps({"conn_type": "aws", "login": S3_ACCESS_KEY, "password": S3_SECRET_KEY,
-                       "extra": {"endpoint_url": layout.url("s3_proxy"), "region_name": S3_REGION}})
+                       "extra": {"endpoint_url": layout.url(component), "region_name": S3_REGION}})
 
 
 def _app(layout: LabLayout) -> dict[str, Any]:
@@ -125,6 +126,7 @@ def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str,
             "resilience_lab_app_db": pg_uri(password, primary.port, APP_DBNAME),
             "resilience_lab_prometheus": prometheus_url,
             "resilience_lab_s3": aws_connection(layout),
+            "resilience_lab_aws": aws_connection(layout, "moto"),
             "resilience_lab_redis": redis_url(layout),
         },
     }
