@@ -111,13 +111,14 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         url = urlsplit(self.path)
         status, data, content_type = self._respond(app, method, url.path, url.query)
+        # counted before the answer leaves: a client that got it and then reads /metrics must see it
+        label = url.path if app.known_path(url.path) else "other"
+        app.metrics.observe(method, label, status, time.perf_counter() - started)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        label = url.path if app.known_path(url.path) else "other"
-        app.metrics.observe(method, label, status, time.perf_counter() - started)
 
     def _respond(self, app: DemoApp, method: str, path: str, query: str) -> tuple[int, bytes, str]:
         if method == "GET" and path == "/metrics":
