@@ -27,16 +27,9 @@ from pathlib import Path
 from airflow.sdk import TaskGroup, dag, get_current_context, setup, task, teardown
 
 from resilience.chaos.params import campaign_params
+from resilience.context import pulled, run_id
 from resilience.faults.base import SCENARIOS
 from resilience.sensors import SloGuardSensor, SloRecoverySensor
-
-
-def _run_id() -> str:
-    return get_current_context()["run_id"]
-
-
-def _pulled(task_id: str, key: str = "return_value"):
-    return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
 
 
 @dag(
@@ -59,35 +52,35 @@ def chaos_campaign():
 
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
-        return steps.start_campaign(dict(ctx["params"]), _run_id(), ctx["dag"].dag_id, started_at)
+        return steps.start_campaign(dict(ctx["params"]), run_id(), ctx["dag"].dag_id, started_at)
 
     @task
     def preflight(run: dict) -> dict:
         """Take the chaos/DR lock; refuse unless every safety check passes."""
         from resilience.chaos import steps
 
-        return steps.preflight(run, _run_id(), get_current_context()["dag"].dag_id)
+        return steps.preflight(run, run_id(), get_current_context()["dag"].dag_id)
 
     @task(trigger_rule="none_failed")
     def baseline(run: dict, scenario: str) -> dict:
         """Steady state before the fault; the guard's spec."""
         from resilience.chaos import steps
 
-        return steps.baseline(run, _run_id(), scenario)
+        return steps.baseline(run, run_id(), scenario)
 
     @setup
     def inject(run: dict, scenario: str) -> dict:
         """Ledger first, then the fault."""
         from resilience.chaos import steps
 
-        return steps.inject(run, _run_id(), get_current_context()["dag"].dag_id, scenario)
+        return steps.inject(run, run_id(), get_current_context()["dag"].dag_id, scenario)
 
     @teardown
     def revert(run: dict, scenario: str, fault: dict) -> dict:
         """Undo the fault (always runs; idempotent)."""
         from resilience.chaos import steps
 
-        return steps.revert(run, _run_id(), scenario, fault, by=get_current_context()["ti"].task_id)
+        return steps.revert(run, run_id(), scenario, fault, by=get_current_context()["ti"].task_id)
 
     @task(trigger_rule="all_done")
     def verdict(run: dict, scenario: str) -> dict:
@@ -96,37 +89,37 @@ def chaos_campaign():
 
         group = get_current_context()["ti"].task_id.rpartition(".")[0]
         key = group.replace("-", "_")
-        return steps.judge(run, _run_id(), scenario, fault=_pulled(f"{group}.inject_{key}"),
-                           guard=_pulled(f"{group}.guard_slo", "event"), reverted=_pulled(f"{group}.revert_{key}"),
-                           recovery=_pulled(f"{group}.recovery", "event"))
+        return steps.judge(run, run_id(), scenario, fault=pulled(f"{group}.inject_{key}"),
+                           guard=pulled(f"{group}.guard_slo", "event"), reverted=pulled(f"{group}.revert_{key}"),
+                           recovery=pulled(f"{group}.recovery", "event"))
 
     @task(trigger_rule="all_done")
     def release_lock() -> bool:
         """Give the chaos/DR lock back (whatever happened; a no-op unless this run holds it)."""
         from resilience.chaos import steps
 
-        return steps.release_lock(_run_id())
+        return steps.release_lock(run_id())
 
     @task(trigger_rule="all_done")
     def write_report() -> dict:
         """JSON + HTML report with charts and the resilience score."""
         from resilience.chaos import steps
 
-        return steps.write_campaign_report(_pulled("start_campaign"), _run_id())
+        return steps.write_campaign_report(pulled("start_campaign"), run_id())
 
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:
         """Summary to Slack (logged when the Connection is absent)."""
         from resilience.chaos import steps
 
-        return steps.notify_slack(_pulled("write_report"))
+        return steps.notify_slack(pulled("write_report"))
 
     @task(trigger_rule="all_done")
     def campaign_verdict() -> str:
         """Fail the run unless every scenario passed."""
         from resilience.chaos import steps
 
-        return steps.final_verdict(_pulled("write_report"))
+        return steps.final_verdict(pulled("write_report"))
 
     run = start_campaign()
     checked = preflight(run)

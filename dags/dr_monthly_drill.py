@@ -37,15 +37,8 @@ from airflow.sdk import (
     teardown,
 )
 
+from resilience.context import pulled, run_id
 from resilience.dr.params import DEFAULT_RTO_TARGET_MIN, drill_params
-
-
-def _run_id() -> str:
-    return get_current_context()["run_id"]
-
-
-def _pulled(task_id: str) -> dict | None:
-    return get_current_context()["ti"].xcom_pull(task_ids=task_id)
 
 
 @dag(
@@ -76,84 +69,84 @@ def dr_monthly_drill():
 
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
-        return steps.start_drill(dict(ctx["params"]), _run_id(), ctx["dag"].dag_id, started_at)
+        return steps.start_drill(dict(ctx["params"]), run_id(), ctx["dag"].dag_id, started_at)
 
     @task
     def verify_backups(run: dict) -> dict:
         """Backups exist, are sound, and the WAL archive is fresh enough for the RPO target."""
         from resilience.dr import steps
 
-        return steps.verify_backups(run, _run_id())
+        return steps.verify_backups(run, run_id())
 
     @setup
     def create_sandbox(run: dict) -> dict:
         """An empty sandbox that is provably not the source."""
         from resilience.dr import steps
 
-        return steps.create_sandbox(run, _run_id())
+        return steps.create_sandbox(run, run_id())
 
     @task
     def restore(run: dict, sandbox: dict) -> dict:
         """Restore latest or point-in-time into the sandbox; wait until it takes writes."""
         from resilience.dr import steps
 
-        return steps.restore(run, _run_id(), sandbox)
+        return steps.restore(run, run_id(), sandbox)
 
     @task
     def check_integrity(run: dict, sandbox: dict, restored: dict) -> dict:
         """pg_amcheck, SQL integrity checks, row counts against the source."""
         from resilience.dr import steps
 
-        return steps.check_integrity(run, _run_id(), sandbox, restored)
+        return steps.check_integrity(run, run_id(), sandbox, restored)
 
     @task
     def check_app(run: dict, sandbox: dict) -> dict:
         """Start the app on the sandbox; its health endpoints must answer."""
         from resilience.dr import steps
 
-        return steps.check_app(run, _run_id(), sandbox)
+        return steps.check_app(run, run_id(), sandbox)
 
     @task
     def measure_rto_rpo(run: dict) -> dict:
         """RTO and RPO against their targets, with the per-phase breakdown."""
         from resilience.dr import steps
 
-        return steps.measure_rto_rpo(run, _run_id())
+        return steps.measure_rto_rpo(run, run_id())
 
     @teardown
     def cleanup_sandbox(run: dict, sandbox: dict) -> None:
         """Drop the sandbox (skipped when no_cleanup)."""
         from resilience.dr import steps
 
-        steps.cleanup_sandbox(run, _run_id(), sandbox)
+        steps.cleanup_sandbox(run, run_id(), sandbox)
 
     @task(trigger_rule="all_done")
     def release_lock() -> bool:
         """Give the chaos/DR lock back (whatever happened)."""
         from resilience.dr import steps
 
-        return steps.release_lock(_run_id())
+        return steps.release_lock(run_id())
 
     @task(trigger_rule="all_done")
     def write_report() -> dict:
         """Complete the record; write the JSON + HTML report, whatever failed before."""
         from resilience.dr import steps
 
-        return steps.write_drill_report(_pulled("start_drill"), _run_id(), _pulled("create_sandbox"))
+        return steps.write_drill_report(pulled("start_drill"), run_id(), pulled("create_sandbox"))
 
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:
         """Post the summary to Slack (logged when the Connection is absent)."""
         from resilience.dr import steps
 
-        return steps.notify_slack(_pulled("start_drill"), _run_id(), _pulled("write_report"))
+        return steps.notify_slack(pulled("start_drill"), run_id(), pulled("write_report"))
 
     @task(trigger_rule="all_done")
     def verdict() -> str:
         """Fail the run when the drill failed."""
         from resilience.dr import steps
 
-        return steps.final_verdict(_pulled("write_report"))
+        return steps.final_verdict(pulled("write_report"))
 
     run = start_drill()
     sandbox = create_sandbox(run)

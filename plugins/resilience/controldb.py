@@ -28,8 +28,8 @@ class ControlDb:
             conn.close()
 
 
-def control_db(conn_id: str) -> ControlDb:
-    """The control DB behind an Airflow Postgres Connection."""
+def postgres_connect(conn_id: str) -> Callable[[], Any]:
+    """A DB-API connection factory for an Airflow Postgres Connection (the ledger's and records' input)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return ControlDb(PostgresHook(postgres_conn_id=conn_id).get_conn)
+    return PostgresHook(postgres_conn_id=conn_id).get_conn

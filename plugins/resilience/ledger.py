@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from resilience.controldb import ControlDb
+from resilience.controldb import ControlDb, postgres_connect
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +185,7 @@ class Ledger:
 
 def ledger_for(control_conn_id: str) -> Ledger:
     """The ledger behind an Airflow Postgres Connection."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    return Ledger(PostgresHook(postgres_conn_id=control_conn_id).get_conn)
+    return Ledger(postgres_connect(control_conn_id))
 
 
 def release_run_lock(control_conn_id: str, run_id: str) -> bool:

@@ -46,11 +46,10 @@ class Campaign:
 
     @cached_property
     def record(self):
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-
         from resilience.chaos.record import CampaignRecord
+        from resilience.controldb import postgres_connect
 
-        return CampaignRecord(PostgresHook(postgres_conn_id=self.config.control_db_conn_id).get_conn, self.run_id)
+        return CampaignRecord(postgres_connect(self.config.control_db_conn_id), self.run_id)
 
     @cached_property
     def ledger(self):

@@ -56,10 +56,9 @@ class Drill:
 
     @cached_property
     def record(self) -> DrillRecord:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from resilience.controldb import postgres_connect
 
-        hook = PostgresHook(postgres_conn_id=self.config.control_db_conn_id)
-        return DrillRecord(hook.get_conn, self.run_id)
+        return DrillRecord(postgres_connect(self.config.control_db_conn_id), self.run_id)
 
     @cached_property
     def source_credentials(self) -> tuple[str, str | None]:

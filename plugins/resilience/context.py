@@ -1,0 +1,18 @@
+"""Small reads of the running task's Airflow context, shared by the DAG files' tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_id() -> str:
+    from airflow.sdk import get_current_context
+
+    return get_current_context()["run_id"]
+
+
+def pulled(task_id: str, key: str = "return_value") -> Any:
+    """What ``task_id`` pushed in this run (None when it did not run or failed)."""
+    from airflow.sdk import get_current_context
+
+    return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
