@@ -39,3 +39,15 @@ CREATE INDEX IF NOT EXISTS uploads_created_at_idx  ON uploads (created_at);
 CREATE INDEX IF NOT EXISTS uploads_updated_at_idx  ON uploads (updated_at);
 CREATE INDEX IF NOT EXISTS uploads_account_id_idx  ON uploads (account_id);
 CREATE INDEX IF NOT EXISTS uploads_post_id_idx     ON uploads (post_id);
+
+-- Webhooks received by the app (the runbook's "webhook processing active" check reads them back).
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id           bigserial PRIMARY KEY,
+    event_id     text        NOT NULL UNIQUE,
+    event_type   text        NOT NULL,
+    payload      jsonb       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_events_created_at_idx ON webhook_events (created_at);
+CREATE INDEX IF NOT EXISTS webhook_events_updated_at_idx ON webhook_events (updated_at);

@@ -77,3 +77,54 @@ def canary_gate(metrics: Iterable[MetricRange], values: Mapping[str, float | Non
         return GateDecision("advance", failed_so_far, checks)
     failed = failed_so_far + 1
     return GateDecision("rollback" if failed >= threshold else "hold", failed, checks)
+
+
+@dataclass(frozen=True)
+class FailbackPolicy:
+    """How much worse than DR the primary may be during the ramp (absolute bounds when DR has no data)."""
+
+    max_error_rate_delta_pct: float = 1.0  # percentage points above DR's error rate
+    max_p95_ratio: float = 2.0  # times DR's p95
+    p95_floor_ms: float = 50.0  # a p95 bound never tighter than this (lab latencies are a few ms: noise)
+    max_error_rate_pct: float = 1.0  # the bound when DR has no traffic to compare with (the runbook's < 1 %)
+    max_p95_ms: float = 10_000.0  # idem: the runbook's P95 < 10 s
+
+
+def failback_ranges(dr_values: Mapping[str, float | None], policy: FailbackPolicy) -> tuple[MetricRange, ...]:
+    """The primary's accepted error rate and p95 for this check, relative to DR's current values."""
+    dr_error, dr_p95 = dr_values.get("error_rate_pct"), dr_values.get("p95_ms")
+    error_max = (policy.max_error_rate_pct if dr_error is None or math.isnan(dr_error)
+                 else dr_error + policy.max_error_rate_delta_pct)
+    p95_max = (policy.max_p95_ms if dr_p95 is None or math.isnan(dr_p95)
+               else max(dr_p95 * policy.max_p95_ratio, policy.p95_floor_ms))
+    return (MetricRange("error_rate_pct", max=error_max, unit=" %"), MetricRange("p95_ms", max=p95_max, unit=" ms"))
+
+
+def stability_checks(values: Mapping[str, float | None], expected_samples: float, max_error_rate_pct: float,
+                     window: str) -> tuple[Check, ...]:
+    """Has the primary been up, with few errors, for the whole window (and does Prometheus cover it)?"""
+    def value(name: str) -> float | None:
+        v = values.get(name)
+        return None if v is None or math.isnan(v) else v
+
+    up_min, samples, error_max = value("up_min"), value("samples"), value("error_rate_max")
+    if error_max is None:  # DNS sends the primary no users while DR serves: its health checks still count
+        errors = Check("primary error rate stayed low", True, f"no user traffic on the primary over {window}: "
+                       "judged on health only")
+    else:
+        errors = Check("primary error rate stayed low", error_max <= max_error_rate_pct,
+                       f"max error rate {error_max:.2f} % over {window} (bound {max_error_rate_pct:g} %)")
+    return (
+        Check("primary up for the whole window", up_min is not None and up_min >= 1,
+              f"min(up) over {window} = {up_min}" if up_min is not None else f"no up samples over {window}"),
+        Check("metrics cover the whole window", samples is not None and samples >= 0.9 * expected_samples,
+              f"{samples or 0:g} samples of {expected_samples:g} expected over {window}"),
+        errors,
+    )
+
+
+def stability_queries(up_query: str, error_rate_query: str, window: str, step: str) -> dict[str, str]:
+    """Subqueries over the stability window: the lowest ``up``, how many samples, the worst error rate."""
+    return {"up_min": f"min_over_time(({up_query})[{window}:{step}])",
+            "samples": f"count_over_time(({up_query})[{window}:{step}])",
+            "error_rate_max": f"max_over_time(({error_rate_query})[{window}:{step}])"}

@@ -33,6 +33,44 @@ class SloSource:
     queries: Mapping[str, str]
 
 
+REGIONS = ("primary", "dr")
+REGION_METRICS = ("up", "error_rate_pct", "p95_ms", "requests_per_s")
+
+
+@dataclass(frozen=True)
+class RegionMetrics:
+    """Per-region health read from Prometheus: query templates with ``{job}`` and ``{window}``."""
+
+    prometheus_conn_id: str
+    window: str
+    poll_interval_s: float
+    query_timeout_s: float
+    scrape_interval_s: float
+    jobs: Mapping[str, str]  # region -> the scrape job of its entry point (load balancer)
+    queries: Mapping[str, str]
+
+    def query(self, metric: str, region: str, window: str | None = None) -> str:
+        """The PromQL of ``metric`` for ``region`` (``window`` defaults to the rate window)."""
+        return self.queries[metric].replace("{job}", self.jobs[region]).replace("{window}", window or self.window)
+
+    def region_queries(self, region: str) -> dict[str, str]:
+        return {metric: self.query(metric, region) for metric in self.queries}
+
+
+@dataclass(frozen=True)
+class DrSettings:
+    """How an environment fails over to its DR region and comes back (``environments.<name>.dr``)."""
+
+    dr_environment: str  # the environment whose platform hosts the DR region's database and app
+    aws_conn_id: str
+    zone: str  # Route53 hosted zone name, e.g. ``ofm.social.``
+    record: str  # the API's weighted record, e.g. ``api.ofm.social.``
+    metrics: RegionMetrics
+    statuspage_conn_id: str | None = None
+    statuspage_page_id: str | None = None
+    sequence_gap: int = 1_000_000_000  # DR takes ids from here up, so failback merges without key clashes
+
+
 @dataclass(frozen=True)
 class Environment:
     """One environment of environments.yaml, validated."""
@@ -49,6 +87,7 @@ class Environment:
     orphan_grace_s: float = 120.0  # a fault open this long past its planned end is an orphan
     settings: Mapping[str, Any] = field(default_factory=dict)
     slo: SloSource | None = None
+    dr: DrSettings | None = None
 
     @property
     def is_production(self) -> bool:
@@ -117,6 +156,50 @@ def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
     )
 
 
+def _fqdn(mapping: Mapping[str, Any], key: str, where: str) -> str:
+    value = _require(mapping, key, where)
+    if not value.endswith(".") or " " in value:
+        raise ValueError(f"{where}.{key}: {value!r} must be a fully qualified DNS name ending with a dot")
+    return value
+
+
+def parse_dr(raw: Mapping[str, Any], where: str) -> DrSettings | None:
+    """The ``dr`` section: DNS, Statuspage, and the per-region metrics of failover and failback."""
+    if not raw:
+        return None
+    dns = _section(raw, "dns", where)
+    metrics = _section(raw, "metrics", where)
+    queries = _section(metrics, "queries", f"{where}.metrics")
+    missing = [m for m in REGION_METRICS if m not in queries]
+    if missing:
+        raise ValueError(f"{where}.metrics.queries: missing {missing} (each of {list(REGION_METRICS)} needs a query)")
+    jobs = _section(metrics, "jobs", f"{where}.metrics")
+    if set(jobs) != set(REGIONS):
+        raise ValueError(f"{where}.metrics.jobs: {sorted(jobs)!r} must name the scrape job of {list(REGIONS)}")
+    statuspage = _section(raw, "statuspage", where)
+    gap = raw.get("sequence_gap", 1_000_000_000)
+    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
+        raise ValueError(f"{where}.sequence_gap: {gap!r} must be a positive integer")
+    return DrSettings(
+        dr_environment=_require(raw, "dr_environment", where),
+        aws_conn_id=_require(dns, "aws_conn_id", f"{where}.dns"),
+        zone=_fqdn(dns, "zone", f"{where}.dns"),
+        record=_fqdn(dns, "record", f"{where}.dns"),
+        metrics=RegionMetrics(
+            prometheus_conn_id=_require(metrics, "prometheus_conn_id", f"{where}.metrics"),
+            window=_require(metrics, "window", f"{where}.metrics"),
+            poll_interval_s=_seconds(metrics, "poll_interval_s", f"{where}.metrics", 5.0),
+            query_timeout_s=_seconds(metrics, "query_timeout_s", f"{where}.metrics", 4.0),
+            scrape_interval_s=_seconds(metrics, "scrape_interval_s", f"{where}.metrics", 15.0),
+            jobs={r: str(jobs[r]) for r in REGIONS},
+            queries={m: str(queries[m]) for m in REGION_METRICS},
+        ),
+        statuspage_conn_id=statuspage.get("conn_id") or None,
+        statuspage_page_id=statuspage.get("page_id") or None,
+        sequence_gap=gap,
+    )
+
+
 def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     """Validate one ``environments.<name>`` entry."""
     where = f"environments.{name}"
@@ -132,7 +215,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     pgbackrest = _section(raw, "pgbackrest", where)
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
-    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo"}
+    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr"}
     return Environment(
         name=name,
         description=str(raw.get("description", "")),
@@ -146,6 +229,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         sandbox_allowed=bool(sandbox.get("allowed", False)),
         settings={k: v for k, v in raw.items() if k not in known} | {"pgbackrest": dict(pgbackrest)},
         slo=parse_slo(_section(raw, "slo", where), f"{where}.slo"),
+        dr=parse_dr(_section(raw, "dr", where), f"{where}.dr"),
     )
 
 
@@ -162,8 +246,16 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         control_db_conn_id=_require(defaults, "control_db_conn_id", "defaults"),
         slack_conn_id=defaults.get("slack_conn_id") or None,
         report_dir=report_dir if report_dir.is_absolute() else PROJECT_ROOT / report_dir,
-        environments={name: parse_environment(name, env) for name, env in environments.items()},
+        environments=_check_dr_targets({name: parse_environment(name, env) for name, env in environments.items()}),
     )
+
+
+def _check_dr_targets(environments: dict[str, Environment]) -> dict[str, Environment]:
+    for env in environments.values():
+        if env.dr and env.dr.dr_environment not in environments:
+            raise ValueError(f"environments.{env.name}.dr.dr_environment: {env.dr.dr_environment!r} is not one of "
+                             f"{sorted(environments)}")
+    return environments
 
 
 @cache
@@ -186,3 +278,4 @@ def load_config(path: Path | None = None) -> Config:
 # must not read files at parse time); a test keeps this in step with the file.
 ENVIRONMENT_NAMES = ("lab", "staging", "production", "dr-sandbox", "production-dr")
 SANDBOX_ENVIRONMENT_NAMES = ("lab", "dr-sandbox")
+DR_ENVIRONMENT_NAMES = ("lab", "production")  # those with a ``dr`` section: DR activation, failback, rollback

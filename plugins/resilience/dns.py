@@ -42,6 +42,12 @@ def weights_change(record: WeightedRecord, weights: dict[str, int]) -> dict[str,
     }
 
 
+def _route53(aws_conn_id: str) -> Any:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="route53").get_conn()
+
+
 class Route53Weights:
     """Read and set the two regions' weights of one record."""
 
@@ -49,10 +55,29 @@ class Route53Weights:
         self.aws_conn_id = aws_conn_id
         self.record = record
 
-    def _client(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    @classmethod
+    def lookup(cls, aws_conn_id: str, zone: str, name: str) -> Route53Weights:
+        """Find the hosted zone by name and the regions' current targets (the change keeps them)."""
+        client = _route53(aws_conn_id)
+        zones = [z for z in client.list_hosted_zones_by_name(DNSName=zone)["HostedZones"] if z["Name"] == zone]
+        if not zones:
+            raise ValueError(f"dr.dns.zone: hosted zone {zone!r} not found through Connection {aws_conn_id!r}")
+        zone_id = zones[0]["Id"].split("/")[-1]
+        rrsets = client.list_resource_record_sets(HostedZoneId=zone_id, StartRecordName=name,
+                                                  StartRecordType="A")["ResourceRecordSets"]
+        targets = {s["SetIdentifier"]: s["ResourceRecords"][0]["Value"] for s in rrsets
+                   if s["Name"] == name and s.get("SetIdentifier") in REGIONS and s.get("ResourceRecords")}
+        if set(targets) != set(REGIONS):
+            raise ValueError(f"dr.dns.record: {name!r} in zone {zone} needs weighted A records "
+                             f"{list(REGIONS)} (SetIdentifier); found {sorted(targets)}")
+        ttl = int(next(s.get("TTL", 30) for s in rrsets if s["Name"] == name))
+        return cls(aws_conn_id, WeightedRecord(zone_id, name, targets, ttl))
 
-        return AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="route53").get_conn()
+    def describe(self) -> str:
+        return f"zone {self.record.zone_id} record {self.record.name}"
+
+    def _client(self) -> Any:
+        return _route53(self.aws_conn_id)
 
     def weights(self) -> dict[str, int]:
         """Current weight per region (0 for a region that has no record yet)."""

@@ -132,20 +132,26 @@ def read_slo(hook: PrometheusHook, queries: Mapping[str, str], window: str) -> R
     return Reading.from_values(values, errors)
 
 
+async def read_values_async(hook: PrometheusAsyncHook, session: Any, queries: Mapping[str, str], timeout_s: float
+                            ) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Run ready PromQL ``queries`` concurrently: (value per name, why a name has none)."""
+    names = list(queries)
+    results = await asyncio.gather(
+        *(asyncio.wait_for(hook.query(session, queries[n], timeout_s), timeout_s) for n in names),
+        return_exceptions=True)
+    values: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            values[name], errors[name] = None, _reason(result, timeout_s)
+        else:
+            values[name] = single_value(result)
+    return values, errors
+
+
 async def read_slo_async(hook: PrometheusAsyncHook, session: Any, queries: Mapping[str, str], window: str,
                          timeout_s: float) -> Reading:
     """The async twin of :func:`read_slo`: the queries run concurrently."""
-
-    async def one(template: str) -> float | None:
-        return single_value(await hook.query(session, render(template, window), timeout_s))
-
-    names = list(queries)
-    results = await asyncio.gather(*(asyncio.wait_for(one(queries[n]), timeout_s) for n in names),
-                                   return_exceptions=True)
-    values, errors = {}, {}
-    for name, result in zip(names, results, strict=True):
-        if isinstance(result, BaseException):
-            errors[name] = _reason(result, timeout_s)
-        else:
-            values[name] = result
-    return Reading.from_values(values, errors)
+    values, errors = await read_values_async(hook, session, {n: render(q, window) for n, q in queries.items()},
+                                             timeout_s)
+    return Reading.from_values({n: v for n, v in values.items() if n not in errors}, errors)

@@ -89,3 +89,73 @@ class SloRecoverySensor(BaseSensorOperator):
                 f"not recovered within {self.spec['policy']['max_recovery_s']:g} s: {event['verdict']['reason']}")
         self.log.info("Recovered in %.1f s", event["recovery_s"])
         return event
+
+
+class PrimaryStableSensor(BaseSensorOperator):
+    """Failback's first gate: the primary stable for the whole window (Prometheus), deferred while it is not."""
+
+    template_fields = ("spec",)
+
+    def __init__(self, *, spec: Any, **kwargs: Any) -> None:
+        """``spec``: ``stability`` of what start_failback returned (queries, window, bounds, timeout)."""
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def execute(self, context: Any) -> None:
+        from resilience.triggers import PrimaryStableTrigger
+
+        spec = self.spec
+        until = datetime.now(UTC) + timedelta(seconds=float(spec["timeout_s"]))
+        self.log.info("Waiting until the primary has been stable for %s (checked every %g s, give up at %s)",
+                      spec["window"], spec["poll_interval_s"], until.isoformat(timespec="seconds"))
+        trigger = PrimaryStableTrigger(
+            prometheus_conn_id=spec["prometheus_conn_id"], queries=spec["queries"], window=spec["window"],
+            expected_samples=spec["expected_samples"], max_error_rate_pct=spec["max_error_rate_pct"], until=until,
+            poll_interval_s=spec["poll_interval_s"], query_timeout_s=spec["query_timeout_s"])
+        self.defer(trigger=trigger, method_name="execute_complete",
+                   timeout=timedelta(seconds=float(spec["timeout_s"]) + GRACE_S))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key="event", value=event)
+        for check in event["checks"]:
+            self.log.info("[%s] %s: %s", "PASS" if check["passed"] else "FAIL", check["name"], check["detail"])
+        if event["status"] != "stable":
+            raise ChecksFailedError(f"primary not stable for {self.spec['window']} before the timeout: "
+                                    + "; ".join(c["detail"] for c in event["checks"] if not c["passed"]))
+        return event
+
+
+class CanaryRampSensor(BaseSensorOperator):
+    """The canary ramp back to the primary (the trigger sets weights, analyses, rolls back)."""
+
+    template_fields = ("spec",)
+
+    def __init__(self, *, spec: Any, **kwargs: Any) -> None:
+        """``spec``: ``canary`` of what start_failback returned (the trigger's arguments)."""
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def execute(self, context: Any) -> None:
+        from resilience.triggers import CanaryRampTrigger
+
+        spec = dict(self.spec)
+        budget_s = spec.pop("budget_s")
+        self.log.info("Canary ramp %s %% to the primary, %g s per step, rollback after %d failed check(s); "
+                      "Route53 zone %s record %s", spec["plan"], spec["interval_s"], spec["threshold"],
+                      spec["record"]["zone_id"], spec["record"]["name"])
+        self.defer(trigger=CanaryRampTrigger(**spec), method_name="execute_complete",
+                   timeout=timedelta(seconds=float(budget_s) + GRACE_S))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from resilience.dr import failback
+
+        context["ti"].xcom_push(key="event", value=event)
+        failback.record_ramp(context["params"], context["run_id"], event)
+        if event["status"] == "rolled_back":
+            raise ChecksFailedError(f"canary rolled back at {event['step']} %: {event['reason']}; "
+                                    "all traffic is on DR (weights 0/100)")
+        if event["status"] != "completed":
+            raise ChecksFailedError(f"canary stopped at {event.get('step')} %: {event.get('error')}")
+        self.log.info("Canary ramp completed: all traffic on the primary after %.0f s",
+                      event["ended"] - event["started"])
+        return event

@@ -148,3 +148,170 @@ class SloRecoveryTrigger(_PrometheusWatch):
 
 def _worse(metric: str, a: float, b: float) -> float:
     return min(a, b) if metric == "availability_pct" else max(a, b)
+
+
+# -- failback: the primary's stability, then the canary ramp ----------------------------------
+
+
+class PrimaryStableTrigger(BaseTrigger):
+    """Poll until Prometheus shows the primary stable over the whole window, or time out at ``until``."""
+
+    def __init__(self, prometheus_conn_id: str, queries: dict[str, str], window: str, expected_samples: float,
+                 max_error_rate_pct: float, until: datetime | str, poll_interval_s: float = 30.0,
+                 query_timeout_s: float = 10.0) -> None:
+        super().__init__()
+        if set(queries) != {"up_min", "samples", "error_rate_max"}:
+            raise ValueError(f"queries: {sorted(queries)} must be up_min, samples and error_rate_max")
+        self.prometheus_conn_id = prometheus_conn_id
+        self.queries = dict(queries)
+        self.window = window
+        self.expected_samples = float(expected_samples)
+        self.max_error_rate_pct = float(max_error_rate_pct)
+        self.until = _aware(until, "until")
+        self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.query_timeout_s = _positive(query_timeout_s, "query_timeout_s")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("resilience.triggers.PrimaryStableTrigger", {
+            "prometheus_conn_id": self.prometheus_conn_id, "queries": self.queries, "window": self.window,
+            "expected_samples": self.expected_samples, "max_error_rate_pct": self.max_error_rate_pct,
+            "until": self.until.isoformat(), "poll_interval_s": self.poll_interval_s,
+            "query_timeout_s": self.query_timeout_s})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import aiohttp
+
+        from resilience.canary import stability_checks
+        from resilience.prometheus import PrometheusAsyncHook, read_values_async
+
+        hook = PrometheusAsyncHook(self.prometheus_conn_id)
+        polls = 0
+        async with aiohttp.ClientSession() as session:
+            while True:
+                polls += 1
+                values, errors = await read_values_async(hook, session, self.queries, self.query_timeout_s)
+                checks = stability_checks(values, self.expected_samples, self.max_error_rate_pct, self.window)
+                result = {"at": time.time(), "polls": polls, "values": values, "errors": errors,
+                          "checks": [c.to_dict() for c in checks]}
+                if all(c.passed for c in checks):
+                    self.log.info("Primary stable over %s after %d poll(s)", self.window, polls)
+                    yield TriggerEvent({"status": "stable", **result})
+                    return
+                if datetime.now(UTC) >= self.until:
+                    yield TriggerEvent({"status": "timeout", **result})
+                    return
+                self.log.info("Primary not yet stable over %s: %s", self.window,
+                              "; ".join(c.detail for c in checks if not c.passed))
+                await asyncio.sleep(self.poll_interval_s)
+
+
+class CanaryRampTrigger(BaseTrigger):
+    """Move traffic back to the primary step by step, analysing each step (Flagger's loop).
+
+    Per step: UPSERT the weights, then for ``interval_s`` read both regions every poll; after
+    ``warmup_s`` (one rate window: the new weights must show in the metrics) each reading is a
+    gate check. A step advances at the end of its interval if its last check passed; a failed
+    check holds it; ``threshold`` failed checks roll all traffic back to DR at once, here,
+    before the event is yielded. Every weight change is in the event for the audit trail.
+    """
+
+    def __init__(self, aws_conn_id: str, record: dict[str, Any], plan: list[int], interval_s: float,
+                 warmup_s: float, threshold: int, prometheus_conn_id: str, primary_queries: dict[str, str],
+                 dr_queries: dict[str, str], policy: dict[str, float], poll_interval_s: float = 1.0,
+                 query_timeout_s: float = 0.8) -> None:
+        super().__init__()
+        from resilience.canary import FailbackPolicy, ramp_plan
+        from resilience.dns import WeightedRecord
+
+        self.record = dict(record)
+        WeightedRecord(**self.record)
+        self.plan = list(ramp_plan(plan))
+        self.interval_s = _positive(interval_s, "interval_s")
+        self.warmup_s = float(warmup_s)
+        if not 0 <= self.warmup_s < self.interval_s:
+            raise ValueError(f"warmup_s: {warmup_s!r} must be >= 0 and shorter than interval_s ({interval_s})")
+        if threshold < 1:
+            raise ValueError(f"threshold: {threshold!r} must be >= 1")
+        self.threshold = int(threshold)
+        self.aws_conn_id = aws_conn_id
+        self.prometheus_conn_id = prometheus_conn_id
+        self.primary_queries = dict(primary_queries)
+        self.dr_queries = dict(dr_queries)
+        self.policy = dict(policy)
+        FailbackPolicy(**self.policy)
+        self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.query_timeout_s = _positive(query_timeout_s, "query_timeout_s")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("resilience.triggers.CanaryRampTrigger", {
+            "aws_conn_id": self.aws_conn_id, "record": self.record, "plan": self.plan, "interval_s": self.interval_s,
+            "warmup_s": self.warmup_s, "threshold": self.threshold, "prometheus_conn_id": self.prometheus_conn_id,
+            "primary_queries": self.primary_queries, "dr_queries": self.dr_queries, "policy": self.policy,
+            "poll_interval_s": self.poll_interval_s, "query_timeout_s": self.query_timeout_s})
+
+    async def _set_weights(self, primary: int, reason: str, changes: list[dict[str, Any]]) -> None:
+        from resilience.dns import Route53Weights, WeightedRecord
+
+        dns = Route53Weights(self.aws_conn_id, WeightedRecord(**self.record))
+        before = await asyncio.to_thread(dns.weights)
+        after = await asyncio.to_thread(dns.set_weights, primary, 100 - primary)
+        changes.append({"at": time.time(), "before": before, "after": after, "reason": reason})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import aiohttp
+
+        from resilience.canary import FailbackPolicy, canary_gate, failback_ranges
+        from resilience.prometheus import PrometheusAsyncHook, read_values_async
+
+        hook, policy = PrometheusAsyncHook(self.prometheus_conn_id), FailbackPolicy(**self.policy)
+        changes: list[dict[str, Any]] = []
+        samples: list[dict[str, Any]] = []
+        analyses: list[dict[str, Any]] = []
+        failed = 0
+        started = time.time()
+
+        def event(status: str, **extra: Any) -> TriggerEvent:
+            return TriggerEvent({"status": status, "started": started, "ended": time.time(), "plan": self.plan,
+                                 "failed_checks": failed, "changes": changes, "samples": samples,
+                                 "analyses": analyses, **extra})
+
+        async with aiohttp.ClientSession() as session:
+            for weight in self.plan:
+                try:
+                    await self._set_weights(weight, f"canary step {weight} %", changes)
+                except Exception as exc:  # no weights, no analysis: stop where DR still has the rest
+                    yield event("error", step=weight, error=f"setting weights failed: {type(exc).__name__}: {exc}")
+                    return
+                self.log.info("Canary step: primary %d %%, DR %d %%; analysing for %g s", weight, 100 - weight,
+                              self.interval_s)
+                step_start = time.monotonic()
+                last_action = "hold"
+                while True:
+                    await asyncio.sleep(self.poll_interval_s)
+                    elapsed = time.monotonic() - step_start
+                    primary, dr = await asyncio.gather(
+                        read_values_async(hook, session, self.primary_queries, self.query_timeout_s),
+                        read_values_async(hook, session, self.dr_queries, self.query_timeout_s))
+                    samples.append({"at": time.time(), "weight": weight, "primary": primary[0], "dr": dr[0]})
+                    if elapsed >= self.warmup_s:
+                        decision = canary_gate(failback_ranges(dr[0], policy), primary[0], failed, self.threshold)
+                        failed, last_action = decision.failed_checks, decision.action
+                        analyses.append({"at": time.time(), "weight": weight, "action": decision.action,
+                                         "failed_checks": failed, "checks": [c.to_dict() for c in decision.checks]})
+                        if decision.action == "rollback":
+                            self.log.warning("Halt at %d %%: %s; rolling all traffic back to DR", weight,
+                                             decision.reason)
+                            try:
+                                await self._set_weights(0, f"rollback at step {weight} %: {decision.reason}", changes)
+                            except Exception as exc:
+                                yield event("error", step=weight, reason=decision.reason,
+                                            error=f"rollback to DR failed: {type(exc).__name__}: {exc}")
+                                return
+                            yield event("rolled_back", step=weight, reason=decision.reason)
+                            return
+                        if decision.action == "hold":
+                            self.log.warning("Check failed at %d %% (%d of %d): %s", weight, failed, self.threshold,
+                                             decision.reason)
+                    if elapsed >= self.interval_s and last_action == "advance":
+                        break
+        yield event("completed", step=self.plan[-1])

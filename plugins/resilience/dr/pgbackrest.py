@@ -207,3 +207,22 @@ def restore_args(
         target = target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
         args += ["--type=time", f"--target={target}", "--target-action=promote"]
     return ["restore", *args]
+
+
+def dr_restore_args(stanza: str, pg_path: str, method: str, target_time: datetime | None = None,
+                    process_max: int = 2) -> list[str]:
+    """``pgbackrest restore`` for the DR region by the decision tree's method.
+
+    ``fast``: the latest backup to its consistent point only (``--type=immediate``, no WAL beyond
+    it); ``latest``: the backup plus every archived WAL segment; ``pitr``: up to ``target_time``.
+    """
+    if method == "fast":
+        base = restore_args(stanza, pg_path, None, process_max)
+        return [a for a in base if a != "--type=default"] + ["--type=immediate", "--target-action=promote"]
+    if method == "latest":
+        return restore_args(stanza, pg_path, None, process_max)
+    if method == "pitr":
+        if target_time is None:
+            raise ValueError("pitr_target: a complete PITR restore needs a recovery point")
+        return restore_args(stanza, pg_path, target_time, process_max)
+    raise ValueError(f"method: {method!r} is not one of ['fast', 'latest', 'pitr']")

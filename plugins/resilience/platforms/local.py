@@ -21,13 +21,14 @@ from resilience.dr.sandbox import sandbox_conflicts
 from resilience.errors import RefusedError
 from resilience.platforms.base import DatabaseEndpoint, Sandbox
 from resilience.platforms.local_chaos import LocalChaos
+from resilience.platforms.local_regions import LocalRegions
 
 log = logging.getLogger(__name__)
 
 MARKER = ".resilience-sandbox"
 
 
-class LocalPlatform(LocalChaos):
+class LocalPlatform(LocalRegions, LocalChaos):
     """Drives the lab described by ``lab.json`` (see ``resilience.lab.state``)."""
 
     def __init__(self, environment: Environment, lab_dir: Path | None = None) -> None:

@@ -1,0 +1,282 @@
+"""dr_activation's steps, in the runbook's order: assess, declare, restore in DR, deploy, verify, cut over.
+
+Every step records itself (``dr_operations``) under one of the runbook's phases, so the
+report can hold each phase against its budget. Nothing touches DNS before the DR region
+has passed its health checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from resilience.config import load_config
+from resilience.dr import decision
+from resilience.dr.activation_params import ActivationParams, parse_activation_params
+from resilience.dr.regions import Regions, http_probe, iso
+
+log = logging.getLogger(__name__)
+
+RESTORE_TASKS = {decision.FAST_RESTORE: "restore_fast", decision.LATEST_RESTORE: "restore_latest",
+                 decision.COMPLETE_PITR: "restore_pitr"}
+RESTORE_TIMEOUT_S = 3600
+WRITABLE_TIMEOUT_S = 600
+HEALTH_TIMEOUT_S = 60
+
+
+def _context(run: dict[str, Any], run_id: str) -> tuple[ActivationParams, Regions]:
+    config = load_config()
+    params = parse_activation_params(run["params"], config, now=datetime.now(UTC))
+    return params, Regions(config, config.environment(params.environment), run_id, run.get("dag_id", ""))
+
+
+# -- phase 1: assessment & communication ----------------------------------------------------------
+
+def _assess(regions: Regions, params: ActivationParams, now: datetime) -> tuple[decision.DrPath, dict[str, Any]]:
+    """Answer the decision tree's questions (Param, or detected for auto) and pick the path."""
+    answers: dict[str, Any] = {}
+    health = regions.primary_platform.region_health("primary")
+    seen = decision.detect_primary_accessible(health["entry_point_up"], health["healthy_replicas"],
+                                              health["replicas"])
+    accessible = decision.resolve_answer(params.primary_accessible, seen.answer, "primary_accessible")
+    answers["primary_accessible"] = {"answer": accessible, "param": params.primary_accessible,
+                                     "evidence": seen.evidence}
+    if not accessible:
+        from resilience.dr.pgbackrest import parse_info
+
+        stanza = regions.environment.pgbackrest_stanza
+        info = parse_info(regions.dr_platform.pgbackrest(["info", "--output=json", f"--stanza={stanza}"], 60),
+                          stanza)
+        latest = info.latest
+        loss = decision.detect_data_loss_acceptable(latest.stop if latest else None, now,
+                                                    params.rpo_target_min * 60)
+        wal = decision.wal_segments_between(latest.archive_stop if latest else None, info.archive_max)
+        budgets = decision.phase_budgets(params.rto_target_min)
+        dr_budget = budgets["dr_environment"] - budgets["assessment"]
+        pressure = decision.detect_time_critical(latest.size_bytes if latest else None,
+                                                 wal * decision.WAL_SEGMENT_BYTES, dr_budget)
+        for name, seen_answer, param in (("data_loss_acceptable", loss, params.data_loss_acceptable),
+                                         ("time_critical", pressure, params.time_critical)):
+            answers[name] = {"answer": decision.resolve_answer(param, seen_answer.answer, name), "param": param,
+                             "evidence": seen_answer.evidence}
+    path = decision.dr_path(accessible, answers.get("data_loss_acceptable", {}).get("answer", True),
+                            answers.get("time_critical", {}).get("answer", True))
+    return path, answers
+
+
+def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
+    """Validate everything, assess, decide; then take the lock and open the record (first side effect)."""
+    from resilience.dr.operation import take_run_lock
+    from resilience.errors import RefusedError
+
+    config = load_config()
+    now = datetime.now(UTC)
+    params = parse_activation_params(raw_params, config, now)
+    regions = Regions(config, config.environment(params.environment), run_id, dag_id)
+    regions.validate()
+    current = regions.state.get(params.environment)
+    if current["dr_active"]:
+        raise RefusedError(f"DR is already active for {params.environment} (since {iso(current['activated_at'])}, "
+                           f"run {current['run_id']}): fail back with dr_failback first")
+    path, answers = _assess(regions, params, now)
+    for question, given in answers.items():
+        log.info("%s? %s (%s; %s)", question.replace("_", " ").capitalize(), "YES" if given["answer"] else "NO",
+                 "detected" if given["param"] == "auto" else f"param {given['param']}", given["evidence"])
+    log.info("Decision: %s", path.reason)
+    take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation")
+    regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
+    regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers,
+                          dns_before=regions.dns.weights())
+    pitr = params.pitr_target or (now if path.restore == decision.COMPLETE_PITR else None)
+    return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
+            "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr)}
+
+
+def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Statuspage incident (investigating) and the Slack message, before any recovery work."""
+    from resilience.notify import post_slack
+    from resilience.statuspage import open_incident
+
+    params, regions = _context(run, run_id)
+    with regions.record.step("declare_incident", "assessment") as details:
+        body = f"DR activation for {params.environment}: {run['path']['reason']}"
+        incident = open_incident(regions.dr.statuspage_conn_id, regions.dr.statuspage_page_id,
+                                 params.incident_name, body)
+        slack = post_slack(regions.config.slack_conn_id,
+                           f":rotating_light: DR activation initiated for {params.environment} — {body} "
+                           f"(run {run_id})")
+        details.update(statuspage=incident, slack=slack)
+        regions.record.update(incident=incident)
+        return {"incident": incident, "slack": slack}
+
+
+def primary_branch(run: dict[str, Any]) -> str:
+    """Is the primary region accessible? -> regional failover, else full DR."""
+    kind = run["path"]["kind"]
+    answer = run["answers"]["primary_accessible"]
+    log.info("Is the primary region accessible? %s (%s)", "YES" if answer["answer"] else "NO", answer["evidence"])
+    return "regional_failover" if kind == "regional_failover" else "choose_restore"
+
+
+def restore_branch(run: dict[str, Any]) -> str:
+    """Data loss acceptable? Time critical? -> fast / latest / complete PITR restore."""
+    for question in ("data_loss_acceptable", "time_critical"):
+        answer = run["answers"][question]
+        log.info("%s? %s (%s)", question.replace("_", " ").capitalize(), "YES" if answer["answer"] else "NO",
+                 answer["evidence"])
+    log.info("-> %s", run["path"]["reason"])
+    return RESTORE_TASKS[run["path"]["restore"]]
+
+
+# -- phase 2: DR environment ------------------------------------------------------------------------
+
+def regional_failover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Primary region reachable: promote its replica, wait for the app, then rebuild redundancy."""
+    params, regions = _context(run, run_id)
+    platform = regions.primary_platform
+    with regions.record.step("regional_failover", "dr_environment") as details:
+        before = platform.database_roles()
+        started = time.monotonic()
+        new_primary = platform.failover_database()
+        details["failover_s"] = round(time.monotonic() - started, 3)
+        url = platform.region_url("primary")
+        details["app_ready_s"] = _wait_http_ok(f"{url}/api/health/database", HEALTH_TIMEOUT_S)
+        log.info("Promoted %s (was replica of %s); the app answers through it after %.1f s", new_primary,
+                 before.get("primary"), details["app_ready_s"])
+        platform.rebuild_database_replica()
+        details.update(roles_before=before, roles_after=platform.database_roles())
+        return {"new_primary": new_primary, **details}
+
+
+def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[str, Any]:
+    """Restore the primary's backups into the DR region's new database by ``method``; wait until writable."""
+    from resilience.dr.pgbackrest import dr_restore_args
+    from resilience.dr.sandbox import sandbox_name
+
+    params, regions = _context(run, run_id)
+    env = regions.environment
+    with regions.record.step(f"restore_{method}", "dr_environment") as details:
+        box = regions.dr_platform.create_sandbox(sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
+                                                 env.dbname, regions.primary_platform.database_endpoints())
+        regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
+        target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
+        args = dr_restore_args(env.pgbackrest_stanza, box.data_dir, method, target)
+        log.info("Restoring %s into the DR database %s (%s%s)", env.pgbackrest_stanza, box.name, method,
+                 f" to {target.isoformat()}" if method == decision.COMPLETE_PITR else "")
+        started = time.monotonic()
+        size = regions.dr_platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
+        details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
+        newest = _wait_writable(regions, box, details)
+        details["sequences_moved"] = _move_sequences(regions, box, env.dr.sequence_gap if env.dr else 0)
+        details["total_s"] = round(time.monotonic() - started, 3)
+        details["newest_write"] = iso(newest)
+        log.info("DR database %s writable after %.1f s; newest restored write %s; DR ids start %d above the "
+                 "primary's", box.name, details["total_s"], iso(newest), regions.dr.sequence_gap)
+        return {"database": box.to_dict(), "method": method, "newest_write": iso(newest),
+                "restore_s": details["restore_s"], "total_s": details["total_s"]}
+
+
+def _wait_writable(regions: Regions, box: Any, details: dict[str, Any]) -> datetime | None:
+    from resilience.dr import integrity
+
+    started = last_log = time.monotonic()
+    while True:
+        try:
+            with regions.connect(box.host, box.port, box.dbname) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    details["writable_after_s"] = round(time.monotonic() - started, 3)
+                    return integrity.latest_write(conn, integrity.timestamped_tables(conn))
+        except Exception as exc:  # still starting: retried until the timeout
+            state = type(exc).__name__
+        else:
+            state = "recovering"
+        if time.monotonic() - started > WRITABLE_TIMEOUT_S:
+            raise TimeoutError(f"DR database {box.name} not writable after {WRITABLE_TIMEOUT_S} s ({state})")
+        if time.monotonic() - last_log >= 5:
+            log.info("DR database %s not writable yet (%s)", box.name, state)
+            last_log = time.monotonic()
+        time.sleep(0.1)
+
+
+def _move_sequences(regions: Regions, box: Any, gap: int) -> dict[str, int]:
+    """Move every sequence ``gap`` ahead: ids created in DR never collide with the primary's."""
+    from psycopg import sql
+
+    moved = {}
+    with regions.connect(box.host, box.port, box.dbname) as conn:
+        rows = conn.execute("SELECT schemaname, sequencename, coalesce(last_value, 0) FROM pg_sequences").fetchall()
+        for schema, name, last in rows:
+            qualified = sql.Identifier(schema, name).as_string(conn)
+            moved[f"{schema}.{name}"] = int(conn.execute("SELECT setval(%s::regclass, %s)",
+                                                         (qualified, int(last) + gap)).fetchone()[0])
+    return moved
+
+
+# -- phase 3: application ---------------------------------------------------------------------------
+
+def deploy_app(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> dict[str, Any]:
+    """Deploy the app in the DR region against the restored database."""
+    params, regions = _context(run, run_id)
+    db = restored["database"]
+    with regions.record.step("deploy_app", "application") as details:
+        deployed = regions.dr_platform.start_dr_app(regions.dsn(db["host"], db["port"], db["dbname"]),
+                                                    params.dr_replicas)
+        regions.state.set(params.environment, app_url=deployed["url"])
+        details.update(url=deployed["url"], replicas=len(deployed["replicas"]))
+        log.info("App deployed in DR: %d replicas behind %s", len(deployed["replicas"]), deployed["url"])
+        return {"url": deployed["url"], "replicas": len(deployed["replicas"])}
+
+
+def verify_dr(run: dict[str, Any], run_id: str, deployed: dict[str, Any]) -> dict[str, Any]:
+    """The runbook's health endpoints through the DR entry point, and every replica ready."""
+    from resilience.checks import Check, summary
+    from resilience.errors import ChecksFailedError
+
+    params, regions = _context(run, run_id)
+    with regions.record.step("verify_dr", "application") as details:
+        checks = []
+        for path in ("/health", "/api/health/database"):
+            status, seconds, _ = http_probe(f"{deployed['url']}{path}")
+            checks.append(Check(f"GET {path}", status == 200, f"HTTP {status} in {seconds * 1000:.0f} ms"))
+        health = regions.dr_platform.region_health("dr")
+        checks.append(Check("replicas ready", health["healthy_replicas"] == params.dr_replicas,
+                            f"{health['healthy_replicas']}/{params.dr_replicas} replicas healthy"))
+        details["checks"] = [c.to_dict() for c in checks]
+        for check in checks:
+            log.info("%s", check)
+        if not all(c.passed for c in checks):
+            raise ChecksFailedError(f"DR region not healthy, DNS left unchanged: {summary(checks)}")
+        return {"checks": details["checks"]}
+
+
+# -- phase 4: traffic cutover -------------------------------------------------------------------------
+
+def dns_cutover(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> dict[str, Any]:
+    """All traffic to DR (Route53 weights 0/100); DR becomes the serving region."""
+    from resilience.statuspage import update_incident
+
+    params, regions = _context(run, run_id)
+    with regions.record.step("dns_cutover", "traffic_cutover") as details:
+        change = regions.set_traffic(0, f"DR activation {run_id}: primary region lost")
+        regions.state.set(params.environment, serving="dr", dr_active=True, run_id=run_id,
+                          activated_at=datetime.now(UTC), recovery_point=restored.get("newest_write"),
+                          database=restored["database"])
+        details.update(change)
+        regions.record.update(dns_change=change)
+        incident = (regions.record.load()["details"].get("incident") or {}).get("id")
+        update_incident(regions.dr.statuspage_conn_id, regions.dr.statuspage_page_id, incident, "monitoring",
+                        "Traffic is served from the DR region; we are monitoring.")
+        return change
+
+
+def _wait_http_ok(url: str, timeout_s: float) -> float:
+    started = time.monotonic()
+    while True:
+        status, _, body = http_probe(url, timeout_s=2)
+        if status == 200:
+            return round(time.monotonic() - started, 3)
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout_s:g} s (last: {status} {body[:120]!r})")
+        time.sleep(0.2)

@@ -1,0 +1,114 @@
+"""dr_activation's inputs: the decision tree's answers (yes / no / auto) and the targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from resilience.config import Config, Environment
+from resilience.dr.params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN, _target_minutes, parse_pitr_target
+
+ANSWERS = ("auto", "yes", "no")
+QUESTIONS = ("primary_accessible", "data_loss_acceptable", "time_critical")
+MAX_DR_REPLICAS = 8
+DEFAULT_INCIDENT = "Service Disruption - Investigating"
+
+
+@dataclass(frozen=True)
+class ActivationParams:
+    environment: str
+    primary_accessible: str
+    data_loss_acceptable: str
+    time_critical: str
+    pitr_target: datetime | None
+    rto_target_min: float
+    rpo_target_min: float
+    dr_replicas: int
+    incident_name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["pitr_target"] = self.pitr_target.isoformat() if self.pitr_target else None
+        doc["rto_target"], doc["rpo_target"] = doc.pop("rto_target_min"), doc.pop("rpo_target_min")
+        return doc
+
+
+def dr_environment_of(config: Config, name: str, field: str = "params.environment") -> Environment:
+    """The environment ``name``, refused unless its ``dr`` section says how it fails over."""
+    environment = config.environment(name, field)
+    if environment.dr is None:
+        allowed = sorted(n for n, e in config.environments.items() if e.dr)
+        raise ValueError(f"{field}: {name!r} has no dr section in environments.yaml (DNS, DR region); "
+                         f"use one of {allowed}")
+    return environment
+
+
+def _answer(params: Mapping[str, Any], name: str) -> str:
+    value = params.get(name, "auto")
+    if value not in ANSWERS:
+        raise ValueError(f"params.{name}: {value!r} is not one of {list(ANSWERS)}")
+    return str(value)
+
+
+def parse_activation_params(params: Mapping[str, Any], config: Config, now: datetime) -> ActivationParams:
+    environment = dr_environment_of(config, str(params.get("environment", "")))
+    replicas = params.get("dr_replicas", 2)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_DR_REPLICAS:
+        raise ValueError(f"params.dr_replicas: {replicas!r} must be an integer in 1..{MAX_DR_REPLICAS}")
+    name = params.get("incident_name") or DEFAULT_INCIDENT
+    if not isinstance(name, str) or len(name) > 200:
+        raise ValueError(f"params.incident_name: {name!r} must be a string of at most 200 characters")
+    return ActivationParams(
+        environment=environment.name,
+        **{q: _answer(params, q) for q in QUESTIONS},
+        pitr_target=parse_pitr_target(params.get("pitr_target"), now),
+        rto_target_min=_target_minutes(params, "rto_target", DEFAULT_RTO_TARGET_MIN),
+        rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
+        dr_replicas=replicas,
+        incident_name=name,
+    )
+
+
+def activation_params() -> dict[str, Any]:
+    """The trigger form: one section for the decision tree, one for targets and the DR region."""
+    from airflow.sdk import Param
+
+    from resilience.config import DR_ENVIRONMENT_NAMES
+
+    def answer(title: str, description: str) -> Any:
+        return Param("auto", type="string", enum=list(ANSWERS), title=title, section="Decision tree",
+                     description=description + " auto: detected (the evidence is logged and reported).")
+
+    return {
+        "environment": Param("lab", type="string", enum=list(DR_ENVIRONMENT_NAMES), title="Environment",
+                             description="The environment whose primary region is failing (it needs a dr "
+                                         "section in environments.yaml: DNS record, DR region)."),
+        "primary_accessible": answer(
+            "Is the primary region accessible?",
+            "yes: regional failover (promote the replica, no DNS change). no: full DR activation."),
+        "data_loss_acceptable": answer(
+            "Is data loss acceptable?",
+            "yes: restore from the latest backup. no: recover with the archived WAL (PITR)."
+            " Detected: yes when the newest backup is younger than the RPO target."),
+        "time_critical": answer(
+            "Is time critical?",
+            "yes: fast restore (may lose recent data). no: complete PITR restoration."
+            " Detected: yes when the estimated restore exceeds the DR-environment phase budget."),
+        "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Recovery point",
+                             section="Decision tree",
+                             description="For complete PITR: the RFC 3339 moment to recover to (e.g. just before "
+                                         "the incident). Empty: the moment this activation started."),
+        "rto_target": Param(DEFAULT_RTO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=24 * 60,
+                            title="RTO target (minutes)", section="Targets",
+                            description="Phase budgets scale to it (runbook: 5/15/25/30 of 30 min); a Deadline "
+                                        "Alert fires at 30 min."),
+        "rpo_target": Param(DEFAULT_RPO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=24 * 60,
+                            title="RPO target (minutes)", section="Targets",
+                            description="Largest acceptable data loss; used to detect 'data loss acceptable'."),
+        "dr_replicas": Param(2, type="integer", minimum=1, maximum=MAX_DR_REPLICAS, title="DR app replicas",
+                             section="Targets", description="How many app replicas to deploy in the DR region."),
+        "incident_name": Param(DEFAULT_INCIDENT, type="string", maxLength=200, title="Statuspage incident name",
+                               section="Targets", description="The incident declared on Statuspage and Slack."),
+    }

@@ -1,0 +1,156 @@
+"""An environment's two regions as the DR DAGs see them: platforms, DNS, metrics, control tables.
+
+Built again in every task from the validated params (like the drill's ``Drill``), so a task
+can be cleared and re-run on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from resilience.config import REGIONS, Config, DrSettings, Environment
+from resilience.dr.operation import ControlTables, DnsLog, OperationRecord, RegionState
+from resilience.notify import require_connection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Regions:
+    config: Config
+    environment: Environment
+    run_id: str
+    dag_id: str = ""
+
+    @property
+    def dr(self) -> DrSettings:
+        assert self.environment.dr is not None  # parse_*_params refused environments without one
+        return self.environment.dr
+
+    @property
+    def dr_environment(self) -> Environment:
+        return self.config.environment(self.dr.dr_environment)
+
+    @cached_property
+    def primary_platform(self) -> Any:
+        from resilience.platforms.base import get_platform
+
+        return get_platform(self.environment)
+
+    @cached_property
+    def dr_platform(self) -> Any:
+        from resilience.platforms.base import get_platform
+
+        return get_platform(self.dr_environment)
+
+    def platform(self, region: str) -> Any:
+        return self.primary_platform if region == "primary" else self.dr_platform
+
+    @cached_property
+    def tables(self) -> ControlTables:
+        return ControlTables.for_conn(self.config.control_db_conn_id)
+
+    @cached_property
+    def record(self) -> OperationRecord:
+        return OperationRecord(self.tables, self.run_id)
+
+    @cached_property
+    def state(self) -> RegionState:
+        return RegionState(self.tables)
+
+    @cached_property
+    def dns_log(self) -> DnsLog:
+        return DnsLog(self.tables)
+
+    @cached_property
+    def dns(self) -> Any:
+        from resilience.dns import Route53Weights
+
+        return Route53Weights.lookup(self.dr.aws_conn_id, self.dr.zone, self.dr.record)
+
+    def validate(self) -> None:
+        """Platforms, Connections and the DNS record exist: everything checked before any side effect."""
+        self.primary_platform  # noqa: B018 (building them is the check)
+        self.dr_platform  # noqa: B018
+        where = f"environments.{self.environment.name}"
+        require_connection(self.config.control_db_conn_id, "defaults.control_db_conn_id")
+        require_connection(self.environment.database_conn_id, f"{where}.database.conn_id")
+        require_connection(self.dr.aws_conn_id, f"{where}.dr.dns.aws_conn_id")
+        require_connection(self.dr.metrics.prometheus_conn_id, f"{where}.dr.metrics.prometheus_conn_id")
+        log.info("DNS: Route53 %s, weights now %s", self.dns.describe(), self.dns.weights())
+
+    # -- traffic ------------------------------------------------------------------------------
+
+    def set_traffic(self, primary: int, reason: str) -> dict[str, Any]:
+        """UPSERT the weights (zone and record logged first), audit the change; returns before/after."""
+        before = self.dns.weights()
+        log.info("DNS change: Route53 %s from primary=%d dr=%d to primary=%d dr=%d (%s)", self.dns.describe(),
+                 before["primary"], before["dr"], primary, 100 - primary, reason)
+        after = self.dns.set_weights(primary, 100 - primary)
+        self.dns_log.record(self.run_id, self.dag_id, self.dr.zone, self.dr.record, before, after, reason)
+        return {"zone": self.dr.zone, "zone_id": self.dns.record.zone_id, "record": self.dr.record,
+                "before": before, "after": after, "reason": reason}
+
+    def serving_region(self) -> str:
+        """The region DNS sends most traffic to now."""
+        weights = self.dns.weights()
+        return max(REGIONS, key=lambda r: (weights[r], r == "primary"))
+
+    def healthy(self, region: str) -> tuple[bool, dict[str, Any]]:
+        health = self.platform(region).region_health(region)
+        return bool(health["entry_point_up"] and health["healthy_replicas"] > 0), health
+
+    # -- the database credentials (the restored DR database has the primary's roles) -------------
+
+    @cached_property
+    def credentials(self) -> tuple[str, str | None]:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(self.environment.database_conn_id)
+        return conn.login or "postgres", conn.password
+
+    def connect(self, host: str, port: int, dbname: str) -> Any:
+        import psycopg
+
+        user, password = self.credentials
+        return psycopg.connect(host=host, port=port, dbname=dbname, user=user, password=password,
+                               connect_timeout=5, autocommit=True)
+
+    def dsn(self, host: str, port: int, dbname: str) -> str:
+        """A full DSN with the password: for the app's environment only, never logged."""
+        from urllib.parse import quote
+
+        user, password = self.credentials
+        return f"postgresql://{quote(user)}:{quote(password or '', safe='')}@{host}:{port}/{dbname}"
+
+    def primary_conn(self) -> Any:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id=self.environment.database_conn_id).get_conn()
+        conn.autocommit = True
+        return conn
+
+
+def http_probe(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 5.0,
+               headers: dict[str, str] | None = None) -> tuple[int | None, float, bytes]:
+    """(status or None when unreachable, seconds, body) of one request."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, time.monotonic() - started, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, time.monotonic() - started, exc.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        return None, time.monotonic() - started, str(exc).encode()
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
