@@ -73,12 +73,12 @@ def drill_message(report: dict[str, Any], html_path: str) -> str:
     return "\n".join(lines)
 
 
-async def drill_deadline_missed(slack_conn_id: str, rto_target_min: float, context: dict | None = None) -> None:
-    """Deadline Alert callback (runs in the triggerer): the drill has outrun its RTO target."""
+async def deadline_missed(slack_conn_id: str, what: str, target_min: float, context: dict | None = None) -> None:
+    """Deadline Alert callback (runs in the triggerer): a run has outrun its time target."""
     run = (context or {}).get("dag_run", {})
     text = (
-        f":alarm_clock: DR drill {run.get('dag_id', '')} run {run.get('dag_run_id', run.get('run_id', ''))} "
-        f"is still running past its RTO target of {rto_target_min:g} min"
+        f":alarm_clock: {what} {run.get('dag_id', '')} run {run.get('dag_run_id', run.get('run_id', ''))} "
+        f"is still running past its RTO target of {target_min:g} min"
     )
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
@@ -87,3 +87,13 @@ async def drill_deadline_missed(slack_conn_id: str, rto_target_min: float, conte
     except Exception as exc:  # the alert must never crash the triggerer; say why it was not sent
         log.warning("Deadline missed but Slack post through %r failed (%s): %s", slack_conn_id,
                     type(exc).__name__, text)
+
+
+async def drill_deadline_missed(slack_conn_id: str, rto_target_min: float, context: dict | None = None) -> None:
+    """The DR drill's Deadline Alert."""
+    await deadline_missed(slack_conn_id, "DR drill", rto_target_min, context)
+
+
+async def activation_deadline_missed(slack_conn_id: str, rto_target_min: float, context: dict | None = None) -> None:
+    """The DR activation's Deadline Alert: service not restored within the RTO target."""
+    await deadline_missed(slack_conn_id, ":rotating_light: DR activation", rto_target_min, context)

@@ -1,0 +1,203 @@
+"""DR activation: the runbook's decision tree, then restore, deploy, verify and cut traffic over to DR.
+
+Trigger it by hand when the primary region is failing. Each question of the runbook's
+"DR Activation Decision Tree" is a Param (**yes** / **no**) or **auto** (detected: health
+checks of the primary region, the age and size of the newest backup):
+
+```
+Is primary region accessible?         YES -> regional_failover (promote the replica; DNS unchanged)
+└─ NO -> Full DR activation           data loss acceptable + time critical -> restore_fast
+                                      data loss acceptable                 -> restore_latest
+                                      time critical                        -> restore_latest
+                                      otherwise                            -> restore_pitr
+```
+
+Phases and their budgets (scaled to the RTO target; runbook minutes for 30):
+
+1. **Assessment & communication (0-5)** — `start_activation` validates every Param, config
+   entry and Connection, answers the questions and takes the chaos/DR lock (no chaos during a
+   DR); `declare_incident` opens a Statuspage incident and posts to Slack.
+2. **DR environment (5-15)** — `restore_*` restores the primary's pgBackRest backups into the DR
+   region's new database and moves its sequences ahead (DR ids never collide with the
+   primary's, so failback can merge).
+3. **Application (15-25)** — `deploy_app` starts the app in DR; `verify_dr` checks `/health`,
+   `/api/health/database` and every replica. DNS is untouched until this passes.
+4. **Traffic cutover (25-30)** — `dns_cutover` sets the Route53 weights primary 0 / DR 100
+   (zone and record logged first); `final_validation` runs the runbook's Recovery Validation
+   Checklist, one reported check each.
+
+`ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed. The report gives
+the path taken, the RTO achieved and each phase against its budget. A Deadline Alert posts
+to Slack when the activation is still running 30 minutes after it was queued.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, get_current_context, task
+
+from resilience.context import pulled, run_id
+from resilience.dr.activation_params import activation_params
+from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
+
+RESTORES = ("restore_fast", "restore_latest", "restore_pitr")
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    description=__doc__.partition("\n")[0],
+    doc_md=__doc__,
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["dr", "activation", "route53"],
+    default_args={"owner": "platform-engineering", "retries": 0},
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=DEFAULT_RTO_TARGET_MIN),
+        callback=AsyncCallback(
+            "resilience.notify.activation_deadline_missed",
+            kwargs={"slack_conn_id": "resilience_slack", "rto_target_min": DEFAULT_RTO_TARGET_MIN},
+        ),
+    ),
+    params=activation_params(),
+)
+def dr_activation():
+    @task
+    def start_activation() -> dict:
+        """Validate Params, config and Connections; answer the decision tree; take the lock."""
+        from resilience.dr import activation
+
+        ctx = get_current_context()
+        started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
+        return activation.start_activation(dict(ctx["params"]), run_id(), ctx["dag"].dag_id, started_at)
+
+    @task
+    def declare_incident(run: dict) -> dict:
+        """Statuspage incident (investigating) and Slack #incident-response."""
+        from resilience.dr import activation
+
+        return activation.declare_incident(run, run_id())
+
+    @task.branch
+    def primary_region_accessible(run: dict) -> str:
+        """Is the primary region accessible? YES: regional failover. NO: full DR activation."""
+        from resilience.dr import activation
+
+        return activation.primary_branch(run)
+
+    @task.branch
+    def choose_restore(run: dict) -> str:
+        """Data loss acceptable? Time critical? -> fast, latest or complete PITR restore."""
+        from resilience.dr import activation
+
+        return activation.restore_branch(run)
+
+    @task
+    def regional_failover(run: dict) -> dict:
+        """Promote the primary region's replica; wait for the app; rebuild the old primary as replica."""
+        from resilience.dr import activation
+
+        return activation.regional_failover(run, run_id())
+
+    def restore_task(method: str):
+        @task(task_id=f"restore_{method}")
+        def restore(run: dict) -> dict:
+            """Restore the primary's backups into the DR region's database."""
+            from resilience.dr import activation
+
+            return activation.restore_dr_database(run, run_id(), method)
+
+        return restore
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def deploy_app(run: dict) -> dict:
+        """Deploy the app in the DR region against the restored database."""
+        from resilience.dr import activation
+
+        restored = next(r for r in (pulled(t) for t in RESTORES) if r)
+        return activation.deploy_app(run, run_id(), restored)
+
+    @task
+    def verify_dr(run: dict, deployed: dict) -> dict:
+        """Health endpoints and replicas of the DR region (DNS untouched until this passes)."""
+        from resilience.dr import activation
+
+        return activation.verify_dr(run, run_id(), deployed)
+
+    @task
+    def dns_cutover(run: dict) -> dict:
+        """Route53 weights primary 0 / DR 100; DR becomes the serving region."""
+        from resilience.dr import activation
+
+        restored = next(r for r in (pulled(t) for t in RESTORES) if r)
+        return activation.dns_cutover(run, run_id(), restored)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def final_validation(run: dict) -> list:
+        """The runbook's Recovery Validation Checklist against the serving region."""
+        from resilience.dr import operation_conclude
+
+        if run["path"]["kind"] == "regional_failover":
+            return operation_conclude.final_validation(run, run_id(), "primary", None, None, None)
+        restored = next(r for r in (pulled(t) for t in RESTORES) if r)
+        return operation_conclude.final_validation(run, run_id(), "dr", restored["database"],
+                                                   run["params"]["dr_replicas"], restored["newest_write"])
+
+    @task(trigger_rule="all_done")
+    def ensure_traffic() -> dict | None:
+        """Whatever failed: DNS must point at a healthy region."""
+        from resilience.dr import operation_conclude
+
+        return operation_conclude.ensure_traffic(pulled("start_activation"), run_id())
+
+    @task(trigger_rule="all_done")
+    def release_lock() -> bool:
+        """Give the chaos/DR lock back."""
+        from resilience.dr import operation_conclude
+
+        return operation_conclude.release_lock(run_id())
+
+    @task(trigger_rule="all_done")
+    def write_report() -> dict | None:
+        """JSON + HTML: path taken, RTO achieved, phases against budgets, checks, DNS changes."""
+        from resilience.dr import operation_conclude
+
+        return operation_conclude.write_report(pulled("start_activation"), run_id())
+
+    @task(trigger_rule="all_done")
+    def notify_slack() -> bool:
+        """Post the summary to Slack."""
+        from resilience.dr import operation_conclude
+
+        return operation_conclude.notify(pulled("write_report"))
+
+    @task(trigger_rule="all_done")
+    def verdict() -> str:
+        """Fail the run unless the activation passed."""
+        from resilience.dr import operation_conclude
+
+        return operation_conclude.verdict(pulled("write_report"))
+
+    run = start_activation()
+    declared = declare_incident(run)
+    accessible = primary_region_accessible(run)
+    declared >> accessible
+    failover = regional_failover(run)
+    chooser = choose_restore(run)
+    accessible >> [failover, chooser]
+    restores = [restore_task(m)(run) for m in ("fast", "latest", "pitr")]
+    chooser >> restores
+    deployed = deploy_app(run)
+    restores >> deployed
+    cutover = dns_cutover(run)
+    verify_dr(run, deployed) >> cutover
+    validated = final_validation(run)
+    [failover, cutover] >> validated
+    validated >> ensure_traffic() >> release_lock() >> write_report() >> notify_slack() >> verdict()
+
+
+dr_activation()

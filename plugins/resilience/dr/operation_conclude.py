@@ -1,0 +1,96 @@
+"""The end of every DR operation: final validation, the DNS safety net, lock, report, Slack, verdict."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from resilience.config import load_config
+from resilience.dr.regions import Regions
+
+log = logging.getLogger(__name__)
+
+
+def regions_of(run: dict[str, Any], run_id: str) -> Regions:
+    config = load_config()
+    return Regions(config, config.environment(run["params"]["environment"]), run_id, run.get("dag_id", ""))
+
+
+def final_validation(run: dict[str, Any], run_id: str, region: str, database: dict[str, Any] | None,
+                     expected_replicas: int | None, recovery_point: str | None) -> list[dict[str, Any]]:
+    """The runbook's Recovery Validation Checklist against the serving region; fails on any failed check."""
+    from resilience.checks import summary
+    from resilience.dr.validation import checklist
+    from resilience.errors import ChecksFailedError
+
+    regions = regions_of(run, run_id)
+    with regions.record.step("final_validation", "traffic_cutover") as details:
+        checks = checklist(regions, region, database, expected_replicas, recovery_point)
+        details["checks"] = [c.to_dict() for c in checks]
+        regions.record.update(checks=details["checks"], validated_region=region)
+        if not all(c.passed for c in checks):
+            raise ChecksFailedError(summary(checks))
+        log.info("Recovery validation: %s (%s region)", summary(checks), region)
+        return details["checks"]
+
+
+def ensure_traffic(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | None:
+    """Whatever failed, DNS must point at a healthy region (moves traffic only when it does not)."""
+    if not run:
+        log.info("The run stopped before it validated anything: DNS was not touched")
+        return None
+    regions = regions_of(run, run_id)
+    from resilience.dr.validation import ensure_healthy_traffic
+
+    outcome = ensure_healthy_traffic(regions)
+    if outcome["moved"]:
+        regions.record.update(safety_move=outcome["change"])
+    return outcome
+
+
+def release_lock(run_id: str) -> bool:
+    from resilience.ledger import release_run_lock
+
+    return release_run_lock(load_config().control_db_conn_id, run_id)
+
+
+def write_report(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | None:
+    """Close the record and write the JSON + HTML report (runs whatever failed before)."""
+    if not run:
+        log.warning("No report: the run was refused before it opened its record (the start task says why)")
+        return None
+    from resilience.dr.operation_report import build_report, render_html, utcnow
+    from resilience.reporting import write_report as write_files
+
+    regions = regions_of(run, run_id)
+    report = build_report(regions.record.load(), _dns_changes(regions, run_id), utcnow())
+    regions.record.finish(report["status"])
+    report = build_report(regions.record.load(), _dns_changes(regions, run_id), utcnow())
+    json_path, html_path = write_files(report, regions.config.report_dir, render_html)
+    log.info("%s %s: report %s", report["kind"], report["status"].upper(), html_path)
+    return {"status": report["status"], "report_json": str(json_path), "report_html": str(html_path)}
+
+
+def _dns_changes(regions: Regions, run_id: str) -> list[dict[str, Any]]:
+    rows = regions.tables.db.execute(
+        "SELECT at, before, after, reason FROM dns_changes WHERE run_id = %s ORDER BY id", (run_id,))
+    return [{"at": at.isoformat(), "before": before, "after": after, "reason": reason}
+            for at, before, after, reason in rows]
+
+
+def notify(written: dict[str, Any] | None) -> bool:
+    from resilience.dr.operation_report import slack_message
+    from resilience.notify import post_report
+
+    return post_report(written, slack_message)
+
+
+def verdict(written: dict[str, Any] | None) -> str:
+    from resilience.errors import ChecksFailedError
+
+    if not written:
+        raise ChecksFailedError("the operation was refused or failed before its record was opened")
+    if written["status"] != "passed":
+        raise ChecksFailedError(f"operation {written['status']}: see {Path(written['report_html']).name}")
+    return written["status"]
