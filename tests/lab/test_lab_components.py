@@ -166,8 +166,9 @@ def test_load_balancer_rotates_over_healthy_backends_only() -> None:
 
 def test_load_generator_sends_only_to_loopback_and_mixes_requests() -> None:
     assert check_loopback("http://127.0.0.1:54330/") == "http://127.0.0.1:54330"
-    for url in ("http://10.0.0.1:80", "https://127.0.0.1:1", "http://example.com"):
-        with pytest.raises(ValueError, match="is not an http:// URL on 127.0.0.1"):
+    assert check_loopback("http://127.0.0.2:54330") == "http://127.0.0.2:54330"  # the DR region's entry point
+    for url in ("http://10.0.0.1:80", "https://127.0.0.1:1", "http://example.com", "http://128.0.0.1:1"):
+        with pytest.raises(ValueError, match=r"is not an http:// URL on 127\.0\.0\.0/8"):
             check_loopback(url)
     rng = random.Random(7)
     kinds = [pick(rng)[:2] for _ in range(2000)]

@@ -31,10 +31,16 @@ from resilience.lab.state import airflow_env_lines, build_state, layout_of, load
 
 def test_ports_derive_from_the_port_base(tmp_path: Path) -> None:
     layout = LabLayout(tmp_path, 55320)
-    components = ("control_db", "node_a", "node_b", "redis", "moto", "s3_proxy", "supervisor", "lb", "prometheus")
-    assert [layout.port(c) for c in components] == [55320, 55321, 55322, 55323, 55324, 55325, 55326, 55330, 55340]
+    components = ("control_db", "node_a", "node_b", "redis", "moto", "s3_proxy", "supervisor", "dr_supervisor",
+                  "loadgen", "lb", "prometheus")
+    assert [layout.port(c) for c in components] == [55320, 55321, 55322, 55323, 55324, 55325, 55326, 55328, 55329,
+                                                    55330, 55340]
     assert layout.port("app") == layout.port("lb")  # the lab's public app URL is the load balancer
     assert [layout.replica_port(n) for n in layout.replica_names] == [55331, 55332, 55333]
+    assert layout.region_replica_names("dr") == ["dr-1", "dr-2"]  # the DR region's default
+    assert [layout.replica_port(n) for n in layout.region_replica_names("dr", 9)] == list(range(55341, 55350))
+    assert (layout.region_url("primary"), layout.region_url("dr")) == ("http://127.0.0.1:55330",
+                                                                     "http://127.0.0.2:55330")
     assert layout.sandbox_port_min == 55350
     assert layout.node("b").data_dir == tmp_path / "pg" / "node-b" / "data"
 
@@ -155,17 +161,26 @@ def test_taken_port_names_component_port_and_setting(tmp_path: Path) -> None:
                                            r"RESILIENCE_LAB_PORT_BASE"):
             check_ports(layout, {})
         check_ports(layout, dict.fromkeys(component_ports(layout), True))  # ours and up: not a conflict
-        assert {"app-1", "app-3", "lb", "redis", "s3_proxy"} <= set(component_ports(layout))
+        assert {"app-1", "app-3", "lb", "loadgen", "redis", "s3_proxy"} <= set(component_ports(layout))
 
 
 def test_prometheus_config_scrapes_every_job_every_second(tmp_path: Path) -> None:
     layout = LabLayout(tmp_path, 55320, replicas=2)
     config = yaml.safe_load(render_config(scrape_targets(layout), rule_files=["/x/alerts.yml"]))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"lb", "api", "lab", "s3", "prometheus"}
-    assert jobs["lb"]["static_configs"][0]["targets"] == ["127.0.0.1:55330"]
+    assert set(jobs) == {"lb", "api", "dr_lb", "dr_api", "loadgen", "lab", "s3", "prometheus"}
+    assert jobs["lb"]["static_configs"] == [{"targets": ["127.0.0.1:55330"],
+                                             "labels": {"service": "demo-app", "region": "primary"}}]
     assert [(c["targets"], c["labels"]["replica"]) for c in jobs["api"]["static_configs"]] == [
         (["127.0.0.1:55331"], "app-1"), (["127.0.0.1:55332"], "app-2")]
+    assert jobs["dr_lb"]["static_configs"] == [{"targets": ["127.0.0.2:55330"],
+                                                "labels": {"service": "demo-app", "region": "dr"}}]
+    assert [(c["targets"], c["labels"]) for c in jobs["dr_api"]["static_configs"]] == [
+        (["127.0.0.1:55341"], {"replica": "dr-1", "service": "demo-app", "region": "dr"}),
+        (["127.0.0.1:55342"], {"replica": "dr-2", "service": "demo-app", "region": "dr"})]
+    assert jobs["loadgen"]["static_configs"] == [{"targets": ["127.0.0.1:55329"]}]
+    assert jobs["lab"]["static_configs"] == [{"targets": ["127.0.0.1:55326"]},
+                                             {"targets": ["127.0.0.1:55328"], "labels": {"region": "dr"}}]
     assert jobs["s3"]["metrics_path"] == "/__metrics__"
     assert config["global"]["scrape_interval"] == "1s"
     assert config["rule_files"] == ["/x/alerts.yml"]
@@ -220,9 +235,9 @@ def test_lab_ports_are_reserved_from_ephemeral_allocation(tmp_path: Path) -> Non
     sysctl = tmp_path / "ip_local_reserved_ports"
     sysctl.write_text("1000-1010\n")
     assert reserve_ports(LabLayout(tmp_path, 55320), sysctl) is True
-    assert sysctl.read_text() == "1000-1010,55320-55340\n"
+    assert sysctl.read_text() == "1000-1010,55320-55349\n"  # the DR region's replicas included
     assert reserve_ports(LabLayout(tmp_path, 55320), sysctl) is True  # already covered: unchanged
-    assert sysctl.read_text() == "1000-1010,55320-55340\n"
+    assert sysctl.read_text() == "1000-1010,55320-55349\n"
     assert reserve_ports(LabLayout(tmp_path, 55320), tmp_path / "missing" / "file") is False
 
 

@@ -3,11 +3,13 @@
 ``python -m resilience.lab.app --port P [--name app-1]``, configured from the environment
 (secrets never in argv, visible in ``ps``): ``$RESILIENCE_APP_DSN`` (required),
 ``$RESILIENCE_APP_REDIS_URL`` (optional cache), ``$RESILIENCE_APP_S3_ENDPOINT`` / ``_BUCKET`` /
-``_REGION`` with ``$AWS_ACCESS_KEY_ID`` / ``$AWS_SECRET_ACCESS_KEY`` (optional uploads).
-Routes: ``GET /health``, ``GET /api/health/database``, ``GET|POST /api/posts``,
-``POST /api/uploads``, ``GET /metrics``. Handlers live in :mod:`resilience.lab.app_handlers`;
-every dependency is built from :class:`AppConfig` or injected through :func:`make_server`.
-SIGTERM stops it cleanly.
+``_REGION`` with ``$AWS_ACCESS_KEY_ID`` / ``$AWS_SECRET_ACCESS_KEY`` (optional uploads),
+``$RESILIENCE_APP_RELEASE`` (default v1) and ``$RESILIENCE_APP_FAIL_RATE`` (default 0: the share of
+``/api/*`` requests a broken release answers 500 while ``/health`` stays 200). Every answer carries
+``X-App-Release`` and ``X-App-Fail-Rate``. Routes: ``GET /health``, ``GET /api/health/database``,
+``GET|POST /api/posts``, ``POST /api/uploads``, ``GET /metrics``. Handlers live in
+:mod:`resilience.lab.app_handlers`; every dependency is built from :class:`AppConfig` or injected
+through :func:`make_server`. SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from resilience.lab.app_db import Database
 from resilience.lab.app_handlers import DemoApp
 from resilience.lab.app_metrics import AppMetrics
 from resilience.lab.app_s3 import ObjectStore, S3Settings
+from resilience.lab.releases import DEFAULT_RELEASE, ENV_FAIL_RATE, ENV_RELEASE, validate_fail_rate, validate_release
 
 log = logging.getLogger("resilience.lab.app")
 
@@ -58,6 +61,8 @@ class AppConfig:
     redis_breaker_s: float = 1.0
     cache_ttl_s: float = 1.0
     s3: S3Settings | None = None
+    release: str = DEFAULT_RELEASE
+    fail_rate: float = 0.0
 
     @classmethod
     def from_env(cls, port: int, host: str = "127.0.0.1", name: str = "app") -> AppConfig:
@@ -68,7 +73,14 @@ class AppConfig:
         s3 = S3Settings(endpoint, os.environ.get(ENV_S3_BUCKET, "uploads"),
                         os.environ.get(ENV_S3_REGION, "us-east-1"), os.environ.get("AWS_ACCESS_KEY_ID", ""),
                         os.environ.get("AWS_SECRET_ACCESS_KEY", "")) if endpoint else None
-        return cls(dsn=dsn, host=host, port=port, name=name, redis_url=os.environ.get(ENV_REDIS_URL) or None, s3=s3)
+        release = validate_release(os.environ.get(ENV_RELEASE) or DEFAULT_RELEASE)
+        raw_rate = os.environ.get(ENV_FAIL_RATE) or "0"
+        try:
+            fail_rate = validate_fail_rate(float(raw_rate), ENV_FAIL_RATE)
+        except ValueError:
+            raise ValueError(f"{ENV_FAIL_RATE}: {raw_rate!r} is not a number in 0..1") from None
+        return cls(dsn=dsn, host=host, port=port, name=name, redis_url=os.environ.get(ENV_REDIS_URL) or None, s3=s3,
+                   release=release, fail_rate=fail_rate)
 
     def describe_database(self) -> str:
         """host:port/dbname of the DSN, without user or password (for logs)."""
@@ -91,7 +103,7 @@ def build_app(config: AppConfig, db: Database | None = None, metrics: AppMetrics
     if store is None and config.s3 is not None:
         store = ObjectStore(config.s3, on_retry=metrics.s3_retries.inc,
                             on_attempt=lambda status: metrics.s3_attempts.labels(status=status).inc())
-    return DemoApp(db, metrics, cache, store, config.max_posts)
+    return DemoApp(db, metrics, cache, store, config.max_posts, release=config.release, fail_rate=config.fail_rate)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -117,6 +129,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-App-Release", app.release)
+        self.send_header("X-App-Fail-Rate", repr(app.fail_rate))
         self.end_headers()
         self.wfile.write(data)
 
@@ -130,7 +144,9 @@ class Handler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(length) if length else b""
             handler = app.routes.get((method, path))
-            if handler is None:
+            if handler is not None and app.injects_failure(path):
+                status, payload = 500, {"error": f"release {app.release} failed this request (injected)"}
+            elif handler is None:
                 status, payload = (405, {"error": "method not allowed"}) if app.known_path(path) else \
                     (404, {"error": "not found"})
             else:
@@ -172,9 +188,9 @@ def serve(config: AppConfig) -> None:
     thread.start()
     if server.app.store is not None:
         server.app.store.warm_up()
-    log.info("Demo app %s listening on http://%s:%d (database %s, cache %s, uploads %s)", config.name,
-             config.host, config.port, config.describe_database(), "redis" if config.redis_url else "none",
-             config.s3.endpoint if config.s3 else "off")
+    log.info("Demo app %s release %s (fail rate %g) listening on http://%s:%d (database %s, cache %s, uploads %s)",
+             config.name, config.release, config.fail_rate, config.host, config.port, config.describe_database(),
+             "redis" if config.redis_url else "none", config.s3.endpoint if config.s3 else "off")
     stop.wait()
     log.info("Demo app on port %d stopping (SIGTERM)", config.port)
     server.shutdown()

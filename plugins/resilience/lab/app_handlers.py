@@ -2,7 +2,8 @@
 
 Dependencies (database, cache, object store, metrics) are injected, so each can be replaced by
 a fake in tests or left out: without a cache ``GET /api/posts`` reads PostgreSQL every time,
-without an object store ``POST /api/uploads`` answers 503 "not configured".
+without an object store ``POST /api/uploads`` answers 503 "not configured". A release with a fail
+rate answers that share of ``/api/*`` requests 500 before they reach any dependency.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,12 +39,17 @@ class DemoApp:
     """Route table and handlers."""
 
     def __init__(self, db: Database, metrics: AppMetrics, cache: ReadThroughCache | None = None,
-                 store: ObjectStore | None = None, max_posts: int = 100) -> None:
+                 store: ObjectStore | None = None, max_posts: int = 100, *, release: str = "v1",
+                 fail_rate: float = 0.0, rng: random.Random | None = None) -> None:
         self.db = db
         self.metrics = metrics
         self.cache = cache
         self.store = store
         self.max_posts = max_posts
+        self.release = release
+        self.fail_rate = fail_rate
+        self.rng = rng or random.Random()
+        metrics.release_info.labels(release=release).set(1)
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", "/health"): lambda q, b: (200, {"status": "ok"}),
             ("GET", "/api/health/database"): self.database_health,
@@ -53,6 +60,10 @@ class DemoApp:
 
     def known_path(self, path: str) -> bool:
         return path == "/metrics" or any(p == path for _, p in self.routes)
+
+    def injects_failure(self, path: str) -> bool:
+        """True for the share ``fail_rate`` of ``/api/*`` requests (``/health`` never fails)."""
+        return path.startswith("/api/") and self.fail_rate > 0 and self.rng.random() < self.fail_rate
 
     def database_health(self, query: Query, body: bytes) -> Response:
         try:

@@ -10,6 +10,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -47,6 +48,8 @@ class AppMetrics:
         for result in ("hit", "miss", "error", "bypass"):
             self.cache.labels(result=result)
         self.redis_errors.labels(operation="get")
+        self.release_info = Gauge("app_release_info", "1 for the release this replica runs", ["release"],
+                                  registry=reg)
         if registry is None:
             ProcessCollector(registry=reg)
             PlatformCollector(registry=reg)

@@ -4,7 +4,9 @@ Order (slow starters first, independent ones overlapped): preflight (nothing sta
 Prometheus, Redis, moto (not waited for) -> control DB and primary node (in parallel) ->
 databases and schema -> pgBackRest stanza + first full backup (in the background) ->
 supervisor (replicas boot meanwhile) -> streaming replica -> writer -> S3 bucket + fault proxy ->
-replicas healthy -> load balancer -> load generator -> first scrape of job ``lb`` -> lab.json.
+DNS zone and weighted records (missing ones only: weights are never reset) -> replicas healthy ->
+load balancer -> load generator (resolves through DNS) -> first scrape of job ``lb`` -> lab.json.
+The DR region is not started here (see :func:`resilience.lab.control.start_dr_region`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from resilience.lab import (
+    dns_zone,
     fleet,
     pg_failover,
     pg_nodes,
@@ -23,6 +26,7 @@ from resilience.lab import (
     postgres,
     prometheus_server,
     redis_server,
+    releases,
     s3_server,
     workload,
 )
@@ -76,10 +80,12 @@ def start_databases(layout: LabLayout, password: str) -> subprocess.Popen[str] |
 def start_services(layout: LabLayout, password: str, moto_pid: int) -> None:
     """Replica node, writer, S3, app fleet, load generator; wait for Prometheus to see the LB."""
     dsn = app_read_write_dsn(layout, password)
+    releases.ensure_history(layout, "primary")
     supervisor_pid = fleet.start_supervisor(layout, dsn)
     pg_failover.ensure_replica(layout)
     workload.start_writer(layout, dsn)
     s3_server.finish_start(layout, moto_pid)
+    dns_zone.ensure_zone(layout)
     fleet.wait_replicas(layout, supervisor_pid)
     fleet.start_lb(layout)
     workload.start_loadgen(layout)

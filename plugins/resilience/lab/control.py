@@ -1,8 +1,15 @@
-"""Lab primitives the chaos faults call: small functions over the lab state (``lab.json``).
+"""Lab primitives the chaos faults and the DR DAGs call: small functions over the lab state (``lab.json``).
 
 Each one is idempotent and logs one INFO line saying what it does to what. ``state`` is the
 document :func:`resilience.lab.state.load_lab_state` returns; everything else (pid files,
-the supervisor's state, the roles file) is found from it.
+the supervisor's state, the roles file, the release histories) is found from it.
+
+Regions (see :mod:`resilience.lab.regions`): ``primary`` is what ``lab up`` starts; ``dr`` runs only
+between :func:`start_dr_region` and :func:`stop_dr_region` (``lab down`` stops it too). Clients find
+them through DNS (:func:`dns`): both entry points listen on the same port, on 127.0.0.1 and
+127.0.0.2. To make a region misbehave: :func:`isolate_region` (entry point dark, like a lost
+region) or :func:`deploy_release` with a ``fail_rate`` (a bad deploy: ``/api/*`` answers 500,
+``/health`` stays 200). ``lab up`` starts an isolated primary load balancer again.
 """
 
 from __future__ import annotations
@@ -16,12 +23,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from resilience.lab import memhog, pg_failover, redis_server
+from resilience.lab import memhog, pg_failover, redis_server, regions, releases
 from resilience.lab.app_process import http_ok
 from resilience.lab.daemons import pid_matches
 from resilience.lab.errors import LabError
 from resilience.lab.fleet import supervisor_state
-from resilience.lab.layout import HOST
+from resilience.lab.layout import DEFAULT_DR_REPLICAS, HOST, validate_region
 from resilience.lab.pg_roles import read_roles
 from resilience.lab.state import layout_of
 
@@ -161,3 +168,113 @@ def stop_memory_hog(state: State, name: str) -> None:
 def memory_hog_counters(state: State, name: str) -> dict[str, Any]:
     """``{"oom_kill": int, "failcnt": int, "under_oom": bool}`` of the hog's cgroup."""
     return memhog.counters(layout_of(state), name)
+
+
+# -- DNS and regions ------------------------------------------------------------------------------
+
+def dns(state: State) -> dict[str, Any]:
+    """The lab.json ``dns`` block: zone, record, per-region targets, port, Route53 endpoint, TTL."""
+    block = state.get("dns")
+    if not block or not block.get("zone_id"):
+        raise LabError("dns: this lab.json has no DNS zone: run `resilience lab up` (it creates the zone on moto)")
+    log.info("DNS of the lab: %s in zone %s (%s) on %s", block["record"], block["zone_name"], block["zone_id"],
+             block["aws_endpoint"])
+    return dict(block)
+
+
+def start_dr_region(state: State, dsn: str, replicas: int = DEFAULT_DR_REPLICAS,
+                    timeout_s: float = 30) -> dict[str, Any]:
+    """Start the DR region on ``dsn`` (in the environment, never argv) and wait until every replica and
+    its load balancer answer ``/health``; a DR region running on another DSN is restarted.
+
+    Returns ``{"url": "http://127.0.0.2:<port>", "replicas": [{"name", "pid", "port", "url", "healthy",
+    "release"}]}``. LabError (with the logs) when it does not come up in ``timeout_s``.
+    """
+    layout = layout_of(state)
+    log.info("Starting the DR region: %d replica(s) behind %s", replicas, layout.region_url("dr"))
+    try:
+        return regions.start_dr(layout, dsn, replicas, timeout_s)
+    except ValueError as exc:
+        raise LabError(str(exc)) from exc
+
+
+def stop_dr_region(state: State) -> bool:
+    """Stop the DR region's load balancer, supervisor and replicas; True if it was running."""
+    layout = layout_of(state)
+    log.info("Stopping the DR region (%s)", layout.region_url("dr"))
+    return regions.stop_dr(layout)
+
+
+def dr_region_status(state: State) -> dict[str, Any]:
+    """``{"running", "url", "supervisor_pid", "lb_pid", "replicas": {name: {"pid", "port", "url", "healthy",
+    "restarts", "release"}}}`` (``replicas`` empty while the region is stopped)."""
+    layout = layout_of(state)
+    log.info("Reading the DR region's status (%s)", layout.region_url("dr"))
+    return regions.dr_status(layout)
+
+
+def _region(region: str) -> str:
+    try:
+        return validate_region(region)
+    except ValueError as exc:
+        raise LabError(str(exc)) from exc
+
+
+def isolate_region(state: State, region: str) -> bool:
+    """Take the region's entry point (its load balancer) down, as when the region is lost; its replicas
+    and the databases keep running. True if it was up. ``lab up`` brings the primary's back."""
+    layout = layout_of(state)
+    log.info("Isolating region %s: stopping its load balancer on %s", _region(region), layout.region_url(region))
+    return regions.isolate(layout, region)
+
+
+def restore_region(state: State, region: str) -> int:
+    """Bring the region's entry point back (the DR region must be running); return its PID."""
+    layout = layout_of(state)
+    log.info("Restoring region %s: starting its load balancer on %s", _region(region), layout.region_url(region))
+    return regions.restore(layout, region)
+
+
+def region_health(state: State, region: str) -> dict[str, Any]:
+    """``{"entry_point_up": bool, "healthy_replicas": int, "replicas": int}`` measured over HTTP now
+    (the DR region has 0 replicas while it is stopped)."""
+    layout = layout_of(state)
+    found = regions.health(layout, _region(region))
+    log.info("Region %s: entry point %s, %d/%d replica(s) healthy", region,
+             "up" if found["entry_point_up"] else "DOWN", found["healthy_replicas"], found["replicas"])
+    return found
+
+
+# -- app releases -----------------------------------------------------------------------------------
+
+def app_release(state: State, region: str) -> dict[str, Any]:
+    """``{"current", "previous", "history"}``: entries ``{"release", "fail_rate", "deployed_at"}``
+    (``previous`` is None when there is nothing to roll back to)."""
+    layout = layout_of(state)
+    doc = releases.document(releases.read_history(layout, _region(region)))
+    log.info("Region %s runs release %s (fail rate %g)", region, doc["current"]["release"],
+             doc["current"]["fail_rate"])
+    return doc
+
+
+def deploy_release(state: State, region: str, release: str, fail_rate: float = 0.0,
+                   timeout_s: float = 60) -> dict[str, Any]:
+    """Record ``release`` for ``region`` and roll it out one replica at a time; return :func:`app_release`.
+
+    ``fail_rate`` (0..1) is the share of ``/api/*`` requests the release answers 500. Deploying the
+    current release again only finishes its rollout. A stopped DR region gets it at its next start.
+    """
+    layout = layout_of(state)
+    log.info("Deploying release %r (fail rate %r) to region %s", release, fail_rate, _region(region))
+    try:
+        return regions.deploy(layout, region, release, fail_rate, timeout_s)
+    except ValueError as exc:
+        raise LabError(str(exc)) from exc
+
+
+def rollback_release(state: State, region: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Deploy the previous release (with its fail rate) again and record the rollback; LabError when the
+    region has none. A retried rollback finishes the same rollback rather than going further back."""
+    layout = layout_of(state)
+    log.info("Rolling back region %s to its previous release", _region(region))
+    return regions.rollback(layout, region, timeout_s)

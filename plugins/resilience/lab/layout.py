@@ -3,6 +3,11 @@
 Everything here is pure (no processes, no sockets) so other code can compute the
 lab's endpoints without touching it. The app database runs on two *nodes* (``pg/node-a``,
 ``pg/node-b``, ports base+1 and base+2); which node is primary is state (``pg_roles``).
+
+Two regions serve the app: ``primary`` (load balancer on 127.0.0.1, replicas ``app-1..N``) and
+``dr`` (load balancer on 127.0.0.2 at the *same* port, replicas ``dr-1..N``, started on demand).
+A DNS A record carries only an address, so each region's entry point differs by IP alone; on
+Linux all of 127.0.0.0/8 is loopback.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ ENV_PG_BINDIR = "RESILIENCE_PG_BINDIR"
 ENV_REPLICAS = "RESILIENCE_LAB_REPLICAS"
 ENV_LOAD_RATE = "RESILIENCE_LAB_LOAD_RATE"
 HOST = "127.0.0.1"
+DR_HOST = "127.0.0.2"
+REGIONS = ("primary", "dr")
+REGION_HOSTS = {"primary": HOST, "dr": DR_HOST}
+REGION_REPLICA_PREFIX = {"primary": "app", "dr": "dr"}
+DNS_ZONE = "resilience.lab."
+DNS_RECORD = "api.resilience.lab."
+DNS_TTL_S = 1
 STANZA = "app"
 APP_DBNAME = "app"
 CONTROL_DBNAME = "resilience"
@@ -31,13 +43,17 @@ S3_SECRET_KEY = "resilience-lab-secret"
 LAYOUT_FILE = "layout.json"
 LAB_FILE = "lab.json"
 
-# Offsets from the port base. App replicas use base+11..base+19, DR sandboxes base+30 and up.
+# Offsets from the port base. App replicas use base+11..base+19, DR region replicas base+21..base+29,
+# DR sandboxes base+30 and up. The DR region's load balancer shares "lb"'s port on DR_HOST.
 PORT_OFFSETS = {"control_db": 0, "node_a": 1, "node_b": 2, "redis": 3, "moto": 4, "s3_proxy": 5,
-                "supervisor": 6, "lb": 10, "app": 10, "prometheus": 20}
+                "supervisor": 6, "dr_supervisor": 8, "loadgen": 9, "lb": 10, "app": 10, "prometheus": 20}
 NODES = ("a", "b")
 REPLICA_PORT_OFFSET = 10
+REGION_REPLICA_PORT_OFFSET = {"primary": REPLICA_PORT_OFFSET, "dr": 20}
 MAX_REPLICAS = 9
 DEFAULT_REPLICAS = 3
+DEFAULT_DR_REPLICAS = 2
+LAST_LAB_PORT_OFFSET = 29  # the last DR region replica; sandboxes start right after
 DEFAULT_LOAD_RATE = 20.0
 MAX_LOAD_RATE = 500.0
 SANDBOX_PORT_OFFSET = 30
@@ -70,12 +86,18 @@ def validate_port_base(port_base: int) -> int:
     return port_base
 
 
-def validate_replicas(replicas: int) -> int:
+def validate_replicas(replicas: int, setting: str = f"--replicas / {ENV_REPLICAS}") -> int:
     """Return ``replicas`` or raise ValueError naming the setting and the allowed range."""
     if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_REPLICAS:
-        raise ValueError(f"replicas: {replicas!r} is not an integer in 1..{MAX_REPLICAS} "
-                         f"(--replicas / {ENV_REPLICAS})")
+        raise ValueError(f"replicas: {replicas!r} is not an integer in 1..{MAX_REPLICAS} ({setting})")
     return replicas
+
+
+def validate_region(region: str) -> str:
+    """Return ``region`` or raise ValueError naming the argument and the regions there are."""
+    if region not in REGIONS:
+        raise ValueError(f"region: {region!r} is not one of {', '.join(REGIONS)}")
+    return region
 
 
 def validate_load_rate(rate: float) -> float:
@@ -129,10 +151,31 @@ class LabLayout:
         return [f"app-{i}" for i in range(1, self.replicas + 1)]
 
     def replica_port(self, name: str) -> int:
-        index = int(name.rsplit("-", 1)[1])
-        if not 1 <= index <= MAX_REPLICAS:
-            raise ValueError(f"replica: {name!r} is not app-1..app-{MAX_REPLICAS}")
-        return self.port_base + REPLICA_PORT_OFFSET + index
+        """Port of ``app-i`` (base+10+i, primary region) or ``dr-i`` (base+20+i, DR region)."""
+        prefix, _, index = name.rpartition("-")
+        region = next((r for r, p in REGION_REPLICA_PREFIX.items() if p == prefix), None)
+        if region is None or not index.isdigit() or not 1 <= int(index) <= MAX_REPLICAS:
+            raise ValueError(f"replica: {name!r} is not app-1..app-{MAX_REPLICAS} or dr-1..dr-{MAX_REPLICAS}")
+        return self.port_base + REGION_REPLICA_PORT_OFFSET[region] + int(index)
+
+    def region_replica_names(self, region: str, count: int | None = None) -> list[str]:
+        """``app-1..N`` (primary, N = ``replicas``) or ``dr-1..N`` (DR, N = ``count``, else as the running
+        DR region was started, else 2)."""
+        if validate_region(region) == "primary":
+            return self.replica_names
+        count = dr_replica_count(self) if count is None else count
+        return [f"{REGION_REPLICA_PREFIX[region]}-{i}" for i in range(1, count + 1)]
+
+    def region_url(self, region: str) -> str:
+        """The region's entry point (its load balancer): what the DNS record's answer points at."""
+        return f"http://{REGION_HOSTS[validate_region(region)]}:{self.port('lb')}"
+
+    def region_supervisor_port(self, region: str) -> int:
+        return self.port("supervisor" if validate_region(region) == "primary" else "dr_supervisor")
+
+    def region_daemon(self, region: str, daemon: str) -> str:
+        """Pid/log file name of a region's daemon: ``lb`` / ``supervisor``, ``dr-lb`` / ``dr-supervisor``."""
+        return daemon if validate_region(region) == "primary" else f"{region}-{daemon}"
 
     @property
     def sandbox_port_min(self) -> int:
@@ -167,6 +210,26 @@ class LabLayout:
     def supervisor_state_file(self) -> Path:
         """Written by the supervisor: ``{"app-1": {"pid": .., "port": .., "restarts": n, ...}}``."""
         return self.run_dir / "supervisor.json"
+
+    def region_supervisor_state_file(self, region: str) -> Path:
+        """``run/supervisor.json`` (primary) or ``run/supervisor-dr.json``."""
+        if validate_region(region) == "primary":
+            return self.supervisor_state_file
+        return self.run_dir / f"supervisor-{region}.json"
+
+    def releases_file(self, region: str) -> Path:
+        """The region's app release history: ``run/releases-<region>.json``."""
+        return self.run_dir / f"releases-{validate_region(region)}.json"
+
+    @property
+    def dns_file(self) -> Path:
+        """The hosted zone's id as moto gave it (it changes when moto restarts)."""
+        return self.run_dir / "dns.json"
+
+    @property
+    def dr_region_file(self) -> Path:
+        """How the DR region was started (replica count, DSN fingerprint); absent while it is stopped."""
+        return self.run_dir / "dr-region.json"
 
     @property
     def password_file(self) -> Path:
@@ -238,6 +301,20 @@ def record_settings(layout: LabLayout) -> None:
     tmp = layout.layout_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc) + "\n")
     tmp.replace(layout.layout_file)
+
+
+def recorded_dr_region(layout: LabLayout) -> dict[str, object] | None:
+    """How the running DR region was started (``run/dr-region.json``), None while it is stopped."""
+    try:
+        return dict(json.loads(layout.dr_region_file.read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def dr_replica_count(layout: LabLayout) -> int:
+    """Replicas of the DR region: as it was started, else the default (what it would start with)."""
+    record = recorded_dr_region(layout) or {}
+    return int(str(record.get("replicas", DEFAULT_DR_REPLICAS)))
 
 
 def _from_env(name: str, kind: type) -> int | float | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from resilience.lab.daemons import wait_for
 from resilience.lab.errors import PreflightError
-from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, HOST, PORT_OFFSETS, LabLayout
+from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, HOST, LAST_LAB_PORT_OFFSET, LabLayout
 from resilience.lab.osuser import NOBODY, PG_OS_USER, check_traversable, is_root
 from resilience.lab.pg_roles import read_roles
 from resilience.lab.postgres import pg_bindir
@@ -36,6 +36,7 @@ def component_ports(layout: LabLayout) -> dict[str, tuple[str, int]]:
         "supervisor": ("replica supervisor", layout.port("supervisor")),
         **{n: (f"app replica {n}", layout.replica_port(n)) for n in layout.replica_names},
         "lb": ("load balancer", layout.port("lb")),
+        "loadgen": ("load generator metrics", layout.port("loadgen")),
         "prometheus": ("Prometheus", layout.port("prometheus")),
     }
 
@@ -54,18 +55,18 @@ def in_ephemeral_range(layout: LabLayout, sysctl: Path = EPHEMERAL_RANGE) -> boo
         low, high = (int(v) for v in sysctl.read_text().split())
     except (OSError, ValueError):
         return True
-    return layout.port_base <= high and layout.port_base + PORT_OFFSETS["prometheus"] >= low
+    return layout.port_base <= high and layout.port_base + LAST_LAB_PORT_OFFSET >= low
 
 
 def reserve_ports(layout: LabLayout, sysctl: Path = RESERVED_PORTS) -> bool:
-    """Keep base..base+20 out of the kernel's ephemeral port range (root only, best effort).
+    """Keep base..base+29 (DR region replicas included) out of the ephemeral port range (root, best effort).
 
     Only for a port base chosen inside the ephemeral range (32768-60999): a client connection from
     anywhere could take one, and its TIME_WAIT then blocks the lab's server from binding that
     port for 60 s. ``net.ipv4.ip_local_reserved_ports`` only stops automatic allocation;
     explicit binds (the lab's servers) still work. Returns True when the range is reserved.
     """
-    low, high = layout.port_base, layout.port_base + PORT_OFFSETS["prometheus"]
+    low, high = layout.port_base, layout.port_base + LAST_LAB_PORT_OFFSET
     try:
         current = sysctl.read_text().strip()
         if any(a <= low and high <= b for a, b in _ranges(current)):
@@ -122,7 +123,7 @@ def check_ports(layout: LabLayout, running: Mapping[str, bool]) -> None:
             f"{port - layout.port_base}) is already in use on {HOST} (by another process, or a closed "
             f"client connection in TIME_WAIT for up to 60 s); "
             f"choose another port base with --port-base or {ENV_PORT_BASE} "
-            f"(the lab uses base+0..base+20, DR sandboxes base+30 and up)"
+            f"(the lab uses base+0..base+29, DR sandboxes base+30 and up)"
         )
 
 

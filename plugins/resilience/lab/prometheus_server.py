@@ -14,7 +14,7 @@ from typing import Any
 from resilience.lab.app_process import wait_http_ok
 from resilience.lab.daemons import is_alive, log_tail, running_pid, start_daemon, stop_daemon, wait_for
 from resilience.lab.errors import LabError
-from resilience.lab.layout import HOST, LabLayout, include_dir
+from resilience.lab.layout import DR_HOST, HOST, LabLayout, include_dir
 from resilience.lab.osuser import NOBODY, make_dir
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,16 @@ def prometheus_binary() -> str:
 
 
 def scrape_targets(layout: LabLayout) -> dict[str, Any]:
-    """host:port of every scrape target; ``api`` maps replica name -> target."""
+    """host:port of every scrape target; ``api`` / ``dr_api`` map replica name -> target. The DR region's
+    targets are listed whether it runs or not (down while it is stopped)."""
     def target(component: str) -> str:
         return f"{HOST}:{layout.port(component)}"
 
     return {"lb": [target("lb")], "api": {n: f"{HOST}:{layout.replica_port(n)}" for n in layout.replica_names},
-            "lab": [target("supervisor")], "s3": [target("s3_proxy")], "prometheus": [target("prometheus")]}
+            "lab": [target("supervisor")], "s3": [target("s3_proxy")], "prometheus": [target("prometheus")],
+            "dr_lb": [f"{DR_HOST}:{layout.port('lb')}"],
+            "dr_api": {n: f"{HOST}:{layout.replica_port(n)}" for n in layout.region_replica_names("dr")},
+            "dr_lab": [target("dr_supervisor")], "loadgen": [target("loadgen")]}
 
 
 def render_config(targets: Mapping[str, Any], scrape_interval: str = "1s", rule_files: Sequence[str] = (),
@@ -45,10 +49,16 @@ def render_config(targets: Mapping[str, Any], scrape_interval: str = "1s", rule_
     text = (template or include_dir() / TEMPLATE).read_text()
     api = [{"targets": [t], "labels": {"replica": name, "service": "demo-app"}}
            for name, t in targets["api"].items()]
+    dr_api = [{"targets": [t], "labels": {"replica": name, "service": "demo-app", "region": "dr"}}
+              for name, t in targets["dr_api"].items()]
     return Template(text).substitute(
         scrape_interval=scrape_interval,
         lb_targets=json.dumps(list(targets["lb"])),
         api_static_configs=json.dumps(api),
+        dr_lb_targets=json.dumps(list(targets["dr_lb"])),
+        dr_api_static_configs=json.dumps(dr_api),
+        loadgen_targets=json.dumps(list(targets["loadgen"])),
+        dr_lab_targets=json.dumps(list(targets["dr_lab"])),
         lab_targets=json.dumps(list(targets["lab"])),
         s3_targets=json.dumps(list(targets["s3"])),
         prometheus_targets=json.dumps(list(targets["prometheus"])),
@@ -117,7 +127,8 @@ def start(layout: LabLayout, timeout_s: float = 15.0) -> int:
         return existing
     make_dir(layout.prometheus_dir / "data", NOBODY, 0o750)
     log_file = layout.run_dir / "prometheus.log"
-    log.info("Starting Prometheus on %s (jobs lb, api, lab, s3 every 1 s; rules %s; data %s)", url,
+    log.info("Starting Prometheus on %s (jobs lb, api, dr_lb, dr_api, loadgen, lab, s3 every 1 s; rules %s; "
+             "data %s)", url,
              rules_file(layout), layout.prometheus_dir / "data")
     pid = start_daemon(argv(layout), pid_file(layout), log_file, user=NOBODY)
     if not wait_http_ok(f"{url}/-/ready", timeout_s, lambda: is_alive(pid)):

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from resilience.lab.dns_zone import dns_state
 from resilience.lab.layout import (
     APP_DBNAME,
     CONTROL_DBNAME,
     HOST,
     NODES,
     PG_SUPERUSER,
+    REGION_HOSTS,
+    REGIONS,
     REPLICA_SLOT,
     S3_ACCESS_KEY,
     S3_BUCKET,
@@ -82,9 +85,26 @@ def _app(layout: LabLayout) -> dict[str, Any]:
     return {"url": layout.url("lb"), "port": layout.port("lb"), **_daemon(layout, "lb"), "replicas": replicas}
 
 
+def region_state(layout: LabLayout, region: str) -> dict[str, Any]:
+    """One region's entry point, supervisor, replicas and release history file. The DR region's
+    replicas are the ones it runs (or would start with); ``control.dr_region_status`` is the live view."""
+    lb, supervisor = layout.region_daemon(region, "lb"), layout.region_daemon(region, "supervisor")
+    url = layout.region_url(region)
+    replicas = [{"name": n, "port": layout.replica_port(n), "url": f"http://{HOST}:{layout.replica_port(n)}"}
+                for n in layout.region_replica_names(region)]
+    return {"url": url, "host": REGION_HOSTS[region], "port": layout.port("lb"), "on_demand": region != "primary",
+            "lb": {"metrics_url": f"{url}/metrics", **_daemon(layout, lb)},
+            "supervisor": {"metrics_url": f"http://{HOST}:{layout.region_supervisor_port(region)}/metrics",
+                           "state_file": str(layout.region_supervisor_state_file(region)),
+                           **_daemon(layout, supervisor)},
+            "replicas": replicas,
+            "s3_endpoint": layout.url("s3_proxy" if region == "primary" else "moto"),
+            "releases_file": str(layout.releases_file(region))}
+
+
 def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str,
                 roles: Roles | None = None) -> dict[str, Any]:
-    """The lab.json document for ``layout`` (pure apart from reading the roles file)."""
+    """The lab.json document for ``layout`` (pure apart from reading the roles, DNS and DR region files)."""
     roles = roles or read_roles(layout)
     control, primary, replica = layout.control, layout.node(roles.primary), layout.node(roles.replica)
     prometheus_url = layout.url("prometheus")
@@ -113,7 +133,10 @@ def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str,
         "app": _app(layout),
         "supervisor": {"metrics_url": f"{layout.url('supervisor')}/metrics",
                        "state_file": str(layout.supervisor_state_file), **_daemon(layout, "supervisor")},
-        "loadgen": {"rate_per_s": layout.load_rate, **_daemon(layout, "loadgen")},
+        "loadgen": {"rate_per_s": layout.load_rate, "metrics_url": f"{layout.url('loadgen')}/metrics",
+                    **_daemon(layout, "loadgen")},
+        "dns": dns_state(layout),
+        "regions": {region: region_state(layout, region) for region in REGIONS},
         "writer": _daemon(layout, "writer"),
         "prometheus": {"url": prometheus_url, "port": layout.port("prometheus"),
                        "config": str(layout.prometheus_dir / "prometheus.yml"),

@@ -1,4 +1,7 @@
-"""What of the lab is running: PIDs probed from pid files and /proc, endpoints from the layout."""
+"""What of the lab is running: PIDs probed from pid files and /proc, endpoints from the layout.
+
+The DR region is started on demand: its components are listed apart (``dr_region``) and do not
+count in ``all_up``."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 from resilience.lab import fleet, memhog, pgbackrest_setup, postgres, prometheus_server, redis_server, workload
 from resilience.lab.daemons import running_pid
-from resilience.lab.layout import APP_DBNAME, CONTROL_DBNAME, HOST, LabLayout
+from resilience.lab.layout import APP_DBNAME, CONTROL_DBNAME, DNS_RECORD, HOST, LabLayout
 from resilience.lab.osuser import PG_OS_USER, effective_user
 from resilience.lab.password import read_password
 from resilience.lab.pg_roles import read_roles
@@ -50,9 +53,24 @@ def endpoints(layout: LabLayout) -> dict[str, tuple[str, str]]:
         "supervisor": ("replica supervisor", f"{layout.url('supervisor')}/metrics"),
         **replicas,
         "lb": ("load balancer (app URL)", layout.url("lb")),
-        "loadgen": ("load generator", f"{layout.load_rate:g} requests/s, log {layout.log_file('loadgen')}"),
+        "loadgen": ("load generator", f"{layout.load_rate:g} requests/s to {DNS_RECORD} via DNS, metrics "
+                    f"{layout.url('loadgen')}/metrics"),
         "prometheus": ("Prometheus", layout.url("prometheus")),
     }
+
+
+def dr_components(layout: LabLayout) -> dict[str, dict[str, Any]]:
+    """The DR region's supervisor, replicas and load balancer: title, endpoint, running, pid."""
+    supervisor = fleet.is_running(layout, layout.region_daemon("dr", fleet.SUPERVISOR))
+    found = {"dr_supervisor": ("DR region supervisor", f"http://{HOST}:{layout.port('dr_supervisor')}/metrics",
+                               supervisor)}
+    replica_pids = fleet.replica_pids(layout, "dr")
+    for name, pid in replica_pids.items():
+        found[name] = (f"DR app replica {name}", f"http://{HOST}:{layout.replica_port(name)}", pid)
+    found["dr_lb"] = ("DR load balancer (DR entry point)", layout.region_url("dr"),
+                      fleet.is_running(layout, layout.region_daemon("dr", fleet.LB)))
+    return {name: {"title": title, "endpoint": endpoint, "running": pid is not None, "pid": pid}
+            for name, (title, endpoint, pid) in found.items()}
 
 
 def backup_summary(layout: LabLayout) -> dict[str, Any]:
@@ -86,6 +104,7 @@ def lab_status(layout: LabLayout, with_backups: bool = True) -> dict[str, Any]:
         name: {"title": names[name][0], "endpoint": names[name][1], "running": pid is not None, "pid": pid}
         for name, pid in pids.items()
     }
+    doc["dr_region"] = {"components": dr_components(layout)}
     doc["memory_hogs"] = memory_hogs(layout)
     doc["all_up"] = all(pid is not None for pid in pids.values())
     doc["lab_json"] = str(layout.lab_file) if layout.lab_file.exists() else None
@@ -99,6 +118,9 @@ def format_table(doc: dict[str, Any]) -> str:
     rows = [("COMPONENT", "STATE", "PID", "ENDPOINT")]
     for comp in doc["components"].values():
         rows.append((comp["title"], "up" if comp["running"] else "down", str(comp["pid"] or "-"),
+                     comp["endpoint"]))
+    for comp in doc.get("dr_region", {}).get("components", {}).values():
+        rows.append((comp["title"], "up" if comp["running"] else "off (on demand)", str(comp["pid"] or "-"),
                      comp["endpoint"]))
     for name, hog in doc.get("memory_hogs", {}).items():
         rows.append((f"memory hog {name}", "fault", str(hog["pid"]),

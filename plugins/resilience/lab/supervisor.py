@@ -1,16 +1,19 @@
-"""The lab's supervisor: owns the app replicas and restarts a dead one within ~1 s, like a kubelet.
+"""The lab's supervisor: owns one region's app replicas and restarts a dead one within ~1 s, like a kubelet.
 
-``python -m resilience.lab.supervisor --lab-dir DIR --replicas N``; the app's configuration
-(DSN, Redis, S3) comes from the environment and is passed on to the replicas.
+``python -m resilience.lab.supervisor --lab-dir DIR --replicas N [--region primary|dr]``; the app's
+configuration (DSN, Redis, S3) comes from the environment and is passed on to the replicas, with
+the region's current release (``run/releases-<region>.json``) read at each (re)start of a replica.
 
-- replica ``app-i`` listens on base+10+i; its output goes to ``run/app-i.log``;
+- replica ``app-i`` listens on base+10+i (DR region: ``dr-i`` on base+20+i); its output goes to
+  ``run/<name>.log``;
 - a replica that exits is started again after a back-off (0.1 s, doubling up to 5 s while it
   keeps dying within 10 s of its start, like CrashLoopBackOff); its restart counter goes up;
 - a replica that fails ``/health`` 6 times in a row (3 s) after answering once is SIGKILLed
   and restarted (a liveness probe: a SIGSTOPped replica does not hang forever);
-- state is written atomically to ``run/supervisor.json``: ``{"app-1": {"pid", "port", "restarts",
-  ...}}``; metrics on base+6: ``lab_replica_restarts_total{replica}``, ``lab_replica_up{replica}``
-  and the component probes of :mod:`resilience.lab.lab_exporter`.
+- state is written atomically to ``run/supervisor.json`` (DR: ``run/supervisor-dr.json``):
+  ``{"app-1": {"pid", "port", "restarts", "release", ...}}``; metrics on base+6 (DR: base+8):
+  ``lab_replica_restarts_total{replica}``, ``lab_replica_up{replica}`` and, for the primary region
+  only, the component probes of :mod:`resilience.lab.lab_exporter`.
 SIGTERM stops the replicas (SIGTERM, then SIGKILL after 5 s) and then the supervisor.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -34,8 +38,9 @@ from prometheus_client.registry import Collector
 
 from resilience.lab.daemons import pid_matches, stop_pid
 from resilience.lab.lab_exporter import ComponentProbes, HttpProbe, serve_metrics
-from resilience.lab.layout import HOST, LabLayout, resolve_layout
+from resilience.lab.layout import HOST, REGIONS, LabLayout, resolve_layout
 from resilience.lab.password import read_password
+from resilience.lab.releases import ENV_RELEASE, release_env
 
 log = logging.getLogger("resilience.lab.supervisor")
 
@@ -64,6 +69,7 @@ class Replica:
     health_failures: int = 0
     argv: list[str] = field(default_factory=list)
     health: HttpProbe | None = None
+    release: str = ""
 
     @property
     def pid(self) -> int | None:
@@ -71,7 +77,7 @@ class Replica:
 
     def record(self) -> dict[str, object]:
         return {"pid": self.pid, "port": self.port, "restarts": self.restarts, "healthy": self.healthy,
-                "started_at": self.started_at, "argv": self.argv}
+                "started_at": self.started_at, "argv": self.argv, "release": self.release}
 
 
 def kill_orphans(state_file: Path) -> None:
@@ -86,22 +92,28 @@ def kill_orphans(state_file: Path) -> None:
 
 
 class Supervisor(Collector):
-    def __init__(self, layout: LabLayout, stop: threading.Event) -> None:
+    def __init__(self, layout: LabLayout, stop: threading.Event, region: str = "primary",
+                 count: int | None = None) -> None:
         self.layout = layout
         self.stop = stop
-        self.replicas = [Replica(n, layout.replica_port(n), layout.log_file(n)) for n in layout.replica_names]
+        self.region = region
+        self.state_file = layout.region_supervisor_state_file(region)
+        self.replicas = [Replica(n, layout.replica_port(n), layout.log_file(n))
+                         for n in layout.region_replica_names(region, count)]
         self._written = ""
 
     def start_replica(self, replica: Replica) -> None:
         replica.argv = replica_argv(replica.name, replica.port)
+        env = {**os.environ, **release_env(self.layout, self.region)}  # a restart picks up a new release
         with open(replica.log_file, "ab") as out:
             replica.proc = subprocess.Popen(replica.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                            stderr=subprocess.STDOUT, cwd="/", close_fds=True)
+                                            stderr=subprocess.STDOUT, cwd="/", close_fds=True, env=env)
         replica.started_at = time.time()
+        replica.release = env[ENV_RELEASE]
         replica.healthy = replica.answered = False
         replica.health_failures = 0
-        log.info("Started %s on %s:%d (pid %d, restarts %d)", replica.name, HOST, replica.port, replica.proc.pid,
-                 replica.restarts)
+        log.info("Started %s on %s:%d (pid %d, restarts %d, release %s)", replica.name, HOST, replica.port,
+                 replica.proc.pid, replica.restarts, replica.release)
 
     def reap(self, replica: Replica, now: float) -> None:
         """Notice a dead replica and schedule its restart (with back-off when it keeps dying)."""
@@ -149,9 +161,9 @@ class Supervisor(Collector):
         text = json.dumps({r.name: r.record() for r in self.replicas}, indent=1)
         if text == self._written:
             return
-        tmp = self.layout.supervisor_state_file.with_suffix(".json.tmp")
+        tmp = self.state_file.with_suffix(".json.tmp")
         tmp.write_text(text + "\n")
-        tmp.replace(self.layout.supervisor_state_file)
+        tmp.replace(self.state_file)
         self._written = text
 
     def stop_all(self) -> None:
@@ -187,22 +199,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resilience.lab.supervisor", description=__doc__.split("\n")[0])
     parser.add_argument("--lab-dir", required=True)
     parser.add_argument("--replicas", type=int, required=True)
+    parser.add_argument("--region", choices=REGIONS, default="primary",
+                        help="primary: app-1..N, with the component probes; dr: dr-1..N, no probes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    layout = resolve_layout(args.lab_dir, replicas=args.replicas)
+    if args.region == "primary":
+        layout = resolve_layout(args.lab_dir, replicas=args.replicas)
+    else:  # the lab's own replica count stays as recorded: --replicas is the DR region's
+        layout = resolve_layout(args.lab_dir)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    kill_orphans(layout.supervisor_state_file)
-    supervisor = Supervisor(layout, stop)
-    probes = ComponentProbes(layout, read_password(layout.password_file), stop)
+    kill_orphans(layout.region_supervisor_state_file(args.region))
+    supervisor = Supervisor(layout, stop, args.region, args.replicas)
     registry = CollectorRegistry()
     registry.register(supervisor)
-    registry.register(probes)
-    server = serve_metrics(registry, layout.port("supervisor"))
-    probes.start()
+    probes = None
+    if args.region == "primary":  # the lab's stateful components are probed once, by the primary's
+        probes = ComponentProbes(layout, read_password(layout.password_file), stop)
+        registry.register(probes)
+    port = layout.region_supervisor_port(args.region)
+    server = serve_metrics(registry, port)
+    if probes is not None:
+        probes.start()
     threading.Thread(target=supervisor.probe_loop, name="replica-probes", daemon=True).start()
-    log.info("Supervisor of %d replicas; metrics on %s/metrics", args.replicas, layout.url("supervisor"))
+    log.info("Supervisor of %d replicas of region %s; metrics on http://%s:%d/metrics", args.replicas,
+             args.region, HOST, port)
     while not stop.is_set():
         supervisor.tick()
         stop.wait(TICK_S)

@@ -1,4 +1,5 @@
-"""``resilience lab down``: stop everything the lab (and DR sandboxes in it) started; optionally purge."""
+"""``resilience lab down``: stop everything the lab (the DR region and DR sandboxes included) started;
+optionally purge. Release histories stay in the lab dir (a region keeps its release across down/up)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from resilience.lab import fleet, memhog, postgres, prometheus_server, redis_server, s3_server, workload
+from resilience.lab import fleet, memhog, postgres, prometheus_server, redis_server, regions, s3_server, workload
 from resilience.lab.app_process import stop_app
 from resilience.lab.daemons import stop_daemon
 from resilience.lab.errors import LabError
@@ -47,15 +48,18 @@ def stop_app_databases(layout: LabLayout) -> None:
 
 
 def lab_down(layout: LabLayout, purge: bool = False) -> None:
-    """Stop traffic, the app fleet, S3, Redis, Prometheus, memory hogs, sandboxes, databases (idempotent)."""
+    """Stop traffic, the DR region, the app fleet, S3, Redis, Prometheus, memory hogs, sandboxes, databases
+    (idempotent)."""
     started = time.monotonic()
     log.info("Stopping the lab in %s (port base %d)", layout.lab_dir, layout.port_base)
     if layout.lab_dir.is_dir():
         workload.stop_loadgen(layout)
         workload.stop_writer(layout)
+        regions.stop_dr(layout)
         fleet.stop_fleet(layout)
         stop_app(layout.port("app"), layout.run_dir)  # the single demo app of a lab v1, if one runs
         s3_server.stop(layout)
+        layout.dns_file.unlink(missing_ok=True)  # moto's zone died with it
         redis_server.stop(layout)
         prometheus_server.stop(layout)
         memhog.stop_all(layout)

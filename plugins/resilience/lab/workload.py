@@ -1,6 +1,6 @@
 """Start/stop the lab's workload daemons: the writer (:mod:`resilience.lab.writer`, straight into
 PostgreSQL, so RPO is measurable) and the load generator (:mod:`resilience.lab.loadgen`, HTTP
-traffic through the load balancer, so the SLOs have something to measure)."""
+traffic to the region DNS points at, so the SLOs have something to measure and a cutover moves it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from resilience.lab.daemons import current_pid, python_env, running_pid, start_daemon, stop_daemon
-from resilience.lab.layout import LabLayout
+from resilience.lab.layout import DNS_RECORD, DNS_TTL_S, DNS_ZONE, S3_ACCESS_KEY, S3_SECRET_KEY, LabLayout
 from resilience.lab.writer import ENV_DSN
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,10 @@ def stop_writer(layout: LabLayout) -> bool:
 
 
 def loadgen_argv(layout: LabLayout) -> list[str]:
-    return [sys.executable, "-m", "resilience.lab.loadgen", "--url", layout.url("lb"),
+    """Resolve ``api.resilience.lab.`` on moto's Route53 every TTL; the keys go in the environment."""
+    return [sys.executable, "-m", "resilience.lab.loadgen", "--dns-endpoint", layout.url("moto"),
+            "--dns-zone", DNS_ZONE, "--dns-record", DNS_RECORD, "--dns-ttl", f"{DNS_TTL_S:g}",
+            "--port", str(layout.port("lb")), "--metrics-port", str(layout.port("loadgen")),
             "--rate", f"{layout.load_rate:g}"]
 
 
@@ -61,9 +64,10 @@ def start_loadgen(layout: LabLayout) -> int:
     if existing is not None:
         log.info("Load generator already up (pid %d, %g requests/s)", existing, layout.load_rate)
         return existing
-    log.info("Starting load generator: %g requests/s to %s (log %s)", layout.load_rate, layout.url("lb"),
-             layout.log_file(LOADGEN))
-    return start_daemon(command, layout.pid_file(LOADGEN), layout.log_file(LOADGEN), env=python_env())
+    log.info("Starting load generator: %g requests/s to %s via DNS (port %d; metrics %s; log %s)",
+             layout.load_rate, DNS_RECORD, layout.port("lb"), layout.url("loadgen"), layout.log_file(LOADGEN))
+    env = python_env(AWS_ACCESS_KEY_ID=S3_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY)
+    return start_daemon(command, layout.pid_file(LOADGEN), layout.log_file(LOADGEN), env=env)
 
 
 def stop_loadgen(layout: LabLayout) -> bool:
