@@ -116,7 +116,10 @@ class PrimaryStableSensor(BaseSensorOperator):
                    timeout=timedelta(seconds=float(spec["timeout_s"]) + GRACE_S))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from resilience.dr import failback
+
         context["ti"].xcom_push(key="event", value=event)
+        failback.record_stability({"params": dict(context["params"])}, context["run_id"], event)
         for check in event["checks"]:
             self.log.info("[%s] %s: %s", "PASS" if check["passed"] else "FAIL", check["name"], check["detail"])
         if event["status"] != "stable":
@@ -140,6 +143,7 @@ class CanaryRampSensor(BaseSensorOperator):
 
         spec = dict(self.spec)
         budget_s = spec.pop("budget_s")
+        spec.pop("meta", None)
         self.log.info("Canary ramp %s %% to the primary, %g s per step, rollback after %d failed check(s); "
                       "Route53 zone %s record %s", spec["plan"], spec["interval_s"], spec["threshold"],
                       spec["record"]["zone_id"], spec["record"]["name"])
@@ -150,7 +154,7 @@ class CanaryRampSensor(BaseSensorOperator):
         from resilience.dr import failback
 
         context["ti"].xcom_push(key="event", value=event)
-        failback.record_ramp(context["params"], context["run_id"], event)
+        failback.record_ramp(dict(context["params"]), context["run_id"], event)
         if event["status"] == "rolled_back":
             raise ChecksFailedError(f"canary rolled back at {event['step']} %: {event['reason']}; "
                                     "all traffic is on DR (weights 0/100)")

@@ -1,0 +1,177 @@
+"""dr_failback's steps (runbook "DR Recovery (Returning to Primary)"): stability, sync, canary, cutover."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from resilience.config import load_config
+from resilience.dr.failback_params import FailbackParams, parse_failback_params
+from resilience.dr.regions import Regions, iso
+
+log = logging.getLogger(__name__)
+
+STABILITY_POLL_S = 30.0  # a stability window of hours needs no faster polling
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def _context(run: dict[str, Any], run_id: str) -> tuple[FailbackParams, Regions]:
+    config = load_config()
+    params = parse_failback_params(run["params"], config)
+    return params, Regions(config, config.environment(params.environment), run_id, run.get("dag_id", ""))
+
+
+def window_seconds(window: str) -> float:
+    """A Prometheus duration like ``5s`` or ``1m`` in seconds."""
+    match = DURATION.match(window)
+    if not match:
+        raise ValueError(f"dr.metrics.window: {window!r} is not a duration like 5s or 1m")
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def warmup_s(regions: Regions) -> float:
+    """After a weight change the rate window must fill with the new traffic (plus two scrapes)."""
+    metrics = regions.dr.metrics
+    return window_seconds(metrics.window) + 2 * metrics.scrape_interval_s
+
+
+def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
+    """Validate Params, config, Connections and that DR serves; take the lock; build the sensors' specs."""
+    from resilience.canary import stability_queries
+    from resilience.dr.operation import take_run_lock
+    from resilience.errors import RefusedError
+
+    config = load_config()
+    params = parse_failback_params(raw_params, config)
+    regions = Regions(config, config.environment(params.environment), run_id, dag_id)
+    regions.validate()
+    warmup = warmup_s(regions)
+    metrics = regions.dr.metrics
+    if params.interval_s < warmup + metrics.poll_interval_s:
+        raise ValueError(f"params.interval_s: {params.interval_s:g} s is too short: each step needs the rate window "
+                         f"plus two scrapes ({warmup:g} s) and one poll ({metrics.poll_interval_s:g} s)")
+    state = regions.state.get(params.environment)
+    if not state["dr_active"] or not state["database"]:
+        raise RefusedError(f"DR is not active for {params.environment}: nothing to fail back (run dr_activation "
+                           "first, or the last failback already completed)")
+    take_run_lock(config.control_db_conn_id, run_id, dag_id, "failback")
+    regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
+    regions.record.update(kind="dr_failback", dr_since=iso(state["activated_at"]), dns_before=regions.dns.weights())
+    stable_s = params.stable_hours * 3600
+    step = f"{metrics.scrape_interval_s:g}s"
+    stability = {
+        "prometheus_conn_id": metrics.prometheus_conn_id,
+        "queries": stability_queries(metrics.query("up", "primary"), metrics.query("error_rate_pct", "primary"),
+                                     f"{stable_s:.0f}s", step),
+        "window": f"{stable_s:.0f}s", "expected_samples": stable_s / metrics.scrape_interval_s,
+        "max_error_rate_pct": params.policy.max_error_rate_pct,
+        "poll_interval_s": min(STABILITY_POLL_S, max(metrics.poll_interval_s, stable_s / 10)),
+        "query_timeout_s": max(metrics.query_timeout_s, 5.0),
+        "timeout_s": params.stability_timeout_hours * 3600,
+    }
+    canary = {
+        "aws_conn_id": regions.dr.aws_conn_id, "record": asdict(regions.dns.record), "plan": list(params.steps),
+        "interval_s": params.interval_s, "warmup_s": warmup, "threshold": params.threshold,
+        "prometheus_conn_id": metrics.prometheus_conn_id,
+        "primary_queries": {m: metrics.query(m, "primary") for m in ("error_rate_pct", "p95_ms")},
+        "dr_queries": {m: metrics.query(m, "dr") for m in ("error_rate_pct", "p95_ms")},
+        "policy": asdict(params.policy), "poll_interval_s": metrics.poll_interval_s,
+        "query_timeout_s": metrics.query_timeout_s,
+        # a step can hold for up to `threshold` more intervals before it rolls back
+        "budget_s": len(params.steps) * params.interval_s * (params.threshold + 1) + 60,
+        "meta": {"environment": params.environment, "dag_id": dag_id},
+    }
+    log.info("Failback of %s: DR active since %s (data from %s); stable %g h; canary %s %% every %g s",
+             params.environment, iso(state["activated_at"]), iso(state["recovery_point"]), params.stable_hours,
+             list(params.steps), params.interval_s)
+    return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
+            "stability": stability, "canary": canary}
+
+
+def record_stability(run: dict[str, Any], run_id: str, event: dict[str, Any]) -> None:
+    _, regions = _context(run, run_id)
+    regions.record.update(stability={"status": event["status"], "checks": event["checks"]})
+
+
+def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes") -> dict[str, Any]:
+    """Copy the rows written in DR since it took over back to the primary (COPY + upsert, conflicts reported)."""
+    from resilience.dr.datasync import sync_dr_writes as sync
+
+    params, regions = _context(run, run_id)
+    state = regions.state.get(params.environment)
+    db = state["database"]
+    since = state["recovery_point"] or state["activated_at"]
+    phase = "data_sync"
+    with regions.record.step(step, phase) as details:
+        with regions.connect(db["host"], db["port"], db["dbname"]) as dr, regions.primary_conn() as primary:
+            primary.autocommit = False
+            result = sync(dr, primary, since, params.conflict_policy)
+        details.update({k: v for k, v in result.items() if k != "conflict_rows"})
+        previous = regions.record.load()["details"].get("sync")
+        regions.record.update(sync=_merge_sync(previous, result))
+        log.info("%s: %d row(s) written in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
+                 result["copied"], iso(since), result["applied"], result["conflicts"], params.conflict_policy)
+        return {k: v for k, v in result.items() if k != "conflict_rows"}
+
+
+def _merge_sync(previous: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
+    """The report's view over both syncs: rows applied add up; conflicts are the latest pass's."""
+    if not previous:
+        return result
+    tables = {t: {"copied": s["copied"], "applied": s["applied"] + previous["tables"].get(t, {}).get("applied", 0),
+                  "conflicts": s["conflicts"]} for t, s in result["tables"].items()}
+    return {**result, "tables": tables, "applied": sum(t["applied"] for t in tables.values())}
+
+
+def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> None:
+    """Audit every weight change the canary made and keep its analysis for the report."""
+    config = load_config()
+    regions = Regions(config, config.environment(params["environment"]), run_id, "dr_failback")
+    for change in event.get("changes", []):
+        regions.dns_log.record(run_id, "dr_failback", regions.dr.zone, regions.dr.record, change["before"],
+                               change["after"], change["reason"])
+    start = datetime.fromtimestamp(event["started"], UTC)
+    regions.record.update(canary={k: event.get(k) for k in ("status", "plan", "step", "reason", "error",
+                                                             "failed_checks", "samples", "analyses", "changes")})
+    status = "success" if event["status"] == "completed" else "failed"
+    regions.record._append({"step": "canary_ramp", "phase": "canary", "status": status, "start": start,
+                            "end": datetime.fromtimestamp(event["ended"], UTC),
+                            "duration_s": round(event["ended"] - event["started"], 3),
+                            "details": {"plan": event["plan"], "status": event["status"]},
+                            "error": event.get("reason") or event.get("error")})
+
+
+def dns_cutover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """All traffic on the primary (100/0, confirmed by reading back); the primary serves again."""
+    params, regions = _context(run, run_id)
+    with regions.record.step("dns_cutover", "cutover") as details:
+        change = regions.set_traffic(100, f"failback {run_id}: cutover to the primary region")
+        regions.state.set(params.environment, serving="primary", dr_active=True)
+        details.update(change)
+        ttl = regions.dns.record.ttl
+        log.info("Waiting %d s (record TTL + 1) for resolvers to drop the DR answer", ttl + 1)
+        time.sleep(ttl + 1)
+        return change
+
+
+def decommission_dr(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """After the final sync: stop the DR app, drop the DR database (skipped with decommission_dr false)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from resilience.platforms.base import Sandbox
+
+    params, regions = _context(run, run_id)
+    state = regions.state.get(params.environment)
+    if not params.decommission_dr:
+        regions.state.set(params.environment, dr_active=False)
+        raise AirflowSkipException(f"decommission_dr is false: DR app and database {state['database']['name']} kept")
+    with regions.record.step("decommission_dr", "cutover") as details:
+        regions.dr_platform.stop_dr_app()
+        regions.dr_platform.drop_sandbox(Sandbox.from_dict(state["database"]))
+        regions.state.set(params.environment, dr_active=False, database=None, app_url=None)
+        details["dropped"] = state["database"]["name"]
+        return details
