@@ -1,0 +1,250 @@
+"""emergency_rollback: the runbook's "Rollback Procedures", each part chosen by a Param.
+
+- application: the region's app back to its previous release (rolling);
+- database: point-in-time recovery into a new environment ``rollback-YYYYMMDD-HHMM`` (default
+  target 30 minutes ago); the source is never written;
+- traffic: the API record's weights back to what they were before the last change (or all
+  to one region).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from resilience.config import REGIONS, Config, load_config
+from resilience.dr.activation_params import dr_environment_of
+from resilience.dr.params import parse_pitr_target
+from resilience.dr.regions import Regions, iso
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PITR_AGO = timedelta(minutes=30)
+TRAFFIC_TARGETS = ("previous", "primary", "dr")
+
+
+@dataclass(frozen=True)
+class RollbackParams:
+    environment: str
+    application: bool
+    app_region: str
+    database: bool
+    pitr_target: datetime | None
+    traffic: bool
+    traffic_to: str
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["pitr_target"] = iso(self.pitr_target)
+        return doc
+
+
+def _flag(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"params.{name}: {value!r} must be true or false")
+    return value
+
+
+def _choice(params: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = params.get(name, default)
+    if value not in allowed:
+        raise ValueError(f"params.{name}: {value!r} is not one of {list(allowed)}")
+    return str(value)
+
+
+def parse_rollback_params(params: Mapping[str, Any], config: Config, now: datetime) -> RollbackParams:
+    environment = dr_environment_of(config, str(params.get("environment", "")))
+    parsed = RollbackParams(
+        environment=environment.name,
+        application=_flag(params, "application"),
+        app_region=_choice(params, "app_region", REGIONS, "primary"),
+        database=_flag(params, "database"),
+        pitr_target=parse_pitr_target(params.get("pitr_target"), now),
+        traffic=_flag(params, "traffic"),
+        traffic_to=_choice(params, "traffic_to", TRAFFIC_TARGETS, "previous"),
+    )
+    if not (parsed.application or parsed.database or parsed.traffic):
+        raise ValueError("params: choose at least one of application, database, traffic to roll back")
+    if parsed.database and parsed.pitr_target is None:
+        parsed = RollbackParams(**{**asdict(parsed), "pitr_target": now - DEFAULT_PITR_AGO})
+    return parsed
+
+
+def rollback_params() -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    from resilience.config import DR_ENVIRONMENT_NAMES
+
+    return {
+        "environment": Param("lab", type="string", enum=list(DR_ENVIRONMENT_NAMES), title="Environment"),
+        "application": Param(False, type="boolean", title="Roll back the application", section="Application",
+                             description="Back to the previous release (rolling restart), in the region below."),
+        "app_region": Param("primary", type="string", enum=list(REGIONS), title="Application region",
+                            section="Application"),
+        "database": Param(False, type="boolean", title="Point-in-time recovery", section="Database",
+                          description="Restore the database as it was at the target into a NEW environment "
+                                      "(rollback-YYYYMMDD-HHMM); the source is not touched."),
+        "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Recovery point",
+                             section="Database",
+                             description="RFC 3339 time in the past. Empty: 30 minutes ago (the runbook's default)."),
+        "traffic": Param(False, type="boolean", title="Roll back traffic (DNS)", section="Traffic",
+                         description="Set the API record's Route53 weights (zone and record logged first)."),
+        "traffic_to": Param("previous", type="string", enum=list(TRAFFIC_TARGETS), title="Traffic to",
+                            section="Traffic",
+                            description="previous: the weights before the last recorded change; primary / dr: all "
+                                        "traffic to that region."),
+    }
+
+
+def _context(run: dict[str, Any], run_id: str) -> tuple[RollbackParams, Regions]:
+    config = load_config()
+    params = parse_rollback_params(run["params"], config, datetime.now(UTC))
+    return params, Regions(config, config.environment(params.environment), run_id, run.get("dag_id", ""))
+
+
+def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
+    """Validate every selected part (a previous release, backups covering the target, a DNS change
+    to go back to), then take the lock and open the record."""
+    from resilience.dr.operation import take_run_lock
+    from resilience.errors import RefusedError
+
+    config = load_config()
+    params = parse_rollback_params(raw_params, config, datetime.now(UTC))
+    regions = Regions(config, config.environment(params.environment), run_id, dag_id)
+    regions.validate()
+    plan: dict[str, Any] = {}
+    if params.application:
+        release = regions.platform(params.app_region).app_release(params.app_region)
+        if not release.get("previous"):
+            raise RefusedError(f"params.application: the {params.app_region} region has no previous release to roll "
+                               f"back to (current {release.get('current')})")
+        plan["application"] = {"from": release["current"], "to": release["previous"]}
+    if params.database:
+        plan["database"] = _check_backups_cover(regions, params.pitr_target)
+    if params.traffic:
+        plan["traffic"] = _traffic_target(regions, params.traffic_to)
+    for part, what in plan.items():
+        log.info("Will roll back %s: %s", part, what)
+    take_run_lock(config.control_db_conn_id, run_id, dag_id, "emergency rollback")
+    regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
+    regions.record.update(kind="emergency_rollback", plan=plan)
+    return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(), "plan": plan}
+
+
+def _check_backups_cover(regions: Regions, target: datetime | None) -> dict[str, Any]:
+    from resilience.dr.pgbackrest import parse_info
+    from resilience.errors import RefusedError
+
+    assert target is not None
+    stanza = regions.environment.pgbackrest_stanza
+    info = parse_info(regions.primary_platform.pgbackrest(["info", "--output=json", f"--stanza={stanza}"], 60), stanza)
+    usable = [b for b in info.backups if b.stop <= target]
+    if not usable:
+        oldest = info.backups[0].stop.isoformat() if info.backups else "none"
+        raise RefusedError(f"params.pitr_target: {target.isoformat()} precedes the end of every backup "
+                           f"(oldest ends {oldest}): nothing to recover from")
+    return {"target": target.isoformat(), "from_backup": usable[-1].label}
+
+
+def _traffic_target(regions: Regions, traffic_to: str) -> dict[str, Any]:
+    from resilience.errors import RefusedError
+
+    current = regions.dns.weights()
+    if traffic_to == "previous":
+        last = regions.dns_log.last(regions.dr.record)
+        if last is None:
+            raise RefusedError(f"params.traffic_to: no recorded change of {regions.dr.record} to roll back")
+        wanted = last["before"]
+    else:
+        wanted = {"primary": 100 if traffic_to == "primary" else 0, "dr": 100 if traffic_to == "dr" else 0}
+    return {"from": current, "to": wanted}
+
+
+def rollback_application(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    params, regions = _context(run, run_id)
+    if not params.application:
+        raise AirflowSkipException("application rollback not selected")
+    with regions.record.step("rollback_application", "application") as details:
+        started = time.monotonic()
+        release = regions.platform(params.app_region).rollback_app(params.app_region)
+        details.update(region=params.app_region, release=release.get("current"),
+                       rolled_back_from=run["plan"]["application"]["from"],
+                       seconds=round(time.monotonic() - started, 2))
+        log.info("%s region rolled back to release %s in %.1f s", params.app_region, release.get("current"),
+                 details["seconds"])
+        return details
+
+
+def rollback_database(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """PITR into a new environment named for the day; kept (it is the result), its DSN reported."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from resilience.dr.pgbackrest import dr_restore_args
+
+    params, regions = _context(run, run_id)
+    if not params.database:
+        raise AirflowSkipException("database rollback not selected")
+    assert params.pitr_target is not None
+    env = regions.environment
+    platform = regions.primary_platform
+    with regions.record.step("rollback_database", "database") as details:
+        name = f"rollback-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        box = platform.create_sandbox(name, env.dbname, platform.database_endpoints())
+        log.info("Point-in-time recovery of %s to %s into new environment %s", env.pgbackrest_stanza,
+                 params.pitr_target.isoformat(), name)
+        started = time.monotonic()
+        platform.restore_sandbox(box, dr_restore_args(env.pgbackrest_stanza, box.data_dir, "pitr",
+                                                      params.pitr_target), timeout_s=3600)
+        newest = _wait_writable(regions, box)
+        user, _ = regions.credentials
+        details.update(environment=name, dsn=box.dsn(user), target=params.pitr_target.isoformat(),
+                       newest_write=iso(newest), seconds=round(time.monotonic() - started, 2), database=box.to_dict())
+        regions.record.update(rollback_database=details)
+        log.info("New environment %s ready at %s (newest row %s)", name, box.dsn(user), iso(newest))
+        return details
+
+
+def _wait_writable(regions: Regions, box: Any, timeout_s: float = 600) -> datetime | None:
+    from resilience.dr import integrity
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            with regions.connect(box.host, box.port, box.dbname) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    return integrity.latest_write(conn, integrity.timestamped_tables(conn))
+        except Exception:  # still starting
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{box.name} not writable after {timeout_s:g} s")
+
+
+def rollback_traffic(run: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from resilience.errors import RefusedError
+
+    params, regions = _context(run, run_id)
+    if not params.traffic:
+        raise AirflowSkipException("traffic rollback not selected")
+    wanted = run["plan"]["traffic"]["to"]
+    with regions.record.step("rollback_traffic", "traffic") as details:
+        target = "primary" if wanted["primary"] >= wanted["dr"] else "dr"
+        ok, health = regions.healthy(target)
+        if not ok and wanted[target] == 100:
+            raise RefusedError(f"traffic_to: the {target} region is not healthy ({health}); DNS left as it is")
+        change = regions.set_traffic(int(round(100 * wanted["primary"] / max(1, sum(wanted.values())))),
+                                     f"emergency rollback {run_id}: traffic {params.traffic_to}")
+        details.update(change)
+        if change["after"]["dr"] == 0:
+            regions.state.set(params.environment, serving="primary")
+        elif change["after"]["primary"] == 0:
+            regions.state.set(params.environment, serving="dr")
+        return change
