@@ -81,11 +81,12 @@ def rollback_params() -> dict[str, Any]:
     from resilience.config import DR_ENVIRONMENT_NAMES
 
     return {
-        "environment": Param("lab", type="string", enum=list(DR_ENVIRONMENT_NAMES), title="Environment"),
+        "environment": Param("lab", type="string", enum=list(DR_ENVIRONMENT_NAMES), title="Environment",
+                             description="The environment to roll back (it needs a dr section in environments.yaml)."),
         "application": Param(False, type="boolean", title="Roll back the application", section="Application",
                              description="Back to the previous release (rolling restart), in the region below."),
         "app_region": Param("primary", type="string", enum=list(REGIONS), title="Application region",
-                            section="Application"),
+                            section="Application", description="Which region's app goes back one release."),
         "database": Param(False, type="boolean", title="Point-in-time recovery", section="Database",
                           description="Restore the database as it was at the target into a NEW environment "
                                       "(rollback-YYYYMMDD-HHMM); the source is not touched."),
