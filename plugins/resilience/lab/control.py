@@ -40,7 +40,8 @@ State = dict[str, Any]
 # -- app replicas ----------------------------------------------------------------------------
 
 def replicas(state: State) -> dict[str, dict[str, Any]]:
-    """``{name: {"pid": int|None, "port", "url", "healthy"}}`` from the supervisor and ``/health``."""
+    """``{name: {"pid": int|None, "port", "url", "healthy", "restarts", "release"}}`` from the supervisor
+    and ``/health`` (``release``: what the supervisor started the process with)."""
     layout = layout_of(state)
     recorded = supervisor_state(layout)
     found = {}
@@ -51,7 +52,7 @@ def replicas(state: State) -> dict[str, dict[str, Any]]:
         url = f"http://{HOST}:{layout.replica_port(name)}"
         found[name] = {"pid": live, "port": layout.replica_port(name), "url": url,
                        "healthy": live is not None and http_ok(f"{url}/health", 0.5),
-                       "restarts": int(entry.get("restarts", 0))}
+                       "restarts": int(entry.get("restarts", 0)), "release": entry.get("release") if live else None}
     return found
 
 
