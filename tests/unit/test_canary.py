@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from resilience.canary import DEFAULT_STEPS, MetricRange, canary_gate, check_metric, dns_weights, ramp_plan
+from resilience.canary import (
+    DEFAULT_STEPS,
+    FailbackPolicy,
+    MetricRange,
+    canary_gate,
+    check_metric,
+    dns_weights,
+    failback_ranges,
+    ramp_plan,
+    stability_checks,
+    stability_queries,
+)
 from resilience.checks import Check
 
 ERROR_DELTA = MetricRange("error rate delta", max=1.0, unit=" %")
@@ -56,3 +67,46 @@ def test_threshold_of_one_rolls_back_on_the_first_failure():
     assert canary_gate([ERROR_DELTA], {"error rate delta": 5.0}, 0, threshold=1).action == "rollback"
     with pytest.raises(ValueError, match="threshold: 0 must be >= 1"):
         canary_gate([ERROR_DELTA], {}, 0, threshold=0)
+
+
+# -- failback gates (primary vs DR) and the stability window --------------------------------------
+
+def test_failback_ranges_are_relative_to_dr():
+    error, p95 = failback_ranges({"error_rate_pct": 0.5, "p95_ms": 100.0}, FailbackPolicy())
+    assert (error.name, error.max) == ("error_rate_pct", 1.5)
+    assert (p95.name, p95.max) == ("p95_ms", 200.0)
+
+
+def test_failback_p95_bound_never_tighter_than_the_floor():
+    _, p95 = failback_ranges({"error_rate_pct": 0.0, "p95_ms": 4.0}, FailbackPolicy())
+    assert p95.max == 50.0
+
+
+def test_failback_ranges_fall_back_to_absolute_bounds_without_dr_data():
+    error, p95 = failback_ranges({"error_rate_pct": None, "p95_ms": float("nan")}, FailbackPolicy())
+    assert error.max == 1.0 and p95.max == 10_000.0
+
+
+def test_a_primary_worse_than_dr_fails_the_gate():
+    ranges = failback_ranges({"error_rate_pct": 0.0, "p95_ms": 5.0}, FailbackPolicy())
+    decision = canary_gate(ranges, {"error_rate_pct": 4.8, "p95_ms": 6.0}, 0, 1)
+    assert decision.action == "rollback"
+    assert "error_rate_pct 4.80 % > 1 %" in decision.reason
+
+
+def test_stability_checks():
+    good = stability_checks({"up_min": 1.0, "samples": 100.0, "error_rate_max": 0.1}, 100, 1.0, "100s")
+    assert all(c.passed for c in good)
+    down = stability_checks({"up_min": 0.0, "samples": 100.0, "error_rate_max": None}, 100, 1.0, "100s")
+    assert [c.passed for c in down] == [False, True, True]  # no user traffic: judged on health only
+    short = stability_checks({"up_min": 1.0, "samples": 40.0, "error_rate_max": 5.0}, 100, 1.0, "100s")
+    assert [c.passed for c in short] == [True, False, False]
+    empty = stability_checks({}, 100, 1.0, "100s")
+    assert not empty[0].passed and "no up samples" in empty[0].detail
+
+
+def test_stability_queries_are_subqueries_over_the_window():
+    queries = stability_queries('max(up{job="lb"})', "ERR", "7200s", "1s")
+    assert queries == {"up_min": 'min_over_time((max(up{job="lb"}))[7200s:1s])',
+                       "samples": 'count_over_time((max(up{job="lb"}))[7200s:1s])',
+                       "error_rate_max": "max_over_time((ERR)[7200s:1s])"}

@@ -82,3 +82,34 @@ def test_bad_slo_section_names_the_field(mutate, message):
     mutate(doc["environments"]["lab"]["slo"])
     with pytest.raises(ValueError, match=message):
         parse_config(doc)
+
+
+def test_dr_dropdown_matches_the_environments_with_a_dr_section():
+    from resilience.config import DR_ENVIRONMENT_NAMES
+
+    config = load_config()
+    assert tuple(n for n, e in config.environments.items() if e.dr) == DR_ENVIRONMENT_NAMES
+
+
+def test_lab_dr_section():
+    dr = load_config().environment("lab").dr
+    assert (dr.zone, dr.record, dr.dr_environment) == ("resilience.lab.", "api.resilience.lab.", "lab")
+    assert dr.metrics.query("up", "dr") == 'max(up{job="dr_lb"})'
+    assert '[5s]' in dr.metrics.query("error_rate_pct", "primary") and 'job="lb"' in dr.metrics.query("p95_ms", "primary")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["dns"].update(zone="resilience.lab"), r"environments\.lab\.dr\.dns\.zone: 'resilience\.lab' must be"),
+        (lambda d: d["metrics"]["queries"].pop("up"), r"environments\.lab\.dr\.metrics\.queries: missing \['up'\]"),
+        (lambda d: d["metrics"]["jobs"].pop("dr"), r"environments\.lab\.dr\.metrics\.jobs: \['primary'\] must name"),
+        (lambda d: d.update(dr_environment="mars"), r"environments\.lab\.dr\.dr_environment: 'mars' is not one of"),
+        (lambda d: d.update(sequence_gap=0), r"environments\.lab\.dr\.sequence_gap: 0 must be a positive integer"),
+    ],
+)
+def test_bad_dr_section_names_the_field(mutate, message):
+    doc = raw()
+    mutate(doc["environments"]["lab"]["dr"])
+    with pytest.raises(ValueError, match=message):
+        parse_config(doc)

@@ -1,0 +1,96 @@
+"""The DR operations' report (pure) and the Statuspage client against a local Statuspage API."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from resilience.dr.operation_report import build_report, render_html, slack_message
+from resilience.statuspage import incident_body, open_incident, update_incident
+from tests.fakes.statuspage import StatuspageServer
+
+START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+
+def step(name, phase, begin_s, end_s, status="success", error=None):
+    return {"step": name, "phase": phase, "status": status, "start": (START + timedelta(seconds=begin_s)).isoformat(),
+            "end": (START + timedelta(seconds=end_s)).isoformat(), "duration_s": end_s - begin_s, "details": {},
+            "error": error}
+
+
+def activation_record(checks_pass=True):
+    return {
+        "run_id": "manual__1", "dag_id": "dr_activation", "environment": "lab", "status": "running",
+        "params": {"environment": "lab", "rto_target": 30}, "started_at": START, "finished_at": None,
+        "details": {"kind": "dr_activation",
+                    "path": {"kind": "full_dr", "restore": "fast", "reason": "primary region lost, fast"},
+                    "answers": {"primary_accessible": {"answer": False, "param": "auto", "evidence": "entry down"}},
+                    "checks": [{"name": "API responds < 2 s", "passed": checks_pass, "detail": "HTTP 200 in 5 ms"}]},
+        "steps": [step("declare_incident", "assessment", 0, 1), step("restore_fast", "dr_environment", 1, 20),
+                  step("deploy_app", "application", 20, 25), step("dns_cutover", "traffic_cutover", 25, 26),
+                  step("final_validation", "traffic_cutover", 26, 30)],
+    }
+
+
+def test_activation_report_measures_rto_to_the_validated_service():
+    report = build_report(activation_record(), [], START + timedelta(seconds=40))
+    assert report["status"] == "passed" and report["deviated"] is False
+    assert report["rto"] == {"measured_s": 30.0, "target_min": 30.0, "passed": True}
+    assert [p["within_budget"] for p in report["phases"]] == [True, True, True, True]
+    html = render_html(report)
+    assert "RTO achieved" in html and "0.50 min" in html and "primary accessible?" in html
+    assert "Path: <b>full_dr</b>, restore <b>fast</b>" in html
+
+
+def test_a_failed_check_fails_the_activation_and_leaves_the_rto_unmeasured():
+    report = build_report(activation_record(checks_pass=False), [], START + timedelta(seconds=40))
+    assert report["status"] == "failed" and report["rto"]["measured_s"] is None
+    assert "Failed checks: API responds < 2 s" in slack_message(report, "/r/a.html")
+
+
+def test_a_rolled_back_canary_is_reported_with_its_charts():
+    samples = [{"at": 1000.0 + i, "weight": w, "primary": {"error_rate_pct": e, "p95_ms": 5.0},
+                "dr": {"error_rate_pct": 0.0, "p95_ms": 5.0}} for i, (w, e) in enumerate([(10, 0), (50, 0), (50, 5)])]
+    record = {"run_id": "manual__2", "dag_id": "dr_failback", "environment": "lab", "params": {"environment": "lab"},
+              "started_at": START, "finished_at": None, "steps": [step("canary_ramp", "canary", 0, 3, "failed")],
+              "details": {"kind": "dr_failback", "canary": {
+                  "status": "rolled_back", "plan": [10, 50, 100], "step": 50, "reason": "error rate 5 > 1",
+                  "failed_checks": 1, "samples": samples, "changes": [],
+                  "analyses": [{"at": 1002.0, "weight": 50, "action": "rollback", "failed_checks": 1,
+                                "checks": [{"name": "error_rate_pct", "passed": False, "detail": "5 > 1"}]}]}}}
+    report = build_report(record, [{"at": "t", "before": {"primary": 50, "dr": 50}, "after": {"primary": 0, "dr": 100},
+                                    "reason": "rollback"}], START + timedelta(seconds=5))
+    assert report["status"] == "rolled_back"
+    html = render_html(report)
+    assert "Canary ramp — rolled_back" in html and html.count("<svg") >= 4 and "rollback" in html
+    assert "Canary: rolled_back (error rate 5 &gt; 1)" not in html  # the Slack line is plain text
+    assert "Canary: rolled_back (error rate 5 > 1)" in slack_message(report, "/r/b.html")
+
+
+def test_incident_body_refuses_unknown_status():
+    with pytest.raises(ValueError, match=r"status: 'panicking' is not one of"):
+        incident_body("x", "panicking", "major", "")
+
+
+@pytest.fixture
+def statuspage(monkeypatch):
+    with StatuspageServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TEST_STATUSPAGE", server.connection_json())
+        yield server
+
+
+def test_incident_opened_and_moved_on_through_the_http_connection(statuspage, airflow_db):
+    incident = open_incident("test_statuspage", "page1", "Service Disruption", "DR activation")
+    assert incident["status"] == "investigating" and incident["shortlink"].startswith("https://stspg.io/")
+    assert update_incident("test_statuspage", "page1", incident["id"], "monitoring", "served from DR")
+    stored = statuspage.incidents[incident["id"]]
+    assert stored["status"] == "monitoring" and len(stored["incident_updates"]) == 2
+    assert statuspage.requests[0]["path"] == "/v1/pages/page1/incidents"
+
+
+def test_missing_statuspage_connection_is_logged_not_raised(caplog, airflow_db):
+    assert "AIRFLOW_CONN_NOPE" not in os.environ
+    assert open_incident("nope", "page1", "x", "y") is None
+    assert "Not posting to Statuspage" in caplog.text
