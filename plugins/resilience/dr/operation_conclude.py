@@ -67,7 +67,7 @@ def write_report(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | No
     report = build_report(regions.record.load(), _dns_changes(regions, run_id), utcnow())
     regions.record.finish(report["status"])
     report = build_report(regions.record.load(), _dns_changes(regions, run_id), utcnow())
-    json_path, html_path = write_files(report, regions.config.report_dir, render_html)
+    json_path, html_path = write_files(report, regions.config.report_dir / report["dag_id"], render_html)
     log.info("%s %s: report %s", report["kind"], report["status"].upper(), html_path)
     return {"status": report["status"], "report_json": str(json_path), "report_html": str(html_path)}
 

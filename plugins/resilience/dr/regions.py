@@ -131,11 +131,9 @@ class Regions:
         return f"postgresql://{quote(user)}:{quote(password or '', safe='')}@{host}:{port}/{dbname}"
 
     def primary_conn(self) -> Any:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-        conn = PostgresHook(postgres_conn_id=self.environment.database_conn_id).get_conn()
-        conn.autocommit = True
-        return conn
+        """The primary region's writable database as its platform knows it now (it follows a failover)."""
+        endpoint = self.primary_platform.database_endpoints()[0]
+        return self.connect(endpoint.host, endpoint.port, self.environment.dbname)
 
 
 def http_probe(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 5.0,

@@ -6,6 +6,7 @@ new connection, and the pool drops connections whose server died, so the app fol
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,3 +86,19 @@ class Database:
                 (self._demo_account(conn), s3_key, size_bytes, sha256),
             ).fetchone()
         return _jsonable(row)
+
+    def find_account(self, email: str) -> dict[str, Any] | None:
+        """The login lookup of the authentication check."""
+        with self.connection() as conn:
+            row = conn.execute("SELECT id, email FROM accounts WHERE email = %s", (email,)).fetchone()
+        return _jsonable(row) if row else None
+
+    def record_webhook(self, event_id: str, event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Store a received webhook once (a redelivery of the same ``event_id`` is a duplicate)."""
+        with self.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO webhook_events (event_id, event_type, payload) VALUES (%s, %s, %s) "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id, created_at",
+                (event_id, event_type, json.dumps(payload)),
+            ).fetchone()
+        return {**_jsonable(row), "duplicate": False} if row else {"event_id": event_id, "duplicate": True}

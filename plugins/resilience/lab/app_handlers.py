@@ -9,6 +9,7 @@ rate answers that share of ``/api/*`` requests 500 before they reach any depende
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import random
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 
 from resilience.lab.app_cache import ReadThroughCache
-from resilience.lab.app_db import Database
+from resilience.lab.app_db import DEMO_EMAIL, Database
 from resilience.lab.app_metrics import AppMetrics
 from resilience.lab.app_s3 import ObjectStore, S3Unavailable
 
@@ -56,6 +57,8 @@ class DemoApp:
             ("GET", "/api/posts"): self.list_posts,
             ("POST", "/api/posts"): self.create_post,
             ("POST", "/api/uploads"): self.create_upload,
+            ("POST", "/api/auth/health-check"): self.auth_check,
+            ("POST", "/api/webhooks"): self.receive_webhook,
         }
 
     def known_path(self, path: str) -> bool:
@@ -128,3 +131,45 @@ class DemoApp:
             log.warning("Upload %s stored in S3 but not recorded: %s", key, type(exc).__name__)
             return db_error(exc)
         return 201, {**row, "attempts": attempts}
+
+    def auth_check(self, query: Query, body: bytes) -> Response:
+        """The runbook's ``POST /api/auth/health-check``: a session token issued and verified, and
+        the account lookup a login does, answered by the database."""
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": "body: not valid JSON"}
+        if not isinstance(data, dict) or data.get("test") is not True:
+            return 400, {"error": 'body: must be {"test": true}'}
+        token = session_token(DEMO_EMAIL)
+        if not verify_token(token, DEMO_EMAIL):
+            return 500, {"status": "error", "auth": "token did not verify"}
+        try:
+            account = self.db.find_account(DEMO_EMAIL)
+        except psycopg.Error as exc:
+            return db_error(exc)
+        return 200, {"status": "ok", "auth": "ok", "account_lookup": "found" if account else "no such account"}
+
+    def receive_webhook(self, query: Query, body: bytes) -> Response:
+        """Accept a webhook (``{"id", "type", ...}``) and store it once; 202 as webhook senders expect."""
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return 400, {"error": "body: not valid JSON"}
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+            return 400, {"error": "body: needs string fields id and type"}
+        try:
+            return 202, self.db.record_webhook(data["id"][:200], data["type"][:100], data)
+        except psycopg.Error as exc:
+            return db_error(exc)
+
+
+SESSION_KEY = uuid.uuid4().bytes  # per process: tokens only need to verify where they were issued
+
+
+def session_token(subject: str) -> str:
+    return f"{subject}.{hmac.new(SESSION_KEY, subject.encode(), hashlib.sha256).hexdigest()}"
+
+
+def verify_token(token: str, subject: str) -> bool:
+    return hmac.compare_digest(token, session_token(subject))

@@ -36,7 +36,8 @@ from resilience.lab.app_metrics import BUCKETS_S
 
 log = logging.getLogger("resilience.lab.lb")
 
-KNOWN_PATHS = {"/health", "/api/health/database", "/api/posts", "/api/uploads"}
+KNOWN_PATHS = {"/health", "/api/health/database", "/api/posts", "/api/uploads", "/api/auth/health-check",
+               "/api/webhooks"}
 ERROR_STATUSES = (500, 502, 503, 504)
 IDEMPOTENT = {"GET", "HEAD", "OPTIONS"}
 NOT_FORWARDED = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
