@@ -8,6 +8,8 @@ generator's /metrics, HTTP through the entry points, /proc.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -229,6 +231,28 @@ def test_bad_arguments_are_refused_naming_the_argument(lab: Lab, call: Any, mess
         call(state)
     assert control.app_release(state, "primary")["history"] == before
     assert control.dr_region_status(state)["running"]  # a refused start leaves the running region alone
+
+
+def test_after_moto_restarts_up_recreates_the_zone_and_the_load_generator_follows(lab: Lab) -> None:
+    state = lab.state
+    moto_pid = lab.status["components"]["moto"]["pid"]
+    set_weights(state, 100, 0)
+    os.kill(moto_pid, signal.SIGKILL)
+    assert eventually(lambda: not is_alive(moto_pid), 5)
+    time.sleep(1.5)  # lookups fail meanwhile: the load generator keeps its last answer
+    assert metric_sum(state["loadgen"]["metrics_url"], "loadgen_dns_weight", region="primary") == 100
+    assert grows(lambda: loadgen(state, "primary", "2xx"), 5, 5)
+    proc = run_cli("up", env=lab.env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Created Route53 hosted zone resilience.lab." in proc.stderr
+    assert lab.state["dns"]["zone_id"] != state["dns"]["zone_id"]
+    assert weighted(lab.state) == {"primary": ("127.0.0.1", 100, 1), "dr": ("127.0.0.2", 0, 1)}
+    set_weights(lab.state, 0, 100)  # the load generator found the new zone by name
+    try:
+        assert eventually(lambda: metric_sum(state["loadgen"]["metrics_url"], "loadgen_dns_weight",
+                                             region="dr") == 100, 10)
+    finally:
+        set_weights(lab.state, 100, 0)
 
 
 def test_status_shows_the_dr_region_apart(lab: Lab) -> None:

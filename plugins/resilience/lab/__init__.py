@@ -3,11 +3,16 @@
 Modules, one job each:
 
 - ``layout``      lab dir, settings (replicas, load rate), port plan (base+0 control DB, +1/+2 app
-                  nodes a/b, +3 Redis, +4 moto, +5 S3 fault proxy, +6 supervisor metrics, +10 load
-                  balancer, +11..+19 app replicas, +20 Prometheus, +30.. DR sandboxes), paths (pure)
+                  nodes a/b, +3 Redis, +4 moto, +5 S3 fault proxy, +6 supervisor metrics, +8 DR
+                  supervisor metrics, +9 load generator metrics, +10 load balancer (127.0.0.1, and
+                  the DR region's on 127.0.0.2), +11..+19 app replicas, +20 Prometheus, +21..+29 DR
+                  region replicas, +30.. DR sandboxes), regions, paths
 - ``state``       ``lab.json``, the contract other code reads: ``load_lab_state()``
-- ``control``     primitives the chaos faults call (kill a replica, stop Redis, S3 faults,
-                  fail over PostgreSQL, rebuild the replica, memory hogs)
+- ``control``     primitives the chaos faults and DR DAGs call (kill a replica, stop Redis, S3 faults,
+                  fail over PostgreSQL, rebuild the replica, memory hogs, the DR region, isolate a
+                  region, region health, app releases)
+- ``regions`` / ``releases`` / ``dns_zone``   the DR region on demand, entry points, rolling
+                  deploys; release histories per region; the Route53 zone on moto and its records
 - ``bringup`` / ``teardown`` / ``status``   ``lab_up()``, ``lab_down()``, ``lab_status()``
 - ``preflight``   tools, lab dir reachable by the server users, free ports (before anything starts)
 - ``postgres``    one cluster: initdb, config, start/stop, databases
@@ -19,7 +24,8 @@ Modules, one job each:
 - ``s3_server`` / ``s3_proxy``   moto (S3) and the fault proxy in front of it
 - ``fleet`` / ``supervisor`` / ``lb`` / ``lab_exporter``   the app replicas, the supervisor that
                   restarts them (and probes the components), the load balancer
-- ``writer`` / ``loadgen`` / ``workload``   database writer, HTTP load generator, their start/stop
+- ``writer`` / ``loadgen`` / ``workload``   database writer, HTTP load generator (resolves the
+                  region through DNS), their start/stop
 - ``app`` / ``app_handlers`` / ``app_db`` / ``app_cache`` / ``app_s3`` / ``app_metrics`` /
   ``app_process``   the demo app and running it anywhere
 - ``memhog``      stress-ng in a memory-limited cgroup (v1)

@@ -63,9 +63,9 @@ def supervisor_argv(layout: LabLayout, region: str = "primary", count: int | Non
     if region == "primary":
         return [sys.executable, "-m", "resilience.lab.supervisor", "--lab-dir", str(layout.lab_dir),
                 "--replicas", str(layout.replicas)]
-    names = layout.region_replica_names(region, count)
+    names = layout.region_replica_names(region, count)  # the port base is explicit: a caller's env may differ
     return [sys.executable, "-m", "resilience.lab.supervisor", "--lab-dir", str(layout.lab_dir),
-            "--replicas", str(len(names)), "--region", region]
+            "--port-base", str(layout.port_base), "--replicas", str(len(names)), "--region", region]
 
 
 def lb_argv(layout: LabLayout, region: str = "primary", count: int | None = None) -> list[str]:

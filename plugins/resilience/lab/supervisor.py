@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 
 from resilience.lab.daemons import pid_matches, stop_pid
 from resilience.lab.lab_exporter import ComponentProbes, HttpProbe, serve_metrics
-from resilience.lab.layout import HOST, REGIONS, LabLayout, resolve_layout
+from resilience.lab.layout import HOST, REGIONS, LabLayout, resolve_layout, validate_port_base
 from resilience.lab.password import read_password
 from resilience.lab.releases import ENV_RELEASE, release_env
 
@@ -201,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, required=True)
     parser.add_argument("--region", choices=REGIONS, default="primary",
                         help="primary: app-1..N, with the component probes; dr: dr-1..N, no probes")
+    parser.add_argument("--port-base", type=int, help="the lab's port base (default: as the lab dir records it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.region == "primary":
-        layout = resolve_layout(args.lab_dir, replicas=args.replicas)
-    else:  # the lab's own replica count stays as recorded: --replicas is the DR region's
-        layout = resolve_layout(args.lab_dir)
+        layout = resolve_layout(args.lab_dir, args.port_base, replicas=args.replicas)
+    else:  # started by whoever calls start_dr_region: only the lab dir and port base matter, not their env
+        layout = LabLayout(Path(args.lab_dir).absolute(), validate_port_base(args.port_base or 0))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
