@@ -63,17 +63,17 @@ def record_changes(regions: Iterable[str], record: str = DNS_RECORD, ttl_s: int 
         for region in regions]}
 
 
-def route53_client(endpoint: str, timeout_s: float = 2.0,
+def route53_client(endpoint: str, timeout_s: float = 2.0, attempts: int = 1,
                    credentials: tuple[str, str] | None = (S3_ACCESS_KEY, S3_SECRET_KEY)) -> Any:
-    """A boto3 Route53 client on moto; one attempt, short timeouts. ``credentials=None``: the keys come
-    from the environment (``$AWS_ACCESS_KEY_ID`` ...), as for a daemon that must not carry them in argv."""
+    """A boto3 Route53 client on moto with short timeouts. ``credentials=None``: the keys come from the
+    environment (``$AWS_ACCESS_KEY_ID`` ...), as for a daemon that must not carry them in argv."""
     import boto3
     from botocore.config import Config
 
     keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]} if credentials else {}
     return boto3.client("route53", endpoint_url=endpoint, region_name=S3_REGION, **keys,
                         config=Config(connect_timeout=timeout_s, read_timeout=timeout_s,
-                                      retries={"max_attempts": 1, "mode": "standard"}))
+                                      retries={"max_attempts": attempts, "mode": "standard"}))
 
 
 def find_zone_id(client: Any, zone_name: str = DNS_ZONE) -> str | None:
@@ -106,8 +106,8 @@ def dns_state(layout: LabLayout) -> dict[str, Any]:
 
 def ensure_zone(layout: LabLayout) -> dict[str, Any]:
     """Create the zone and the missing weighted records on moto (existing weights are kept); return
-    the ``dns`` block. moto must be up."""
-    client = route53_client(layout.url("moto"))
+    the ``dns`` block. moto must be up (its first Route53 call loads the backend: slow on a busy machine)."""
+    client = route53_client(layout.url("moto"), timeout_s=10.0, attempts=3)
     zone_id = find_zone_id(client)
     if zone_id is None:
         created = client.create_hosted_zone(Name=DNS_ZONE, CallerReference=f"resilience-lab-{time.time_ns()}")

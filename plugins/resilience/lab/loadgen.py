@@ -123,7 +123,7 @@ class Route53Lookup:
         from resilience.lab.dns_zone import find_zone_id, read_weighted, route53_client
 
         if self.client is None:
-            self.client = route53_client(self.endpoint, self.timeout_s, credentials=None)  # keys from env
+            self.client = route53_client(self.endpoint, self.timeout_s, credentials=None)  # keys: env
         try:
             if self.zone_id is None:
                 self.zone_id = find_zone_id(self.client, self.zone)
