@@ -116,9 +116,13 @@ def dr_activation():
     @task(trigger_rule="none_failed_min_one_success")
     def deploy_app(run: dict) -> dict:
         """Deploy the app in the DR region against the restored database."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from resilience.dr import activation
 
-        restored = next(r for r in (pulled(t) for t in RESTORES) if r)
+        restored = next((r for r in (pulled(t) for t in RESTORES) if r), None)
+        if restored is None:  # the regional-failover branch restores nothing in DR
+            raise AirflowSkipException("no DR database was restored: nothing to deploy in DR")
         return activation.deploy_app(run, run_id(), restored)
 
     @task

@@ -190,7 +190,9 @@ def ledger_for(control_conn_id: str) -> Ledger:
 
 def release_run_lock(control_conn_id: str, run_id: str) -> bool:
     """Give the chaos/DR lock back (a no-op, logged, when ``run_id`` does not hold it)."""
-    released = ledger_for(control_conn_id).release_lock(RUN_LOCK, run_id)
+    ledger = ledger_for(control_conn_id)
+    ledger.ensure_schema()  # a run refused before it took the lock may be the first to ask
+    released = ledger.release_lock(RUN_LOCK, run_id)
     if not released:
         log.warning("Not releasing %s: run %s does not hold it", RUN_LOCK, run_id)
     return released

@@ -124,6 +124,10 @@ def primary_dsn(lab) -> str:
     """The app database's writable node now (a regional failover moves it)."""
     return lab_state(lab)["app_db"]["read_write_dsn"]
 
+# dag.test() keeps a run's conf in the DAG's params: every run passes every Param
+ROLLBACK = {"environment": "lab", "application": False, "app_region": "primary", "database": False,
+            "pitr_target": None, "traffic": False, "traffic_to": "previous"}
+
 
 def test_bad_params_are_refused_before_any_side_effect(dags, lab):
     from airflow.sdk.exceptions import ParamValidationError
@@ -133,16 +137,19 @@ def test_bad_params_are_refused_before_any_side_effect(dags, lab):
         dags["dr_activation"].test(run_conf={**ACTIVATE, "primary_accessible": "perhaps"})
     with pytest.raises(ParamValidationError):
         dags["dr_failback"].test(run_conf={**FAILBACK, "steps": [50, 0]})
-    dagrun, states = run(dags["dr_activation"], {**ACTIVATE, "environment": "staging"})
+    with pytest.raises(ParamValidationError):  # no dr section: not in the form's list
+        dags["dr_activation"].test(run_conf={**ACTIVATE, "environment": "staging"})
+    dagrun, states = run(dags["dr_activation"], {**ACTIVATE, "environment": "production"})  # platform refused
     assert states["start_activation"] == "failed" and states["declare_incident"] == "upstream_failed"
     dagrun2, states2 = run(dags["dr_failback"], FAILBACK)  # DR is not active: nothing to fail back
     assert states2["start_failback"] == "failed" and states2["canary_ramp"] == "upstream_failed"
-    dagrun3, states3 = run(dags["emergency_rollback"], {"environment": "lab"})  # nothing selected
+    dagrun3, states3 = run(dags["emergency_rollback"], ROLLBACK)  # nothing selected
     assert states3["start_rollback"] == "failed"
     assert weights(lab) == before
     runs = (dagrun.run_id, dagrun2.run_id, dagrun3.run_id)
     assert control_rows(lab, "SELECT count(*) FROM dr_operations WHERE run_id = ANY(%s)", (list(runs),)) == [(0,)]
     assert control_rows(lab, "SELECT count(*) FROM run_locks") == [(0,)]
+    assert all(s == "success" for t, s in states.items() if t in ("release_lock", "ensure_traffic", "write_report"))
 
 
 def test_regional_failover_when_the_primary_region_is_accessible(dags, lab, fakes):
@@ -222,12 +229,12 @@ def test_failback_rolls_back_to_dr_when_the_primary_fails_at_50(dags, lab):
     assert states["restore_fast"] == "success" and states["verdict"] == "success", states
     restore_primary(lab)
     time.sleep(12)
-    seen_50 = threading.Event()
+    seen_50, done = threading.Event(), threading.Event()
     failed_at = {}
 
     def fail_primary_at_50() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not done.is_set():
             if weights(lab).get("primary") == 50:
                 isolate_primary(lab)
                 failed_at["t"] = time.monotonic()
@@ -239,6 +246,7 @@ def test_failback_rolls_back_to_dr_when_the_primary_fails_at_50(dags, lab):
     watcher.start()
     interval = 20
     dagrun, states = run(dags["dr_failback"], {**FAILBACK, "interval_s": interval})
+    done.set()
     watcher.join(5)
     try:
         assert seen_50.is_set()
@@ -261,8 +269,7 @@ def test_emergency_rollback_of_the_app_and_traffic(dags, lab):
     primary_url = state["regions"]["primary"]["url"]
     with pytest.raises(Exception, match="500"):
         post_via(primary_url, "during the bad release")
-    dagrun, states = run(dags["emergency_rollback"], {"environment": "lab", "application": True,
-                                                       "app_region": "primary", "traffic": True,
+    dagrun, states = run(dags["emergency_rollback"], {**ROLLBACK, "application": True, "traffic": True,
                                                        "traffic_to": "primary"})
     assert states["rollback_application"] == "success" and states["rollback_traffic"] == "success", states
     assert states["rollback_database"] == "skipped" and states["verdict"] == "success", states
@@ -287,8 +294,7 @@ def test_emergency_rollback_of_the_database_into_a_new_environment(dags, lab):
         conn.execute("INSERT INTO accounts (email) VALUES (%s)", (after,))
         conn.execute("SELECT pg_switch_wal()")
     time.sleep(3)  # both segments archived
-    dagrun, states = run(dags["emergency_rollback"], {"environment": "lab", "database": True,
-                                                       "pitr_target": target.isoformat()})
+    dagrun, states = run(dags["emergency_rollback"], {**ROLLBACK, "database": True, "pitr_target": target.isoformat()})
     assert states["rollback_database"] == "success", states
     box = report_of(dagrun)["rollback_database"]["database"]
     try:

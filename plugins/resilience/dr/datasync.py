@@ -8,8 +8,9 @@ primary key. All tables go in one transaction on the primary: all or nothing.
 
 A conflict is a row both sides changed since DR started: the primary's copy was updated
 after ``since`` and differs from DR's (policy ``primary_wins`` keeps the primary's, ``dr_wins``
-takes DR's), or DR's row clashes on another unique key with a different primary row (never
-applied). Every conflict is reported.
+takes DR's), or DR's row has the same unique key as another primary row (the same entity created
+on both sides: merged into the primary's row, and DR rows that reference it follow it to the
+primary's id). Every conflict is reported.
 """
 
 from __future__ import annotations
@@ -77,6 +78,29 @@ def _columns(conn: Any, table: str) -> list[str]:
         " ORDER BY attnum", (table,)).fetchall()]
 
 
+def _foreign_keys(conn: Any, table: str) -> list[tuple[str, str, str]]:
+    """(column, its type, referenced ``schema.table``) of each single-column foreign key of ``table``."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), nb.nspname || '.' || cb.relname"
+        " FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+        " JOIN pg_class cb ON cb.oid = c.confrelid JOIN pg_namespace nb ON nb.oid = cb.relnamespace"
+        " WHERE c.contype = 'f' AND c.conrelid = %s::regclass AND array_length(c.conkey, 1) = 1",
+        (table,)).fetchall()]
+
+
+def _remap_references(primary: Any, table: str, stage: Any) -> int:
+    """Point staged rows at the primary's ids of rows merged by a unique key (``resilience_keymap``)."""
+    from psycopg import sql
+
+    moved = 0
+    for column, kind, referenced in _foreign_keys(primary, table):
+        moved += primary.execute(sql.SQL(
+            "UPDATE {stage} s SET {col} = CAST(m.new AS {kind}) FROM resilience_keymap m"
+            " WHERE m.tbl = %s AND s.{col}::text = m.old").format(
+            stage=stage, col=sql.Identifier(column), kind=sql.SQL(kind)), (referenced,)).rowcount
+    return moved
+
+
 def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) -> dict[str, Any]:
     """Copy and apply one table's DR writes inside the primary's open transaction."""
     from psycopg import sql
@@ -94,6 +118,7 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
         for chunk in out:
             into.write(chunk)
     copied = primary.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+    remapped = _remap_references(primary, table, stage)
 
     def on(a: str, b: str, keys: list[str]) -> sql.Composable:
         return sql.SQL(" AND ").join(sql.SQL("{}.{} = {}.{}").format(sql.Identifier(a), sql.Identifier(k),
@@ -105,15 +130,22 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
         "SELECT {pk} FROM {stage} s JOIN {t} p ON {on} WHERE p.updated_at > {since}"
         " AND ROW(p.*) IS DISTINCT FROM ROW(s.*)").format(
         pk=pk_cols, stage=stage, t=ident, on=on("p", "s", pk), since=sql.Literal(since))).fetchall()
-    clashes = []
+    clashes: list[tuple[tuple, tuple]] = []  # (DR's key, the primary's key) of rows with one unique key
     for unique in uniques:
-        clashes += primary.execute(sql.SQL("SELECT {pk} FROM {stage} s JOIN {t} p ON {on} WHERE NOT ({same})").format(
-            pk=pk_cols, stage=stage, t=ident, on=on("p", "s", unique), same=on("p", "s", pk))).fetchall()
+        rows = primary.execute(sql.SQL(
+            "SELECT {pk}, {ppk} FROM {stage} s JOIN {t} p ON {on} WHERE NOT ({same})").format(
+            pk=pk_cols, ppk=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(k)) for k in pk),
+            stage=stage, t=ident, on=on("p", "s", unique), same=on("p", "s", pk))).fetchall()
+        clashes += [(tuple(r[:len(pk)]), tuple(r[len(pk):])) for r in rows]
+    if len(pk) == 1:  # rows that reference a merged row follow it to the primary's id
+        for theirs, ours in clashes:
+            primary.execute("INSERT INTO resilience_keymap (tbl, old, new) VALUES (%s, %s, %s)",
+                            (table, str(theirs[0]), str(ours[0])))
     conflicts = [{"table": table, "key": list(k), "resolution": "kept primary's row" if policy == "primary_wins"
                   else "took DR's row"} for k in both_changed]
-    conflicts += [{"table": table, "key": list(k), "resolution": "not applied: unique key held by another row"}
-                  for k in clashes]
-    dropped = set(clashes) | (set(both_changed) if policy == "primary_wins" else set())
+    conflicts += [{"table": table, "key": list(theirs), "resolution": f"same unique key as the primary's row "
+                   f"{list(ours)}: merged into it (references follow)"} for theirs, ours in clashes]
+    dropped = {theirs for theirs, _ in clashes} | (set(both_changed) if policy == "primary_wins" else set())
     for key in dropped:
         primary.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
             stage, sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in pk)), key)
@@ -123,8 +155,10 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({pk}) DO UPDATE SET {updates}"
         " WHERE ROW({t}.*) IS DISTINCT FROM ROW(EXCLUDED.*)").format(
         t=ident, cols=cols, stage=stage, pk=sql.SQL(", ").join(map(sql.Identifier, pk)), updates=updates)).rowcount
-    log.info("Synced %s: %d row(s) written in DR, %d applied, %d conflict(s)", table, copied, applied, len(conflicts))
-    return {"copied": int(copied), "applied": int(applied), "conflicts": len(conflicts), "conflict_rows": conflicts}
+    log.info("Synced %s: %d row(s) written in DR, %d applied, %d conflict(s), %d reference(s) remapped", table,
+             copied, applied, len(conflicts), remapped)
+    return {"copied": int(copied), "applied": int(applied), "conflicts": len(conflicts), "remapped": remapped,
+            "conflict_rows": conflicts}
 
 
 def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str) -> dict[str, Any]:
@@ -134,6 +168,7 @@ def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str) -> dict[
     tables = foreign_key_order(_tables(dr), _references(dr))
     result: dict[str, Any] = {"since": since.isoformat(), "policy": policy, "tables": {}, "conflict_rows": []}
     with primary.transaction():
+        primary.execute("CREATE TEMP TABLE resilience_keymap (tbl text, old text, new text) ON COMMIT DROP")
         for table in tables:
             done = sync_table(dr, primary, table, since, policy)
             result["conflict_rows"] += done.pop("conflict_rows")
