@@ -64,3 +64,4 @@ lint: venv  ## ruff
 bench: venv  ## benchmarks (each brings up a lab of its own; see bench/)
 	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/abort_latency.py
+	$(BIN)/python bench/canary.py

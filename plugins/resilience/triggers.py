@@ -146,6 +146,10 @@ class SloRecoveryTrigger(_PrometheusWatch):
                 return
 
 
+def _only_no_data(decision: Any) -> bool:
+    return all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
+
+
 def _worse(metric: str, a: float, b: float) -> float:
     return min(a, b) if metric == "availability_pct" else max(a, b)
 
@@ -208,11 +212,12 @@ class PrimaryStableTrigger(BaseTrigger):
 class CanaryRampTrigger(BaseTrigger):
     """Move traffic back to the primary step by step, analysing each step (Flagger's loop).
 
-    Per step: UPSERT the weights, then for ``interval_s`` read both regions every poll; after
-    ``warmup_s`` (one rate window: the new weights must show in the metrics) each reading is a
-    gate check. A step advances at the end of its interval if its last check passed; a failed
-    check holds it; ``threshold`` failed checks roll all traffic back to DR at once, here,
-    before the event is yielded. Every weight change is in the event for the audit trail.
+    Per step: UPSERT the weights, then for ``interval_s`` read both regions every poll; each
+    reading is a gate check. During ``warmup_s`` (one rate window and two scrapes: the new
+    weight must reach the metrics) a reading with no data is not counted, but a bad value is.
+    A step advances at the end of its interval if its last check passed; a failed check holds
+    it; ``threshold`` failed checks roll all traffic back to DR at once, here, before the event
+    is yielded. Every weight change is in the event for the audit trail.
     """
 
     def __init__(self, aws_conn_id: str, record: dict[str, Any], plan: list[int], interval_s: float,
@@ -293,25 +298,26 @@ class CanaryRampTrigger(BaseTrigger):
                         read_values_async(hook, session, self.primary_queries, self.query_timeout_s),
                         read_values_async(hook, session, self.dr_queries, self.query_timeout_s))
                     samples.append({"at": time.time(), "weight": weight, "primary": primary[0], "dr": dr[0]})
-                    if elapsed >= self.warmup_s:
-                        decision = canary_gate(failback_ranges(dr[0], policy), primary[0], failed, self.threshold)
-                        failed, last_action = decision.failed_checks, decision.action
-                        analyses.append({"at": time.time(), "weight": weight, "action": decision.action,
-                                         "failed_checks": failed, "checks": [c.to_dict() for c in decision.checks]})
-                        if decision.action == "rollback":
-                            self.log.warning("Halt at %d %%: %s; rolling all traffic back to DR", weight,
-                                             decision.reason)
-                            try:
-                                await self._set_weights(0, f"rollback at step {weight} %: {decision.reason}", changes)
-                            except Exception as exc:
-                                yield event("error", step=weight, reason=decision.reason,
-                                            error=f"rollback to DR failed: {type(exc).__name__}: {exc}")
-                                return
-                            yield event("rolled_back", step=weight, reason=decision.reason)
+                    decision = canary_gate(failback_ranges(dr[0], policy), primary[0], failed, self.threshold)
+                    if elapsed < self.warmup_s and decision.action != "advance" and _only_no_data(decision):
+                        continue  # the new weight has not reached the rate window yet: no data is expected
+                    failed, last_action = decision.failed_checks, decision.action
+                    analyses.append({"at": time.time(), "weight": weight, "action": decision.action,
+                                     "failed_checks": failed, "checks": [c.to_dict() for c in decision.checks]})
+                    if decision.action == "rollback":
+                        self.log.warning("Halt at %d %%: %s; rolling all traffic back to DR", weight,
+                                         decision.reason)
+                        try:
+                            await self._set_weights(0, f"rollback at step {weight} %: {decision.reason}", changes)
+                        except Exception as exc:
+                            yield event("error", step=weight, reason=decision.reason,
+                                        error=f"rollback to DR failed: {type(exc).__name__}: {exc}")
                             return
-                        if decision.action == "hold":
-                            self.log.warning("Check failed at %d %% (%d of %d): %s", weight, failed, self.threshold,
-                                             decision.reason)
+                        yield event("rolled_back", step=weight, reason=decision.reason)
+                        return
+                    if decision.action == "hold":
+                        self.log.warning("Check failed at %d %% (%d of %d): %s", weight, failed, self.threshold,
+                                         decision.reason)
                     if elapsed >= self.interval_s and last_action == "advance":
                         break
         yield event("completed", step=self.plan[-1])
