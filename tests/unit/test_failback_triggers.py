@@ -1,0 +1,141 @@
+"""The failback triggers with scripted Prometheus readings, a fake clock and an in-memory Route53."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+
+from resilience.triggers import CanaryRampTrigger, PrimaryStableTrigger
+
+RECORD = {"zone_id": "Z1", "name": "api.resilience.lab.", "targets": {"primary": "127.0.0.1", "dr": "127.0.0.2"},
+          "ttl": 1}
+RAMP = {"aws_conn_id": "aws", "record": RECORD, "plan": [50, 100], "interval_s": 3, "warmup_s": 1, "threshold": 2,
+        "prometheus_conn_id": "prom", "primary_queries": {"error_rate_pct": "P_ERR", "p95_ms": "P_P95"},
+        "dr_queries": {"error_rate_pct": "D_ERR", "p95_ms": "D_P95"},
+        "policy": {"max_error_rate_delta_pct": 1.0, "max_p95_ratio": 2.0, "p95_floor_ms": 50.0,
+                   "max_error_rate_pct": 1.0, "max_p95_ms": 10000.0}}
+GOOD = {"error_rate_pct": 0.0, "p95_ms": 5.0}
+BAD = {"error_rate_pct": 40.0, "p95_ms": 5.0}
+NONE = {"error_rate_pct": None, "p95_ms": None}
+
+
+DNS: dict[str, list] = {"history": []}  # every weight change the trigger made, in order
+
+
+class FakeRoute53:
+    """Route53Weights in memory."""
+
+    def __init__(self, aws_conn_id, record):
+        pass
+
+    def weights(self):
+        return dict(DNS["history"][-1]) if DNS["history"] else {"primary": 0, "dr": 100}
+
+    def set_weights(self, primary, dr):
+        DNS["history"].append({"primary": primary, "dr": dr})
+        return self.weights()
+
+
+def run_ramp(primary_readings, args=RAMP):
+    DNS["history"] = []
+    readings = iter(primary_readings)
+
+    async def fake_read(hook, session, queries, timeout_s):
+        return (dict(next(readings)) if queries["error_rate_pct"] == "P_ERR" else dict(GOOD)), {}
+
+    clock = itertools.count(0.0, 1.0)
+    with mock.patch("resilience.prometheus.read_values_async", fake_read), \
+            mock.patch("resilience.dns.Route53Weights", FakeRoute53), \
+            mock.patch("resilience.triggers.time.monotonic", side_effect=lambda: next(clock)), \
+            mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+        return asyncio.run(first_event(CanaryRampTrigger(**args)))
+
+
+async def first_event(trigger):
+    async for event in trigger.run():
+        return event.payload
+
+
+def test_healthy_ramp_completes_at_100():
+    event = run_ramp([GOOD] * 20)
+    assert event["status"] == "completed"
+    assert [h["primary"] for h in DNS["history"]] == [50, 100]
+    assert event["failed_checks"] == 0 and len(event["changes"]) == 2
+
+
+def test_two_failed_checks_roll_all_traffic_back_to_dr():
+    event = run_ramp([GOOD, GOOD, GOOD, BAD, BAD])  # 50 % passes, then the step at 100 % goes bad
+    assert event["status"] == "rolled_back" and event["step"] == 100
+    assert DNS["history"][-1] == {"primary": 0, "dr": 100}
+    assert event["changes"][-1]["reason"].startswith("rollback at step 100 %")
+    assert "error_rate_pct 40.00 % > 1 %" in event["reason"]
+
+
+def test_no_data_during_warmup_is_not_counted_but_after_it_is():
+    warm = {**RAMP, "warmup_s": 2}  # the fake clock moves 1 s per reading: the first falls in the warm-up
+    event = run_ramp([NONE, GOOD, GOOD, GOOD, GOOD, GOOD], warm)
+    assert event["status"] == "completed" and event["failed_checks"] == 0
+    late = {**RAMP, "warmup_s": 0}
+    event = run_ramp([NONE, NONE], late)
+    assert event["status"] == "rolled_back" and "no values found" in event["reason"]
+
+
+def test_a_bad_value_during_warmup_counts():
+    event = run_ramp([BAD, BAD], {**RAMP, "warmup_s": 2})
+    assert event["status"] == "rolled_back" and event["step"] == 50
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"warmup_s": 5}, r"warmup_s: 5 must be >= 0 and shorter than interval_s"),
+     ({"threshold": 0}, r"threshold: 0 must be >= 1"),
+     ({"plan": [50]}, r"params\.steps: \[50\] must end at 100"),
+     ({"policy": {"nope": 1}}, r"unexpected keyword argument 'nope'")],
+)
+def test_bad_ramp_arguments_are_refused(changes, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        CanaryRampTrigger(**{**RAMP, **changes})
+
+
+def test_ramp_serializes_to_its_classpath():
+    path, kwargs = CanaryRampTrigger(**RAMP).serialize()
+    assert path == "resilience.triggers.CanaryRampTrigger"
+    assert CanaryRampTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+STABLE = {"prometheus_conn_id": "prom", "queries": {"up_min": "U", "samples": "S", "error_rate_max": "E"},
+          "window": "60s", "expected_samples": 60, "max_error_rate_pct": 1.0,
+          "until": datetime.now(UTC) + timedelta(hours=1), "poll_interval_s": 1, "query_timeout_s": 1}
+
+
+def run_stable(readings, args=STABLE):
+    it = iter(readings)
+
+    async def fake_read(hook, session, queries, timeout_s):
+        return next(it), {}
+
+    with mock.patch("resilience.prometheus.read_values_async", fake_read), \
+            mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+        return asyncio.run(first_event(PrimaryStableTrigger(**args)))
+
+
+def test_stable_once_the_whole_window_is_up():
+    down = {"up_min": 0.0, "samples": 60.0, "error_rate_max": None}
+    up = {"up_min": 1.0, "samples": 60.0, "error_rate_max": None}
+    event = run_stable([down, down, up])
+    assert event["status"] == "stable" and event["polls"] == 3
+
+
+def test_stability_times_out():
+    event = run_stable([{"up_min": 0.0, "samples": 5.0, "error_rate_max": None}],
+                       {**STABLE, "until": datetime.now(UTC) - timedelta(seconds=1)})
+    assert event["status"] == "timeout" and not event["checks"][0]["passed"]
+
+
+def test_stability_queries_must_be_complete():
+    with pytest.raises(ValueError, match="must be up_min, samples and error_rate_max"):
+        PrimaryStableTrigger(**{**STABLE, "queries": {"up_min": "U"}})
