@@ -71,6 +71,31 @@ def cmd_lab_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab_region(args: argparse.Namespace) -> int:
+    """Game-day controls: make a region's entry point go dark (isolate) or come back (restore)."""
+    from resilience.lab import control
+    from resilience.lab.state import load_lab_state
+
+    state = load_lab_state(_lab_layout(args).lab_dir)
+    if args.action == "isolate":
+        control.isolate_region(state, args.region)
+    elif args.action == "restore":
+        control.restore_region(state, args.region)
+    print(json.dumps({args.region: control.region_health(load_lab_state(_lab_layout(args).lab_dir), args.region),
+                      "dns_weights": _dns_weights(state)}))
+    return 0
+
+
+def _dns_weights(state: dict) -> dict[str, int]:
+    import boto3
+
+    dns = state["dns"]
+    client = boto3.client("route53", endpoint_url=dns["aws_endpoint"], region_name="us-east-1",
+                          aws_access_key_id=state["s3"]["access_key"], aws_secret_access_key=state["s3"]["secret_key"])
+    sets = client.list_resource_record_sets(HostedZoneId=dns["zone_id"])["ResourceRecordSets"]
+    return {s["SetIdentifier"]: int(s["Weight"]) for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
+
+
 def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
     lab = subparsers.add_parser("lab", help="the local lab: real servers on 127.0.0.1")
     common = argparse.ArgumentParser(add_help=False)
@@ -93,6 +118,11 @@ def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
     status.set_defaults(func=cmd_lab_status)
     sub.add_parser("env", parents=[common], help="print `export AIRFLOW_CONN_...` lines for eval").set_defaults(
         func=cmd_lab_env)
+    region = sub.add_parser("region", parents=[common],
+                            help="a region's health; isolate (its entry point goes dark) or restore it")
+    region.add_argument("action", choices=["status", "isolate", "restore"])
+    region.add_argument("region", choices=["primary", "dr"])
+    region.set_defaults(func=cmd_lab_region)
 
 
 def cmd_airflow_up(args: argparse.Namespace) -> int:

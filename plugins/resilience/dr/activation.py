@@ -89,7 +89,7 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
     regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
     regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers,
                           dns_before=regions.dns.weights())
-    pitr = params.pitr_target or (now if path.restore == decision.COMPLETE_PITR else None)
+    pitr = params.pitr_target if path.restore == decision.COMPLETE_PITR else None
     return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
             "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr)}
 
@@ -164,7 +164,8 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
         target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
         args = dr_restore_args(env.pgbackrest_stanza, box.data_dir, method, target)
         log.info("Restoring %s into the DR database %s (%s%s)", env.pgbackrest_stanza, box.name, method,
-                 f" to {target.isoformat()}" if method == decision.COMPLETE_PITR else "")
+                 f" to {target.isoformat() if target else 'the end of the WAL archive'}"
+                 if method == decision.COMPLETE_PITR else "")
         started = time.monotonic()
         size = regions.dr_platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))

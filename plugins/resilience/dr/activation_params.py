@@ -99,7 +99,7 @@ def activation_params() -> dict[str, Any]:
         "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Recovery point",
                              section="Decision tree",
                              description="For complete PITR: the RFC 3339 moment to recover to (e.g. just before "
-                                         "the incident). Empty: the moment this activation started."),
+                                         "the incident). Empty: replay the whole WAL archive."),
         "rto_target": Param(DEFAULT_RTO_TARGET_MIN, type="number", exclusiveMinimum=0, maximum=24 * 60,
                             title="RTO target (minutes)", section="Targets",
                             description="Phase budgets scale to it (runbook: 5/15/25/30 of 30 min); a Deadline "

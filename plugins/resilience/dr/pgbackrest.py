@@ -214,7 +214,8 @@ def dr_restore_args(stanza: str, pg_path: str, method: str, target_time: datetim
     """``pgbackrest restore`` for the DR region by the decision tree's method.
 
     ``fast``: the latest backup to its consistent point only (``--type=immediate``, no WAL beyond
-    it); ``latest``: the backup plus every archived WAL segment; ``pitr``: up to ``target_time``.
+    it); ``latest``: the backup plus every archived WAL segment; ``pitr``: up to ``target_time``
+    (without one, to the end of the archive: a target past the archive's end would stop recovery).
     """
     if method == "fast":
         base = restore_args(stanza, pg_path, None, process_max)
@@ -222,7 +223,5 @@ def dr_restore_args(stanza: str, pg_path: str, method: str, target_time: datetim
     if method == "latest":
         return restore_args(stanza, pg_path, None, process_max)
     if method == "pitr":
-        if target_time is None:
-            raise ValueError("pitr_target: a complete PITR restore needs a recovery point")
         return restore_args(stanza, pg_path, target_time, process_max)
     raise ValueError(f"method: {method!r} is not one of ['fast', 'latest', 'pitr']")
