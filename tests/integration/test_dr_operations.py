@@ -204,7 +204,7 @@ def test_full_dr_activation_moves_traffic_to_a_restored_dr_region(dags, lab, fak
     assert any("DR activation" in m["text"] for m in slack.messages)
 
 
-def test_failback_syncs_dr_writes_and_ramps_back_to_the_primary(dags, lab):
+def test_failback_syncs_dr_writes_and_ramps_back_to_the_primary(dags, lab, fakes):
     dr_url = lab_state(lab)["regions"]["dr"]["url"]
     marker = f"written in DR {uuid.uuid4().hex}"
     assert post_via(dr_url, marker) == 201
@@ -220,6 +220,9 @@ def test_failback_syncs_dr_writes_and_ramps_back_to_the_primary(dags, lab):
     report = report_of(dagrun)
     assert report["sync"]["applied"] >= 1 and report["canary"]["status"] == "completed"
     assert [c["after"]["primary"] for c in report["dns_changes"]][:2] == [50, 100]
+    statuspage, _ = fakes  # the incident the activation declared is resolved at the cutover
+    resolved = [i for i in statuspage.incidents.values() if i["status"] == "resolved"]
+    assert [u["status"] for u in resolved[0]["incident_updates"]] == ["investigating", "monitoring", "resolved"]
 
 
 def test_failback_rolls_back_to_dr_when_the_primary_fails_at_50(dags, lab):

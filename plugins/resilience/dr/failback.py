@@ -147,11 +147,23 @@ def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> N
 
 def dns_cutover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     """All traffic on the primary (100/0, confirmed by reading back); the primary serves again."""
+    from resilience.dr.operation import OperationRecord
+    from resilience.statuspage import update_incident
+
     params, regions = _context(run, run_id)
     with regions.record.step("dns_cutover", "cutover") as details:
         change = regions.set_traffic(100, f"failback {run_id}: cutover to the primary region")
+        activation_run = regions.state.get(params.environment)["run_id"]
         regions.state.set(params.environment, serving="primary", dr_active=True)
         details.update(change)
+        if activation_run:  # the incident the activation declared is over
+            try:
+                incident = OperationRecord(regions.tables, activation_run).load()["details"].get("incident") or {}
+            except LookupError:
+                incident = {}
+            details["incident_resolved"] = update_incident(
+                regions.dr.statuspage_conn_id, regions.dr.statuspage_page_id, incident.get("id"), "resolved",
+                "Traffic is back on the primary region.")
         ttl = regions.dns.record.ttl
         log.info("Waiting %d s (record TTL + 1) for resolvers to drop the DR answer", ttl + 1)
         time.sleep(ttl + 1)
