@@ -138,7 +138,7 @@ def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> N
     regions.record.update(canary={k: event.get(k) for k in ("status", "plan", "step", "reason", "error",
                                                              "failed_checks", "samples", "analyses", "changes")})
     status = "success" if event["status"] == "completed" else "failed"
-    regions.record._append({"step": "canary_ramp", "phase": "canary", "status": status, "start": start,
+    regions.record.add_step({"step": "canary_ramp", "phase": "canary", "status": status, "start": start,
                             "end": datetime.fromtimestamp(event["ended"], UTC),
                             "duration_s": round(event["ended"] - event["started"], 3),
                             "details": {"plan": event["plan"], "status": event["status"]},

@@ -93,7 +93,7 @@ class OperationRecord:
         self.db.execute("UPDATE dr_operations SET details = details || %s::jsonb WHERE run_id = %s",
                         (_json(details), self.run_id))
 
-    def _append(self, step: dict[str, Any]) -> None:
+    def add_step(self, step: dict[str, Any]) -> None:
         self.db.execute("UPDATE dr_operations SET steps = steps || %s::jsonb WHERE run_id = %s",
                         (_json([step]), self.run_id))
 
@@ -110,13 +110,13 @@ class OperationRecord:
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self._append({"step": name, "phase": phase, "status": status, "start": start,
+            self.add_step({"step": name, "phase": phase, "status": status, "start": start,
                           "end": datetime.now(UTC), "duration_s": round(time.monotonic() - clock, 3),
                           "details": details, "error": error})
 
     def skip(self, name: str, phase: str, reason: str) -> None:
         now = datetime.now(UTC)
-        self._append({"step": name, "phase": phase, "status": "skipped", "start": now, "end": now,
+        self.add_step({"step": name, "phase": phase, "status": "skipped", "start": now, "end": now,
                       "duration_s": 0.0, "details": {"reason": reason}, "error": None})
 
     def finish(self, status: str) -> None:
