@@ -310,3 +310,22 @@ def test_emergency_rollback_of_the_database_into_a_new_environment(dags, lab):
         from resilience.platforms.base import Sandbox, get_platform
 
         get_platform(load_config().environment("lab")).drop_sandbox(Sandbox.from_dict(box))
+
+
+def test_a_failed_step_leaves_dns_on_a_healthy_region(dags, lab):
+    """A run that died after sending traffic to DR, and DR is gone: the safety net moves it back."""
+    from resilience.lab import control
+
+    control.stop_dr_region(lab_state(lab))
+    client, dns = route53(lab)
+    client.change_resource_record_sets(HostedZoneId=dns["zone_id"], ChangeBatch={"Changes": [
+        {"Action": "UPSERT", "ResourceRecordSet": {"Name": dns["record"], "Type": "A", "SetIdentifier": region,
+                                                    "Weight": weight, "TTL": dns["ttl_s"],
+                                                    "ResourceRecords": [{"Value": dns["targets"][region]}]}}
+        for region, weight in (("primary", 0), ("dr", 100))]})
+    dagrun, states = run(dags["emergency_rollback"], {**ROLLBACK, "traffic": True, "traffic_to": "dr"})
+    assert states["rollback_traffic"] == "failed" and states["ensure_traffic"] == "success", states
+    assert weights(lab) == {"primary": 100, "dr": 0}
+    report = report_of(dagrun)
+    assert report["safety_move"]["after"] == {"primary": 100, "dr": 0}
+    assert report["dns_changes"][-1]["reason"] == "safety: dr unhealthy, primary healthy"
