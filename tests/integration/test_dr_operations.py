@@ -230,6 +230,8 @@ def test_failback_rolls_back_to_dr_when_the_primary_fails_at_50(dags, lab):
     isolate_primary(lab)
     dagrun, states = run(dags["dr_activation"], {**ACTIVATE, "data_loss_acceptable": "yes", "time_critical": "yes"})
     assert states["restore_fast"] == "success" and states["verdict"] == "success", states
+    restored = next(s for s in report_of(dagrun)["steps"] if s["step"] == "restore_fast")
+    assert restored["details"]["dr_episode"] == 2  # its own id band: no clash with episode 1's synced rows
     restore_primary(lab)
     time.sleep(12)
     seen_50, done = threading.Event(), threading.Event()
@@ -260,6 +262,8 @@ def test_failback_rolls_back_to_dr_when_the_primary_fails_at_50(dags, lab):
         rollback = report["canary"]["changes"][-1]
         assert rollback["after"] == {"primary": 0, "dr": 100}
         assert rollback["at"] - report["canary"]["changes"][-2]["at"] < interval  # within one analysis interval
+        # only the demo account (upserted on both sides) and nothing from episode 1 conflicts
+        assert {c["table"] for c in report["sync"]["conflict_rows"]} <= {"public.accounts"}
     finally:
         restore_primary(lab)
 

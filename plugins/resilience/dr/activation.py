@@ -161,6 +161,7 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
         box = regions.dr_platform.create_sandbox(sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
                                                  env.dbname, regions.primary_platform.database_endpoints())
         regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
+        regions.record.update(restored=box.name)
         target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
         args = dr_restore_args(env.pgbackrest_stanza, box.data_dir, method, target)
         log.info("Restoring %s into the DR database %s (%s%s)", env.pgbackrest_stanza, box.name, method,
@@ -170,11 +171,14 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
         size = regions.dr_platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
         newest = _wait_writable(regions, box, details)
-        details["sequences_moved"] = _move_sequences(regions, box, env.dr.sequence_gap if env.dr else 0)
+        episode = regions.record.dr_episode(env.name)
+        details["dr_episode"] = episode
+        details["sequences_moved"] = _move_sequences(regions, box, episode * regions.dr.sequence_gap)
         details["total_s"] = round(time.monotonic() - started, 3)
         details["newest_write"] = iso(newest)
-        log.info("DR database %s writable after %.1f s; newest restored write %s; DR ids start %d above the "
-                 "primary's", box.name, details["total_s"], iso(newest), regions.dr.sequence_gap)
+        log.info("DR database %s writable after %.1f s; newest restored write %s; DR episode %d: ids start "
+                 "%d above the backup's", box.name, details["total_s"], iso(newest), episode,
+                 episode * regions.dr.sequence_gap)
         return {"database": box.to_dict(), "method": method, "newest_write": iso(newest),
                 "restore_s": details["restore_s"], "total_s": details["total_s"]}
 
@@ -202,7 +206,11 @@ def _wait_writable(regions: Regions, box: Any, details: dict[str, Any]) -> datet
 
 
 def _move_sequences(regions: Regions, box: Any, gap: int) -> dict[str, int]:
-    """Move every sequence ``gap`` ahead: ids created in DR never collide with the primary's."""
+    """Move every sequence ``gap`` ahead: ids created in DR never collide with the primary's.
+
+    Each DR episode gets its own band (``episode x sequence_gap``): a restore from an older
+    backup has sequences behind rows an earlier episode synced back to the primary.
+    """
     from psycopg import sql
 
     moved = {}

@@ -119,6 +119,14 @@ class OperationRecord:
         self.add_step({"step": name, "phase": phase, "status": "skipped", "start": now, "end": now,
                       "duration_s": 0.0, "details": {"reason": reason}, "error": None})
 
+    def dr_episode(self, environment: str) -> int:
+        """How many full DR activations of ``environment`` have restored a database, this one included."""
+        rows = self.db.execute(
+            "SELECT count(*) FROM dr_operations WHERE environment = %s AND dag_id = 'dr_activation'"
+            " AND details -> 'path' ->> 'kind' = 'full_dr' AND (run_id = %s OR details ? 'restored')",
+            (environment, self.run_id))
+        return int(rows[0][0])
+
     def finish(self, status: str) -> None:
         self.db.execute("UPDATE dr_operations SET status = %s, finished_at = clock_timestamp() WHERE run_id = %s",
                         (status, self.run_id))
