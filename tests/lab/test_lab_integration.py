@@ -111,6 +111,19 @@ def test_pgbackrest_has_the_stanza_and_one_full_backup(lab: Lab) -> None:
     assert [b["type"] for b in stanza["backup"]] == ["full"]
 
 
+def test_up_archives_the_current_wal_segment(lab: Lab) -> None:
+    """A lab that was down long would start with a WAL archive as old as its downtime: `up` archives
+    the segment it finds in progress, so the archive is current when `up` returns."""
+    import psycopg
+
+    dsn = load_lab_state(lab.lab_dir)["connections"]["resilience_lab_app_db"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = conn.execute("SELECT archived_count, now() FROM pg_stat_archiver").fetchone()
+        assert run_cli("up", env=lab.env).returncode == 0
+        count, archived_at = conn.execute("SELECT archived_count, last_archived_time FROM pg_stat_archiver").fetchone()
+    assert count > before[0] and archived_at > before[1]
+
+
 def test_app_answers_database_health_and_metrics(lab: Lab) -> None:
     url = load_lab_state(lab.lab_dir)["app"]["url"]
     status, body = get(f"{url}/api/health/database")

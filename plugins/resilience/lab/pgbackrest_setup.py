@@ -122,3 +122,26 @@ def wait_backup(proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
     if proc.returncode != 0:
         raise CommandError(list(map(str, proc.args)), proc.returncode, out or "")
     log.info("Full backup done")
+
+
+def archive_current_wal(port: int, password: str, timeout_s: float = 30.0) -> str | None:
+    """Switch to a new WAL segment and wait until the finished one is archived; return its name.
+
+    A lab that was down for a while would otherwise start with a WAL archive as old as its
+    downtime (archive_timeout only acts once there is new WAL), and every RPO check would fail.
+    """
+    import time
+
+    from resilience.lab.postgres import connect
+
+    with connect(port, password) as conn:
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            if archived is not None and archived >= segment:
+                log.info("WAL archive current: %s archived", archived)
+                return str(archived)
+            time.sleep(0.1)
+    log.warning("WAL segment %s not archived within %.0f s: check the pgBackRest log", segment, timeout_s)
+    return None
