@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from resilience import charts
+from resilience.dr.activation_params import QUESTIONS
 from resilience.dr.decision import phase_report
 from resilience.dr.report import CSS
 
@@ -137,7 +138,8 @@ def render_html(report: dict[str, Any]) -> str:
         decision = ("<h2>Decision tree</h2><table>" + _rows(
             [(q.replace("_", " ") + "?", f"{'YES' if a['answer'] else 'NO'} — "
               f"{'detected' if a['param'] == 'auto' else 'param ' + escape(a['param'])}: {escape(a['evidence'])}")
-             for q, a in answers.items()]) + f"</table><p>Path: <b>{escape(path['kind'])}</b>"
+             for q, a in sorted(answers.items(), key=lambda qa: QUESTIONS.index(qa[0]))])
+            + f"</table><p>Path: <b>{escape(path['kind'])}</b>"
             + (f", restore <b>{escape(path['restore'])}</b>" if path.get("restore") else "")
             + f" — {escape(path['reason'])}</p>")
     dns = "".join(f"<tr><td>{escape(str(c['at']))}</td><td>{c['before']}</td><td>{c['after']}</td>"
