@@ -17,8 +17,9 @@ The runbook's "DR Recovery (Returning to Primary)", run once the primary region 
    the ramp; **final_validation** runs the Recovery Validation Checklist on the primary;
    **decommission_dr** stops the DR app and drops its database.
 
-`ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed. The report charts
-the weights and both regions' gate metrics over the ramp.
+`ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed, and a run that did
+not reach the cutover (a failed step, a lost triggerer) puts all traffic back on DR. The report
+charts the weights and both regions' gate metrics over the ramp.
 """
 
 from __future__ import annotations
@@ -92,10 +93,11 @@ def dr_failback():
 
     @task(trigger_rule="all_done")
     def ensure_traffic() -> dict | None:
-        """Whatever failed: DNS must point at a healthy region."""
+        """Whatever failed: DNS on a healthy region; a ramp that did not reach the cutover goes back to DR."""
         from resilience.dr import operation_conclude
 
-        return operation_conclude.ensure_traffic(pulled("start_failback"), run_id())
+        home = None if pulled("dns_cutover") else "dr"
+        return operation_conclude.ensure_traffic(pulled("start_failback"), run_id(), home=home)
 
     @task(trigger_rule="all_done")
     def release_lock() -> bool:

@@ -35,15 +35,21 @@ def final_validation(run: dict[str, Any], run_id: str, region: str, database: di
         return details["checks"]
 
 
-def ensure_traffic(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | None:
-    """Whatever failed, DNS must point at a healthy region (moves traffic only when it does not)."""
+def ensure_traffic(run: dict[str, Any] | None, run_id: str, home: str | None = None) -> dict[str, Any] | None:
+    """Whatever failed, DNS must point at a healthy region (moves traffic only when it does not).
+
+    ``home``: the region an unfinished operation returns all traffic to when it is healthy (a
+    failback that stopped mid-ramp goes back to DR, as Flagger rolls a failed canary back).
+    """
     if not run:
         log.info("The run stopped before it validated anything: DNS was not touched")
         return None
     regions = regions_of(run, run_id)
-    from resilience.dr.validation import ensure_healthy_traffic
+    from resilience.dr.validation import ensure_healthy_traffic, return_home
 
-    outcome = ensure_healthy_traffic(regions)
+    outcome = return_home(regions, home) if home else None
+    if not outcome or not outcome["moved"]:
+        outcome = ensure_healthy_traffic(regions)
     if outcome["moved"]:
         regions.record.update(safety_move=outcome["change"])
     return outcome

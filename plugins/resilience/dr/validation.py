@@ -137,3 +137,16 @@ def ensure_healthy_traffic(regions: Regions) -> dict[str, Any]:
     change = regions.set_traffic(100 if other == "primary" else 0,
                                  f"safety: {serving} unhealthy, {other} healthy")
     return {"serving": other, "moved": True, "change": change, "health": other_health}
+
+
+def return_home(regions: Regions, home: str) -> dict[str, Any]:
+    """All traffic back to ``home`` if it is healthy and does not have it all already."""
+    weights = regions.dns.weights()
+    if weights[home] == 100 and sum(weights.values()) == 100:
+        return {"serving": home, "moved": False}
+    ok, health = regions.healthy(home)
+    if not ok:
+        log.error("Cannot return traffic to %s: it is unhealthy (%s)", home, health)
+        return {"serving": regions.serving_region(), "moved": False, "health": health}
+    change = regions.set_traffic(100 if home == "primary" else 0, f"unfinished operation: all traffic back to {home}")
+    return {"serving": home, "moved": True, "change": change, "health": health}
