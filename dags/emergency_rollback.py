@@ -24,7 +24,7 @@ from pathlib import Path
 from airflow.sdk import dag, get_current_context, task
 
 from resilience.context import pulled, run_id
-from resilience.dr.rollback import rollback_params
+from resilience.dr.rollback_params import rollback_params
 
 
 @dag(

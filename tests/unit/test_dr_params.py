@@ -10,7 +10,7 @@ from resilience.config import load_config
 from resilience.dr.activation_params import parse_activation_params
 from resilience.dr.datasync import foreign_key_order
 from resilience.dr.failback_params import parse_failback_params
-from resilience.dr.rollback import DEFAULT_PITR_AGO, parse_rollback_params
+from resilience.dr.rollback_params import DEFAULT_PITR_AGO, parse_rollback_params
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from resilience.dr.failback_params import POLICIES
+
 log = logging.getLogger(__name__)
 
-POLICIES = ("primary_wins", "dr_wins")
 MAX_REPORTED_CONFLICTS = 500
 
 

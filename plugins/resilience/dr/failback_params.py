@@ -10,9 +10,9 @@ from typing import Any
 from resilience.canary import DEFAULT_STEPS, FailbackPolicy, ramp_plan
 from resilience.config import Config
 from resilience.dr.activation_params import dr_environment_of
-from resilience.dr.datasync import POLICIES
 
 MAX_STABLE_HOURS = 7 * 24
+POLICIES = ("primary_wins", "dr_wins")  # who wins a row both regions changed while DR served
 MAX_INTERVAL_S = 3600
 
 
