@@ -333,3 +333,21 @@ def test_a_failed_step_leaves_dns_on_a_healthy_region(dags, lab):
     report = report_of(dagrun)
     assert report["safety_move"]["after"] == {"primary": 100, "dr": 0}
     assert report["dns_changes"][-1]["reason"] == "safety: dr unhealthy, primary healthy"
+
+
+def test_the_resilience_page_shows_the_incident_history(dags, lab):
+    """The UI plugin's page, read from the real control DB after the runs above."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from resilience.plugin import create_app
+
+    client = TestClient(create_app())
+    status = client.get("/status.json").json()
+    assert {r["environment"] for r in status["regions"]} == {"lab"}
+    assert {r["dag_id"] for r in status["operations"]} >= {"dr_activation", "dr_failback", "emergency_rollback"}
+    page = client.get("/").text
+    links = re.findall(r'href="(reports/dr_failback/[^"]+\.html)"', page)
+    assert links and client.get(f"/{links[0]}").status_code == 200
+    assert "Return to primary" in client.get(f"/{links[0]}").text
