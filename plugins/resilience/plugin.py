@@ -33,8 +33,12 @@ def create_app(execute: Any = _execute) -> Any:
     app = FastAPI(title="Resilience", description=__doc__.partition("\n")[0])
 
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:  # sync: FastAPI runs it in its thread pool, off the event loop
-        return status_page.render_html(status_page.collect(execute))
+    def page() -> HTMLResponse:  # sync: FastAPI runs it in its thread pool, off the event loop
+        try:
+            doc = status_page.collect(execute)
+        except Exception as exc:  # say why, rather than a bare 500
+            return HTMLResponse(status_page.render_unavailable(f"{type(exc).__name__}: {exc}"), status_code=503)
+        return HTMLResponse(status_page.render_html(doc))
 
     @app.get("/status.json")
     def status() -> Response:

@@ -124,6 +124,13 @@ def render_html(doc: dict[str, Any]) -> str:
 </body></html>"""
 
 
+def render_unavailable(reason: str) -> str:
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Resilience</title><style>{CSS}</style>"
+            f"</head><body><h1>Resilience</h1><p class=\"fail\">The control database cannot be read: "
+            f"{escape(reason)}</p><p>Check the Connection named by <code>defaults.control_db_conn_id</code> in "
+            f"environments.yaml.</p></body></html>")
+
+
 def report_path(report_dir: Path, dag_id: str, name: str) -> Path | None:
     """The report file ``name`` of ``dag_id`` under ``report_dir``, or None for anything else."""
     if dag_id not in REPORT_DAGS or not REPORT_NAME.match(name):

@@ -89,3 +89,11 @@ def test_airflow_loads_the_plugin_from_the_plugins_folder(airflow_db):
     assert info["resilience"]["external_views"][0]["href"] == "resilience/"
     assert [a["url_prefix"] for a in info["resilience"]["fastapi_apps"]] == ["/resilience"]
     assert not plugins_manager.get_import_errors()
+
+
+def test_an_unreadable_control_db_is_explained():
+    def broken(sql):
+        raise ConnectionError("connection refused")
+
+    response = TestClient(create_app(broken)).get("/")
+    assert response.status_code == 503 and "ConnectionError: connection refused" in response.text
