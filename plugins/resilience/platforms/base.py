@@ -113,6 +113,27 @@ class ChaosPlatform(Protocol):
         """The hog's cgroup counters (``oom_kill``, ``failcnt``), None when it is gone."""
 
 
+class RegionPlatform(Protocol):
+    """What the DR DAGs need from a platform hosting a region (``primary`` or ``dr``)."""
+
+    def region_health(self, region: str) -> dict[str, Any]:
+        """``{"entry_point_up", "healthy_replicas", "replicas"}`` measured now."""
+
+    def region_url(self, region: str) -> str:
+        """The region's entry point (its DNS answer plus the service port)."""
+
+    def start_dr_app(self, dsn: str, replicas: int) -> dict[str, Any]:
+        """Deploy the app in the DR region against ``dsn``; ``{"url", "replicas"}`` once healthy."""
+
+    def stop_dr_app(self) -> None: ...
+
+    def app_release(self, region: str) -> dict[str, Any]:
+        """``{"current", "previous", "history"}`` of the region's app releases."""
+
+    def rollback_app(self, region: str) -> dict[str, Any]:
+        """Roll the region's app back to its previous release; returns :meth:`app_release`."""
+
+
 def get_platform(environment: Environment) -> Platform:
     """The platform implementation for ``environment`` (validated before any side effect)."""
     if environment.platform == "local":

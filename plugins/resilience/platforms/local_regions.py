@@ -11,7 +11,8 @@ from typing import Any
 
 
 class LocalRegions:
-    """Needs ``_state()`` (lab.json, re-read on every call) from LocalChaos."""
+    """The :class:`~resilience.platforms.base.RegionPlatform` of the lab; needs ``_state()`` (lab.json,
+    re-read on every call) from LocalChaos."""
 
     lab_dir: Path
     _state: Any
