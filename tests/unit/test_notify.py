@@ -69,3 +69,23 @@ def test_deadline_alert_is_wired_to_the_callback(airflow_db):
     assert alert.interval.total_seconds() == 30 * 60
     assert alert.callback.path == "resilience.notify.drill_deadline_missed"
     assert json.loads(json.dumps(alert.callback.kwargs)) == {"slack_conn_id": "resilience_slack", "rto_target_min": 30}
+
+
+def test_activation_deadline_posts_to_slack(slack):
+    from resilience.notify import activation_deadline_missed
+
+    context = {"dag_run": {"dag_id": "dr_activation", "dag_run_id": "manual__2026-11-28T10:00:00+00:00"}}
+    asyncio.run(activation_deadline_missed("resilience_slack", 30, context=context))
+    assert slack.messages[-1]["text"] == (
+        ":alarm_clock: :rotating_light: DR activation dr_activation run manual__2026-11-28T10:00:00+00:00 is still "
+        "running past its RTO target of 30 min")
+
+
+def test_activation_deadline_alert_is_wired_to_its_callback(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag_file = Path(__file__).resolve().parents[2] / "dags" / "dr_activation.py"
+    dag = DagBag(dag_folder=str(dag_file)).get_dag("dr_activation")
+    alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    assert alert.interval.total_seconds() == 30 * 60
+    assert alert.callback.path == "resilience.notify.activation_deadline_missed"
