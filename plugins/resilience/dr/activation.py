@@ -102,14 +102,24 @@ def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     params, regions = _context(run, run_id)
     with regions.record.step("declare_incident", "assessment") as details:
         body = f"DR activation for {params.environment}: {run['path']['reason']}"
-        incident = open_incident(regions.dr.statuspage_conn_id, regions.dr.statuspage_page_id,
-                                 params.incident_name, body)
-        slack = post_slack(regions.config.slack_conn_id,
-                           f":rotating_light: DR activation initiated for {params.environment} — {body} "
-                           f"(run {run_id})")
+        # recovery never waits on communication: a failed post is logged and reported, and the run goes on
+        incident = _best_effort("Statuspage", details, open_incident, regions.dr.statuspage_conn_id,
+                                regions.dr.statuspage_page_id, params.incident_name, body)
+        slack = _best_effort("Slack", details, post_slack, regions.config.slack_conn_id,
+                             f":rotating_light: DR activation initiated for {params.environment} — {body} "
+                             f"(run {run_id})")
         details.update(statuspage=incident, slack=slack)
         regions.record.update(incident=incident)
         return {"incident": incident, "slack": slack}
+
+
+def _best_effort(what: str, details: dict[str, Any], call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except Exception as exc:
+        log.error("%s post failed (%s: %s); the activation goes on", what, type(exc).__name__, exc)
+        details[f"{what.lower()}_error"] = f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def primary_branch(run: dict[str, Any]) -> str:
