@@ -1,8 +1,8 @@
 """Statuspage incidents through an HTTP Connection (the runbook's ``curl .../v1/pages/$PAGE_ID/incidents``).
 
 The Connection's host is the API (``https://api.statuspage.io``) and its password the API
-key, sent as ``Authorization: OAuth <key>``. A missing Connection is not an error: the
-incident is logged and the run goes on (as with Slack), since a DR must never wait on it.
+key, sent as ``Authorization: OAuth <key>``. A missing Connection or a failing API is not an
+error: the incident is logged and the run goes on, since a DR must never wait on it.
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ def open_incident(conn_id: str | None, page_id: str | None, name: str, body: str
                     conn_id, page_id, json.dumps(payload))
         return None
     hook = _hook(conn_id, "POST")
-    response = hook.run(f"v1/pages/{page_id}/incidents", data=json.dumps(payload), headers=_headers(hook))
-    incident = response.json()
+    try:
+        incident = hook.run(f"v1/pages/{page_id}/incidents", data=json.dumps(payload), headers=_headers(hook)).json()
+    except Exception as exc:  # the DR goes on; the incident is in the log
+        log.error("Statuspage incident not opened (%s: %s). Incident was: %s", type(exc).__name__, exc,
+                  json.dumps(payload))
+        return None
     log.info("Statuspage incident %s opened on page %s: %r (%s)", incident.get("id"), page_id, name,
              incident.get("shortlink", "no shortlink"))
     return {"id": incident.get("id"), "shortlink": incident.get("shortlink"), "status": incident.get("status")}
@@ -64,7 +68,11 @@ def update_incident(conn_id: str | None, page_id: str | None, incident_id: str |
         log.warning("Not updating Statuspage (no incident or Connection): %s: %s", status, body)
         return False
     hook = _hook(conn_id, "PATCH")
-    hook.run(f"v1/pages/{page_id}/incidents/{incident_id}",
-             data=json.dumps({"incident": {"status": status, "body": body}}), headers=_headers(hook))
+    try:
+        hook.run(f"v1/pages/{page_id}/incidents/{incident_id}",
+                 data=json.dumps({"incident": {"status": status, "body": body}}), headers=_headers(hook))
+    except Exception as exc:
+        log.error("Statuspage incident %s not moved to %s (%s: %s)", incident_id, status, type(exc).__name__, exc)
+        return False
     log.info("Statuspage incident %s is now %s", incident_id, status)
     return True

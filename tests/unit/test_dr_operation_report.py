@@ -94,3 +94,14 @@ def test_missing_statuspage_connection_is_logged_not_raised(caplog, airflow_db):
     assert "AIRFLOW_CONN_NOPE" not in os.environ
     assert open_incident("nope", "page1", "x", "y") is None
     assert "Not posting to Statuspage" in caplog.text
+
+
+def test_a_failing_statuspage_never_stops_the_run(statuspage, caplog, airflow_db, monkeypatch):
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_STATUSPAGE",
+                       json.dumps({"conn_type": "http", "host": statuspage.url, "password": "wrong key"}))
+    assert open_incident("test_statuspage", "page1", "x", "y") is None
+    assert update_incident("test_statuspage", "page1", "abc", "resolved", "z") is False
+    assert "Statuspage incident not opened" in caplog.text
+    assert [r["path"] for r in statuspage.requests] == ["/v1/pages/page1/incidents", "/v1/pages/page1/incidents/abc"]
