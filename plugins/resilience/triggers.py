@@ -146,6 +146,15 @@ class SloRecoveryTrigger(_PrometheusWatch):
                 return
 
 
+def resume_plan(plan: list[int], current_primary: int) -> list[int]:
+    """The steps still to run: from the first one at or above the primary's current weight.
+
+    A fresh ramp (primary at 0) runs the whole plan; a trigger restarted mid-ramp (the triggerer
+    was replaced) re-analyses the step it was on instead of dropping the primary back to 10 %.
+    """
+    return plan[next((i for i, w in enumerate(plan) if w >= current_primary), len(plan) - 1):]
+
+
 def _only_no_data(decision: Any) -> bool:
     return all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
 
@@ -217,7 +226,8 @@ class CanaryRampTrigger(BaseTrigger):
     weight must reach the metrics) a reading with no data is not counted, but a bad value is.
     A step advances at the end of its interval if its last check passed; a failed check holds
     it; ``threshold`` failed checks roll all traffic back to DR at once, here, before the event
-    is yielded. Every weight change is in the event for the audit trail.
+    is yielded. Every weight change is in the event for the audit trail. A restarted trigger
+    resumes at the step the weights show (:func:`resume_plan`).
     """
 
     def __init__(self, aws_conn_id: str, record: dict[str, Any], plan: list[int], interval_s: float,
@@ -254,6 +264,11 @@ class CanaryRampTrigger(BaseTrigger):
             "primary_queries": self.primary_queries, "dr_queries": self.dr_queries, "policy": self.policy,
             "poll_interval_s": self.poll_interval_s, "query_timeout_s": self.query_timeout_s})
 
+    def _current_primary_weight(self) -> int:
+        from resilience.dns import Route53Weights, WeightedRecord
+
+        return Route53Weights(self.aws_conn_id, WeightedRecord(**self.record)).weights()["primary"]
+
     async def _set_weights(self, primary: int, reason: str, changes: list[dict[str, Any]]) -> None:
         from resilience.dns import Route53Weights, WeightedRecord
 
@@ -280,8 +295,15 @@ class CanaryRampTrigger(BaseTrigger):
                                  "failed_checks": failed, "changes": changes, "samples": samples,
                                  "analyses": analyses, **extra})
 
+        try:
+            steps = resume_plan(self.plan, await asyncio.to_thread(self._current_primary_weight))
+        except Exception as exc:
+            yield event("error", step=None, error=f"reading the weights failed: {type(exc).__name__}: {exc}")
+            return
+        if steps != self.plan:
+            self.log.info("Resuming the ramp at %d %% (the weights say an earlier run got there)", steps[0])
         async with aiohttp.ClientSession() as session:
-            for weight in self.plan:
+            for weight in steps:
                 try:
                     await self._set_weights(weight, f"canary step {weight} %", changes)
                 except Exception as exc:  # no weights, no analysis: stop where DR still has the rest

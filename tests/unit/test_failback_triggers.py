@@ -139,3 +139,34 @@ def test_stability_times_out():
 def test_stability_queries_must_be_complete():
     with pytest.raises(ValueError, match="must be up_min, samples and error_rate_max"):
         PrimaryStableTrigger(**{**STABLE, "queries": {"up_min": "U"}})
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [(0, [10, 25, 50, 75, 100]), (50, [50, 75, 100]), (60, [75, 100]), (100, [100])],
+)
+def test_resume_plan_from_the_weights(current, expected):
+    from resilience.triggers import resume_plan
+
+    assert resume_plan([10, 25, 50, 75, 100], current) == expected
+
+
+def test_a_restarted_ramp_resumes_where_the_weights_are():
+    DNS["history"] = []
+    readings = iter([GOOD] * 10)
+
+    async def fake_read(hook, session, queries, timeout_s):
+        return (dict(next(readings)) if queries["error_rate_pct"] == "P_ERR" else dict(GOOD)), {}
+
+    class AtFifty(FakeRoute53):
+        def weights(self):
+            return dict(DNS["history"][-1]) if DNS["history"] else {"primary": 50, "dr": 50}
+
+    clock = itertools.count(0.0, 1.0)
+    with mock.patch("resilience.prometheus.read_values_async", fake_read), \
+            mock.patch("resilience.dns.Route53Weights", AtFifty), \
+            mock.patch("resilience.triggers.time.monotonic", side_effect=lambda: next(clock)), \
+            mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+        event = asyncio.run(first_event(CanaryRampTrigger(**{**RAMP, "plan": [25, 50, 100]})))
+    assert event["status"] == "completed"
+    assert [h["primary"] for h in DNS["history"]] == [50, 100]  # never back down to 25 %
