@@ -122,11 +122,18 @@ def _reason(exc: BaseException, timeout_s: float) -> str:
 
 
 def read_slo(hook: PrometheusHook, queries: Mapping[str, str], window: str) -> Reading:
-    """One SLO reading now; a failing query makes its metric missing, never an exception."""
+    """One SLO reading now; a failing query makes its metric missing, never an exception.
+
+    Every query is evaluated at the same instant, so the metrics of a reading agree
+    (availability and error rate add up to 100 %).
+    """
+    import time
+
     values, errors = {}, {}
+    at = time.time()
     for metric, template in queries.items():
         try:
-            values[metric] = single_value(hook.query(render(template, window)))
+            values[metric] = single_value(hook.query(render(template, window), at=at))
         except Exception as exc:
             errors[metric] = _reason(exc, hook.timeout_s)
     return Reading.from_values(values, errors)
