@@ -180,7 +180,7 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
         started = time.monotonic()
         size = regions.dr_platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
-        newest = _wait_writable(regions, box, details)
+        newest = regions.wait_writable(box, details, WRITABLE_TIMEOUT_S)
         episode = regions.record.dr_episode(env.name)
         details["dr_episode"] = episode
         details["sequences_moved"] = _move_sequences(regions, box, episode * regions.dr.sequence_gap)
@@ -191,28 +191,6 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
                  episode * regions.dr.sequence_gap)
         return {"database": box.to_dict(), "method": method, "newest_write": iso(newest),
                 "restore_s": details["restore_s"], "total_s": details["total_s"]}
-
-
-def _wait_writable(regions: Regions, box: Any, details: dict[str, Any]) -> datetime | None:
-    from resilience.dr import integrity
-
-    started = last_log = time.monotonic()
-    while True:
-        try:
-            with regions.connect(box.host, box.port, box.dbname) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                    details["writable_after_s"] = round(time.monotonic() - started, 3)
-                    return integrity.latest_write(conn, integrity.timestamped_tables(conn))
-        except Exception as exc:  # still starting: retried until the timeout
-            state = type(exc).__name__
-        else:
-            state = "recovering"
-        if time.monotonic() - started > WRITABLE_TIMEOUT_S:
-            raise TimeoutError(f"DR database {box.name} not writable after {WRITABLE_TIMEOUT_S} s ({state})")
-        if time.monotonic() - last_log >= 5:
-            log.info("DR database %s not writable yet (%s)", box.name, state)
-            last_log = time.monotonic()
-        time.sleep(0.1)
 
 
 def _move_sequences(regions: Regions, box: Any, gap: int) -> dict[str, int]:

@@ -130,6 +130,30 @@ class Regions:
         user, password = self.credentials
         return f"postgresql://{quote(user)}:{quote(password or '', safe='')}@{host}:{port}/{dbname}"
 
+    def wait_writable(self, box: Any, details: dict[str, Any] | None = None, timeout_s: float = 600
+                      ) -> datetime | None:
+        """Poll a restored database until recovery has ended; its newest write (progress logged every 5 s)."""
+        from resilience.dr import integrity
+
+        started = last_log = time.monotonic()
+        while True:
+            try:
+                with self.connect(box.host, box.port, box.dbname) as conn:
+                    if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                        if details is not None:
+                            details["writable_after_s"] = round(time.monotonic() - started, 3)
+                        return integrity.latest_write(conn, integrity.timestamped_tables(conn))
+            except Exception as exc:  # still starting: retried until the timeout
+                state = type(exc).__name__
+            else:
+                state = "recovering"
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"database {box.name} not writable after {timeout_s:g} s ({state})")
+            if time.monotonic() - last_log >= 5:
+                log.info("Database %s not writable yet (%s)", box.name, state)
+                last_log = time.monotonic()
+            time.sleep(0.1)
+
     def primary_conn(self) -> Any:
         """The primary region's writable database as its platform knows it now (it follows a failover)."""
         endpoint = self.primary_platform.database_endpoints()[0]

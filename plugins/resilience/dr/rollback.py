@@ -121,28 +121,13 @@ def rollback_database(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         started = time.monotonic()
         platform.restore_sandbox(box, dr_restore_args(env.pgbackrest_stanza, box.data_dir, "pitr",
                                                       params.pitr_target), timeout_s=3600)
-        newest = _wait_writable(regions, box)
+        newest = regions.wait_writable(box)
         user, _ = regions.credentials
         details.update(environment=name, dsn=box.dsn(user), target=params.pitr_target.isoformat(),
                        newest_write=iso(newest), seconds=round(time.monotonic() - started, 2), database=box.to_dict())
         regions.record.update(rollback_database=details)
         log.info("New environment %s ready at %s (newest row %s)", name, box.dsn(user), iso(newest))
         return details
-
-
-def _wait_writable(regions: Regions, box: Any, timeout_s: float = 600) -> datetime | None:
-    from resilience.dr import integrity
-
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        try:
-            with regions.connect(box.host, box.port, box.dbname) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                    return integrity.latest_write(conn, integrity.timestamped_tables(conn))
-        except Exception:  # still starting
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{box.name} not writable after {timeout_s:g} s")
 
 
 def rollback_traffic(run: dict[str, Any], run_id: str) -> dict[str, Any]:
