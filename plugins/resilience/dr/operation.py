@@ -127,9 +127,10 @@ class OperationRecord:
             (environment, self.run_id))
         return int(rows[0][0])
 
-    def finish(self, status: str) -> None:
-        self.db.execute("UPDATE dr_operations SET status = %s, finished_at = clock_timestamp() WHERE run_id = %s",
-                        (status, self.run_id))
+    def finish(self, status: str, at: datetime) -> None:
+        """Close the run at ``at`` (the moment its report was built, so both say the same end)."""
+        self.db.execute("UPDATE dr_operations SET status = %s, finished_at = %s WHERE run_id = %s",
+                        (status, at, self.run_id))
 
     def load(self) -> dict[str, Any]:
         rows = self.db.execute(
@@ -184,6 +185,13 @@ class DnsLog:
             "INSERT INTO dns_changes (run_id, dag_id, zone, record, before, after, reason)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (run_id, dag_id, zone, record, _json(before), _json(after), reason))
+
+    def for_run(self, run_id: str) -> list[dict[str, Any]]:
+        """The changes one run made, oldest first (for its report)."""
+        rows = self.db.execute(
+            "SELECT at, before, after, reason FROM dns_changes WHERE run_id = %s ORDER BY id", (run_id,))
+        return [{"at": at.isoformat(), "before": before, "after": after, "reason": reason}
+                for at, before, after, reason in rows]
 
     def last(self, record: str) -> dict[str, Any] | None:
         rows = self.db.execute(

@@ -70,19 +70,12 @@ def write_report(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | No
     from resilience.reporting import write_report as write_files
 
     regions = regions_of(run, run_id)
-    report = build_report(regions.record.load(), _dns_changes(regions, run_id), utcnow())
-    regions.record.finish(report["status"])
-    report = build_report(regions.record.load(), _dns_changes(regions, run_id), utcnow())
+    now = utcnow()
+    report = build_report(regions.record.load(), regions.dns_log.for_run(run_id), now)
+    regions.record.finish(report["status"], now)
     json_path, html_path = write_files(report, regions.config.report_dir / report["dag_id"], render_html)
     log.info("%s %s: report %s", report["kind"], report["status"].upper(), html_path)
     return {"status": report["status"], "report_json": str(json_path), "report_html": str(html_path)}
-
-
-def _dns_changes(regions: Regions, run_id: str) -> list[dict[str, Any]]:
-    rows = regions.tables.db.execute(
-        "SELECT at, before, after, reason FROM dns_changes WHERE run_id = %s ORDER BY id", (run_id,))
-    return [{"at": at.isoformat(), "before": before, "after": after, "reason": reason}
-            for at, before, after, reason in rows]
 
 
 def notify(written: dict[str, Any] | None) -> bool:
