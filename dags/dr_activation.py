@@ -40,6 +40,7 @@ from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, ge
 
 from resilience.context import pulled, run_id
 from resilience.dr.activation_params import activation_params
+from resilience.dr.closing_tasks import closing_tasks
 from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
 
 RESTORES = ("restore_fast", "restore_latest", "restore_pitr")
@@ -151,41 +152,6 @@ def dr_activation():
         return operation_conclude.final_validation(run, run_id(), "dr", restored["database"],
                                                    run["params"]["dr_replicas"], restored["newest_write"])
 
-    @task(trigger_rule="all_done")
-    def ensure_traffic() -> dict | None:
-        """Whatever failed: DNS must point at a healthy region."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.ensure_traffic(pulled("start_activation"), run_id())
-
-    @task(trigger_rule="all_done")
-    def release_lock() -> bool:
-        """Give the chaos/DR lock back."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.release_lock(run_id())
-
-    @task(trigger_rule="all_done")
-    def write_report() -> dict | None:
-        """JSON + HTML: path taken, RTO achieved, phases against budgets, checks, DNS changes."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.write_report(pulled("start_activation"), run_id())
-
-    @task(trigger_rule="all_done")
-    def notify_slack() -> bool:
-        """Post the summary to Slack."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.notify(pulled("write_report"))
-
-    @task(trigger_rule="all_done")
-    def verdict() -> str:
-        """Fail the run unless the activation passed."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.verdict(pulled("write_report"))
-
     run = start_activation()
     declared = declare_incident(run)
     accessible = primary_region_accessible(run)
@@ -201,7 +167,7 @@ def dr_activation():
     verify_dr(run, deployed) >> cutover
     validated = final_validation(run)
     [failover, cutover] >> validated
-    validated >> ensure_traffic() >> release_lock() >> write_report() >> notify_slack() >> verdict()
+    validated >> closing_tasks("start_activation")
 
 
 dr_activation()

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from airflow.sdk import dag, get_current_context, task
 
-from resilience.context import pulled, run_id
+from resilience.context import run_id
+from resilience.dr.closing_tasks import closing_tasks
 from resilience.dr.failback_params import failback_params
 from resilience.sensors import CanaryRampSensor, PrimaryStableSensor
 
@@ -91,40 +92,6 @@ def dr_failback():
 
         return failback.decommission_dr(run, run_id())
 
-    @task(trigger_rule="all_done")
-    def ensure_traffic() -> dict | None:
-        """Whatever failed: DNS on a healthy region; a ramp that did not reach the cutover goes back to DR."""
-        from resilience.dr import operation_conclude
-
-        home = None if pulled("dns_cutover") else "dr"
-        return operation_conclude.ensure_traffic(pulled("start_failback"), run_id(), home=home)
-
-    @task(trigger_rule="all_done")
-    def release_lock() -> bool:
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.release_lock(run_id())
-
-    @task(trigger_rule="all_done")
-    def write_report() -> dict | None:
-        """JSON + HTML: stability, sync and conflicts, the canary's weights and metrics, DNS changes."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.write_report(pulled("start_failback"), run_id())
-
-    @task(trigger_rule="all_done")
-    def notify_slack() -> bool:
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.notify(pulled("write_report"))
-
-    @task(trigger_rule="all_done")
-    def verdict() -> str:
-        """Fail the run unless the failback passed (a rollback to DR is a failed run)."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.verdict(pulled("write_report"))
-
     run = start_failback()
     stable = PrimaryStableSensor(task_id="wait_primary_stable", spec=run["stability"])
     ramp = CanaryRampSensor(task_id="canary_ramp", spec=run["canary"])
@@ -134,9 +101,8 @@ def dr_failback():
     ramp >> cutover
     final = final_sync(run)
     validated = final_validation(run)
-    guard = ensure_traffic()
-    cutover >> final >> validated >> decommission_dr(run) >> guard
-    guard >> release_lock() >> write_report() >> notify_slack() >> verdict()
+    closing = closing_tasks("start_failback", traffic_home_unless="dns_cutover")
+    cutover >> final >> validated >> decommission_dr(run) >> closing
 
 
 dr_failback()

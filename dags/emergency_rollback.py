@@ -23,7 +23,8 @@ from pathlib import Path
 
 from airflow.sdk import dag, get_current_context, task
 
-from resilience.context import pulled, run_id
+from resilience.context import run_id
+from resilience.dr.closing_tasks import closing_tasks
 from resilience.dr.rollback_params import rollback_params
 
 
@@ -70,42 +71,9 @@ def emergency_rollback():
 
         return rollback.rollback_traffic(run, run_id())
 
-    @task(trigger_rule="all_done")
-    def ensure_traffic() -> dict | None:
-        """Whatever failed: DNS must point at a healthy region."""
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.ensure_traffic(pulled("start_rollback"), run_id())
-
-    @task(trigger_rule="all_done")
-    def release_lock() -> bool:
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.release_lock(run_id())
-
-    @task(trigger_rule="all_done")
-    def write_report() -> dict | None:
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.write_report(pulled("start_rollback"), run_id())
-
-    @task(trigger_rule="all_done")
-    def notify_slack() -> bool:
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.notify(pulled("write_report"))
-
-    @task(trigger_rule="all_done")
-    def verdict() -> str:
-        from resilience.dr import operation_conclude
-
-        return operation_conclude.verdict(pulled("write_report"))
-
     run = start_rollback()
     parts = [rollback_application(run), rollback_database(run), rollback_traffic(run)]
-    guard = ensure_traffic()
-    parts >> guard
-    guard >> release_lock() >> write_report() >> notify_slack() >> verdict()
+    parts >> closing_tasks("start_rollback")
 
 
 emergency_rollback()
