@@ -87,13 +87,11 @@ def cmd_lab_region(args: argparse.Namespace) -> int:
 
 
 def _dns_weights(state: dict) -> dict[str, int]:
-    import boto3
+    from resilience.lab.dns_zone import read_weighted, route53_client
 
     dns = state["dns"]
-    client = boto3.client("route53", endpoint_url=dns["aws_endpoint"], region_name="us-east-1",
-                          aws_access_key_id=state["s3"]["access_key"], aws_secret_access_key=state["s3"]["secret_key"])
-    sets = client.list_resource_record_sets(HostedZoneId=dns["zone_id"])["ResourceRecordSets"]
-    return {s["SetIdentifier"]: int(s["Weight"]) for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
+    answers = read_weighted(route53_client(dns["aws_endpoint"]), dns["zone_id"], dns["record"])
+    return {region: weight for region, (_, weight) in answers.items()}
 
 
 def add_lab_commands(subparsers: argparse._SubParsersAction) -> None:
