@@ -7,11 +7,12 @@ body (``text``, optional ``blocks``), answered ``200 ok``. Every body is kept fo
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.local_server import LocalServer
 
 
-class SlackWebhookServer:
+class SlackWebhookServer(LocalServer):
     def __init__(self) -> None:
         self.messages: list[dict] = []
         server = self
@@ -34,17 +35,8 @@ class SlackWebhookServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}/services/T000/B000/XXXX"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> SlackWebhookServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(Handler)
+        self.url = f"{self.base_url}/services/T000/B000/XXXX"
 
     def connection_json(self) -> str:
         """The Airflow Connection (``AIRFLOW_CONN_...`` value) that points the provider here."""

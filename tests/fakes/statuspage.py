@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.local_server import LocalServer
 
 API_KEY = "lab-statuspage-key"
 INCIDENTS = re.compile(r"^/v1/pages/([^/]+)/incidents(?:/([^/]+))?$")
 
 
-class StatuspageServer:
+class StatuspageServer(LocalServer):
     def __init__(self) -> None:
         self.incidents: dict[str, dict] = {}
         self.requests: list[dict] = []
@@ -64,17 +65,8 @@ class StatuspageServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> StatuspageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(Handler)
+        self.url = self.base_url
 
     def connection_json(self) -> str:
         """The Airflow HTTP Connection (``AIRFLOW_CONN_...`` value) that points the package here."""
