@@ -217,6 +217,9 @@ def test_failback_syncs_dr_writes_and_ramps_back_to_the_primary(dags, lab, fakes
     assert weights(lab) == {"primary": 100, "dr": 0}
     with psycopg.connect(primary_dsn(lab), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM posts WHERE body = %s", (marker,)).fetchone()[0] == 1
+        # the primary's sequences moved past the DR ids it merged: its next insert cannot collide
+        last, top = conn.execute("SELECT (SELECT last_value FROM posts_id_seq), (SELECT max(id) FROM posts)").fetchone()
+        assert last >= top > 1_000_000_000
     report = report_of(dagrun)
     assert report["sync"]["applied"] >= 1 and report["canary"]["status"] == "completed"
     assert [c["after"]["primary"] for c in report["dns_changes"]][:2] == [50, 100]

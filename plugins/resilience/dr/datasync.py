@@ -102,6 +102,20 @@ def _remap_references(primary: Any, table: str, stage: Any) -> int:
     return moved
 
 
+def _sequences_past_max(primary: Any, table: str, columns: list[str]) -> None:
+    """Each sequence feeding ``table`` at or past the column's highest value: rows merged from DR carry
+    ids from DR's band, and a sequence behind them is one the integrity checks (rightly) flag."""
+    from psycopg import sql
+
+    for column in columns:
+        sequence = primary.execute("SELECT pg_get_serial_sequence(%s, %s)", (table, column)).fetchone()[0]
+        if sequence:
+            primary.execute(sql.SQL("SELECT setval(%s, greatest((SELECT last_value FROM {seq}), "
+                                    "(SELECT coalesce(max({col}), 1) FROM {t})))").format(
+                seq=sql.SQL(sequence), col=sql.Identifier(column), t=sql.Identifier(*table.split("."))),
+                (sequence,))
+
+
 def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) -> dict[str, Any]:
     """Copy and apply one table's DR writes inside the primary's open transaction."""
     from psycopg import sql
@@ -156,6 +170,7 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({pk}) DO UPDATE SET {updates}"
         " WHERE ROW({t}.*) IS DISTINCT FROM ROW(EXCLUDED.*)").format(
         t=ident, cols=cols, stage=stage, pk=sql.SQL(", ").join(map(sql.Identifier, pk)), updates=updates)).rowcount
+    _sequences_past_max(primary, table, columns)
     log.info("Synced %s: %d row(s) written in DR, %d applied, %d conflict(s), %d reference(s) remapped", table,
              copied, applied, len(conflicts), remapped)
     return {"copied": int(copied), "applied": int(applied), "conflicts": len(conflicts), "remapped": remapped,
