@@ -3,10 +3,10 @@
 Order (slow starters first, independent ones overlapped): preflight (nothing started yet) ->
 Prometheus, Redis, moto (not waited for) -> control DB and primary node (in parallel) ->
 databases and schema -> pgBackRest stanza + first full backup (in the background) ->
-supervisor (replicas boot meanwhile) -> streaming replica -> writer -> current WAL archived ->
-S3 bucket + fault proxy ->
+supervisor (replicas boot meanwhile) -> streaming replica -> writer -> S3 bucket + fault proxy ->
 DNS zone and weighted records (missing ones only: weights are never reset) -> replicas healthy ->
-load balancer -> load generator (resolves through DNS) -> first scrape of job ``lb`` -> lab.json.
+load balancer -> load generator (resolves through DNS) -> first scrape of job ``lb`` -> current WAL
+segment archived (a lab that was down long starts with a current archive) -> lab.json.
 The DR region is not started here (see :func:`resilience.lab.control.start_dr_region`).
 """
 
@@ -85,13 +85,14 @@ def start_services(layout: LabLayout, password: str, moto_pid: int) -> None:
     supervisor_pid = fleet.start_supervisor(layout, dsn)
     pg_failover.ensure_replica(layout)
     workload.start_writer(layout, dsn)
-    pgbackrest_setup.archive_current_wal(primary_node(layout).port, password)
     s3_server.finish_start(layout, moto_pid)
     dns_zone.ensure_zone(layout)
     fleet.wait_replicas(layout, supervisor_pid)
     fleet.start_lb(layout)
     workload.start_loadgen(layout)
     prometheus_server.wait_for_first_scrape(layout, "lb")
+    # last, once the writer has been writing for a few seconds: the archived segment holds those writes
+    pgbackrest_setup.archive_current_wal(primary_node(layout).port, password)
 
 
 def lab_up(layout: LabLayout) -> dict[str, Any]:
