@@ -55,7 +55,7 @@ demo: lab-up  ## drill, short chaos campaign, then lose the primary region: DR a
 	  { $(BIN)/resilience airflow run dr_activation; s=$$?; $(BIN)/resilience lab region restore primary; \
 	    test $$s -eq 0; } && sleep 20 && \
 	  $(BIN)/resilience airflow run dr_failback \
-	    --conf '{"stable_hours": 0.005, "steps": [25, 50, 100], "interval_s": 15}'; \
+	    --conf '{"stable_hours": 0.005, "steps": [25, 50, 100], "interval_s": 15, "threshold": 5}'; \
 	  status=$$?; $(BIN)/resilience airflow down; \
 	  echo "The lab is still up (make lab-status); make lab-down stops it."; exit $$status
 
