@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from psycopg import sql
 
 from resilience.checks import Check
 from resilience.config import PROJECT_ROOT
@@ -20,13 +22,27 @@ INTEGRITY_SQL_DIR = PROJECT_ROOT / "include" / "sql" / "integrity"
 IN_FLIGHT_ALLOWANCE = timedelta(seconds=2)
 
 
-def _rows(conn: Any, sql: str, args: tuple = ()) -> list[tuple]:
+class Table(NamedTuple):
+    """A user table by schema and name; identifiers are only ever quoted by ``psycopg.sql``."""
+
+    schema: str
+    name: str
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def __str__(self) -> str:  # the label in check names and reports: '"public"."posts"'
+        return self.identifier.as_string(None)
+
+
+def _rows(conn: Any, query: str | sql.Composable, args: tuple = ()) -> list[tuple]:
     with conn.cursor() as cur:
-        cur.execute(sql, args or None)  # no args: '%' in the SQL is literal
+        cur.execute(query, args or None)  # no args: '%' in the SQL is literal
         return cur.fetchall() if cur.description else []
 
 
-def timestamped_tables(conn: Any) -> list[str]:
+def timestamped_tables(conn: Any) -> list[Table]:
     """User tables that carry both ``created_at`` and ``updated_at``: the ones RPO is read from."""
     rows = _rows(
         conn,
@@ -38,7 +54,7 @@ def timestamped_tables(conn: Any) -> list[str]:
         ORDER BY 1, 2
         """,
     )
-    return [f'"{schema}"."{table}"' for schema, table in rows]
+    return [Table(schema, table) for schema, table in rows]
 
 
 def recovery_point(conn: Any) -> datetime | None:
@@ -46,26 +62,38 @@ def recovery_point(conn: Any) -> datetime | None:
     return _rows(conn, "SELECT pg_last_xact_replay_timestamp()")[0][0]
 
 
-def latest_write(conn: Any, tables: list[str]) -> datetime | None:
+def latest_write_query(tables: list[Table]) -> sql.Composed:
+    """``SELECT`` of the newest ``created_at``/``updated_at`` across ``tables`` (at least one)."""
+    parts = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT max(greatest(created_at, updated_at)) FROM {}").format(t.identifier) for t in tables)
+    return sql.SQL("SELECT max(m) FROM ({}) AS latest(m)").format(parts)
+
+
+def latest_write(conn: Any, tables: list[Table]) -> datetime | None:
     """Newest ``created_at``/``updated_at`` across ``tables``."""
     if not tables:
         return None
-    parts = " UNION ALL ".join(f"SELECT max(greatest(created_at, updated_at)) FROM {t}" for t in tables)
-    return _rows(conn, f"SELECT max(m) FROM ({parts}) AS latest(m)")[0][0]
+    return _rows(conn, latest_write_query(tables))[0][0]
 
 
-def count_rows(conn: Any, tables: list[str], created_after: datetime | None, created_upto: datetime | None
-               ) -> dict[str, int]:
-    """Rows per table with ``created_after < created_at <= created_upto`` (None = unbounded)."""
-    conditions, args = ["true"], []
+def count_query(table: Table, created_after: datetime | None, created_upto: datetime | None
+                ) -> tuple[sql.Composed, tuple[datetime, ...]]:
+    """``SELECT count(*)`` of ``table`` with ``created_after < created_at <= created_upto`` and its arguments."""
+    conditions, args = [sql.SQL("true")], []
     if created_after is not None:
-        conditions.append("created_at > %s")
+        conditions.append(sql.SQL("created_at > %s"))
         args.append(created_after)
     if created_upto is not None:
-        conditions.append("created_at <= %s")
+        conditions.append(sql.SQL("created_at <= %s"))
         args.append(created_upto)
-    where = " AND ".join(conditions)
-    return {t: _rows(conn, f"SELECT count(*) FROM {t} WHERE {where}", tuple(args))[0][0] for t in tables}
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table.identifier, sql.SQL(" AND ").join(conditions))
+    return query, tuple(args)
+
+
+def count_rows(conn: Any, tables: list[Table], created_after: datetime | None, created_upto: datetime | None
+               ) -> dict[str, int]:
+    """Rows per table (keyed by its quoted name) with ``created_after < created_at <= created_upto``."""
+    return {str(t): _rows(conn, *count_query(t, created_after, created_upto))[0][0] for t in tables}
 
 
 def sql_files(directory: Path = INTEGRITY_SQL_DIR) -> list[Path]:

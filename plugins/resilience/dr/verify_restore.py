@@ -31,7 +31,7 @@ def check_integrity(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]
             latest = integrity.latest_write(conn, tables)
             checks += _row_count_checks(drill, conn, tables, restored, latest)
         details["restored_latest_write"] = latest
-        details["tables"] = tables
+        details["tables"] = [str(t) for t in tables]
         for check in checks:
             log.info("%s", check)
         details["checks"] = [c.to_dict() for c in checks]
@@ -41,7 +41,7 @@ def check_integrity(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]
         return {"restored_latest_write": latest.isoformat() if latest else None}
 
 
-def _row_count_checks(drill: Drill, conn: Any, tables: list[str], restored: dict[str, Any],
+def _row_count_checks(drill: Drill, conn: Any, tables: list[integrity.Table], restored: dict[str, Any],
                       latest: datetime | None) -> list[Check]:
     """Counts up to the recovery point equal the source's; after PITR, nothing newer than the target."""
     target = drill.params.pitr_target
