@@ -4,12 +4,15 @@ The runbook's "Immediate Abort" (`pkill -f chaos-inject`, delete network policie
 back up) made safe: every fault is in the ledger with what its revert needs, so this DAG
 reverts from the ledger instead of killing processes.
 
-- **Scheduled (every 2 minutes), `mode=sweep`**: reverts faults whose run is no longer
-  running, faults still open past their planned end (a runner killed with SIGKILL cannot
-  mark its run failed), and faults whose revert failed; frees the chaos/DR lock when its
-  holder no longer runs.
-- **Manual, `mode=abort_all`**: reverts every open fault now, whatever its run, and frees the
-  lock. Use it when chaos causes severe impact.
+- **Scheduled (every 2 minutes), `mode=sweep`**: reverts faults whose run has ended, faults
+  still open past their planned end (a runner killed with SIGKILL cannot mark its run
+  failed), and faults whose revert failed; frees the chaos/DR lock when its holder has ended
+  (or, when its state cannot be read, once its lease ran out). A run whose state cannot be
+  read is never touched before its fault expires. On by default: a safety net must not wait
+  for someone to unpause it.
+- **Manual, `mode=abort_all`**: takes the chaos/DR lock away first, so a running campaign
+  injects nothing more and ends `aborted`, then reverts every open fault now, whatever its
+  run. Use it when chaos causes severe impact.
 
 Each revert is idempotent and serialised per fault, so racing the campaign's own revert
 teardown is safe. The run fails when a revert fails (the fault stays open for the next sweep).
@@ -31,6 +34,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,  # the safety net runs without anyone unpausing it
     tags=["chaos", "safety"],
     default_args={"owner": "platform-engineering", "retries": 0},
     params={
@@ -39,6 +43,9 @@ from airflow.sdk import Param, dag, get_current_context, task
                                       "abort_all": "Immediate Abort: revert every open fault now"},
                       description="sweep (the schedule) reverts only what a finished or dead run left behind; "
                                   "abort_all reverts every open fault now and frees the chaos/DR lock."),
+        "reason": Param("", type="string", maxLength=500, title="Reason",
+                        description="Why (abort_all): kept in the lock's audit trail and shown to the aborted "
+                                    "campaign. Ignored by sweep."),
     },
 )
 def chaos_abort():
@@ -46,28 +53,9 @@ def chaos_abort():
     def abort_faults() -> dict:
         """Revert orphaned faults (sweep) or every open fault (abort_all), from the ledger."""
         from resilience.chaos import steps
-        from resilience.config import load_config
-        from resilience.errors import ChecksFailedError
-        from resilience.ledger import ledger_for
 
         ctx = get_current_context()
-        control = load_config().control_db_conn_id
-        ledger = ledger_for(control)
-        abort_all = ctx["params"]["mode"] == "abort_all"
-
-        def run_state(dag_id: str, run_id: str) -> str | None:
-            try:
-                return str(ctx["ti"].get_dagrun_state(dag_id=dag_id, run_id=run_id))
-            except Exception:
-                return None
-
-        entries = [(e, "immediate abort") for e in ledger.open_entries()] if abort_all else \
-            steps.orphans(ledger, run_state)
-        done = steps.revert_all(control, entries, by=f"chaos_abort:{ctx['params']['mode']}")
-        done["lock_released_from"] = steps.release_stale_lock(ledger, run_state, force=abort_all)
-        if done["failed"]:
-            raise ChecksFailedError(f"{len(done['failed'])} revert(s) failed: {done['failed']}")
-        return done
+        return steps.abort_or_sweep(ctx["params"]["mode"], ctx["params"].get("reason") or "", ctx["run_id"])
 
     abort_faults()
 

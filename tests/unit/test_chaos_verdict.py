@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score, scenario_verdict
+from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score, scenario_verdict, with_missing
 
 OK_GUARD = {"status": "ok", "readings": 30}
 BREACH = {"status": "breach", "verdict": {"breaches": [
@@ -32,6 +32,17 @@ def verdict(**kw):
         ({"reverted": False, "revert_error": "redis did not answer PING"}, "aborted",
          "revert failed: redis did not answer PING; the fault may still be active (chaos_abort sweeps it)"),
         ({"guard": None}, "aborted", "the SLO guard did not report"),
+        # the ledger outranks the events: a breach reverted by the guard whose event was lost
+        ({"reverted_by": "guard_slo", "revert_reason": "error rate 9.00 % > 1.00 %"}, "failed",
+         "SLO breached: error rate 9.00 % > 1.00 % (the guard reverted the fault; its event was lost)"),
+        ({"guard": None, "reverted_by": "guard_slo"}, "failed",
+         "SLO breached: reason not recorded (the guard reverted the fault; its event was lost)"),
+        ({"guard": BREACH, "reverted_by": "guard_slo"}, "failed", "SLO breached: error rate 12.50 % > 1.00 % (by 11.50)"),
+        ({"reverted_by": "chaos_abort:abort_all", "revert_reason": "Immediate Abort"}, "aborted",
+         "reverted early by chaos_abort:abort_all: Immediate Abort"),
+        ({"reverted_by": "inject_undo", "revert_reason": "InjectRefused: lock taken"}, "aborted",
+         "reverted early by inject_undo: InjectRefused: lock taken"),
+        ({"reverted_by": "pod_kill.revert_pod_kill"}, "passed", "SLOs held; recovered in 4.0 s"),
     ],
 )
 def test_scenario_verdict(kw, status, reason):
@@ -49,7 +60,14 @@ def test_score_is_weighted_and_ignores_skipped():
 @pytest.mark.parametrize(
     ("statuses", "expected"),
     [(["passed", "passed"], "completed"), (["passed", "failed"], "failed"), (["failed", "aborted"], "aborted"),
-     (["skipped"], "completed")],
+     (["skipped"], "completed"), ([], "aborted")],
 )
 def test_campaign_status(statuses, expected):
     assert campaign_status([ScenarioVerdict("x", s, "") for s in statuses]) == expected
+
+
+def test_a_selected_scenario_without_a_verdict_is_aborted_not_dropped():
+    decided = with_missing(["pod-kill", "s3-5xx"], [ScenarioVerdict("s3-5xx", "passed", "ok")])
+    assert [(v.scenario, v.status) for v in decided] == [("pod-kill", "aborted"), ("s3-5xx", "passed")]
+    assert decided[0].reason.startswith("no verdict recorded")
+    assert campaign_status(decided) == "aborted"

@@ -75,7 +75,7 @@ def test_guard_reverts_on_the_first_breach_and_reports_it():
     with scripted([GREEN, GREEN, RED, GREEN]), \
          mock.patch("resilience.faults.revert.revert_entry", return_value=True) as revert:
         event = asyncio.run(first_event(trigger))
-    revert.assert_called_once_with("ctl", 7, "guard_slo")
+    revert.assert_called_once_with("ctl", 7, "guard_slo", "error rate 25.00 % > 1.00 % (baseline 0.00 % + 1 point)")
     assert event["status"] == "breach" and event["readings"] == 3
     assert event["verdict"]["reason"] == "error rate 25.00 % > 1.00 % (baseline 0.00 % + 1 point)"
     assert event["reverted"]["ledger_id"] == 7 and event["reverted"]["closed_here"] is True

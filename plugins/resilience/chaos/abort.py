@@ -1,46 +1,51 @@
 """chaos_abort: the runbook's "Immediate Abort" without pkill, and the sweep for orphaned faults.
 
-A fault is an orphan when its run is no longer running, or when it is still open past its
+A fault is an orphan when its run is known to have ended, or when it is still open past its
 planned life (``expires_at``): a runner killed with SIGKILL cannot even mark its run failed.
+A run whose state cannot be read is left alone ("unknown" means "do not touch"); only its
+fault's expiry ends it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Any
 
 from resilience.ledger import RUN_LOCK, Ledger, LedgerEntry
+from resilience.run_state import RunStateReader, liveness, lock_staleness, state_name
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATES = ("queued", "running")
 
-
-def orphans(ledger: Ledger, run_state: Callable[[str, str], str | None]) -> list[tuple[LedgerEntry, str]]:
-    """Open entries to revert now, each with the reason."""
+def orphans(ledger: Ledger, run_state: RunStateReader) -> list[tuple[LedgerEntry, str]]:
+    """Open entries to revert now, each with the reason; live and unknown runs keep theirs until expiry."""
     expired = {e.id for e in ledger.expired_entries()}
     found = []
     for entry in ledger.open_entries():
         state = run_state(entry.dag_id, entry.run_id)
-        if state not in RUNNING_STATES:
-            found.append((entry, f"its run is {state or 'gone'}"))
-        elif entry.id in expired:
+        run = liveness(state)
+        if entry.id in expired:
             found.append((entry, f"open past its planned end ({entry.expires_at.isoformat(timespec='seconds')})"))
-        elif entry.state == "revert_failed":
+        elif run == "ended":
+            found.append((entry, f"its run is {state_name(state)}"))
+        elif entry.state == "revert_failed" and run != "unknown":
             found.append((entry, f"an earlier revert failed: {entry.error}"))
+        elif run == "unknown":
+            log.warning("Not reverting ledger #%d (%s, run %s): its run's state is unknown; it expires at %s",
+                        entry.id, entry.scenario, entry.run_id, entry.expires_at)
     return found
 
 
-def revert_all(control_conn_id: str, entries: list[tuple[LedgerEntry, str]], by: str) -> dict[str, list]:
+def revert_all(control_conn_id: str, entries: list[tuple[LedgerEntry, str]], by: str) -> dict[str, list[Any]]:
     """Revert each entry; one failure does not stop the others. Returns what was reverted and what failed."""
     from resilience.faults.revert import revert_entry
 
-    done: dict[str, list] = {"reverted": [], "failed": []}
+    done: dict[str, list[Any]] = {"reverted": [], "failed": []}
     for entry, reason in entries:
         log.warning("Reverting %s in %s (ledger #%d, run %s): %s", entry.scenario, entry.environment, entry.id,
                     entry.run_id, reason)
         try:
-            revert_entry(control_conn_id, entry.id, by)
+            revert_entry(control_conn_id, entry.id, by, reason=reason)
             done["reverted"].append(entry.id)
         except Exception as exc:
             log.error("Revert of ledger #%d failed: %s", entry.id, exc)
@@ -48,15 +53,56 @@ def revert_all(control_conn_id: str, entries: list[tuple[LedgerEntry, str]], by:
     return done
 
 
-def release_stale_lock(ledger: Ledger, run_state: Callable[[str, str], str | None], force: bool) -> str | None:
-    """Free the chaos/DR lock when its holder no longer runs (or always, on an Immediate Abort)."""
-    for name, run_id, dag_id, _ in ledger.locks():
-        if name != RUN_LOCK:
+def release_stale_lock(ledger: Ledger, run_state: RunStateReader, by: str) -> str | None:
+    """Free the chaos/DR lock when it is stale (its holder ended, or unknown past its lease);
+    a live holder's lock gets a heartbeat instead."""
+    for lock in ledger.held_locks():
+        if lock.name != RUN_LOCK:
             continue
-        state = run_state(dag_id, run_id)
-        if force or state not in RUNNING_STATES:
-            log.warning("Releasing %s held by %s run %s (%s)", name, dag_id, run_id,
-                        "immediate abort" if force else f"run is {state or 'gone'}")
-            ledger.break_lock(name, run_id)
-            return run_id
+        state = run_state(lock.dag_id, lock.run_id)
+        holder = liveness(state)
+        verdict = lock_staleness(holder, state, lock.heartbeat_age_s, lock.lease_s)
+        if not verdict.stale:
+            if holder == "live":
+                ledger.heartbeat(lock.name, lock.run_id)
+            log.info("Keeping %s held by %s run %s: %s", lock.name, lock.dag_id, lock.run_id, verdict.reason)
+            return None
+        log.warning("Releasing %s held by %s run %s: %s", lock.name, lock.dag_id, lock.run_id, verdict.reason)
+        ledger.break_lock(lock.name, lock.run_id, by=by, reason=verdict.reason)
+        return lock.run_id
     return None
+
+
+def abort_everything(control_conn_id: str, ledger: Ledger, by: str, reason: str) -> dict[str, Any]:
+    """Immediate Abort: take the lock away first (no campaign admits another fault after this), then
+    revert every open fault, whatever its run."""
+    released = None
+    for lock in ledger.held_locks():
+        if lock.name == RUN_LOCK and ledger.break_lock(lock.name, lock.run_id, by=by, reason=reason):
+            log.warning("Immediate Abort: %s taken from %s run %s; it injects nothing more", lock.name,
+                        lock.dag_id, lock.run_id)
+            released = lock.run_id
+    done = revert_all(control_conn_id, [(e, reason) for e in ledger.open_entries()], by)
+    return {**done, "lock_released_from": released}
+
+
+def abort_or_sweep(mode: str, reason: str, by_run_id: str) -> dict[str, Any]:
+    """chaos_abort's task: ``abort_all`` (Immediate Abort) or ``sweep``; fails when a revert failed."""
+    from resilience.config import load_config
+    from resilience.errors import ChecksFailedError
+    from resilience.ledger import ledger_for
+    from resilience.run_state import airflow_run_state
+
+    control = load_config().control_db_conn_id
+    ledger = ledger_for(control)
+    by = f"chaos_abort:{mode}"
+    if mode == "abort_all":
+        done = abort_everything(control, ledger, by, f"Immediate Abort (chaos_abort run {by_run_id})"
+                                + (f": {reason}" if reason else ""))
+    else:
+        run_state = airflow_run_state()
+        done = revert_all(control, orphans(ledger, run_state), by)
+        done["lock_released_from"] = release_stale_lock(ledger, run_state, by)
+    if done["failed"]:
+        raise ChecksFailedError(f"{len(done['failed'])} revert(s) failed: {done['failed']}")
+    return done

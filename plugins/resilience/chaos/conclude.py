@@ -8,7 +8,7 @@ from typing import Any
 
 from resilience.chaos.campaign import Campaign
 from resilience.chaos.scenarios import load_catalogue
-from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score
+from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score, with_missing
 from resilience.errors import ChecksFailedError
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ def write_campaign_report(params: dict[str, Any] | None, run_id: str) -> dict[st
     record = campaign.record.load()
     if record["status"] == "refused":
         raise AirflowSkipException(f"No report: preflight refused the campaign ({record['summary']})")
-    verdicts = [s["verdict"] for s in record["scenarios"] if s.get("verdict")]
-    decided = [ScenarioVerdict(**v) for v in verdicts]
+    decided = with_missing(campaign.params.scenarios,
+                           [ScenarioVerdict(**s["verdict"]) for s in record["scenarios"] if s.get("verdict")])
+    verdicts = [v.to_dict() for v in decided]
     weights = {name: s.weight for name, s in load_catalogue().items()}
     status, score = campaign_status(decided), resilience_score(decided, weights)
     series = {s["scenario"]: _series(campaign, s) for s in record["scenarios"]}

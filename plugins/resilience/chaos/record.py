@@ -69,6 +69,12 @@ class CampaignRecord:
             (status, score, json.dumps(summary, default=str), self.run_id),
         )
 
+    def load_scenario(self, scenario: str) -> dict[str, Any]:
+        """One scenario's steps so far ({} when it has none)."""
+        rows = self._execute("SELECT steps FROM chaos_scenarios WHERE run_id = %s AND scenario = %s",
+                             (self.run_id, scenario))
+        return dict(rows[0][0]) if rows else {}
+
     def load(self) -> dict[str, Any]:
         rows = self._execute(
             "SELECT run_id, dag_id, environment, params, started_at, ended_at, status, score, summary"

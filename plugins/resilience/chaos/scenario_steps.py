@@ -12,6 +12,7 @@ from typing import Any
 
 from resilience.chaos.campaign import Campaign
 from resilience.chaos.scenarios import load_catalogue
+from resilience.chaos.timeline import fault_timeline
 from resilience.chaos.verdict import scenario_verdict
 from resilience.faults.base import get_fault
 from resilience.slo import baseline_from
@@ -55,8 +56,12 @@ def baseline(params: dict[str, Any], run_id: str, scenario: str) -> dict[str, An
 
 
 def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> dict[str, Any]:
-    """Plan, write the ledger row, then cause the fault. A failed inject reverts what it may have done."""
+    """Plan, write the ledger row (admitted only while this run holds the lock and no fault is open),
+    then cause the fault. Any failure after the row is written reverts what was done, under the
+    entry's claim, before the task fails: a teardown that ends ``upstream_failed`` must not be the
+    only way back."""
     from resilience.faults.revert import revert_entry
+    from resilience.ledger import InjectRefused
 
     campaign = Campaign.from_xcom(params, run_id)
     if campaign.params.dry_run:
@@ -64,49 +69,96 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
     fault = get_fault(scenario)
     options = {**load_catalogue()[scenario].options, **campaign.params.scenario_options.get(scenario, {})}
     plan = fault.plan(campaign.platform, options)
-    expires_in_s = campaign.params.duration_s + campaign.environment.orphan_grace_s
-    ledger_id = campaign.ledger.record_intent(run_id, dag_id, campaign.environment.name, scenario, plan, expires_in_s)
-    log.info("Injecting %s in %s: %s (ledger #%d)", scenario, campaign.environment.name, plan, ledger_id)
+    timeline = fault_timeline(time.time(), campaign.params.duration_s, campaign.environment.orphan_grace_s)
+    plan["deadline_epoch_s"] = timeline.deadline_epoch_s
+    try:
+        claim = campaign.ledger.admit(run_id, dag_id, campaign.environment.name, scenario, plan,
+                                      timeline.expires_in_s, owner=f"inject_{scenario}:{run_id}")
+    except InjectRefused as exc:
+        log.warning("Not injecting %s: %s", scenario, exc)
+        campaign.record.step(scenario, "fault", {"refused": str(exc)})
+        _skip(f"{scenario} not injected: {exc}")
+    ledger_id = claim.entry_id
+    control = campaign.config.control_db_conn_id
+    log.info("Injecting %s in %s: %s (ledger #%d; ends by itself at %s if nobody reverts it)", scenario,
+             campaign.environment.name, plan, ledger_id, _utc(timeline.deadline_epoch_s))
     started = time.time()
     try:
-        revert_info = fault.inject(campaign.platform, plan)
-    except Exception:
-        log.exception("Inject of %s failed; reverting whatever it did (ledger #%d)", scenario, ledger_id)
-        revert_entry(campaign.config.control_db_conn_id, ledger_id, "inject_failed")
-        raise
-    campaign.ledger.mark_active(ledger_id, revert_info)
-    result = {"ledger_id": ledger_id, "injected_at": started, "plan": plan, "revert_info": revert_info}
-    campaign.record.step(scenario, "fault", result)
+        try:
+            revert_info = fault.inject(campaign.platform, plan)
+        except Exception as exc:
+            log.exception("Inject of %s failed; reverting whatever it did (ledger #%d)", scenario, ledger_id)
+            revert_entry(control, ledger_id, "inject_failed", reason=f"{type(exc).__name__}: {exc}", held=claim)
+            raise
+        try:
+            campaign.ledger.mark_active(ledger_id, revert_info)
+            stop = campaign.ledger.still_admitted(run_id)
+            if stop:  # an Immediate Abort came while the fault went on: undo it now
+                raise InjectRefused(stop)
+            result = {"ledger_id": ledger_id, "injected_at": started, "plan": plan, "revert_info": revert_info}
+            campaign.record.step(scenario, "fault", result)
+        except Exception as exc:
+            log.error("%s is on but %s; reverting it now (ledger #%d)", scenario, exc, ledger_id)
+            revert_entry(control, ledger_id, "inject_undo", reason=f"{type(exc).__name__}: {exc}", held=claim)
+            raise
+    finally:
+        claim.release()
     return result
 
 
-def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, Any], by: str) -> dict[str, Any]:
-    """Teardown: revert from the ledger (a no-op when the guard already did) and report when it happened."""
-    from resilience.faults.revert import revert_entry
+def _utc(epoch_s: float) -> str:
+    from datetime import UTC, datetime
 
-    campaign = Campaign.from_xcom(params, run_id)
-    ledger_id = int(fault["ledger_id"])
-    revert_entry(campaign.config.control_db_conn_id, ledger_id, by)
-    entry = campaign.ledger.get(ledger_id)
-    result = {"ledger_id": ledger_id, "reverted_at": entry.reverted_at.timestamp(), "reverted_by": entry.reverted_by,
-              "observed": entry.observed, "fault_s": entry.reverted_at.timestamp() - float(fault["injected_at"])}
-    campaign.record.step(scenario, "revert", result)
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+
+
+def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, Any] | None,
+           by: str) -> dict[str, Any]:
+    """Teardown: revert this run's open entries of ``scenario`` from the ledger (a no-op when the guard
+    already did). Reads no Params and no kill switch: turning chaos off must never block a revert."""
+    from resilience.chaos.record import CampaignRecord
+    from resilience.config import load_config
+    from resilience.controldb import postgres_connect
+    from resilience.faults.revert import revert_entry
+    from resilience.ledger import ledger_for
+
+    control = load_config().control_db_conn_id
+    ledger = ledger_for(control)
+    entries = [e for e in ledger.entries(run_id) if e.scenario == scenario]
+    if not entries:
+        _skip(f"nothing to revert: {scenario} was not injected by this run")
+    for entry in entries:
+        if entry.state != "reverted":
+            revert_entry(control, entry.id, by, reason="the fault window ended")
+    entry = ledger.get(entries[-1].id)
+    injected_at = float((fault or {}).get("injected_at") or (entry.injected_at or entry.created_at).timestamp())
+    result = {"ledger_id": entry.id, "reverted_at": entry.reverted_at.timestamp(), "reverted_by": entry.reverted_by,
+              "revert_reason": entry.revert_reason, "observed": entry.observed,
+              "fault_s": entry.reverted_at.timestamp() - injected_at}
+    CampaignRecord(postgres_connect(control), run_id).step(scenario, "revert", result)
     return result
 
 
 def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | None, guard: dict | None,
           reverted: dict | None, recovery: dict | None) -> dict[str, Any]:
-    """The scenario's verdict from what its steps reported (runs whatever happened before)."""
+    """The scenario's verdict from what its steps reported and from the ledger (runs whatever happened
+    before): a breach the guard reverted counts even if its event was lost."""
     campaign = Campaign.from_xcom(params, run_id)
     _selected(campaign, scenario)
     if campaign.params.dry_run:
         campaign.record.step(scenario, "verdict", {"scenario": scenario, "status": "skipped", "reason": "dry run"})
         _skip("dry run: baseline measured, nothing injected")
     policy = load_catalogue()[scenario].policy(campaign.params.slo_overrides)
+    entries = [e for e in campaign.ledger.entries(run_id) if e.scenario == scenario]
+    refused = ((campaign.record.load_scenario(scenario).get("fault") or {}).get("refused")) if not fault else None
+    last = entries[-1] if entries else None
     verdict = scenario_verdict(
-        scenario, injected=fault is not None, inject_error=None if fault else "inject failed (see its log)",
-        guard=guard, reverted=reverted is not None, revert_error=None if reverted else "revert failed (see its log)",
-        recovery=recovery, max_recovery_s=policy.max_recovery_s)
+        scenario, injected=fault is not None,
+        inject_error=None if fault else (refused or "inject failed (see its log)"),
+        guard=guard, reverted=reverted is not None and (last is None or last.state == "reverted"),
+        revert_error=None if reverted else (last.error if last and last.error else "revert failed (see its log)"),
+        recovery=recovery, max_recovery_s=policy.max_recovery_s,
+        reverted_by=last.reverted_by if last else None, revert_reason=last.revert_reason if last else None)
     for step, value in (("guard", guard), ("recovery", recovery)):
         if value is not None:
             campaign.record.step(scenario, step, value)

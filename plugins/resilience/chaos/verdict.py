@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 STATUSES = ("passed", "failed", "aborted", "skipped")
+# reverters that end a fault before its window did: the experiment did not complete
+EARLY_REVERTERS = ("chaos_abort", "inject_failed", "inject_undo")
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,26 @@ def _overshoot(breach: dict[str, Any]) -> str:
 
 def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None, guard: dict[str, Any] | None,
                      reverted: bool, revert_error: str | None, recovery: dict[str, Any] | None,
-                     max_recovery_s: float) -> ScenarioVerdict:
-    """Decide one scenario from what each step reported (None: the step did not report)."""
+                     max_recovery_s: float, reverted_by: str | None = None,
+                     revert_reason: str | None = None) -> ScenarioVerdict:
+    """Decide one scenario from what each step reported (None: the step did not report) and from who
+    reverted it according to the ledger (``reverted_by``, ``revert_reason``).
+
+    The ledger outranks the events: a fault the guard reverted on a breach failed even when the
+    guard's event says "ok" (a restarted triggerer starts a fresh trigger that sees green SLOs), and
+    a fault an abort or the inject's own undo ended early did not complete."""
     if not injected:
         return ScenarioVerdict(scenario, "aborted", f"fault not injected: {inject_error or 'step did not run'}")
     if not reverted:
         return ScenarioVerdict(scenario, "aborted", f"revert failed: {revert_error or 'step did not run'}; "
                                "the fault may still be active (chaos_abort sweeps it)")
     recovery_s = recovery.get("recovery_s") if recovery else None
+    if reverted_by == "guard_slo" and (guard is None or guard.get("status") != "breach"):
+        return ScenarioVerdict(scenario, "failed", f"SLO breached: {revert_reason or 'reason not recorded'} "
+                               "(the guard reverted the fault; its event was lost)", recovery_s)
+    if reverted_by and reverted_by.startswith(EARLY_REVERTERS):
+        return ScenarioVerdict(scenario, "aborted", f"reverted early by {reverted_by}: "
+                               f"{revert_reason or 'no reason recorded'}", recovery_s)
     if guard is None:
         return ScenarioVerdict(scenario, "aborted", "the SLO guard did not report", recovery_s)
     if guard["status"] == "breach":
@@ -52,6 +66,13 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
     return ScenarioVerdict(scenario, "passed", f"SLOs held; recovered in {recovery_s:.1f} s", recovery_s)
 
 
+def with_missing(selected: Iterable[str], verdicts: Iterable[ScenarioVerdict]) -> list[ScenarioVerdict]:
+    """One verdict per selected scenario, in order: one that recorded none was aborted."""
+    decided = {v.scenario: v for v in verdicts}
+    return [decided.get(name) or ScenarioVerdict(name, "aborted", "no verdict recorded (its verdict task did not "
+                                                 "run, or the run was killed)") for name in selected]
+
+
 def resilience_score(verdicts: Iterable[ScenarioVerdict], weights: dict[str, float]) -> float | None:
     """Weighted share of passed scenarios, 0-100 (LitmusChaos' resilience score; skipped ones don't count)."""
     counted = [(weights.get(v.scenario, 1.0), v.status == "passed") for v in verdicts if v.status != "skipped"]
@@ -62,8 +83,9 @@ def resilience_score(verdicts: Iterable[ScenarioVerdict], weights: dict[str, flo
 
 
 def campaign_status(verdicts: Iterable[ScenarioVerdict]) -> str:
-    """Chaos Toolkit's closed set for the whole run: completed | failed | aborted."""
+    """Chaos Toolkit's closed set for the whole run: completed | failed | aborted (nothing decided is
+    not a completed run)."""
     statuses = {v.status for v in verdicts}
-    if "aborted" in statuses:
+    if not statuses or "aborted" in statuses:
         return "aborted"
     return "failed" if "failed" in statuses else "completed"

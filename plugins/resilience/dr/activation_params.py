@@ -27,6 +27,7 @@ class ActivationParams:
     rpo_target_min: float
     dr_replicas: int
     incident_name: str
+    break_lock_reason: str | None = None  # set: take the chaos/DR lock from a live holder (audited)
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -60,6 +61,7 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
     name = params.get("incident_name") or DEFAULT_INCIDENT
     if not isinstance(name, str) or len(name) > 200:
         raise ValueError(f"params.incident_name: {name!r} must be a string of at most 200 characters")
+    break_reason = _break_lock_reason(params)
     return ActivationParams(
         environment=environment.name,
         **{q: _answer(params, q) for q in QUESTIONS},
@@ -68,7 +70,27 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
         rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
         dr_replicas=replicas,
         incident_name=name,
+        break_lock_reason=break_reason,
     )
+
+
+MIN_BREAK_REASON_CHARS = 10
+
+
+def _break_lock_reason(params: Mapping[str, Any]) -> str | None:
+    """The reason when ``break_lock`` is set (required, so the audit trail says why); None otherwise."""
+    wanted = params.get("break_lock", False)
+    if not isinstance(wanted, bool):
+        raise ValueError(f"params.break_lock: {wanted!r} must be true or false")
+    reason = params.get("break_lock_reason") or ""
+    if not isinstance(reason, str):
+        raise ValueError(f"params.break_lock_reason: {reason!r} must be a string")
+    if not wanted:
+        return None
+    if len(reason.strip()) < MIN_BREAK_REASON_CHARS:
+        raise ValueError(f"params.break_lock_reason: {reason!r} must say why in at least {MIN_BREAK_REASON_CHARS} "
+                         "characters when break_lock is set (it is audited)")
+    return reason.strip()
 
 
 def activation_params() -> dict[str, Any]:
@@ -111,4 +133,11 @@ def activation_params() -> dict[str, Any]:
                              section="Targets", description="How many app replicas to deploy in the DR region."),
         "incident_name": Param(DEFAULT_INCIDENT, type="string", maxLength=200, title="Statuspage incident name",
                                section="Targets", description="The incident declared on Statuspage and Slack."),
+        "break_lock": Param(False, type="boolean", title="Break the chaos/DR lock", section="Lock",
+                            description="Take the chaos/DR lock even though a live run holds it (its chaos faults "
+                                        "are reverted first). A lock whose run has ended is taken over without this. "
+                                        "Audited with the reason below."),
+        "break_lock_reason": Param("", type="string", maxLength=500, title="Why break the lock", section="Lock",
+                                   description="Required with break_lock (at least 10 characters): kept in the "
+                                               "lock's audit trail and the report."),
     }

@@ -1,26 +1,37 @@
-"""Revert a fault from its ledger row alone: used by the revert teardown, the guard and chaos_abort."""
+"""Revert a fault from its ledger row alone: used by the revert teardown, the guard, the inject's
+own undo and chaos_abort. Needs nothing but the control Connection: no Params, no kill switch
+(turning chaos off must never block a revert)."""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resilience.ledger import Claim, Ledger
 
 log = logging.getLogger(__name__)
 
 
-def revert_entry(control_conn_id: str, ledger_id: int, by: str) -> bool:
+def revert_entry(control_conn_id: str, ledger_id: int, by: str, reason: str | None = None,
+                 held: Claim | None = None) -> bool:
     """Revert ledger entry ``ledger_id`` unless already reverted; True when this call closed it.
 
-    A failed revert is recorded (``revert_failed``, with the error) and raised, so the entry
-    stays open for the next sweep.
+    The entry's claim serialises this with its inject and with other reverters (bounded wait);
+    ``held`` is a claim the caller already holds (the inject undoing itself). A failed revert is
+    recorded (``revert_failed``, with the error) and raised, so the entry stays open for the next
+    sweep and no later fault is admitted on top of it.
     """
     from resilience.ledger import ledger_for
 
     ledger = ledger_for(control_conn_id)
-    with ledger.revert_lock(ledger_id):  # the teardown, the guard and chaos_abort never revert at once
-        return _revert_locked(ledger, ledger_id, by)
+    if held is not None:
+        return _revert_claimed(held.ledger, ledger_id, by, reason)
+    with ledger.revert_lock(ledger_id, owner=by):
+        return _revert_claimed(ledger, ledger_id, by, reason)
 
 
-def _revert_locked(ledger, ledger_id: int, by: str) -> bool:
+def _revert_claimed(ledger: Ledger, ledger_id: int, by: str, reason: str | None) -> bool:
     from resilience.config import load_config
     from resilience.faults.base import get_fault
     from resilience.platforms.base import get_platform
@@ -30,14 +41,14 @@ def _revert_locked(ledger, ledger_id: int, by: str) -> bool:
         log.warning("Not reverting: ledger #%d (%s) already reverted by %s", ledger_id, entry.scenario,
                     entry.reverted_by)
         return False
-    log.info("Reverting %s in %s (ledger #%d, %s, by %s)", entry.scenario, entry.environment, ledger_id,
-             entry.state, by)
+    log.info("Reverting %s in %s (ledger #%d, %s, by %s%s)", entry.scenario, entry.environment, ledger_id,
+             entry.state, by, f": {reason}" if reason else "")
     platform = get_platform(load_config().environment(entry.environment))
     try:
         observed = get_fault(entry.scenario).revert(platform, entry.plan, entry.revert_info) or {}
     except Exception as exc:
         ledger.mark_revert_failed(ledger_id, f"{type(exc).__name__}: {exc}")
         raise
-    closed = ledger.mark_reverted(ledger_id, by, observed)
+    closed = ledger.mark_reverted(ledger_id, by, observed, reason)
     log.info("Reverted %s (ledger #%d)", entry.scenario, ledger_id)
     return closed
