@@ -1,22 +1,38 @@
 """Failback's data synchronisation: the rows written in DR, copied back to the primary.
 
 The runbook's ``pg_dump --data-only --where=...`` does not exist (pg_dump has no ``--where``).
-Instead, per table in foreign-key order: ``COPY (SELECT ... WHERE created_at > since OR
-updated_at > since) TO STDOUT`` from DR streams into a temporary table on the primary
-(``COPY ... FROM STDIN``), conflicts are found, and the rest is applied as an upsert on the
-primary key. All tables go in one transaction on the primary: all or nothing.
+Instead, per table in foreign-key order: ``COPY (SELECT ... WHERE <changed in DR>) TO STDOUT``
+from DR streams into a temporary table on the primary (``COPY ... FROM STDIN``), conflicts are
+found, and the rest is applied as an upsert on the primary key. All tables go in one transaction
+on the primary (all or nothing), and DR is read in one REPEATABLE READ transaction: every table
+comes from the same DR snapshot.
 
-A conflict is a row both sides changed since DR started: the primary's copy was updated
-after ``since`` and differs from DR's (policy ``primary_wins`` keeps the primary's, ``dr_wins``
-takes DR's), or DR's row has the same unique key as another primary row (the same entity created
-on both sides: merged into the primary's row, and DR rows that reference it follow it to the
-primary's id). Every conflict is reported.
+Two syncs run: one before the canary (DR serves, the primary already takes writes of its own),
+one after the cutover with DR frozen (:func:`freeze_writes`). Each sync records where it stopped
+(:class:`Watermark`): the DR snapshot it read and the primary's snapshot and transaction. The
+next sync takes "changed since the last sync" per side from those, by transaction visibility,
+not by clock: a DR row is copied again only if DR changed it after the last sync's snapshot, and
+a primary row changed since only if a transaction other than the last sync's wrote it after. The
+first sync has no watermark: "changed" is a timestamp after ``since`` (DR's start).
+
+A conflict is a row BOTH sides changed since the last sync and that differs (policy
+``primary_wins`` keeps the primary's, ``dr_wins`` takes DR's), or a DR row with the same unique
+key as another primary row (the same entity created on both sides: merged into the primary's row;
+DR rows that reference it follow it to the primary's id, in this sync and the later ones). Every
+conflict is reported. After applying, every staged row that is not a reported conflict must be on
+the primary exactly as DR has it: anything else is counted as ``unexplained`` (data loss).
+
+Id bands: DR's ids live in their own band (activation moves DR's sequences ``sequence_gap``
+up). While both sides take writes (the first sync up to the cutover) the primary's sequences
+move ``band_gap`` past DR's current sequence values, so the ids the primary hands out during the
+ramp can never be ids DR hands out (DR would have to write ``band_gap`` rows first).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +41,27 @@ from resilience.dr.failback_params import POLICIES
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_CONFLICTS = 500
+FREEZE_WAIT_MS = 5000  # how long each terminated DR session may take to exit
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where one sync stopped: the next one copies what changed after it, per side."""
+
+    dr_snapshot: str  # pg_snapshot of DR's REPEATABLE READ read
+    primary_snapshot: str  # the primary's snapshot when the sync's transaction started
+    primary_xid: str  # the sync's own transaction on the primary (its writes are not primary changes)
+    keymap: list[list[str]] = field(default_factory=list)  # [table, DR id, primary id] of merged rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any] | None) -> Watermark | None:
+        if not doc:
+            return None
+        return cls(str(doc["dr_snapshot"]), str(doc["primary_snapshot"]), str(doc["primary_xid"]),
+                   [list(map(str, m)) for m in doc.get("keymap", [])])
 
 
 def foreign_key_order(tables: Iterable[str], references: Iterable[tuple[str, str]]) -> list[str]:
@@ -38,6 +75,15 @@ def foreign_key_order(tables: Iterable[str], references: Iterable[tuple[str, str
             ordered.append(table)
             pending.remove(table)
     return ordered
+
+
+def _xid8(column: str) -> str:
+    """SQL for the 64-bit id of a row's 32-bit ``xmin``/``xmax``, epoch taken from the current snapshot
+    (every committed row version's xid lies within 2^31 below it)."""
+    top = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+    low = f"{column}::text::bigint"
+    return (f"greatest(0, ({top} >> 32 << 32) + {low}"
+            f" - CASE WHEN {low} >= ({top} & 4294967295) THEN 4294967296 ELSE 0 END)::text::xid8")
 
 
 def _tables(conn: Any) -> list[str]:
@@ -102,22 +148,30 @@ def _remap_references(primary: Any, table: str, stage: Any) -> int:
     return moved
 
 
-def _sequences_past_max(primary: Any, table: str, columns: list[str]) -> None:
-    """Each sequence feeding ``table`` at or past the column's highest value: rows merged from DR carry
-    ids from DR's band, and a sequence behind them is one the integrity checks (rightly) flag."""
+def _move_sequences(dr: Any, primary: Any, table: str, columns: list[str], band_gap: int) -> dict[str, int]:
+    """Each sequence feeding ``table`` on the primary at or past the column's highest value (rows merged
+    from DR carry DR's ids: a sequence behind them is one the integrity checks flag) and, while DR still
+    takes writes (``band_gap`` > 0), ``band_gap`` past DR's own sequence: the two sides' new ids stay
+    disjoint until the final sync."""
     from psycopg import sql
 
+    moved = {}
     for column in columns:
         sequence = primary.execute("SELECT pg_get_serial_sequence(%s, %s)", (table, column)).fetchone()[0]
-        if sequence:
-            primary.execute(sql.SQL("SELECT setval(%s, greatest((SELECT last_value FROM {seq}), "
-                                    "(SELECT coalesce(max({col}), 1) FROM {t})))").format(
-                seq=sql.SQL(sequence), col=sql.Identifier(column), t=sql.Identifier(*table.split("."))),
-                (sequence,))
+        if not sequence:
+            continue
+        on_dr = dr.execute("SELECT pg_get_serial_sequence(%s, %s)", (table, column)).fetchone()[0]
+        dr_last = dr.execute(sql.SQL("SELECT last_value FROM {}").format(sql.SQL(on_dr))).fetchone()[0] if on_dr else 0
+        moved[sequence] = int(primary.execute(sql.SQL(
+            "SELECT setval(%s, greatest((SELECT last_value FROM {seq}), (SELECT coalesce(max({col}), 1) FROM {t}),"
+            " %s))").format(seq=sql.SQL(sequence), col=sql.Identifier(column), t=sql.Identifier(*table.split("."))),
+            (sequence, int(dr_last) + band_gap)).fetchone()[0])
+    return moved
 
 
-def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) -> dict[str, Any]:
-    """Copy and apply one table's DR writes inside the primary's open transaction."""
+def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str, after: Watermark | None = None,
+               band_gap: int = 0) -> dict[str, Any]:
+    """Copy and apply one table's DR writes inside the primary's open transaction (DR's read transaction open)."""
     from psycopg import sql
 
     ident = sql.Identifier(*table.split("."))
@@ -126,8 +180,15 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     stage = sql.Identifier(f"resilience_sync_{table.replace('.', '_')}")
     primary.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(stage, ident))
-    select = sql.SQL("COPY (SELECT {} FROM {} WHERE created_at > {} OR updated_at > {}) TO STDOUT").format(
-        cols, ident, sql.Literal(since), sql.Literal(since))
+    if after is None:  # the first sync: everything DR wrote since it started
+        dr_changed = sql.SQL("created_at > {since} OR updated_at > {since}").format(since=sql.Literal(since))
+        primary_changed = sql.SQL("p.updated_at > {}").format(sql.Literal(since))
+    else:  # what each side changed after the last sync's snapshots (the last sync's own writes excluded)
+        dr_changed = sql.SQL("NOT pg_visible_in_snapshot({}, {}::pg_snapshot)").format(
+            sql.SQL(_xid8("xmin")), sql.Literal(after.dr_snapshot))
+        primary_changed = sql.SQL("NOT pg_visible_in_snapshot({x}, {snap}::pg_snapshot) AND {x} <> {xid}::xid8").format(
+            x=sql.SQL(_xid8("p.xmin")), snap=sql.Literal(after.primary_snapshot), xid=sql.Literal(after.primary_xid))
+    select = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(cols, ident, dr_changed)
     with dr.cursor().copy(select) as out, primary.cursor().copy(
             sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as into:
         for chunk in out:
@@ -141,10 +202,13 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
                                      for k in keys)
 
     pk_cols = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in pk)
+    # the primary keeps taking writes: lock the rows DR changed so none changes between the check and the upsert
+    primary.execute(sql.SQL("SELECT 1 FROM {t} p JOIN {stage} s ON {on} FOR UPDATE OF p").format(
+        t=ident, stage=stage, on=on("p", "s", pk)))
     both_changed = primary.execute(sql.SQL(
-        "SELECT {pk} FROM {stage} s JOIN {t} p ON {on} WHERE p.updated_at > {since}"
+        "SELECT {pk} FROM {stage} s JOIN {t} p ON {on} WHERE ({changed})"
         " AND ROW(p.*) IS DISTINCT FROM ROW(s.*)").format(
-        pk=pk_cols, stage=stage, t=ident, on=on("p", "s", pk), since=sql.Literal(since))).fetchall()
+        pk=pk_cols, stage=stage, t=ident, on=on("p", "s", pk), changed=primary_changed)).fetchall()
     clashes: list[tuple[tuple, tuple]] = []  # (DR's key, the primary's key) of rows with one unique key
     for unique in uniques:
         rows = primary.execute(sql.SQL(
@@ -156,8 +220,9 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
         for theirs, ours in clashes:
             primary.execute("INSERT INTO resilience_keymap (tbl, old, new) VALUES (%s, %s, %s)",
                             (table, str(theirs[0]), str(ours[0])))
-    conflicts = [{"table": table, "key": list(k), "resolution": "kept primary's row" if policy == "primary_wins"
-                  else "took DR's row"} for k in both_changed]
+    conflicts = [{"table": table, "key": list(k), "resolution": "both changed since the last sync: kept the "
+                  "primary's row" if policy == "primary_wins" else "both changed since the last sync: took DR's row"}
+                 for k in both_changed]
     conflicts += [{"table": table, "key": list(theirs), "resolution": f"same unique key as the primary's row "
                    f"{list(ours)}: merged into it (references follow)"} for theirs, ours in clashes]
     dropped = {theirs for theirs, _ in clashes} | (set(both_changed) if policy == "primary_wins" else set())
@@ -170,27 +235,68 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str) 
         "INSERT INTO {t} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({pk}) DO UPDATE SET {updates}"
         " WHERE ROW({t}.*) IS DISTINCT FROM ROW(EXCLUDED.*)").format(
         t=ident, cols=cols, stage=stage, pk=sql.SQL(", ").join(map(sql.Identifier, pk)), updates=updates)).rowcount
-    _sequences_past_max(primary, table, columns)
-    log.info("Synced %s: %d row(s) written in DR, %d applied, %d conflict(s), %d reference(s) remapped", table,
-             copied, applied, len(conflicts), remapped)
+    # every staged row that is not a reported conflict is now on the primary as DR has it: check, not assume
+    unexplained = primary.execute(sql.SQL(
+        "SELECT count(*) FROM {stage} s LEFT JOIN {t} p ON {on} WHERE p IS NULL OR ROW(p.*) IS DISTINCT FROM ROW(s.*)"
+    ).format(stage=stage, t=ident, on=on("p", "s", pk))).fetchone()[0]
+    sequences = _move_sequences(dr, primary, table, columns, band_gap)
+    log.info("Synced %s: %d row(s) changed in DR since the last sync, %d applied, %d conflict(s), %d reference(s) "
+             "remapped, %d unexplained", table, copied, applied, len(conflicts), remapped, unexplained)
     return {"copied": int(copied), "applied": int(applied), "conflicts": len(conflicts), "remapped": remapped,
-            "conflict_rows": conflicts}
+            "unexplained": int(unexplained), "sequences": sequences, "conflict_rows": conflicts}
 
 
-def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str) -> dict[str, Any]:
-    """Every timestamped table, in foreign-key order, in one transaction on the primary."""
+def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str, after: Watermark | None = None,
+                   band_gap: int = 0) -> dict[str, Any]:
+    """Every timestamped table, in foreign-key order: DR read from one snapshot, the primary written in one
+    transaction. ``after``: the last sync's watermark (None for the first); ``band_gap``: how far past DR's
+    sequences the primary's move (> 0 while DR still takes writes). The result's ``watermark`` is where this
+    sync stopped."""
+    import psycopg
+
     if policy not in POLICIES:
         raise ValueError(f"conflict_policy: {policy!r} is not one of {list(POLICIES)}")
+    if isinstance(band_gap, bool) or not isinstance(band_gap, int) or band_gap < 0:
+        raise ValueError(f"band_gap: {band_gap!r} must be an integer >= 0")
     tables = foreign_key_order(_tables(dr), _references(dr))
-    result: dict[str, Any] = {"since": since.isoformat(), "policy": policy, "tables": {}, "conflict_rows": []}
-    with primary.transaction():
+    result: dict[str, Any] = {"since": since.isoformat(), "after": after.to_dict() if after else None,
+                              "policy": policy, "band_gap": band_gap, "tables": {}, "conflict_rows": []}
+    dr.isolation_level, dr.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+    with dr.transaction(), primary.transaction():
+        dr_snapshot = dr.execute("SELECT pg_current_snapshot()::text").fetchone()[0]  # fixes the snapshot
+        primary_snapshot, primary_xid = primary.execute(
+            "SELECT pg_current_snapshot()::text, pg_current_xact_id()::text").fetchone()
         primary.execute("CREATE TEMP TABLE resilience_keymap (tbl text, old text, new text) ON COMMIT DROP")
+        keymap = after.keymap if after else []
+        for tbl, old, new in keymap:
+            primary.execute("INSERT INTO resilience_keymap (tbl, old, new) VALUES (%s, %s, %s)", (tbl, old, new))
         for table in tables:
-            done = sync_table(dr, primary, table, since, policy)
+            done = sync_table(dr, primary, table, since, policy, after, band_gap)
             result["conflict_rows"] += done.pop("conflict_rows")
             result["tables"][table] = done
+        merged = [list(r) for r in primary.execute(
+            "SELECT DISTINCT tbl, old, new FROM resilience_keymap ORDER BY 1, 2")]
+    result["watermark"] = Watermark(dr_snapshot, primary_snapshot, primary_xid, merged).to_dict()
     result["conflict_rows"] = result["conflict_rows"][:MAX_REPORTED_CONFLICTS]
-    result["copied"] = sum(t["copied"] for t in result["tables"].values())
-    result["applied"] = sum(t["applied"] for t in result["tables"].values())
-    result["conflicts"] = sum(t["conflicts"] for t in result["tables"].values())
+    for total in ("copied", "applied", "conflicts", "unexplained"):
+        result[total] = sum(t[total] for t in result["tables"].values())
     return result
+
+
+def freeze_writes(dr: Any, timeout_ms: int = FREEZE_WAIT_MS) -> dict[str, Any]:
+    """DR takes no more writes: its database turns read-only for every new session and every session open
+    now is ended (a transaction in flight is rolled back, never acknowledged). Waits until they are gone,
+    so a snapshot taken afterwards holds everything DR ever acknowledged."""
+    from psycopg import sql
+
+    dbname = dr.execute("SELECT current_database()").fetchone()[0]
+    dr.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(dbname)))
+    rows = dr.execute(
+        "SELECT pid, pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'", (timeout_ms,)).fetchall()
+    stuck = [pid for pid, gone in rows if not gone]
+    if stuck:
+        raise TimeoutError(f"DR database {dbname}: sessions {stuck} did not end within {timeout_ms} ms of "
+                           "pg_terminate_backend: DR is not frozen, the final sync would miss their writes")
+    log.info("DR database %s frozen: read-only for new sessions, %d open session(s) ended", dbname, len(rows))
+    return {"database": dbname, "sessions_ended": len(rows)}

@@ -98,33 +98,66 @@ def record_stability(run: dict[str, Any], run_id: str, event: dict[str, Any]) ->
 
 
 def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes") -> dict[str, Any]:
-    """Copy the rows written in DR since it took over back to the primary (COPY + upsert, conflicts reported)."""
+    """Copy the rows DR changed since the last sync back to the primary (COPY + upsert, conflicts reported).
+
+    ``sync_dr_writes`` runs while DR serves: the primary's sequences move one ``sequence_gap`` past
+    DR's, so both sides hand out disjoint ids during the canary. ``final_sync`` freezes DR first
+    (read-only, open sessions ended): nothing DR acknowledges can come after its snapshot. Each
+    sync starts where the last one of this DR database stopped (its watermark, kept in the run's
+    record), even when that was another failback run.
+    """
+    from resilience.dr.datasync import Watermark, freeze_writes
     from resilience.dr.datasync import sync_dr_writes as sync
+    from resilience.errors import ChecksFailedError
 
     params, regions = _context(run, run_id)
     state = regions.state.get(params.environment)
     db = state["database"]
     since = state["recovery_point"] or state["activated_at"]
+    final = step == "final_sync"
     phase = "data_sync"
     with regions.record.step(step, phase) as details:
+        after = _last_watermark(regions, db["name"])
         with regions.connect(db["host"], db["port"], db["dbname"]) as dr, regions.primary_conn() as primary:
+            if final:
+                details["frozen"] = freeze_writes(dr)
             primary.autocommit = False
-            result = sync(dr, primary, since, params.conflict_policy)
-        details.update({k: v for k, v in result.items() if k != "conflict_rows"})
+            result = sync(dr, primary, since, params.conflict_policy, Watermark.from_dict(after),
+                          0 if final else regions.dr.sequence_gap)
+        regions.record.update(sync_watermark={"database": db["name"], "at": datetime.now(UTC).isoformat(),
+                                              "step": step, **result["watermark"]})
+        details.update({k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")})
         previous = regions.record.load()["details"].get("sync")
         regions.record.update(sync=_merge_sync(previous, result))
-        log.info("%s: %d row(s) written in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
-                 result["copied"], iso(since), result["applied"], result["conflicts"], params.conflict_policy)
-        return {k: v for k, v in result.items() if k != "conflict_rows"}
+        log.info("%s: %d row(s) changed in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
+                 result["copied"], f"the sync of {after['at']}" if after else iso(since), result["applied"],
+                 result["conflicts"], params.conflict_policy)
+        if result["unexplained"]:
+            raise ChecksFailedError(f"{step}: {result['unexplained']} row(s) copied from DR are not on the primary "
+                                    "as DR has them and are no reported conflict: data would be lost")
+        return {k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")}
+
+
+def _last_watermark(regions: Regions, database: str) -> dict[str, Any] | None:
+    """Where the last sync of DR database ``database`` stopped (any failback run), None before the first."""
+    rows = regions.tables.db.execute(
+        "SELECT details -> 'sync_watermark' FROM dr_operations WHERE dag_id = 'dr_failback'"
+        " AND details -> 'sync_watermark' ->> 'database' = %s"
+        " ORDER BY details -> 'sync_watermark' ->> 'at' DESC LIMIT 1", (database,))
+    return rows[0][0] if rows else None
 
 
 def _merge_sync(previous: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
-    """The report's view over both syncs: rows applied add up; conflicts are the latest pass's."""
+    """The report's view over both syncs: each pass copies only what changed since the last one, so rows
+    applied and conflicts add up."""
+    result = {k: v for k, v in result.items() if k != "watermark"}
     if not previous:
         return result
-    tables = {t: {"copied": s["copied"], "applied": s["applied"] + previous["tables"].get(t, {}).get("applied", 0),
-                  "conflicts": s["conflicts"]} for t, s in result["tables"].items()}
-    return {**result, "tables": tables, "applied": sum(t["applied"] for t in tables.values())}
+    totals = ("copied", "applied", "conflicts", "unexplained")
+    tables = {t: {k: s.get(k, 0) + previous["tables"].get(t, {}).get(k, 0) for k in totals}
+              for t, s in result["tables"].items()}
+    return {**result, "tables": tables, **{k: sum(t[k] for t in tables.values()) for k in totals},
+            "conflict_rows": (previous.get("conflict_rows", []) + result["conflict_rows"])[:500]}
 
 
 def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> None:
