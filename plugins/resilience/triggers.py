@@ -155,6 +155,30 @@ def resume_plan(plan: list[int], current_primary: int) -> list[int]:
     return plan[next((i for i, w in enumerate(plan) if w >= current_primary), len(plan) - 1):]
 
 
+ROLLBACK_REASON = "rollback at step {step} %: {reason}"  # how a canary rollback reads in dns_changes
+
+
+def _rolled_back_before(changes: list[dict[str, Any]], current_primary: int) -> dict[str, Any] | None:
+    """This run's earlier rollback, from its audited weight changes (pure): the change whose reason says
+    so, or, when the run moved the weights and the primary is at 0 again, a rollback whose audit row was
+    lost (or an operator's move back to DR). A re-ramp would undo either."""
+    prefix = ROLLBACK_REASON.partition("{")[0]
+    for change in reversed(changes):
+        if change["reason"].startswith(prefix):
+            step, _, reason = change["reason"][len(prefix):].partition(" %: ")
+            return {"step": int(step) if step.isdigit() else None, "reason": reason, "at": change["at"]}
+    if changes and current_primary == 0:
+        return {"step": changes[-1]["after"].get("primary"), "at": changes[-1]["at"],
+                "reason": f"this run moved traffic ({changes[-1]['reason']}) and the primary is at 0 again"}
+    return None
+
+
+def _dns_log(control_conn_id: str) -> Any:
+    from resilience.dr.operation import ControlTables, DnsLog
+
+    return DnsLog(ControlTables.for_conn(control_conn_id))
+
+
 def _only_no_data(decision: Any) -> bool:
     return all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
 
@@ -226,14 +250,18 @@ class CanaryRampTrigger(BaseTrigger):
     weight must reach the metrics) a reading with no data is not counted, but a bad value is.
     A step advances at the end of its interval if its last check passed; a failed check holds
     it; ``threshold`` failed checks roll all traffic back to DR at once, here, before the event
-    is yielded. Every weight change is in the event for the audit trail. A restarted trigger
-    resumes at the step the weights show (:func:`resume_plan`).
+    is yielded. Every weight change is in the event for the audit trail and, with ``audit``
+    (``control_conn_id``, ``run_id``, ``dag_id``, ``zone``, ``record``), written to ``dns_changes`` the
+    moment Route53 accepted it. A restarted trigger resumes at the step the weights show
+    (:func:`resume_plan`), unless this run already rolled back: then it stays rolled back and yields
+    ``rolled_back`` again (a fresh ramp also starts with the primary at 0, so the weights alone
+    cannot tell).
     """
 
     def __init__(self, aws_conn_id: str, record: dict[str, Any], plan: list[int], interval_s: float,
                  warmup_s: float, threshold: int, prometheus_conn_id: str, primary_queries: dict[str, str],
                  dr_queries: dict[str, str], policy: dict[str, float], poll_interval_s: float = 1.0,
-                 query_timeout_s: float = 0.8) -> None:
+                 query_timeout_s: float = 0.8, audit: dict[str, str] | None = None) -> None:
         super().__init__()
         from resilience.canary import FailbackPolicy, ramp_plan
         from resilience.dns import WeightedRecord
@@ -256,9 +284,14 @@ class CanaryRampTrigger(BaseTrigger):
         FailbackPolicy(**self.policy)
         self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
         self.query_timeout_s = _positive(query_timeout_s, "query_timeout_s")
+        audit_keys = {"control_conn_id", "run_id", "dag_id", "zone", "record"}
+        if audit is not None and (set(audit) != audit_keys
+                                  or not all(isinstance(v, str) and v for v in audit.values())):
+            raise ValueError(f"audit: {audit!r} must give {sorted(audit_keys)} as non-empty strings")
+        self.audit = dict(audit) if audit is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("resilience.triggers.CanaryRampTrigger", {
+        return ("resilience.triggers.CanaryRampTrigger", {"audit": self.audit,
             "aws_conn_id": self.aws_conn_id, "record": self.record, "plan": self.plan, "interval_s": self.interval_s,
             "warmup_s": self.warmup_s, "threshold": self.threshold, "prometheus_conn_id": self.prometheus_conn_id,
             "primary_queries": self.primary_queries, "dr_queries": self.dr_queries, "policy": self.policy,
@@ -275,7 +308,22 @@ class CanaryRampTrigger(BaseTrigger):
         dns = Route53Weights(self.aws_conn_id, WeightedRecord(**self.record))
         before = await asyncio.to_thread(dns.weights)
         after = await asyncio.to_thread(dns.set_weights, primary, 100 - primary)
-        changes.append({"at": time.time(), "before": before, "after": after, "reason": reason})
+        change = {"at": time.time(), "before": before, "after": after, "reason": reason, "audited": False}
+        changes.append(change)
+        if self.audit:  # at the moment it happened: a restarted trigger reads it back
+            a = self.audit
+            try:
+                await asyncio.to_thread(_dns_log(a["control_conn_id"]).record, a["run_id"], a["dag_id"], a["zone"],
+                                        a["record"], before, after, reason)
+                change["audited"] = True
+            except Exception as exc:  # the weights did change: the task audits it from the event instead
+                self.log.error("Auditing the weight change in dns_changes failed: %s: %s", type(exc).__name__, exc)
+
+    async def _earlier_rollback(self, current_primary: int) -> dict[str, Any] | None:
+        if not self.audit:
+            return None
+        changes = await asyncio.to_thread(_dns_log(self.audit["control_conn_id"]).for_run, self.audit["run_id"])
+        return _rolled_back_before(changes, current_primary)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import aiohttp
@@ -296,10 +344,26 @@ class CanaryRampTrigger(BaseTrigger):
                                  "analyses": analyses, **extra})
 
         try:
-            steps = resume_plan(self.plan, await asyncio.to_thread(self._current_primary_weight))
+            current = await asyncio.to_thread(self._current_primary_weight)
+            earlier = await self._earlier_rollback(current)
         except Exception as exc:
-            yield event("error", step=None, error=f"reading the weights failed: {type(exc).__name__}: {exc}")
+            yield event("error", step=None, error=f"reading the weights or this run's DNS changes failed: "
+                                                  f"{type(exc).__name__}: {exc}")
             return
+        if earlier is not None:
+            self.log.warning("This run already rolled back at %s %% (%s): staying rolled back, primary at %d %%",
+                             earlier["step"], earlier["reason"], current)
+            if current != 0:  # someone moved traffic since: the rollback still stands
+                try:
+                    await self._set_weights(0, ROLLBACK_REASON.format(step=earlier["step"], reason=earlier["reason"]),
+                                            changes)
+                except Exception as exc:
+                    yield event("error", step=earlier["step"], reason=earlier["reason"],
+                                error=f"rollback to DR failed: {type(exc).__name__}: {exc}")
+                    return
+            yield event("rolled_back", step=earlier["step"], reason=earlier["reason"], resumed=True)
+            return
+        steps = resume_plan(self.plan, current)
         if steps != self.plan:
             self.log.info("Resuming the ramp at %d %% (the weights say an earlier run got there)", steps[0])
         async with aiohttp.ClientSession() as session:
@@ -330,7 +394,8 @@ class CanaryRampTrigger(BaseTrigger):
                         self.log.warning("Halt at %d %%: %s; rolling all traffic back to DR", weight,
                                          decision.reason)
                         try:
-                            await self._set_weights(0, f"rollback at step {weight} %: {decision.reason}", changes)
+                            await self._set_weights(0, ROLLBACK_REASON.format(step=weight, reason=decision.reason),
+                                                    changes)
                         except Exception as exc:
                             yield event("error", step=weight, reason=decision.reason,
                                         error=f"rollback to DR failed: {type(exc).__name__}: {exc}")

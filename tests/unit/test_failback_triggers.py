@@ -170,3 +170,92 @@ def test_a_restarted_ramp_resumes_where_the_weights_are():
         event = asyncio.run(first_event(CanaryRampTrigger(**{**RAMP, "plan": [25, 50, 100]})))
     assert event["status"] == "completed"
     assert [h["primary"] for h in DNS["history"]] == [50, 100]  # never back down to 25 %
+
+
+# -- a rolled-back canary stays rolled back across a triggerer restart ---------------------------
+
+AUDIT = {"control_conn_id": "control", "run_id": "manual__1", "dag_id": "dr_failback", "zone": "resilience.lab.",
+         "record": "api.resilience.lab."}
+
+
+class FakeDnsLog:
+    """dns_changes in memory: what the trigger audited, per run."""
+
+    rows: list[dict] = []
+
+    def record(self, run_id, dag_id, zone, record, before, after, reason):
+        self.rows.append({"run_id": run_id, "at": "t", "before": before, "after": after, "reason": reason,
+                          "weights_then": dict(DNS["history"][-1]) if DNS["history"] else None})
+
+    def for_run(self, run_id):
+        return [r for r in self.rows if r["run_id"] == run_id]
+
+
+def run_audited(primary_readings, history, audit_rows):
+    """One trigger run with the audit on; DNS starts at ``history`` and dns_changes holds ``audit_rows``."""
+    DNS["history"] = list(history)
+    FakeDnsLog.rows = list(audit_rows)
+    readings = iter(primary_readings)
+
+    async def fake_read(hook, session, queries, timeout_s):
+        return (dict(next(readings)) if queries["error_rate_pct"] == "P_ERR" else dict(GOOD)), {}
+
+    clock = itertools.count(0.0, 1.0)
+    with mock.patch("resilience.prometheus.read_values_async", fake_read), \
+            mock.patch("resilience.dns.Route53Weights", FakeRoute53), \
+            mock.patch("resilience.triggers._dns_log", lambda conn_id: FakeDnsLog()), \
+            mock.patch("resilience.triggers.time.monotonic", side_effect=lambda: next(clock)), \
+            mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+        return asyncio.run(first_event(CanaryRampTrigger(**{**RAMP, "audit": AUDIT})))
+
+
+def test_a_rollback_is_audited_when_it_happens_and_a_restarted_trigger_stays_rolled_back():
+    event = run_audited([GOOD, GOOD, GOOD, BAD, BAD], [], [])
+    assert event["status"] == "rolled_back" and event["step"] == 100
+    audited = list(FakeDnsLog.rows)
+    assert [r["after"]["primary"] for r in audited] == [50, 100, 0]
+    assert audited[-1]["weights_then"] == {"primary": 0, "dr": 100}  # written right after Route53 took it
+    assert all(c["audited"] for c in event["changes"])
+    # the triggerer restarts: the weights say 0, as for a fresh ramp; the audit says this run rolled back
+    restarted = run_audited([GOOD] * 20, DNS["history"], audited)
+    assert restarted["status"] == "rolled_back" and restarted["resumed"] is True
+    assert restarted["step"] == 100 and "error_rate_pct 40.00 % > 1 %" in restarted["reason"]
+    assert restarted["changes"] == [] and DNS["history"][-1] == {"primary": 0, "dr": 100}  # no re-ramp
+    assert len(DNS["history"]) == 3
+
+
+def test_a_restart_after_traffic_moved_again_puts_it_back_on_dr():
+    rollback = {"run_id": "manual__1", "at": "t", "before": {"primary": 50, "dr": 50},
+                "after": {"primary": 0, "dr": 100}, "reason": "rollback at step 50 %: p95_ms 300 > 100"}
+    event = run_audited([GOOD] * 20, [{"primary": 25, "dr": 75}], [rollback])
+    assert event["status"] == "rolled_back" and event["step"] == 50 and event["reason"] == "p95_ms 300 > 100"
+    assert DNS["history"][-1] == {"primary": 0, "dr": 100}
+    assert event["changes"][0]["reason"] == "rollback at step 50 %: p95_ms 300 > 100"
+
+
+def test_another_runs_rollback_does_not_stop_a_fresh_ramp():
+    other = {"run_id": "manual__0", "at": "t", "before": {"primary": 50, "dr": 50},
+             "after": {"primary": 0, "dr": 100}, "reason": "rollback at step 50 %: p95_ms 300 > 100"}
+    event = run_audited([GOOD] * 20, [], [other])
+    assert event["status"] == "completed" and [h["primary"] for h in DNS["history"]] == [50, 100]
+
+
+@pytest.mark.parametrize(
+    ("changes", "current", "expected"),
+    [([], 0, None),  # a fresh ramp
+     ([{"at": "t", "after": {"primary": 50}, "reason": "canary step 50 %"}], 50, None),  # restarted mid-ramp
+     ([{"at": "t", "after": {"primary": 50}, "reason": "canary step 50 %"}], 0,  # the rollback's audit row lost
+      {"step": 50, "at": "t", "reason": "this run moved traffic (canary step 50 %) and the primary is at 0 again"}),
+     ([{"at": "t", "after": {"primary": 50}, "reason": "canary step 50 %"},
+       {"at": "u", "after": {"primary": 0}, "reason": "rollback at step 50 %: error_rate_pct 3 % > 1 %"}], 0,
+      {"step": 50, "at": "u", "reason": "error_rate_pct 3 % > 1 %"})],
+)
+def test_rolled_back_before(changes, current, expected):
+    from resilience.triggers import _rolled_back_before
+
+    assert _rolled_back_before(changes, current) == expected
+
+
+def test_audit_must_be_complete():
+    with pytest.raises(ValueError, match=r"audit: .* must give \['control_conn_id', 'dag_id', 'record', 'run_id'"):
+        CanaryRampTrigger(**{**RAMP, "audit": {"run_id": "r"}})

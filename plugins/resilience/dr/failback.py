@@ -81,6 +81,8 @@ def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
         "dr_queries": {m: metrics.query(m, "dr") for m in ("error_rate_pct", "p95_ms")},
         "policy": asdict(params.policy), "poll_interval_s": metrics.poll_interval_s,
         "query_timeout_s": metrics.query_timeout_s,
+        "audit": {"control_conn_id": config.control_db_conn_id, "run_id": run_id, "dag_id": dag_id,
+                  "zone": regions.dr.zone, "record": regions.dr.record},
         # a step can hold for up to `threshold` more intervals before it rolls back
         "budget_s": len(params.steps) * params.interval_s * (params.threshold + 1) + 60,
         "meta": {"environment": params.environment, "dag_id": dag_id},
@@ -165,6 +167,8 @@ def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> N
     config = load_config()
     regions = Regions(config, config.environment(params["environment"]), run_id, "dr_failback")
     for change in event.get("changes", []):
+        if change.get("audited"):  # the trigger wrote it to dns_changes when Route53 accepted it
+            continue
         regions.dns_log.record(run_id, "dr_failback", regions.dr.zone, regions.dr.record, change["before"],
                                change["after"], change["reason"])
     start = datetime.fromtimestamp(event["started"], UTC)
