@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 
 import boto3
 import psycopg
@@ -151,3 +152,84 @@ def test_memory_pressure_only_the_hog_is_oom_killed(platform):
 def test_bad_options_are_refused_by_plan_before_any_effect(platform, scenario, options, message):
     with pytest.raises(ValueError, match=message):
         get_fault(scenario).plan(platform, options)
+
+
+# -- dead-man switches: a fault nobody reverts ends by itself at the plan's deadline ---------------------
+
+DEADMAN_AHEAD_S = 4.0  # the deadline, this far after the inject
+DEADMAN_SLACK_S = 15.0  # bound on "by itself" past the deadline (a loaded 2-core machine)
+
+
+def until(check, timeout_s: float, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval_s)
+    return True
+
+
+def cycle_with_deadline(platform, scenario, options=None):
+    """Plan, then the campaign's contract: ``deadline_epoch_s`` in the plan before the inject."""
+    fault = get_fault(scenario)
+    plan = {**fault.plan(platform, options or {}), "deadline_epoch_s": time.time() + DEADMAN_AHEAD_S}
+    return fault, plan, fault.inject(platform, plan)
+
+
+def test_s3_5xx_ends_by_itself_at_its_deadline(platform, lab):
+    client, bucket = s3_client(lab), lab["s3"]["bucket"]
+
+    def put_ok() -> bool:
+        try:
+            client.put_object(Bucket=bucket, Key=f"chaos/{uuid.uuid4().hex}", Body=b"x")
+            return True
+        except ClientError:
+            return False
+
+    fault, plan, info = cycle_with_deadline(platform, "s3-5xx", {"error_rate": 1.0, "status": 503})
+    assert info["expires_at"] == plan["deadline_epoch_s"] and not put_ok()
+    assert until(put_ok, DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "S3 still failing long after the fault's deadline"
+    assert time.time() >= plan["deadline_epoch_s"]
+    assert platform.object_store_fault()["expired_at"] == plan["deadline_epoch_s"]
+    assert fault.revert(platform, plan, info)["fault"]["error_rate"] == 0.0  # a clean no-op
+    assert put_ok()
+
+
+def test_redis_unavailable_ends_by_itself_at_its_deadline(platform, lab):
+    client = redis.Redis.from_url(lab["redis"]["url"], socket_timeout=0.5, socket_connect_timeout=0.5, retry=None)
+
+    def pings() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    fault, plan, info = cycle_with_deadline(platform, "redis-unavailable")
+    assert info["restarts_by_itself_at"] == plan["deadline_epoch_s"] and not pings()
+    assert until(pings, DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "Redis still down long after the fault's deadline"
+    assert time.time() >= plan["deadline_epoch_s"]
+    assert fault.revert(platform, plan, info) == {"cache_alive": True}  # a clean no-op
+    assert pings()
+
+
+def test_memory_pressure_hog_ends_by_itself_at_its_deadline(platform):
+    fault, plan, info = cycle_with_deadline(platform, "memory-pressure", {"limit_mb": 64, "hog_mb": 256})
+    procs = Path(info["cgroup"], "cgroup.procs")
+    assert alive(info["pid"])
+    assert until(lambda: not alive(info["pid"]) and not procs.read_text().split(),
+                 DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "the hog still runs long after the fault's deadline"
+    assert time.time() >= plan["deadline_epoch_s"] - 1  # --timeout is whole seconds, rounded down: never late
+    observed = fault.revert(platform, plan, info)  # removes the empty cgroup; nothing left to kill
+    assert observed["replicas_healthy"] == observed["replicas_total"]
+    assert platform.memory_hog_counters(plan["name"]) is None and not os.path.exists(info["cgroup"])
+
+
+@pytest.mark.parametrize("scenario", ["s3-5xx", "redis-unavailable", "memory-pressure"])
+def test_a_deadline_in_the_past_is_refused_before_any_effect(platform, scenario):
+    fault = get_fault(scenario)
+    plan = {**fault.plan(platform, {}), "deadline_epoch_s": time.time() - 5}
+    with pytest.raises(ValueError, match=r"plan\.deadline_epoch_s: .* s in the past .*refusing to inject"):
+        fault.inject(platform, plan)
+    assert platform.object_store_fault()["error_rate"] == 0.0
+    assert platform.cache_alive()
+    assert platform.memory_hog_counters("chaos-memory-hog") is None

@@ -22,7 +22,7 @@ from resilience.lab.loadgen import check_loopback, pick
 from resilience.lab.memhog import _check, own_memory_cgroup
 from resilience.lab.pg_nodes import node_settings
 from resilience.lab.pg_roles import Roles
-from resilience.lab.s3_proxy import parse_fault
+from resilience.lab.s3_proxy import FaultState, parse_fault
 
 
 class Clock:
@@ -141,15 +141,33 @@ def test_upload_is_recorded_only_after_s3_accepted_it() -> None:
     ({"error_rate": 0.5, "status": 404}, r"status: 404 is not an integer in 500\.\.599"),
     ({"error_rate": 0.5, "rate": 1}, r"unknown field\(s\) rate"),
     ([0.5], r"body: must be a JSON object"),
+    ({"error_rate": 0.5, "expires_at": "soon"}, r"expires_at: 'soon' is not UTC epoch seconds"),
+    ({"error_rate": 0.5, "expires_at": 999.0}, r"expires_at: 999\.0 is not in the future \(now 1000\.000\)"),
+    ({"error_rate": 0.5, "expires_at": 1000.0}, r"expires_at: 1000\.0 is not in the future"),  # exactly now
 ])
 def test_fault_api_refuses_bad_input(doc: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        parse_fault(doc)
+        parse_fault(doc, now_s=1000.0)
 
 
 def test_fault_api_accepts_a_rate_and_keeps_the_status_when_not_given() -> None:
-    assert parse_fault({"error_rate": 0.25}, current_status=500) == (0.25, 500)
-    assert parse_fault({"error_rate": 1, "status": 599}) == (1.0, 599)
+    assert parse_fault({"error_rate": 0.25}, current_status=500) == (0.25, 500, None)
+    assert parse_fault({"error_rate": 1, "status": 599}) == (1.0, 599, None)
+    assert parse_fault({"error_rate": 1, "expires_at": 1000.5}, now_s=1000.0) == (1.0, 503, 1000.5)
+    assert parse_fault({"error_rate": 0, "expires_at": 5}, now_s=1000.0) == (0.0, 503, 5.0)  # turning off
+
+
+@pytest.mark.parametrize(("rate", "expires_at", "now_s", "expired", "after"), [
+    (0.5, 1000.0, 999.9, False, {"error_rate": 0.5, "expires_at": 1000.0, "expired_at": None}),
+    (0.5, 1000.0, 1000.0, True, {"error_rate": 0.0, "expires_at": None, "expired_at": 1000.0}),  # at the bound
+    (0.5, None, 9e9, False, {"error_rate": 0.5, "expires_at": None, "expired_at": None}),  # no dead-man
+    (0.0, 1000.0, 2000.0, False, {"error_rate": 0.0, "expires_at": 1000.0, "expired_at": None}),  # nothing on
+])
+def test_a_fault_past_its_expiry_is_turned_off(rate: float, expires_at: float | None, now_s: float,
+                                               expired: bool, after: dict[str, Any]) -> None:
+    state = FaultState(error_rate=rate, expires_at=expires_at)
+    assert state.expire(now_s) is expired
+    assert {k: v for k, v in state.as_dict().items() if k in after} == after
 
 
 def test_load_balancer_rotates_over_healthy_backends_only() -> None:

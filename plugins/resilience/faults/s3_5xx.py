@@ -1,8 +1,18 @@
-"""s3-5xx: the object store answers 5xx at a rate; revert sets the rate back to what it was."""
+"""s3-5xx: the object store answers 5xx at a rate; revert sets the rate back to what it was.
+
+Dead-man switch: the fault is set with an expiry at the plan's ``deadline_epoch_s``, after which the
+object store serves no fault even if nobody reverts it.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, ClassVar
+
+from resilience.faults.deadline import plan_deadline
+
+log = logging.getLogger(__name__)
 
 
 class S35xx:
@@ -17,9 +27,12 @@ class S35xx:
         return {"error_rate": float(rate), "status": status}
 
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+        deadline = plan_deadline(plan, time.time())
         before = platform.object_store_fault()
-        platform.set_object_store_fault(plan["error_rate"], plan["status"])
-        return {"previous_error_rate": before.get("error_rate", 0.0)}
+        if deadline is None:
+            log.warning("s3-5xx: the plan has no deadline_epoch_s: this fault has no expiry of its own")
+        platform.set_object_store_fault(plan["error_rate"], plan["status"], deadline)
+        return {"previous_error_rate": before.get("error_rate", 0.0), "expires_at": deadline}
 
     def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         platform.set_object_store_fault(0.0, plan["status"])

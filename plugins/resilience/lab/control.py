@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from resilience.lab import memhog, pg_failover, redis_server, regions, releases
+from resilience.lab import deadman, memhog, pg_failover, redis_server, regions, releases
 from resilience.lab.app_process import http_ok
 from resilience.lab.daemons import pid_matches
 from resilience.lab.errors import LabError
@@ -93,16 +93,30 @@ def redis_ping(state: State) -> bool:
     return redis_server.ping(state["redis"]["host"], int(state["redis"]["port"]))
 
 
-def stop_redis(state: State) -> None:
-    """Stop the Redis server (SIGTERM: it flushes its AOF); a no-op when it is down."""
-    log.info("Stopping Redis on %s:%d", state["redis"]["host"], state["redis"]["port"])
-    redis_server.stop(layout_of(state))
+REDIS_DEADMAN = "redis"
+
+
+def stop_redis(state: State, deadline_epoch_s: float | None = None) -> None:
+    """Stop the Redis server (SIGTERM: it flushes its AOF); a no-op when it is down.
+
+    With ``deadline_epoch_s``, a dead-man switch (:mod:`resilience.lab.deadman`) is armed first: it starts
+    Redis at that moment unless :func:`start_redis` cancelled it, even if the caller died meanwhile."""
+    layout = layout_of(state)
+    if deadline_epoch_s is not None:
+        deadman.arm(layout, REDIS_DEADMAN, "start-redis", deadline_epoch_s)
+    log.info("Stopping Redis on %s:%d (%s)", state["redis"]["host"], state["redis"]["port"],
+             "no deadline" if deadline_epoch_s is None else
+             f"it starts by itself in {deadline_epoch_s - time.time():.1f} s unless reverted first")
+    redis_server.stop(layout)
 
 
 def start_redis(state: State) -> None:
-    """Start the Redis server (its AOF restores the data) and wait for PING."""
+    """Start the Redis server (its AOF restores the data) and wait for PING, then disarm the dead-man switch
+    (in that order: a caller that dies in between leaves a switch that only starts a running Redis)."""
+    layout = layout_of(state)
     log.info("Starting Redis on %s:%d", state["redis"]["host"], state["redis"]["port"])
-    redis_server.start(layout_of(state))
+    redis_server.start(layout)
+    deadman.cancel(layout, REDIS_DEADMAN)
 
 
 # -- S3 -----------------------------------------------------------------------------------------
@@ -119,14 +133,18 @@ def _fault_api(state: State, method: str, body: dict[str, Any] | None = None) ->
 
 
 def s3_fault(state: State) -> dict[str, Any]:
-    """``{"error_rate", "status", "injected", "forwarded"}`` of the S3 fault proxy."""
+    """``{"error_rate", "status", "expires_at", "expired_at", "injected", "forwarded"}`` of the S3 fault proxy
+    (``error_rate`` is 0 once ``expires_at`` has passed; ``expired_at`` says when that happened)."""
     return _fault_api(state, "GET")
 
 
-def set_s3_fault(state: State, error_rate: float, status: int = 503) -> dict[str, Any]:
-    """Make the S3 endpoint answer ``status`` to a share ``error_rate`` of requests (0 turns it off)."""
-    log.info("Setting S3 fault on %s: error_rate=%.3f status=%d", state["s3"]["endpoint"], error_rate, status)
-    return _fault_api(state, "PUT", {"error_rate": error_rate, "status": status})
+def set_s3_fault(state: State, error_rate: float, status: int = 503,
+                 expires_at: float | None = None) -> dict[str, Any]:
+    """Make the S3 endpoint answer ``status`` to a share ``error_rate`` of requests (0 turns it off), until
+    ``expires_at`` (epoch s; the proxy's dead-man switch) or for good when None."""
+    log.info("Setting S3 fault on %s: error_rate=%.3f status=%d, %s", state["s3"]["endpoint"], error_rate, status,
+             "no expiry" if expires_at is None else f"expires in {expires_at - time.time():.1f} s")
+    return _fault_api(state, "PUT", {"error_rate": error_rate, "status": status, "expires_at": expires_at})
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
@@ -154,14 +172,19 @@ def rebuild_replica(state: State) -> None:
 
 # -- memory pressure ------------------------------------------------------------------------------
 
-def start_memory_hog(state: State, name: str, limit_mb: int, hog_mb: int) -> dict[str, Any]:
-    """``stress-ng --vm`` of ``hog_mb`` MiB in a child cgroup limited to ``limit_mb``: ``{"pid", "cgroup"}``."""
+def start_memory_hog(state: State, name: str, limit_mb: int, hog_mb: int,
+                     deadline_epoch_s: float | None = None) -> dict[str, Any]:
+    """``stress-ng --vm`` of ``hog_mb`` MiB in a child cgroup limited to ``limit_mb``: ``{"pid", "cgroup"}``.
+
+    With ``deadline_epoch_s`` the hog ends by itself then (stress-ng ``--timeout``); its cgroup stays until
+    :func:`stop_memory_hog`."""
     log.info("Starting memory hog %s: %d MiB in a cgroup limited to %d MiB", name, hog_mb, limit_mb)
-    return memhog.start(layout_of(state), name, limit_mb, hog_mb)
+    return memhog.start(layout_of(state), name, limit_mb, hog_mb, deadline_epoch_s)
 
 
 def stop_memory_hog(state: State, name: str) -> None:
-    """Kill the hog and remove its cgroup (a no-op when there is none)."""
+    """Kill the hog and remove its cgroup (a no-op when there is none; found by its cgroup's name when its
+    starter died before recording it)."""
     log.info("Stopping memory hog %s", name)
     memhog.stop(layout_of(state), name)
 

@@ -2,13 +2,19 @@
 
 Configured by a file (``<lab>/redis/redis.conf``) rather than argv, and with
 ``set-proc-title no``, so ``/proc/<pid>/cmdline`` keeps the argv the pid file records.
+Start and stop hold a lock file (``run/redis.lock``): a revert and the fault's dead-man switch
+(:mod:`resilience.lab.deadman`) may start Redis at the same moment, and only one may.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import shutil
 import socket
+import time
+from collections.abc import Iterator
 
 from resilience.lab.daemons import is_alive, log_tail, running_pid, start_daemon, stop_daemon, wait_for
 from resilience.lab.errors import LabError
@@ -59,8 +65,34 @@ def is_running(layout: LabLayout) -> int | None:
     return running_pid(layout.pid_file(NAME))
 
 
+@contextlib.contextmanager
+def _locked(layout: LabLayout, timeout_s: float = 30.0) -> Iterator[None]:
+    """Hold ``run/redis.lock`` (bounded wait: LabError after ``timeout_s``); released if the holder dies."""
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(layout.run_dir / "redis.lock", "a") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"Redis: another process held {layout.run_dir / 'redis.lock'} for "
+                                   f"{timeout_s:.0f} s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def start(layout: LabLayout, timeout_s: float = 10.0) -> int:
     """Start Redis (idempotent) and wait until it answers PING; return its PID."""
+    with _locked(layout):
+        return _start(layout, timeout_s)
+
+
+def _start(layout: LabLayout, timeout_s: float) -> int:
     existing = is_running(layout)
     if existing is not None:
         log.info("Redis already up on %s:%d (pid %d)", HOST, layout.port("redis"), existing)
@@ -80,4 +112,5 @@ def start(layout: LabLayout, timeout_s: float = 10.0) -> int:
 
 def stop(layout: LabLayout) -> bool:
     """SIGTERM Redis (it flushes the AOF first); True if it was running."""
-    return stop_daemon(layout.pid_file(NAME), timeout_s=10, name="Redis")
+    with _locked(layout):
+        return stop_daemon(layout.pid_file(NAME), timeout_s=10, name="Redis")

@@ -4,9 +4,15 @@
 request never reaches moto (like an S3 front end failing before storage), so it stores nothing.
 
 Control API on the proxy itself:
-  ``GET /__fault__``  -> ``{"error_rate": 0.0, "status": 503, "injected": N, "forwarded": M}``
-  ``PUT /__fault__``  with ``{"error_rate": 0..1, "status": 500..599}`` (status optional, default 503)
+  ``GET /__fault__``  -> ``{"error_rate": 0.0, "status": 503, "expires_at": null, "expired_at": null,
+  "injected": N, "forwarded": M}``
+  ``PUT /__fault__``  with ``{"error_rate": 0..1, "status": 500..599, "expires_at": epoch_s}`` (status
+  optional, default 503; expires_at optional, null: no expiry). Each PUT replaces the whole setting.
   ``GET /__metrics__`` Prometheus metrics (requests by status, injected faults)
+
+``expires_at`` is the fault's dead-man switch: from that moment on the proxy serves no fault, even
+when nobody ever sends the revert (Airflow died). It is checked on every request, so no timer runs;
+the first request (or GET, or scrape) after it turns the rate to 0 and records ``expired_at``.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,20 +39,29 @@ NOT_FORWARDED = {"connection", "keep-alive", "proxy-authenticate", "proxy-author
 S3_ERROR_CODES = {500: "InternalError", 501: "NotImplemented", 503: "SlowDown"}
 
 
-def parse_fault(doc: Any, current_status: int = 503) -> tuple[float, int]:
-    """Validate a ``PUT /__fault__`` body; return (error_rate, status) or raise ValueError naming the field."""
+def parse_fault(doc: Any, current_status: int = 503, now_s: float | None = None) -> tuple[float, int, float | None]:
+    """Validate a ``PUT /__fault__`` body; return (error_rate, status, expires_at) or raise ValueError naming
+    the field. A fault (rate > 0) whose ``expires_at`` is not after ``now_s`` is refused."""
     if not isinstance(doc, dict):
         raise ValueError("body: must be a JSON object like {\"error_rate\": 0.5, \"status\": 503}")
-    unknown = set(doc) - {"error_rate", "status"}
+    unknown = set(doc) - {"error_rate", "status", "expires_at"}
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}: only error_rate and status are allowed")
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}: only error_rate, status and expires_at "
+                         "are allowed")
     rate = doc.get("error_rate")
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
         raise ValueError(f"error_rate: {rate!r} is not a number in 0..1")
     status = doc.get("status", current_status)
     if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
         raise ValueError(f"status: {status!r} is not an integer in 500..599")
-    return float(rate), status
+    expires_at = doc.get("expires_at")
+    if expires_at is not None:
+        if isinstance(expires_at, bool) or not isinstance(expires_at, int | float) or not math.isfinite(expires_at):
+            raise ValueError(f"expires_at: {expires_at!r} is not UTC epoch seconds (a number) or null")
+        now_s = time.time() if now_s is None else now_s
+        if rate > 0 and expires_at <= now_s:
+            raise ValueError(f"expires_at: {expires_at!r} is not in the future (now {now_s:.3f})")
+    return float(rate), status, None if expires_at is None else float(expires_at)
 
 
 def s3_error_body(status: int) -> bytes:
@@ -57,20 +75,31 @@ def s3_error_body(status: int) -> bytes:
 class FaultState:
     error_rate: float = 0.0
     status: int = 503
+    expires_at: float | None = None  # epoch s: no fault is served from then on (dead-man switch)
+    expired_at: float | None = None  # when the last fault ended by its expiry rather than by a PUT
     injected: int = 0
     forwarded: int = 0
 
+    def expire(self, now_s: float) -> bool:
+        """Turn a fault past its ``expires_at`` off; True if this call did it."""
+        if self.expires_at is None or now_s < self.expires_at or self.error_rate == 0:
+            return False
+        self.error_rate, self.expired_at, self.expires_at = 0.0, self.expires_at, None
+        return True
+
     def as_dict(self) -> dict[str, Any]:
-        return {"error_rate": self.error_rate, "status": self.status, "injected": self.injected,
-                "forwarded": self.forwarded}
+        return {"error_rate": self.error_rate, "status": self.status, "expires_at": self.expires_at,
+                "expired_at": self.expired_at, "injected": self.injected, "forwarded": self.forwarded}
 
 
 class S3FaultProxy:
     """The aiohttp handlers; ``rng`` is injectable so tests can make faults deterministic."""
 
-    def __init__(self, upstream: str, rng: random.Random | None = None) -> None:
+    def __init__(self, upstream: str, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.upstream = upstream.rstrip("/")
         self.rng = rng or random.Random()
+        self.clock = clock
         self.fault = FaultState()
         self.registry = CollectorRegistry()
         self.requests = Counter("s3_proxy_requests", "S3 requests answered by the proxy, by status code",
@@ -88,24 +117,39 @@ class S3FaultProxy:
         if self.session is not None:
             await self.session.close()
 
+    def check_expiry(self) -> None:
+        """The dead-man switch, checked on every request: a fault past its expiry is turned off."""
+        if self.fault.expire(self.clock()):
+            self.rate_gauge.set(0)
+            log.warning("Fault expired at %.3f with nobody reverting it: serving no more faults (dead-man switch)",
+                        self.fault.expired_at)
+
     async def get_fault(self, request: web.Request) -> web.Response:
+        self.check_expiry()
         return web.json_response(self.fault.as_dict())
 
     async def put_fault(self, request: web.Request) -> web.Response:
         try:
-            rate, status = parse_fault(json.loads(await request.read() or b"null"), self.fault.status)
+            rate, status, expires_at = parse_fault(json.loads(await request.read() or b"null"), self.fault.status,
+                                                   self.clock())
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             return web.json_response({"error": str(exc)}, status=400)
-        self.fault.error_rate, self.fault.status = rate, status
+        self.fault.error_rate, self.fault.status, self.fault.expires_at = rate, status, expires_at
         self.rate_gauge.set(rate)
-        log.info("Fault set: error_rate=%.3f status=%d", rate, status)
+        if expires_at is None:
+            log.info("Fault set: error_rate=%.3f status=%d, no expiry", rate, status)
+        else:
+            log.info("Fault set: error_rate=%.3f status=%d until %.3f (%.1f s from now)", rate, status, expires_at,
+                     expires_at - self.clock())
         return web.json_response(self.fault.as_dict())
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self.check_expiry()
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.check_expiry()
         if self.fault.error_rate > 0 and self.rng.random() < self.fault.error_rate:
             status = self.fault.status
             self.fault.injected += 1

@@ -8,7 +8,17 @@ import shutil
 import time
 from pathlib import Path
 
-from resilience.lab import fleet, memhog, postgres, prometheus_server, redis_server, regions, s3_server, workload
+from resilience.lab import (
+    deadman,
+    fleet,
+    memhog,
+    postgres,
+    prometheus_server,
+    redis_server,
+    regions,
+    s3_server,
+    workload,
+)
 from resilience.lab.app_process import stop_app
 from resilience.lab.daemons import stop_daemon
 from resilience.lab.errors import LabError
@@ -60,6 +70,7 @@ def lab_down(layout: LabLayout, purge: bool = False) -> None:
         stop_app(layout.port("app"), layout.run_dir)  # the single demo app of a lab v1, if one runs
         s3_server.stop(layout)
         layout.dns_file.unlink(missing_ok=True)  # moto's zone died with it
+        deadman.cancel_all(layout)  # a switch left armed would start Redis in a lab that is down
         redis_server.stop(layout)
         prometheus_server.stop(layout)
         memhog.stop_all(layout)

@@ -91,12 +91,18 @@ class ChaosPlatform(Protocol):
         """What is being deployed right now, or None."""
 
     def cache_alive(self) -> bool: ...
-    def stop_cache(self) -> None: ...
-    def start_cache(self) -> None:
-        """Start the cache and wait until it answers."""
+    def stop_cache(self, deadline_epoch_s: float | None = None) -> None:
+        """Stop the cache; with a deadline (UTC epoch s) it starts again by itself then unless
+        ``start_cache`` came first (the fault's dead-man switch)."""
 
-    def object_store_fault(self) -> dict[str, Any]: ...
-    def set_object_store_fault(self, error_rate: float, status: int) -> None: ...
+    def start_cache(self) -> None:
+        """Start the cache and wait until it answers; disarms the dead-man switch."""
+
+    def object_store_fault(self) -> dict[str, Any]:
+        """``{"error_rate", "status", "expires_at", ...}``: the fault served now (none past its expiry)."""
+
+    def set_object_store_fault(self, error_rate: float, status: int, expires_at: float | None = None) -> None:
+        """Fail a share of object-store requests with ``status``; none from ``expires_at`` (UTC epoch s) on."""
 
     def database_roles(self) -> dict[str, Any]:
         """``{"primary", "replica", "primary_up", "replica_streaming"}``."""
@@ -107,8 +113,13 @@ class ChaosPlatform(Protocol):
     def rebuild_database_replica(self) -> None:
         """Make the old primary a streaming replica of the new one."""
 
-    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int) -> dict[str, Any]: ...
-    def stop_memory_hog(self, name: str) -> None: ...
+    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int,
+                         deadline_epoch_s: float | None = None) -> dict[str, Any]:
+        """Start the hog; with a deadline (UTC epoch s) it ends by itself then."""
+
+    def stop_memory_hog(self, name: str) -> None:
+        """Kill the hog and remove what holds it, found by ``name`` alone (idempotent)."""
+
     def memory_hog_counters(self, name: str) -> dict[str, Any] | None:
         """The hog's cgroup counters (``oom_kill``, ``failcnt``), None when it is gone."""
 

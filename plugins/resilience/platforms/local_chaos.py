@@ -48,10 +48,10 @@ class LocalChaos:
 
         return control.redis_ping(self._state())
 
-    def stop_cache(self) -> None:
+    def stop_cache(self, deadline_epoch_s: float | None = None) -> None:
         from resilience.lab import control
 
-        control.stop_redis(self._state())
+        control.stop_redis(self._state(), deadline_epoch_s)
 
     def start_cache(self) -> None:
         from resilience.lab import control
@@ -65,10 +65,10 @@ class LocalChaos:
 
         return control.s3_fault(self._state())
 
-    def set_object_store_fault(self, error_rate: float, status: int) -> None:
+    def set_object_store_fault(self, error_rate: float, status: int, expires_at: float | None = None) -> None:
         from resilience.lab import control
 
-        control.set_s3_fault(self._state(), error_rate, status)
+        control.set_s3_fault(self._state(), error_rate, status, expires_at)
 
     # -- database (postgres-failover) ---------------------------------------------------------
 
@@ -104,10 +104,11 @@ class LocalChaos:
 
     # -- memory (memory-pressure) -------------------------------------------------------------
 
-    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int) -> dict[str, Any]:
+    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int,
+                         deadline_epoch_s: float | None = None) -> dict[str, Any]:
         from resilience.lab import control
 
-        return control.start_memory_hog(self._state(), name, limit_mb, hog_mb)
+        return control.start_memory_hog(self._state(), name, limit_mb, hog_mb, deadline_epoch_s)
 
     def stop_memory_hog(self, name: str) -> None:
         from resilience.lab import control
