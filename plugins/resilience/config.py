@@ -6,12 +6,15 @@ allowed, and is raised before anything acts on an environment.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from resilience.slo import LOOSER_WHEN_LOWER, OVERRIDABLE_BOUNDS, SloPolicy, looser_than
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "environments.yaml"
@@ -23,14 +26,31 @@ TIERS = ("test", "staging", "production", "dr")
 
 
 @dataclass(frozen=True)
+class SloLoosest:
+    """The loosest SLO bounds a run may ask for (``environments.<name>.slo.loosest``): an override past
+    one is refused before anything is touched, so a run cannot neuter its own guard. The defaults let
+    the scenarios' own overrides through (postgres-failover: 95 %, +5 points) and no further."""
+
+    min_availability_pct: float = 95.0
+    max_error_rate_increase_pct: float = 5.0
+    max_p95_ratio: float = 10.0
+    max_recovery_s: float = 600.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SloSource:
-    """Where and how the chaos guard reads an environment's SLOs from Prometheus."""
+    """Where and how the chaos guard reads an environment's SLOs from Prometheus, and how far a run may
+    loosen them."""
 
     prometheus_conn_id: str
     window: str
     poll_interval_s: float
     query_timeout_s: float
     queries: Mapping[str, str]
+    loosest: SloLoosest = SloLoosest()
 
 
 REGIONS = ("primary", "dr")
@@ -139,8 +159,40 @@ def _seconds(mapping: Mapping[str, Any], key: str, where: str, default: float) -
     return float(value)
 
 
+# What each overridable SLO bound may be at all (SloPolicy's ranges), as (check, words): for the loosest
+# bounds here and for the run's overrides (chaos Params).
+SLO_BOUND_RANGES = {
+    "min_availability_pct": (lambda v: 0 <= v <= 100, "a percentage in 0..100"),
+    "max_error_rate_increase_pct": (lambda v: 0 <= v <= 100, "percentage points in 0..100"),
+    "max_p95_ratio": (lambda v: v >= 1, "a ratio >= 1"),
+    "max_recovery_s": (lambda v: v > 0, "a number of seconds > 0"),
+}
+
+
+def parse_loosest(raw: Mapping[str, Any], where: str) -> SloLoosest:
+    """The ``slo.loosest`` section: each bound in its range and no stricter than the runbook's own SLO
+    (else a run keeping the runbook's SLO would be refused); absent keys take the defaults."""
+    unknown = sorted(set(raw) - set(OVERRIDABLE_BOUNDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(OVERRIDABLE_BOUNDS)}")
+    runbook, values = SloPolicy(), SloLoosest().as_dict()
+    for bound in OVERRIDABLE_BOUNDS:
+        value = raw.get(bound, values[bound])
+        check, words = SLO_BOUND_RANGES[bound]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or not check(value):
+            raise ValueError(f"{where}.{bound}: {value!r} must be {words}")
+        own = getattr(runbook, bound)
+        if looser_than(bound, own, value):
+            side = "<=" if bound in LOOSER_WHEN_LOWER else ">="
+            raise ValueError(f"{where}.{bound}: {value!r} is stricter than the runbook's own SLO ({own:g}), "
+                             f"which every run must be allowed to keep: it must be {side} {own:g}")
+        values[bound] = float(value)
+    return SloLoosest(**values)
+
+
 def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
-    """The ``slo`` section: every metric's query, a window and positive timings."""
+    """The ``slo`` section: every metric's query, a window, positive timings and the loosest bounds."""
     if not raw:
         return None
     queries = _section(raw, "queries", where)
@@ -152,6 +204,7 @@ def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
         prometheus_conn_id=_require(raw, "prometheus_conn_id", where),
         window=_require(raw, "window", where),
         queries={m: str(queries[m]) for m in SLO_METRICS},
+        loosest=parse_loosest(_section(raw, "loosest", where), f"{where}.loosest"),
         **timings,
     )
 

@@ -95,6 +95,29 @@ class SloPolicy:
         return asdict(self)
 
 
+# The bounds a run (Params) or a scenario may override, and which way each one loosens: a lower
+# minimum, or a higher maximum, lets more damage through before the guard reverts.
+OVERRIDABLE_BOUNDS = ("min_availability_pct", "max_error_rate_increase_pct", "max_p95_ratio", "max_recovery_s")
+LOOSER_WHEN_LOWER = frozenset({"min_availability_pct"})
+
+
+def looser_than(bound: str, value: float, loosest: float) -> bool:
+    """True when ``value`` for ``bound`` is looser than ``loosest`` allows; exactly at it is allowed."""
+    if bound not in OVERRIDABLE_BOUNDS:
+        raise ValueError(f"bound: {bound!r} is not one of {list(OVERRIDABLE_BOUNDS)}")
+    return value < loosest if bound in LOOSER_WHEN_LOWER else value > loosest
+
+
+def allowed_side(bound: str, loosest: float) -> str:
+    """What ``loosest`` allows for ``bound``, in words: ``">= 95"`` or ``"<= 10"``."""
+    return f"{'>=' if bound in LOOSER_WHEN_LOWER else '<='} {loosest:g}"
+
+
+def bounds_looser_than(policy: SloPolicy, loosest: Mapping[str, float]) -> tuple[str, ...]:
+    """The bounds of ``policy`` looser than ``loosest`` allows (empty: the policy may guard a run)."""
+    return tuple(b for b in OVERRIDABLE_BOUNDS if b in loosest and looser_than(b, getattr(policy, b), loosest[b]))
+
+
 @dataclass(frozen=True)
 class Breach:
     """One SLO broken: by which metric, the value, the bound, and why in words."""

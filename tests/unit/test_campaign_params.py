@@ -51,3 +51,56 @@ def test_form_defaults_validate_and_every_param_is_described():
     assert all(p.description for p in form.values())
     assert parse_campaign_params({k: p.value for k, p in form.items()}, load_config()).scenarios == (
         "pod-kill", "redis-unavailable", "s3-5xx", "postgres-failover", "memory-pressure")
+
+
+# -- SLO override floors: environments.<name>.slo.loosest (lab: 95 %, +5 points, 10x p95, 600 s) -----------
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"min_availability_pct": 95}, None),  # exactly at the loosest: allowed
+        ({"min_availability_pct": 99.9}, None),  # stricter: always allowed
+        ({"min_availability_pct": 94.9}, r"params\.min_availability_pct: 94\.9 is looser than "
+                                         r"environments\.lab\.slo\.loosest\.min_availability_pct allows \(>= 95\)"),
+        ({"min_availability_pct": 0}, r"params\.min_availability_pct: 0 is looser than .* \(>= 95\): a run may not "
+                                      r"loosen its own guard past it"),
+        ({"max_error_rate_increase_pct": 5}, None),
+        ({"max_error_rate_increase_pct": 5.5}, r"params\.max_error_rate_increase_pct: 5\.5 is looser than "
+                                               r"environments\.lab\.slo\.loosest\.max_error_rate_increase_pct "
+                                               r"allows \(<= 5\)"),
+        ({"max_p95_ratio": 10}, None),  # what tests/integration/test_chaos_campaign.py passes
+        ({"max_p95_ratio": 1000}, r"params\.max_p95_ratio: 1000 is looser than .*max_p95_ratio allows \(<= 10\)"),
+        ({"max_p95_ratio": 0.5}, r"params\.max_p95_ratio: 0\.5 must be a ratio >= 1"),
+        ({"max_recovery_s": 600}, None),
+        ({"max_recovery_s": 601}, r"params\.max_recovery_s: 601 is looser than .*max_recovery_s allows \(<= 600\)"),
+    ],
+)
+def test_slo_overrides_are_bounded_by_the_environments_loosest(overrides, message):
+    changes = {"max_p95_ratio": None, **overrides}
+    if message is None:
+        assert parse(**changes).slo_overrides == {k: float(v) for k, v in overrides.items()}
+    else:
+        with pytest.raises(ValueError, match=message):
+            parse(**changes)
+
+
+def config_with_loosest(**loosest):
+    import yaml
+
+    from resilience.config import DEFAULT_CONFIG_PATH, parse_config
+
+    doc = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    doc["environments"]["lab"]["slo"]["loosest"] = loosest
+    return parse_config(doc)
+
+
+def test_a_scenarios_own_slo_looser_than_the_environment_allows_is_refused():
+    strict = config_with_loosest(min_availability_pct=99.0)  # postgres-failover's own bound is 95 %
+    run = {**GOOD, "scenarios": ["pod-kill", "postgres-failover"], "max_p95_ratio": None}
+    with pytest.raises(ValueError, match=r"scenarios\.postgres-failover\.slo\.min_availability_pct: 95 "
+                                         r"\(scenarios\.yaml\) is looser than environments\.lab\.slo\.loosest\."
+                                         r"min_availability_pct allows \(>= 99\)"):
+        parse_campaign_params(run, strict)
+    tightened = parse_campaign_params({**run, "min_availability_pct": 99.0}, strict)  # the run may tighten it
+    assert tightened.slo_overrides == {"min_availability_pct": 99.0}
+    assert parse_campaign_params({**run, "scenarios": ["pod-kill"]}, strict).scenarios == ("pod-kill",)

@@ -9,6 +9,7 @@ from resilience.config import (
     DEFAULT_CONFIG_PATH,
     ENVIRONMENT_NAMES,
     SANDBOX_ENVIRONMENT_NAMES,
+    SloLoosest,
     load_config,
     parse_config,
 )
@@ -113,3 +114,50 @@ def test_bad_dr_section_names_the_field(mutate, message):
     mutate(doc["environments"]["lab"]["dr"])
     with pytest.raises(ValueError, match=message):
         parse_config(doc)
+
+
+def test_every_chaos_environment_has_loosest_slo_bounds():
+    config = load_config()
+    lab = config.environment("lab").slo.loosest
+    assert lab.as_dict() == {"min_availability_pct": 95.0, "max_error_rate_increase_pct": 5.0,
+                             "max_p95_ratio": 10.0, "max_recovery_s": 600.0}
+    for env in config.environments.values():
+        if env.chaos_enabled:
+            assert env.slo is not None and env.slo.loosest is not None, env.name
+
+
+def test_loosest_defaults_when_the_section_is_absent():
+    doc = raw()
+    del doc["environments"]["lab"]["slo"]["loosest"]
+    assert parse_config(doc).environment("lab").slo.loosest == SloLoosest()
+    doc["environments"]["lab"]["slo"]["loosest"] = {"max_p95_ratio": 3}
+    assert parse_config(doc).environment("lab").slo.loosest == SloLoosest(max_p95_ratio=3.0)
+
+
+@pytest.mark.parametrize(
+    ("loosest", "message"),
+    [
+        ({"max_p95": 3}, r"environments\.lab\.slo\.loosest: unknown key\(s\) \['max_p95'\]"),
+        ({"min_availability_pct": 101}, r"environments\.lab\.slo\.loosest\.min_availability_pct: 101 must be a "
+                                        r"percentage in 0\.\.100"),
+        ({"max_p95_ratio": "ten"}, r"environments\.lab\.slo\.loosest\.max_p95_ratio: 'ten' must be a ratio >= 1"),
+        ({"max_recovery_s": 0}, r"environments\.lab\.slo\.loosest\.max_recovery_s: 0 must be a number of seconds > 0"),
+        ({"min_availability_pct": 99.6}, r"environments\.lab\.slo\.loosest\.min_availability_pct: 99\.6 is stricter "
+                                         r"than the runbook's own SLO \(99\.5\), .* it must be <= 99\.5"),
+        ({"max_p95_ratio": 1.5}, r"environments\.lab\.slo\.loosest\.max_p95_ratio: 1\.5 is stricter than the "
+                                 r"runbook's own SLO \(2\), .* it must be >= 2"),
+        ("loose", r"environments\.lab\.slo\.loosest must be a mapping"),
+    ],
+)
+def test_bad_loosest_bounds_name_the_field(loosest, message):
+    doc = raw()
+    doc["environments"]["lab"]["slo"]["loosest"] = loosest
+    with pytest.raises(ValueError, match=message):
+        parse_config(doc)
+
+
+def test_loosest_exactly_at_the_runbook_slo_is_allowed():
+    doc = raw()
+    doc["environments"]["lab"]["slo"]["loosest"] = {"min_availability_pct": 99.5, "max_error_rate_increase_pct": 1,
+                                                    "max_p95_ratio": 2, "max_recovery_s": 120}
+    assert parse_config(doc).environment("lab").slo.loosest == SloLoosest(99.5, 1.0, 2.0, 120.0)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from resilience.slo import Baseline, Breach, Reading, SloPolicy, baseline_from, recovery_seconds, slo_verdict
+from resilience.slo import (
+    Baseline,
+    Breach,
+    Reading,
+    SloPolicy,
+    allowed_side,
+    baseline_from,
+    bounds_looser_than,
+    looser_than,
+    recovery_seconds,
+    slo_verdict,
+)
 
 BASE = Baseline(availability_pct=100.0, error_rate_pct=0.5, p95_ms=40.0)
 POLICY = SloPolicy()
@@ -100,3 +111,54 @@ def test_recovery_seconds():
     assert recovery_seconds(100.0, 130.5) == 30.5
     assert recovery_seconds(100.0, None) is None
     assert recovery_seconds(100.0, 99.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("bound", "value", "loosest", "looser"),
+    [
+        ("min_availability_pct", 95.0, 95.0, False),  # exactly at the loosest: allowed
+        ("min_availability_pct", 94.99, 95.0, True),
+        ("min_availability_pct", 0.0, 95.0, True),
+        ("min_availability_pct", 99.9, 95.0, False),  # stricter is always allowed
+        ("max_error_rate_increase_pct", 5.0, 5.0, False),
+        ("max_error_rate_increase_pct", 5.01, 5.0, True),
+        ("max_error_rate_increase_pct", 0.0, 5.0, False),
+        ("max_p95_ratio", 10.0, 10.0, False),
+        ("max_p95_ratio", 1000.0, 10.0, True),
+        ("max_p95_ratio", 1.0, 10.0, False),
+        ("max_recovery_s", 600.0, 600.0, False),
+        ("max_recovery_s", 600.5, 600.0, True),
+    ],
+)
+def test_looser_than(bound, value, loosest, looser):
+    assert looser_than(bound, value, loosest) is looser
+
+
+def test_looser_than_refuses_a_bound_that_cannot_be_overridden():
+    with pytest.raises(ValueError, match=r"bound: 'p95_floor_ms' is not one of \['min_availability_pct'"):
+        looser_than("p95_floor_ms", 1.0, 1.0)
+
+
+LOOSEST = {"min_availability_pct": 95.0, "max_error_rate_increase_pct": 5.0, "max_p95_ratio": 10.0,
+           "max_recovery_s": 600.0}
+
+
+@pytest.mark.parametrize(
+    ("policy", "looser"),
+    [
+        (SloPolicy(), ()),
+        (SloPolicy(min_availability_pct=95.0, max_error_rate_increase_pct=5.0, max_p95_ratio=10.0,
+                   max_recovery_s=600.0), ()),  # every bound exactly at its loosest
+        (SloPolicy(min_availability_pct=0.0, max_p95_ratio=1000.0), ("min_availability_pct", "max_p95_ratio")),
+        (SloPolicy(max_error_rate_increase_pct=100.0, max_recovery_s=3600.0),
+         ("max_error_rate_increase_pct", "max_recovery_s")),
+    ],
+)
+def test_bounds_looser_than(policy, looser):
+    assert bounds_looser_than(policy, LOOSEST) == looser
+
+
+@pytest.mark.parametrize(("bound", "loosest", "words"), [
+    ("min_availability_pct", 95.0, ">= 95"), ("max_p95_ratio", 10.0, "<= 10"), ("max_recovery_s", 600.0, "<= 600")])
+def test_allowed_side(bound, loosest, words):
+    assert allowed_side(bound, loosest) == words

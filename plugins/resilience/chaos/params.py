@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from resilience.config import Config
+from resilience.config import SLO_BOUND_RANGES, Config, Environment
 from resilience.faults.base import SCENARIOS
+from resilience.slo import OVERRIDABLE_BOUNDS, allowed_side, bounds_looser_than, looser_than
 
 MIN_DURATION_S, MAX_DURATION_S = 10, 1800
-SLO_OVERRIDE_PARAMS = ("min_availability_pct", "max_error_rate_increase_pct", "max_p95_ratio", "max_recovery_s")
+SLO_OVERRIDE_PARAMS = OVERRIDABLE_BOUNDS  # each is checked against environments.<name>.slo.loosest
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,29 @@ def _flag(params: Mapping[str, Any], name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"params.{name}: {value!r} must be true or false")
     return value
+
+
+def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], environment: Environment) -> None:
+    """Refuse a run whose SLO bounds are looser than the environment's ``slo.loosest``: the run's own overrides
+    (named by Param) and, for each scenario, what it would really be guarded by (runbook <- scenario <- run)."""
+    from resilience.chaos.scenarios import load_catalogue
+
+    assert environment.slo is not None
+    loosest, where = environment.slo.loosest.as_dict(), f"environments.{environment.name}.slo.loosest"
+    for name, value in overrides.items():
+        check, words = SLO_BOUND_RANGES[name]
+        if not check(value):
+            raise ValueError(f"params.{name}: {value:g} must be {words}")
+        if looser_than(name, value, loosest[name]):
+            raise ValueError(f"params.{name}: {value:g} is looser than {where}.{name} allows "
+                             f"({allowed_side(name, loosest[name])}): a run may not loosen its own guard past it")
+    catalogue = load_catalogue()
+    for scenario in scenarios:
+        policy = catalogue[scenario].policy(overrides)
+        if looser := bounds_looser_than(policy, loosest):
+            name = looser[0]
+            raise ValueError(f"scenarios.{scenario}.slo.{name}: {getattr(policy, name):g} (scenarios.yaml) is looser "
+                             f"than {where}.{name} allows ({allowed_side(name, loosest[name])})")
 
 
 def parse_campaign_params(params: Mapping[str, Any], config: Config) -> CampaignParams:
@@ -67,6 +91,7 @@ def parse_campaign_params(params: Mapping[str, Any], config: Config) -> Campaign
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"params.{name}: {value!r} must be a number or empty")
         overrides[name] = float(value)
+    _within_loosest(overrides, tuple(scenarios), environment)
     options = params.get("scenario_options") or {}
     if not isinstance(options, Mapping) or any(k not in SCENARIOS or not isinstance(v, Mapping)
                                                for k, v in options.items()):
@@ -83,7 +108,8 @@ def campaign_params() -> dict[str, Any]:
 
     def slo(title: str, description: str, maximum: float) -> Param:
         return Param(None, type=["null", "number"], minimum=0, maximum=maximum, title=title,
-                     description=description + " Empty: the runbook's value, or the scenario's own.",
+                     description=description + " Empty: the runbook's value, or the scenario's own. Refused "
+                                               "when looser than the environment's slo.loosest (environments.yaml).",
                      section="SLO overrides")
 
     return {
