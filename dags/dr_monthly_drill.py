@@ -131,8 +131,9 @@ def dr_monthly_drill():
     def write_report() -> dict:
         """Complete the record; write the JSON + HTML report, whatever failed before."""
         from resilience.dr import steps
+        from resilience.dr.task_states import run_task_states
 
-        return steps.write_drill_report(pulled("start_drill"), run_id(), pulled("create_sandbox"))
+        return steps.write_drill_report(pulled("start_drill"), run_id(), pulled("create_sandbox"), run_task_states())
 
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:

@@ -29,7 +29,8 @@ def activation_record(checks_pass=True):
                     "answers": {"primary_accessible": {"answer": False, "param": "auto", "evidence": "entry down"}},
                     "checks": [{"name": "API responds < 2 s", "passed": checks_pass, "detail": "HTTP 200 in 5 ms"}]},
         "steps": [step("declare_incident", "assessment", 0, 1), step("restore_fast", "dr_environment", 1, 20),
-                  step("deploy_app", "application", 20, 25), step("dns_cutover", "traffic_cutover", 25, 26),
+                  step("deploy_app", "application", 20, 24), step("verify_dr", "application", 24, 25),
+                  step("dns_cutover", "traffic_cutover", 25, 26),
                   step("final_validation", "traffic_cutover", 26, 30)],
     }
 
@@ -48,6 +49,64 @@ def test_a_failed_check_fails_the_activation_and_leaves_the_rto_unmeasured():
     report = build_report(activation_record(checks_pass=False), [], START + timedelta(seconds=40))
     assert report["status"] == "failed" and report["rto"]["measured_s"] is None
     assert "Failed checks: API responds < 2 s" in slack_message(report, "/r/a.html")
+
+
+def test_a_required_step_that_never_reported_fails_the_activation_by_name():
+    record = activation_record()
+    record["steps"] = [s for s in record["steps"] if s["step"] != "restore_fast"]  # its task was SIGKILLed
+    report = build_report(record, [], START + timedelta(seconds=40))
+    assert report["status"] == "failed" and report["rto"]["measured_s"] is None
+    missing = "restore_fast did not report (its task was killed or did not run)"
+    assert {"name": "step restore_fast", "passed": False, "detail": missing} in report["required_steps"]
+    assert missing in render_html(report) and f"Steps: {missing}" in slack_message(report, "/r/a.html")
+
+
+def test_a_required_task_airflow_saw_fail_fails_the_activation():
+    record = activation_record()
+    states = {s["step"]: "success" for s in record["steps"]}
+    record["details"]["task_states"] = {**states, "final_validation": "failed"}
+    report = build_report(record, [], START + timedelta(seconds=40))
+    assert report["status"] == "failed"
+    assert [c["detail"] for c in report["required_steps"] if not c["passed"]] == [
+        "final_validation recorded success, but its task ended failed"]
+    record["details"]["task_states"] = states
+    assert build_report(record, [], START + timedelta(seconds=40))["status"] == "passed"
+
+
+def failback_record(stability_status="stable", decommission_dr=True):
+    steps = [step(n, "x", i, i + 1) for i, n in enumerate(
+        ["sync_dr_writes", "canary_ramp", "dns_cutover", "final_sync", "final_validation", "decommission_dr"])]
+    return {"run_id": "manual__3", "dag_id": "dr_failback", "environment": "lab", "started_at": START,
+            "finished_at": None, "params": {"environment": "lab", "decommission_dr": decommission_dr},
+            "steps": steps if decommission_dr else steps[:-1],
+            "details": {"kind": "dr_failback", "stability": {"status": stability_status, "checks": [
+                {"name": "error rate", "passed": stability_status == "stable", "detail": "0.0 % <= 1 %"}]}}}
+
+
+@pytest.mark.parametrize(
+    ("record", "status", "failing"),
+    [
+        (failback_record(), "passed", []),
+        (failback_record(decommission_dr=False), "passed", []),
+        (failback_record(stability_status="timeout"), "failed", ["wait_primary_stable failed: 0.0 % <= 1 %"]),
+        ({**failback_record(), "details": {"kind": "dr_failback"}}, "failed",
+         ["wait_primary_stable did not report (its task was killed or did not run)"]),
+    ],
+)
+def test_the_failback_needs_its_stability_verdict_and_every_step(record, status, failing):
+    report = build_report(record, [], START + timedelta(seconds=40))
+    assert report["status"] == status
+    assert [c["detail"] for c in report["required_steps"] if not c["passed"]] == failing
+
+
+def test_an_unreadable_path_fails_the_report_with_the_field():
+    record = activation_record()
+    del record["details"]["path"]
+    report = build_report(record, [], START + timedelta(seconds=40))
+    assert report["status"] == "failed"
+    assert report["required_steps"] == [{"name": "required steps", "passed": False, "detail": (
+        "cannot tell which steps this run needed: details.path: absent: start_activation did not record the path "
+        "it chose")}]
 
 
 def test_a_rolled_back_canary_is_reported_with_its_charts():

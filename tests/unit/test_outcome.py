@@ -35,6 +35,8 @@ def passing_phases(app_healthy_s=600.0, source_latest_s=100.0, restored_latest_s
         phase("restore", 8, 300, source_latest_write=at(source_latest_s)),
         phase("integrity", 301, 400, restored_latest_write=at(restored_latest_s)),
         phase("app_connectivity", 401, app_healthy_s, app_healthy_at=at(app_healthy_s)),
+        phase("measure_rto_rpo", app_healthy_s + 1, app_healthy_s + 2),
+        phase("cleanup_sandbox", app_healthy_s + 3, app_healthy_s + 4),
     ]
 
 
@@ -49,6 +51,7 @@ def test_passing_drill():
     assert checks(out)["RTO within target"] == (True, "10.00 min (600.0 s) vs target 30 min")
     assert checks(out)["RPO within target"] == (True, "1.00 min (60.0 s) vs target 15 min")
     assert out["duration"] == 600.0 and [p["phase"] for p in out["phases"]][0] == "verify_backups"
+    assert all(passed for passed, _ in checks(out).values())
 
 
 def test_rto_over_target_fails_with_the_figures():
@@ -72,8 +75,8 @@ def test_failed_verify_fails_the_drill_and_leaves_rto_unmeasured():
     out = drill_outcome(record(phases), now=T0 + timedelta(seconds=10))
     assert out["status"] == "failed"
     c = checks(out)
-    assert c["phase verify_backups"] == (False, "ChecksFailedError: backup verification failed")
-    assert c["phase restore"] == (False, "not run")
+    assert c["step verify_backups"] == (False, "verify_backups failed: ChecksFailedError: backup verification failed")
+    assert c["step restore"] == (False, "restore did not report (its task was killed or did not run)")
     assert c["RTO within target"] == (False, "not measured (target 30 min)")
     assert out["rto"]["measured_s"] is None and out["rpo"]["measured_s"] is None
 
@@ -91,3 +94,35 @@ def test_report_renders_every_section():
                      "kept (no_cleanup)", "postgresql://postgres@127.0.0.1:1/app"):
         assert fragment in html
     assert "password" not in html.lower()
+
+
+def without(name):
+    return [p for p in passing_phases() if p["phase"] != name]
+
+
+def test_a_restore_that_never_reported_fails_the_drill_by_name():
+    out = drill_outcome(record(without("restore")), now=T0 + timedelta(hours=1))
+    assert out["status"] == "failed"
+    assert checks(out)["step restore"] == (False, "restore did not report (its task was killed or did not run)")
+
+
+def test_a_restore_killed_mid_way_leaves_a_running_phase_and_fails_the_drill():
+    phases = [dict(p, status="running", ended_at=None) if p["phase"] == "restore" else p for p in passing_phases()]
+    out = drill_outcome(record(phases), now=T0 + timedelta(hours=1))
+    assert checks(out)["step restore"] == (False, "restore started but never reported its end (its task was killed)")
+    assert out["status"] == "failed"
+
+
+def test_a_sandbox_left_behind_fails_the_drill_unless_no_cleanup():
+    assert checks(drill_outcome(record(without("cleanup_sandbox")), T0 + timedelta(hours=1)))["step cleanup_sandbox"] == (
+        False, "cleanup_sandbox did not report (its task was killed or did not run)")
+    kept = drill_outcome(record(without("cleanup_sandbox"), no_cleanup=True), T0 + timedelta(hours=1))
+    assert kept["status"] == "passed" and "step cleanup_sandbox" not in checks(kept)
+
+
+def test_airflow_task_states_are_the_second_witness():
+    states = {p["phase"]: "success" for p in passing_phases()} | {"check_integrity": "success", "check_app": "success"}
+    out = drill_outcome(record(passing_phases()), T0 + timedelta(hours=1), {**states, "check_app": "failed"})
+    assert out["status"] == "failed"
+    assert checks(out)["step check_app"] == (False, "check_app recorded success, but its task ended failed")
+    assert drill_outcome(record(passing_phases()), T0 + timedelta(hours=1), states)["status"] == "passed"

@@ -41,8 +41,9 @@ def closing_tasks(start_task_id: str, traffic_home_unless: str | None = None) ->
     def write_report() -> dict | None:
         """Close the record; JSON + HTML report: steps, checks, DNS changes and what the DAG adds."""
         from resilience.dr import operation_conclude
+        from resilience.dr.task_states import run_task_states
 
-        return operation_conclude.write_report(pulled(start_task_id), run_id())
+        return operation_conclude.write_report(pulled(start_task_id), run_id(), run_task_states())
 
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:

@@ -20,22 +20,27 @@ def measure_rto_rpo(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     from resilience.dr.outcome import drill_outcome
 
     drill = Drill.from_xcom(params, run_id)
-    outcome = drill_outcome(drill.record.load(), datetime.now(UTC))
-    for row in outcome["phases"]:
-        log.info("Phase %-17s %8.2f s  (%4.1f %%)  %s", row["phase"], row["duration_s"], row["share_pct"],
-                 row["status"])
-    rto, rpo = outcome["rto"], outcome["rpo"]
-    targets = [c for c in outcome["checks"] if c["name"] in ("RTO within target", "RPO within target")]
-    for check in targets:
-        log.info("%s", Check(**check))
-    if not all(c["passed"] for c in targets):
-        raise ChecksFailedError("; ".join(f"{c['name']}: {c['detail']}" for c in targets if not c["passed"]))
-    return {"rto_s": rto["measured_s"], "rpo_s": rpo["measured_s"]}
+    with drill.record.phase("measure_rto_rpo") as details:  # a required step: it records itself like the others
+        outcome = drill_outcome(drill.record.load(), datetime.now(UTC))
+        for row in outcome["phases"]:
+            log.info("Phase %-17s %8.2f s  (%4.1f %%)  %s", row["phase"], row["duration_s"], row["share_pct"],
+                     row["status"])
+        rto, rpo = outcome["rto"], outcome["rpo"]
+        targets = [c for c in outcome["checks"] if c["name"] in ("RTO within target", "RPO within target")]
+        details["checks"] = targets
+        for check in targets:
+            log.info("%s", Check(**check))
+        if not all(c["passed"] for c in targets):
+            raise ChecksFailedError("; ".join(f"{c['name']}: {c['detail']}" for c in targets if not c["passed"]))
+        return {"rto_s": rto["measured_s"], "rpo_s": rpo["measured_s"]}
 
 
-def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict[str, Any] | None
-                       ) -> dict[str, Any]:
-    """Runbook step 7: complete the record and write the JSON + HTML report (runs whatever failed)."""
+def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict[str, Any] | None,
+                       task_states: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Runbook step 7: complete the record and write the JSON + HTML report (runs whatever failed).
+
+    ``task_states``: Airflow's state of each task of the run, the second witness of the required steps.
+    """
     from resilience.dr.outcome import drill_outcome
     from resilience.dr.report import build_report, render_html
     from resilience.reporting import write_report
@@ -46,7 +51,10 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
         raise AirflowSkipException("No report: the drill did not start (its parameters were refused)")
     drill = Drill.from_xcom(params, run_id)
     record = drill.record.load()
-    outcome = drill_outcome(record, datetime.now(UTC))
+    outcome = drill_outcome(record, datetime.now(UTC), task_states)
+    for check in outcome["checks"]:
+        if check["name"].startswith("step ") and not check["passed"]:
+            log.error("Required step: %s", check["detail"])
     box = dict(sandbox) if sandbox else None
     if box:
         box["dsn"] = Sandbox.from_dict(sandbox).dsn(drill.source_credentials[0])
@@ -56,7 +64,7 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
                           kept=drill.params.no_cleanup)
     json_path, html_path = write_report(report, drill.config.report_dir / "dr_monthly_drill", render_html)
     drill.record.finish(outcome["status"], outcome["rto"]["measured_s"], outcome["rpo"]["measured_s"],
-                        {"checks": outcome["checks"], "report_html": str(html_path)})
+                        {"checks": outcome["checks"], "task_states": task_states, "report_html": str(html_path)})
     log.info("DR drill %s: %s. Report: %s (JSON %s)", run_id, outcome["status"].upper(), html_path, json_path)
     return {"status": outcome["status"], "report_json": str(json_path), "report_html": str(html_path)}
 

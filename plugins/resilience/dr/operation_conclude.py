@@ -61,8 +61,13 @@ def release_lock(run_id: str) -> bool:
     return release_run_lock(load_config().control_db_conn_id, run_id)
 
 
-def write_report(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | None:
-    """Close the record and write the JSON + HTML report (runs whatever failed before)."""
+def write_report(run: dict[str, Any] | None, run_id: str, task_states: dict[str, str | None] | None = None
+                 ) -> dict[str, Any] | None:
+    """Close the record and write the JSON + HTML report (runs whatever failed before).
+
+    ``task_states``: Airflow's state of each task of the run, kept in the record as the second
+    witness of the required steps (the record's own step entries come first).
+    """
     if not run:
         log.warning("No report: the run was refused before it opened its record (the start task says why)")
         return None
@@ -70,10 +75,15 @@ def write_report(run: dict[str, Any] | None, run_id: str) -> dict[str, Any] | No
     from resilience.reporting import write_report as write_files
 
     regions = regions_of(run, run_id)
+    if task_states is not None:
+        regions.record.update(task_states=task_states)
     now = utcnow()
     report = build_report(regions.record.load(), regions.dns_log.for_run(run_id), now)
     regions.record.finish(report["status"], now)
     json_path, html_path = write_files(report, regions.config.report_dir / report["dag_id"], render_html)
+    for check in report["required_steps"]:
+        if not check["passed"]:
+            log.error("Required step: %s", check["detail"])
     log.info("%s %s: report %s", report["kind"], report["status"].upper(), html_path)
     return {"status": report["status"], "report_json": str(json_path), "report_html": str(html_path)}
 

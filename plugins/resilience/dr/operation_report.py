@@ -12,9 +12,11 @@ from html import escape
 from typing import Any
 
 from resilience import charts
+from resilience.checks import Check
 from resilience.dr.activation_params import QUESTIONS
 from resilience.dr.decision import phase_report
 from resilience.dr.report import CSS
+from resilience.dr.required_steps import Recorded, operation_steps, step_checks
 
 TITLES = {"dr_activation": "DR activation", "dr_failback": "Return to primary", "emergency_rollback":
           "Emergency rollback"}
@@ -31,10 +33,11 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
     ended = _moment(record["finished_at"]) if record.get("finished_at") else now
     failed = [s for s in steps if s["status"] == "failed"]
     checks = details.get("checks", [])
+    required = required_step_checks(record)
     canary = details.get("canary")
     rolled_back = bool(canary and canary.get("status") == "rolled_back")
-    status = "rolled_back" if rolled_back else ("failed" if failed or any(not c["passed"] for c in checks)
-                                                 else "passed")
+    status = "rolled_back" if rolled_back else (
+        "failed" if failed or any(not c["passed"] for c in [*checks, *required]) else "passed")
     report: dict[str, Any] = {
         "kind": details.get("kind", record["dag_id"]),
         "run_id": record["run_id"], "dag_id": record["dag_id"], "environment": record["environment"],
@@ -43,6 +46,7 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
         "params": record["params"],
         "steps": [{**s, "offset_s": (_moment(s["start"]) - started).total_seconds()} for s in steps],
         "checks": checks,
+        "required_steps": required,
         "dns_changes": dns_changes,
         **{k: v for k, v in details.items() if k not in ("kind", "checks")},
     }
@@ -54,6 +58,29 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
                          "passed": rto_s is not None and rto_s <= target * 60}
         report["phases"] = phase_report(steps, started, target)
     return report
+
+
+def recorded_steps(record: dict[str, Any]) -> dict[str, Recorded]:
+    """Each step's last record (a cleared and re-run task records again); the stability sensor's
+    verdict, kept in the details, stands for ``wait_primary_stable``."""
+    recorded = {s["step"]: Recorded(s["status"], s.get("error") or (s.get("details") or {}).get("reason"))
+                for s in record["steps"]}
+    stability = record["details"].get("stability")
+    if stability:
+        failing = "; ".join(c["detail"] for c in stability.get("checks", []) if not c["passed"])
+        recorded["wait_primary_stable"] = Recorded("success" if stability["status"] == "stable" else "failed",
+                                                   failing or f"stability {stability['status']}")
+    return recorded
+
+
+def required_step_checks(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A check per step the run's path needs (record first, Airflow's task states as the second witness)."""
+    try:
+        required = operation_steps(record["dag_id"], record["params"], record["details"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return [Check("required steps", False, f"cannot tell which steps this run needed: {exc}").to_dict()]
+    states = record["details"].get("task_states")
+    return [c.to_dict() for c in step_checks(required, recorded_steps(record), states)]
 
 
 def _rows(items: list[tuple[str, str]]) -> str:
@@ -156,6 +183,7 @@ def render_html(report: dict[str, Any]) -> str:
 <p>Environment {escape(report['environment'])}; run <code>{escape(report['run_id'])}</code>, {escape(report['start'])}
 to {escape(report['end'])} ({report['duration']:.1f} s).</p>
 {decision}{_phases(report)}
+<h2>Required steps</h2><table>{_checks(report.get('required_steps', []))}</table>
 <h2>Validation</h2><table>{_checks(report['checks']) or '<tr><td>no checks ran</td></tr>'}</table>
 {_canary(report.get('canary'))}{_sync(report.get('sync'))}
 <h2>DNS changes</h2><table><tr><th>at</th><th>before</th><th>after</th><th>why</th></tr>{dns}</table>
@@ -177,6 +205,9 @@ def slack_message(report: dict[str, Any], html_path: str) -> str:
                      + f" (target {rto['target_min']:g} min)")
     if report.get("canary"):
         lines.append(f"Canary: {report['canary']['status']} ({report['canary'].get('reason', 'all steps passed')})")
+    missing = [c["detail"] for c in report.get("required_steps", []) if not c["passed"]]
+    if missing:
+        lines.append("Steps: " + "; ".join(missing))
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     if failed:
         lines.append("Failed checks: " + ", ".join(failed))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from resilience.checks import Check
+from resilience.dr.required_steps import Recorded, drill_steps, step_checks
 from resilience.dr.timing import PhaseSpan, phase_breakdown, rpo_seconds, rto_seconds, target_check
 
-PHASES = ("verify_backups", "create_sandbox", "restore", "integrity", "app_connectivity")
+AFTER_RTO = ("measure_rto_rpo", "cleanup_sandbox")  # recorded steps that come after the app is back
 
 
 def as_datetime(value: Any) -> datetime | None:
@@ -22,13 +22,18 @@ def _phase(record: dict[str, Any], name: str) -> dict[str, Any]:
     return next((p for p in record["phases"] if p["phase"] == name), {})
 
 
-def drill_outcome(record: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Status, RTO/RPO against targets, per-phase timeline and every check, from the record."""
+def drill_outcome(record: dict[str, Any], now: datetime, task_states: dict[str, str | None] | None = None
+                  ) -> dict[str, Any]:
+    """Status, RTO/RPO against targets, per-phase timeline and every check, from the record.
+
+    Every step the drill needs must have recorded a success (``required_steps``); ``task_states``
+    (Airflow's, None when not read) is the second witness.
+    """
     params = record["params"]
     started = as_datetime(record["started_at"])
-    spans = [
+    spans = [  # the timeline of the restoration; the bookkeeping after it is required but not part of the RTO
         PhaseSpan(p["phase"], as_datetime(p["started_at"]), as_datetime(p["ended_at"]), p["status"])
-        for p in record["phases"]
+        for p in record["phases"] if p["phase"] not in AFTER_RTO
     ]
     app = _phase(record, "app_connectivity")
     healthy_at = as_datetime(app.get("details", {}).get("app_healthy_at")) if app.get("status") == "success" else None
@@ -39,11 +44,10 @@ def drill_outcome(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     restored_latest = as_datetime(_phase(record, "integrity").get("details", {}).get("restored_latest_write"))
     rpo_s = rpo_seconds(reference, restored_latest) if reference else None
 
-    checks = []
-    for name in PHASES:
-        phase = _phase(record, name)
-        status = phase.get("status", "not run")
-        checks.append(Check(f"phase {name}", status == "success", phase.get("error") or status))
+    recorded = {p["phase"]: Recorded(p["status"], p.get("error") or (p.get("details") or {}).get("reason"))
+                for p in record["phases"]}
+    # a record without no_cleanup is held to the stricter rule: the sandbox must have been dropped
+    checks = step_checks(drill_steps(bool(params.get("no_cleanup", False))), recorded, task_states)
     checks.append(target_check("RTO within target", rto_s, float(params["rto_target"])))
     checks.append(target_check("RPO within target", rpo_s, float(params["rpo_target"])))
     passed = all(c.passed for c in checks)

@@ -88,6 +88,12 @@ def cleanup_sandbox(params: dict[str, Any] | None, run_id: str, sandbox: dict[st
     drill = Drill.from_xcom(params, run_id) if params else None
     box = Sandbox.from_dict(sandbox)
     if drill and drill.params.no_cleanup:
-        raise AirflowSkipException(f"no_cleanup is set: sandbox {box.name} kept at {box.dsn('postgres')}")
-    config = load_config()
-    get_platform(config.environment(box.environment)).drop_sandbox(box)
+        reason = f"no_cleanup is set: sandbox {box.name} kept at {box.dsn('postgres')}"
+        drill.record.skip_phase("cleanup_sandbox", reason)
+        raise AirflowSkipException(reason)
+    if drill is None:  # the drill never opened its record: nothing to report the cleanup to
+        get_platform(load_config().environment(box.environment)).drop_sandbox(box)
+        return
+    with drill.record.phase("cleanup_sandbox") as details:  # a required step: a sandbox left behind fails the drill
+        get_platform(load_config().environment(box.environment)).drop_sandbox(box)
+        details["dropped"] = box.name
