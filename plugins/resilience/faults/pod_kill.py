@@ -1,4 +1,10 @@
-"""pod-kill: SIGKILL app replicas; the platform restarts them (kubelet / lab supervisor)."""
+"""pod-kill: delete app replicas like Kubernetes does; the platform replaces them (ReplicaSet / lab supervisor).
+
+Graceful by default, as ``kubectl delete pod``: the replica leaves the load balancer, gets SIGTERM,
+drains its in-flight requests and exits; still running after ``grace_period_s`` (Kubernetes'
+``terminationGracePeriodSeconds``, default 30) it is SIGKILLed. ``force`` (or ``grace_period_s: 0``,
+as with kubectl) is the harsh variant: SIGKILL at once, in-flight requests lost.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +15,66 @@ from typing import Any, ClassVar
 log = logging.getLogger(__name__)
 
 RESTART_TIMEOUT_S = 60
+DEFAULT_GRACE_PERIOD_S = 30
+MAX_GRACE_PERIOD_S = 300
+OPTIONS = ("count", "percent", "grace_period_s", "force")
+
+
+def termination_options(options: dict[str, Any]) -> tuple[int, bool]:
+    """``(grace_period_s, force)`` from the scenario options, validated; grace period 0 means force."""
+    grace = options.get("grace_period_s", DEFAULT_GRACE_PERIOD_S)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_GRACE_PERIOD_S:
+        raise ValueError(f"options.grace_period_s: {grace!r} must be an integer in 0..{MAX_GRACE_PERIOD_S} (seconds)")
+    force = options.get("force", False)
+    if not isinstance(force, bool):
+        raise ValueError(f"options.force: {force!r} must be true or false")
+    return grace, force or grace == 0
 
 
 class PodKill:
     scenario: ClassVar[str] = "pod-kill"
 
     def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
-        """Pick ``count`` replicas (or ``percent`` of them, at least one) among the healthy ones."""
+        """Pick ``count`` replicas (or ``percent`` of them, at least one) among the healthy ones, and how
+        they are deleted (``grace_period_s``, ``force``). Options are checked before the platform is asked."""
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"options: {unknown} not allowed for pod-kill (allowed: {list(OPTIONS)})")
+        grace_period_s, force = termination_options(options)
         healthy = sorted(r["name"] for r in platform.replicas() if r["healthy"])
         if not healthy:
             raise ValueError("pod-kill: no healthy replica to kill")
         if "percent" in options:
             percent = options["percent"]
-            if not 0 < percent <= 100:
+            if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 100:
                 raise ValueError(f"options.percent: {percent!r} must be > 0 and <= 100")
             count = max(1, math.floor(len(healthy) * percent / 100))
         else:
             count = options.get("count", 1)
             if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(healthy):
                 raise ValueError(f"options.count: {count!r} must be an integer in 1..{len(healthy)} (healthy replicas)")
-        return {"replicas": healthy[:count], "restart_timeout_s": RESTART_TIMEOUT_S}
+        return {"replicas": healthy[:count], "grace_period_s": 0 if force else grace_period_s, "force": force,
+                "restart_timeout_s": RESTART_TIMEOUT_S}
 
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
-        killed = platform.kill_replicas(plan["replicas"])
-        log.info("Injected pod-kill: SIGKILL %s", ", ".join(f"{n} (pid {p})" for n, p in killed.items()))
-        return {"killed": killed}
+        """Delete the replicas and wait until they are gone; report how each one ended."""
+        force = bool(plan.get("force", True))  # a plan from before graceful deletion existed was a SIGKILL
+        grace_period_s = int(plan.get("grace_period_s", 0))
+        variant = "forced" if force else "graceful"
+        if force:
+            log.info("Injecting pod-kill (forced): SIGKILL %s at once, in-flight requests are lost",
+                     ", ".join(plan["replicas"]))
+        else:
+            log.info("Injecting pod-kill (graceful): deleting %s; each leaves the load balancer, drains on SIGTERM "
+                     "and is SIGKILLed if still running after %d s", ", ".join(plan["replicas"]), grace_period_s)
+        ended = platform.kill_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
+        log.info("pod-kill (%s) done: %s", variant, "; ".join(
+            f"{name} (pid {e['pid']}) {e['outcome']}" + (f" in {e['terminated_in_s']:.2f} s" if not force else "")
+            for name, e in ended.items()))
+        return {"variant": variant, "grace_period_s": grace_period_s,
+                "killed": {name: e["pid"] or None for name, e in ended.items()}, "ended": ended}
 
     def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
-        """Nothing to undo by hand: wait until each killed replica runs again under a new PID."""
+        """Nothing to undo by hand: wait until each deleted replica runs again under a new PID."""
         killed = revert_info.get("killed") or {name: None for name in plan["replicas"]}
         return {"restarted": platform.wait_replicas_restarted(killed, timeout_s=plan["restart_timeout_s"])}

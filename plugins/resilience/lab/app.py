@@ -9,7 +9,9 @@
 ``X-App-Release`` and ``X-App-Fail-Rate``. Routes: ``GET /health``, ``GET /api/health/database``,
 ``GET|POST /api/posts``, ``POST /api/uploads``, ``GET /metrics``. Handlers live in
 :mod:`resilience.lab.app_handlers`; every dependency is built from :class:`AppConfig` or injected
-through :func:`make_server`. SIGTERM stops it cleanly.
+through :func:`make_server`. SIGTERM drains it like a terminating pod (:mod:`resilience.lab.app_drain`):
+``/health`` answers 503 while it still serves, the listener closes once no load balancer routes here,
+and the process exits when its in-flight requests are answered.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from resilience.lab.app_cache import CircuitBreaker, ReadThroughCache, redis_client
 from resilience.lab.app_db import Database
+from resilience.lab.app_drain import LB_NAME_HEADER, LB_ROUTING_HEADER, Drain
 from resilience.lab.app_handlers import DemoApp
 from resilience.lab.app_metrics import AppMetrics
 from resilience.lab.app_s3 import ObjectStore, S3Settings
@@ -63,6 +66,8 @@ class AppConfig:
     s3: S3Settings | None = None
     release: str = DEFAULT_RELEASE
     fail_rate: float = 0.0
+    # bounds each drain phase; the supervisor's grace period (then SIGKILL) is the hard limit
+    drain_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, port: int, host: str = "127.0.0.1", name: str = "app") -> AppConfig:
@@ -119,10 +124,23 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
-        app = self.server.app
+        drain = self.server.drain
+        drain.request_started()
+        try:
+            self._answer(method)
+        finally:
+            drain.request_finished()
+
+    def _answer(self, method: str) -> None:
+        app, drain = self.server.app, self.server.drain
         started = time.perf_counter()
         url = urlsplit(self.path)
-        status, data, content_type = self._respond(app, method, url.path, url.query)
+        if method == "GET" and url.path == "/health" and (lb := self.headers.get(LB_NAME_HEADER)):
+            drain.saw_probe(lb, self.headers.get(LB_ROUTING_HEADER, "on") != "off")
+        if drain.draining and method == "GET" and url.path == "/health":
+            status, data, content_type = 503, b'{"status": "draining"}', "application/json"
+        else:
+            status, data, content_type = self._respond(app, method, url.path, url.query)
         # counted before the answer leaves: a client that got it and then reads /metrics must see it
         label = url.path if app.known_path(url.path) else "other"
         app.metrics.observe(method, label, status, time.perf_counter() - started)
@@ -131,6 +149,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-App-Release", app.release)
         self.send_header("X-App-Fail-Rate", repr(app.fail_rate))
+        if drain.draining:  # no client keeps a connection to a replica about to exit
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -169,6 +190,7 @@ class AppServer(ThreadingHTTPServer):
     def __init__(self, app: DemoApp, config: AppConfig) -> None:
         self.app = app
         self.config = config
+        self.drain = Drain()
         super().__init__((config.host, config.port), Handler)
 
 
@@ -179,7 +201,7 @@ def make_server(config: AppConfig, db: Database | None = None, metrics: AppMetri
 
 
 def serve(config: AppConfig) -> None:
-    """Serve until SIGTERM/SIGINT, then finish in-flight requests and close the socket."""
+    """Serve until SIGTERM/SIGINT, then drain: leave the load balancers, close the socket, finish in-flight work."""
     server = make_server(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -192,9 +214,30 @@ def serve(config: AppConfig) -> None:
              config.name, config.release, config.fail_rate, config.host, config.port, config.describe_database(),
              "redis" if config.redis_url else "none", config.s3.endpoint if config.s3 else "off")
     stop.wait()
-    log.info("Demo app on port %d stopping (SIGTERM)", config.port)
+    shut_down_gracefully(server, config)
+
+
+def shut_down_gracefully(server: AppServer, config: AppConfig) -> None:
+    """Readiness 503 first; close the listener once no load balancer routes here; answer what was accepted."""
+    started = time.monotonic()
+    server.drain.start()
+    log.info("Demo app %s draining (SIGTERM): /health answers 503; waiting until no load balancer routes here "
+             "(at most %.0f s)", config.name, config.drain_timeout_s)
+    routing = server.drain.wait_unrouted(config.drain_timeout_s)
+    if routing:
+        log.warning("Load balancer(s) %s still route to %s after %.1f s: closing the listener anyway",
+                    ", ".join(routing), config.name, time.monotonic() - started)
+    else:
+        log.info("No load balancer routes to %s any more (after %.2f s): closing the listener on port %d",
+                 config.name, time.monotonic() - started, config.port)
     server.shutdown()
     server.server_close()
+    left = server.drain.wait_idle(config.drain_timeout_s)
+    if left:
+        log.warning("Demo app %s exits with %d request(s) still in flight after %.1f s", config.name, left,
+                    time.monotonic() - started)
+    else:
+        log.info("Demo app %s drained in %.2f s: exiting", config.name, time.monotonic() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

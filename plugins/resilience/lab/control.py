@@ -31,6 +31,12 @@ from resilience.lab.fleet import supervisor_state
 from resilience.lab.layout import DEFAULT_DR_REPLICAS, HOST, validate_region
 from resilience.lab.pg_roles import read_roles
 from resilience.lab.state import layout_of
+from resilience.lab.supervisor import (
+    NOT_RUNNING,
+    SIGKILL_AT_ONCE,
+    request_termination,
+    withdraw_termination,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,71 @@ def kill_replica(state: State, name: str, sig: signal.Signals = signal.SIGKILL) 
     log.info("Sending %s to replica %s (pid %d, port %d)", sig.name, name, pid, current[name]["port"])
     os.kill(pid, sig)
     return int(pid)
+
+
+TERMINATION_ACK_S = 5.0  # the supervisor reads requests every 0.1 s: silence this long means it is not running
+TERMINATION_MARGIN_S = 10.0  # past the grace period: SIGKILL, reaping and the state write
+
+
+def delete_replicas(state: State, names: list[str], grace_period_s: int, force: bool = False) -> dict[str, dict]:
+    """Delete replicas like ``kubectl delete pod`` (and wait, as it does): forced = SIGKILL at once;
+    graceful = the supervisor SIGTERMs each one (it leaves the load balancer, drains, exits) and
+    SIGKILLs it after ``grace_period_s``. All are deleted together; returns, per name, how it ended:
+    ``{"pid", "outcome", "exit", "grace_period_s", "terminated_in_s"}``."""
+    current = replicas(state)
+    unknown = [n for n in names if n not in current]
+    if unknown:
+        raise LabError(f"replica: {', '.join(map(repr, unknown))} not one of {', '.join(current)}")
+    layout = layout_of(state)
+    ended: dict[str, dict] = {}
+    pending: dict[str, int] = {}
+    for name in names:
+        pid = current[name]["pid"]
+        if pid is None:
+            log.info("Replica %s has no running process: nothing to delete", name)
+            ended[name] = {"pid": 0, "outcome": NOT_RUNNING, "exit": None, "grace_period_s": grace_period_s,
+                           "terminated_in_s": 0.0}
+        elif force:
+            kill_replica(state, name, signal.SIGKILL)
+            ended[name] = {"pid": int(pid), "outcome": SIGKILL_AT_ONCE, "exit": "signal 9", "grace_period_s": 0,
+                           "terminated_in_s": 0.0}
+        else:
+            log.info("Deleting replica %s (pid %d) gracefully: grace period %d s", name, pid, grace_period_s)
+            request_termination(layout, name, int(pid), grace_period_s)
+            pending[name] = int(pid)
+    if pending:
+        ended.update(_wait_terminated(state, pending, grace_period_s))
+    return {name: ended[name] for name in names}
+
+
+def _wait_terminated(state: State, pending: dict[str, int], grace_period_s: int) -> dict[str, dict]:
+    """The supervisor's record of each deletion, once it has one; withdraws requests nobody took."""
+    layout = layout_of(state)
+    started = time.monotonic()
+    deadline = started + grace_period_s + TERMINATION_MARGIN_S
+    ended: dict[str, dict] = {}
+    while True:
+        recorded = supervisor_state(layout)
+        for name, pid in pending.items():
+            entry = recorded.get(name, {})
+            done = entry.get("termination") or {}
+            if name not in ended and done.get("pid") == pid:
+                ended[name] = done
+                log.info("Replica %s (pid %d) %s (%s) %.2f s after SIGTERM", name, pid, done["outcome"],
+                         done.get("exit"), done.get("terminated_in_s") or 0.0)
+        if len(ended) == len(pending):
+            return ended
+        now = time.monotonic()
+        acked = all(recorded.get(n, {}).get("terminating") or n in ended for n in pending)
+        if not acked and now - started > TERMINATION_ACK_S:
+            for name in pending:
+                withdraw_termination(layout, name)
+            raise LabError(f"the supervisor did not act on the deletion of {', '.join(sorted(pending))} within "
+                           f"{TERMINATION_ACK_S:.0f} s: is it running? (lab status)")
+        if now >= deadline:
+            raise TimeoutError(f"replicas {', '.join(sorted(set(pending) - set(ended)))} not terminated within "
+                               f"{grace_period_s} s grace + {TERMINATION_MARGIN_S:.0f} s")
+        time.sleep(0.05)
 
 
 def wait_replica_healthy(state: State, name: str, timeout_s: float, not_pid: int | None = None) -> int:

@@ -3,7 +3,11 @@
 ``python -m resilience.lab.lb --port P --backend app-1=http://127.0.0.1:P1 ...``
 
 - round-robin over healthy replicas (the others only when those fail); active health checks of
-  ``/health`` every 0.5 s;
+  ``/health`` every 0.5 s, each telling the replica whether this balancer still routes new requests
+  to it (``X-LB-Name``, ``X-LB-Routing: on|off``): a terminating replica answers 503 and waits for
+  ``off`` before it closes its listener (:mod:`resilience.lab.app_drain`);
+- a replica whose health check answered non-200 (not ready, e.g. draining) comes back only through a
+  health check, never because an in-flight request it still answers came back;
 - a replica refusing connections is marked down at once and the request goes to the next one
   (never sent: always safe to retry); a connection lost mid-request is retried only for
   idempotent methods, a POST answers 502, as a client of a dying pod would see;
@@ -32,6 +36,7 @@ from aiohttp import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from resilience.lab.app_drain import LB_NAME_HEADER, LB_ROUTING_HEADER
 from resilience.lab.app_metrics import BUCKETS_S
 
 log = logging.getLogger("resilience.lab.lb")
@@ -49,6 +54,7 @@ class Backend:
     name: str
     url: str
     healthy: bool = False
+    ready: bool = True  # False once /health answered non-200: only a health check may bring it back
 
 
 class LBMetrics:
@@ -74,8 +80,9 @@ class LBMetrics:
 
 class LoadBalancer:
     def __init__(self, backends: list[Backend], health_interval_s: float = 0.5, health_timeout_s: float = 0.4,
-                 request_timeout_s: float = 15.0) -> None:
+                 request_timeout_s: float = 15.0, name: str = "lb") -> None:
         self.backends = backends
+        self.name = name
         self.health_interval_s = health_interval_s
         self.health_timeout_s = health_timeout_s
         self.request_timeout = ClientTimeout(total=request_timeout_s, connect=1.0)
@@ -103,11 +110,14 @@ class LoadBalancer:
 
     async def check(self, backend: Backend) -> None:
         assert self.session is not None
+        # the probe carries our routing decision: a draining replica waits for "off" before closing
+        headers = {LB_NAME_HEADER: self.name, LB_ROUTING_HEADER: "on" if backend.healthy else "off"}
         try:
-            async with self.session.get(f"{backend.url}/health",
+            async with self.session.get(f"{backend.url}/health", headers=headers,
                                         timeout=ClientTimeout(total=self.health_timeout_s)) as response:
                 await response.read()
-                self.set_health(backend, response.status == 200, f"health check {response.status}")
+                backend.ready = response.status == 200
+                self.set_health(backend, backend.ready, f"health check {response.status}")
         except (ClientError, TimeoutError) as exc:
             self.set_health(backend, False, f"health check {type(exc).__name__}")
 
@@ -125,7 +135,7 @@ class LoadBalancer:
             payload = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in NOT_FORWARDED}
         out["X-Backend"] = backend.name
-        if not backend.healthy:
+        if not backend.healthy and backend.ready:  # back from a refused connection, not a "not ready"
             self.set_health(backend, True, "answered a request")
         self.metrics.backend_requests.labels(backend=backend.name, status=str(upstream.status)).inc()
         return web.Response(status=upstream.status, body=payload, headers=out)
@@ -166,6 +176,24 @@ class LoadBalancer:
         await asyncio.gather(*(self.check(b) for b in self.backends))
         self._health_task = asyncio.create_task(self.health_loop())
 
+    async def on_shutdown(self, app: web.Application) -> None:
+        """Tell each backend we route nothing to it any more: one draining now need not wait for us."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+        log.info("Load balancer stopping: telling %s it routes nothing to them any more",
+                 ", ".join(b.name for b in self.backends))
+        await asyncio.gather(*(self.farewell(b) for b in self.backends))
+
+    async def farewell(self, backend: Backend) -> None:
+        assert self.session is not None
+        headers = {LB_NAME_HEADER: self.name, LB_ROUTING_HEADER: "off"}
+        try:
+            async with self.session.get(f"{backend.url}/health", headers=headers,
+                                        timeout=ClientTimeout(total=self.health_timeout_s)) as response:
+                await response.read()
+        except (ClientError, TimeoutError):
+            pass  # a backend already gone does not wait for us either
+
     async def on_cleanup(self, app: web.Application) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
@@ -178,6 +206,7 @@ def make_app(lb: LoadBalancer) -> web.Application:
     app.router.add_get("/metrics", lb.render_metrics)
     app.router.add_route("*", "/{tail:.*}", lb.handle)
     app.on_startup.append(lb.on_startup)
+    app.on_shutdown.append(lb.on_shutdown)
     app.on_cleanup.append(lb.on_cleanup)
     return app
 
@@ -198,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("Load balancer on http://%s:%d -> %s", args.host, args.port, ", ".join(b.name for b in args.backend))
-    lb = LoadBalancer(args.backend, args.health_interval)
+    lb = LoadBalancer(args.backend, args.health_interval, name=f"lb@{args.host}:{args.port}")
     web.run_app(make_app(lb), host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=2)
     return 0
 

@@ -10,8 +10,15 @@ the region's current release (``run/releases-<region>.json``) read at each (re)s
   keeps dying within 10 s of its start, like CrashLoopBackOff); its restart counter goes up;
 - a replica that fails ``/health`` 6 times in a row (3 s) after answering once is SIGKILLed
   and restarted (a liveness probe: a SIGSTOPped replica does not hang forever);
+- graceful deletion, the kubelet's part of it: a request in ``run/terminate-<name>.json`` (``pid``,
+  ``grace_period_s``; see :func:`request_termination`) makes it SIGTERM that replica (which drains),
+  SIGKILL it if it still runs after the grace period, record how it ended in the state's
+  ``termination`` and start its replacement at once (a deletion is not a crash: no back-off).
+  The supervisor does it, not the caller: it owns the process, it knows not to liveness-kill a
+  draining replica, and the grace period is enforced even if the caller dies meanwhile;
 - state is written atomically to ``run/supervisor.json`` (DR: ``run/supervisor-dr.json``):
-  ``{"app-1": {"pid", "port", "restarts", "release", ...}}``; metrics on base+6 (DR: base+8):
+  ``{"app-1": {"pid", "port", "restarts", "release", "terminating", "termination", ...}}``; metrics on
+  base+6 (DR: base+8):
   ``lab_replica_restarts_total{replica}``, ``lab_replica_up{replica}`` and, for the primary region
   only, the component probes of :mod:`resilience.lab.lab_exporter`.
 SIGTERM stops the replicas (SIGTERM, then SIGKILL after 5 s) and then the supervisor.
@@ -48,6 +55,38 @@ TICK_S = 0.1
 STABLE_AFTER_S = 10.0
 MAX_BACKOFF_S = 5.0
 LIVENESS_FAILURES = 6
+# how a deleted replica ended (``termination.outcome``); SIGKILL_AT_ONCE is the forced variant's
+EXITED_WITHIN_GRACE = "exited within grace"
+KILLED_AFTER_GRACE = "killed after grace"
+SIGKILL_AT_ONCE = "SIGKILL"
+NOT_RUNNING = "not running"
+
+
+def termination_request_file(layout: LabLayout, name: str) -> Path:
+    return layout.run_dir / f"terminate-{name}.json"
+
+
+def request_termination(layout: LabLayout, name: str, pid: int, grace_period_s: int) -> None:
+    """Ask the supervisor to delete replica ``name`` (process ``pid``) gracefully, like a pod deletion."""
+    path = termination_request_file(layout, name)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"pid": pid, "grace_period_s": grace_period_s, "requested_at": time.time()}) + "\n")
+    tmp.replace(path)
+
+
+def withdraw_termination(layout: LabLayout, name: str) -> None:
+    termination_request_file(layout, name).unlink(missing_ok=True)
+
+
+@dataclass
+class Termination:
+    """A deletion in progress: SIGTERM sent at ``sigterm_at`` (monotonic), SIGKILL due at ``deadline``."""
+
+    pid: int
+    grace_period_s: int
+    sigterm_at: float
+    deadline: float
+    killed: bool = False
 
 
 def replica_argv(name: str, port: int) -> list[str]:
@@ -70,6 +109,8 @@ class Replica:
     argv: list[str] = field(default_factory=list)
     health: HttpProbe | None = None
     release: str = ""
+    terminating: Termination | None = None
+    termination: dict[str, object] | None = None  # how the last deletion of this replica ended
 
     @property
     def pid(self) -> int | None:
@@ -77,7 +118,8 @@ class Replica:
 
     def record(self) -> dict[str, object]:
         return {"pid": self.pid, "port": self.port, "restarts": self.restarts, "healthy": self.healthy,
-                "started_at": self.started_at, "argv": self.argv, "release": self.release}
+                "started_at": self.started_at, "argv": self.argv, "release": self.release,
+                "terminating": self.terminating is not None, "termination": self.termination}
 
 
 def kill_orphans(state_file: Path) -> None:
@@ -121,6 +163,20 @@ class Supervisor(Collector):
         code = replica.proc.returncode
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         lived = time.time() - replica.started_at
+        term = replica.terminating
+        if term is not None and term.pid == replica.proc.pid:
+            outcome = KILLED_AFTER_GRACE if term.killed else EXITED_WITHIN_GRACE
+            took = time.monotonic() - term.sigterm_at
+            replica.termination = {"pid": term.pid, "outcome": outcome, "exit": how,
+                                   "grace_period_s": term.grace_period_s, "terminated_in_s": round(took, 3)}
+            log.info("%s (pid %d) deleted: %s (%s) %.2f s after SIGTERM: starting its replacement now",
+                     replica.name, term.pid, outcome, how, took)
+            replica.terminating = None
+            replica.proc = None
+            replica.healthy = False
+            replica.restarts += 1
+            replica.next_start_at = now
+            return
         replica.quick_deaths = replica.quick_deaths + 1 if lived < STABLE_AFTER_S else 0
         delay = 0.0 if replica.quick_deaths <= 1 else min(0.1 * 2 ** (replica.quick_deaths - 1), MAX_BACKOFF_S)
         log.warning("%s (pid %d) died (%s) after %.1f s: restarting in %.1f s", replica.name, replica.proc.pid,
@@ -130,11 +186,49 @@ class Supervisor(Collector):
         replica.restarts += 1
         replica.next_start_at = now + delay
 
+    def take_termination_request(self, replica: Replica, now: float) -> None:
+        """Act on a pending deletion of ``replica``: SIGTERM now, SIGKILL at the end of the grace period."""
+        path = termination_request_file(self.layout, replica.name)
+        try:
+            request = json.loads(path.read_text())
+            pid, grace_period_s = int(request["pid"]), int(request["grace_period_s"])
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("Ignoring an unreadable termination request for %s (%s): %s", replica.name, path, exc)
+            path.unlink(missing_ok=True)
+            return
+        path.unlink(missing_ok=True)
+        if replica.terminating is not None and replica.terminating.pid == pid:
+            return  # already terminating: the first request's grace period stands, as in Kubernetes
+        if replica.proc is None or replica.proc.pid != pid or replica.proc.poll() is not None:
+            log.warning("Not terminating %s pid %d: it is no longer running (current pid %s)", replica.name, pid,
+                        replica.pid)
+            replica.termination = {"pid": pid, "outcome": NOT_RUNNING, "exit": None,
+                                   "grace_period_s": grace_period_s, "terminated_in_s": 0.0}
+            return
+        log.info("Deleting %s (pid %d): SIGTERM, grace period %d s (SIGKILL if it still runs then)", replica.name,
+                 pid, grace_period_s)
+        replica.proc.terminate()
+        replica.terminating = Termination(pid, grace_period_s, now, now + grace_period_s)
+        replica.healthy = False
+
+    def enforce_grace(self, replica: Replica, now: float) -> None:
+        term = replica.terminating
+        if term is None or term.killed or now < term.deadline or replica.proc is None:
+            return
+        log.warning("%s (pid %d) still runs %d s after SIGTERM (grace period over): SIGKILL", replica.name, term.pid,
+                    term.grace_period_s)
+        replica.proc.kill()
+        term.killed = True
+
     def tick(self) -> None:
         now = time.monotonic()
         for replica in self.replicas:
+            self.take_termination_request(replica, now)
             if replica.proc is not None and replica.proc.poll() is not None:
                 self.reap(replica, now)
+            self.enforce_grace(replica, now)
             if replica.proc is None and now >= replica.next_start_at and not self.stop.is_set():
                 self.start_replica(replica)
         self.write_state()
@@ -147,6 +241,8 @@ class Supervisor(Collector):
         replica.healthy = ok
         replica.answered = replica.answered or ok
         replica.health_failures = 0 if ok else replica.health_failures + 1
+        if replica.terminating is not None:
+            return  # draining answers 503 by design; the grace period bounds it, not the liveness probe
         if proc is not None and replica.answered and replica.health_failures >= LIVENESS_FAILURES:
             log.warning("%s (pid %d) failed /health %d times in a row: killing it", replica.name, proc.pid,
                         replica.health_failures)

@@ -81,8 +81,11 @@ class ChaosPlatform(Protocol):
     def replicas(self) -> list[dict[str, Any]]:
         """App replicas: ``{"name", "pid", "healthy", ...}`` each."""
 
-    def kill_replicas(self, names: list[str]) -> dict[str, int]:
-        """SIGKILL (delete) the named replicas; returns what was killed (name -> pid)."""
+    def kill_replicas(self, names: list[str], grace_period_s: int, force: bool) -> dict[str, dict[str, Any]]:
+        """Delete the named replicas and wait until they are gone, like ``kubectl delete pod``: graceful
+        (out of the load balancer, SIGTERM, SIGKILL after ``grace_period_s``) or ``force`` (SIGKILL at
+        once). Returns per name ``{"pid", "outcome", "exit", ...}``; ``outcome`` is one of
+        "exited within grace", "killed after grace", "SIGKILL", "not running"."""
 
     def wait_replicas_restarted(self, killed: dict[str, int | None], timeout_s: float) -> dict[str, int]:
         """Wait until each killed replica is healthy again under a new identity; returns the new ones."""

@@ -5,7 +5,6 @@ Each call re-reads lab.json: a failover swaps the database roles under our feet.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ class LocalChaos:
 
         return [{"name": name, **info} for name, info in sorted(control.replicas(self._state()).items())]
 
-    def kill_replicas(self, names: list[str]) -> dict[str, int]:
+    def kill_replicas(self, names: list[str], grace_period_s: int, force: bool) -> dict[str, dict[str, Any]]:
         from resilience.lab import control
 
-        state = self._state()
-        return {name: control.kill_replica(state, name, signal.SIGKILL) for name in names}
+        return control.delete_replicas(self._state(), names, grace_period_s, force)
 
     def wait_replicas_restarted(self, killed: dict[str, int | None], timeout_s: float) -> dict[str, int]:
         from resilience.lab import control
