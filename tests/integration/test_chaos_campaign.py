@@ -11,7 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -64,19 +68,64 @@ def report_of(dagrun):
     raise AssertionError(f"no report for {dagrun.run_id}")
 
 
+def pod_kill_entry(lab, run_id):
+    """(plan, revert_info) of the run's pod-kill ledger row."""
+    with psycopg.connect(lab["connections"]["resilience_control_db"]) as conn:
+        return conn.execute("SELECT plan, revert_info FROM fault_ledger WHERE run_id = %s AND scenario = 'pod-kill'",
+                            (run_id,)).fetchone()
+
+
+class PostLoad:
+    """POST /api/posts through the lab's load balancer from 2 clients, ~20/s each, until the block ends
+    (bounded: 120 s at most), on top of the load generator's mix."""
+
+    def __init__(self, lab, rate_per_s=20.0, max_s=120.0):
+        self.url, self.interval_s, self.max_s = f"{lab['app']['url']}/api/posts", 1.0 / rate_per_s, max_s
+        self.stop, self.answers = threading.Event(), Counter()
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(2)]
+
+    def client(self):
+        deadline = time.monotonic() + self.max_s
+        while not self.stop.wait(self.interval_s) and time.monotonic() < deadline:
+            req = urllib.request.Request(self.url, data=b'{"body": "forced pod-kill load"}', method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as response:
+                    self.answers[response.status] += 1
+            except urllib.error.HTTPError as exc:
+                self.answers[exc.code] += 1
+            except OSError as exc:
+                self.answers[type(exc).__name__] += 1
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(15)
+
+
 def test_harmless_fault_passes(campaign_dag, lab):
+    """Graceful pod-kill (Kubernetes' default deletion) drains the replica: no request lost, SLOs hold."""
     with SlackWebhookServer() as slack:
         os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = slack.connection_json()
         try:
             # a loaded 2-core CI machine's latency noise is not what this test is about: p95 bound 10x
             dagrun, states = run(campaign_dag, environment="lab", scenarios=["pod-kill"], duration=10,
-                                 max_p95_ratio=10)
+                                 max_p95_ratio=10,
+                                 scenario_options={"pod-kill": {"count": 1, "grace_period_s": 30, "force": False}})
         finally:
             del os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"]
     assert dagrun.state == "success", states
     assert states["redis_unavailable.baseline"] == "skipped"
     [(_, scenario, state, reverted_by, _, _)] = ledger_rows(lab, dagrun.run_id)
     assert (scenario, state, reverted_by) == ("pod-kill", "reverted", "pod_kill.revert_pod_kill")
+    plan, revert_info = pod_kill_entry(lab, dagrun.run_id)
+    assert (plan["grace_period_s"], plan["force"], revert_info["variant"]) == (30, False, "graceful")
+    [(name, ended)] = revert_info["ended"].items()
+    assert (ended["outcome"], revert_info["killed"][name]) == ("exited within grace", ended["pid"]), revert_info
     report, html = report_of(dagrun)
     assert report["status"] == "completed" and report["deviated"] is False and report["resilience_score"] == 100.0
     [pod_kill] = [s for s in report["scenarios"] if s["scenario"] == "pod-kill"]
@@ -84,6 +133,43 @@ def test_harmless_fault_passes(campaign_dag, lab):
     assert pod_kill["series"]["error_rate_pct"], "no error-rate series for the chart"
     assert "<svg" in html and "fill=\"#ffcdd2\"" in html  # the fault window is shaded
     assert len(slack.messages) == 1 and "Chaos campaign *COMPLETED*" in slack.messages[0]["text"]
+
+
+def test_forced_pod_kill_under_post_load_is_judged_by_the_guards_readings(campaign_dag, lab):
+    """A SIGKILL loses the POSTs in flight: whether that breaches an SLO depends on timing, the verdict
+    does not: it is failed (naming the SLO) exactly when the guard recorded a breach, passed otherwise."""
+    with PostLoad(lab) as load:
+        dagrun, states = run(campaign_dag, environment="lab", scenarios=["pod-kill"], duration=10, max_p95_ratio=10,
+                             scenario_options={"pod-kill": {"force": True}})
+    assert sum(load.answers.values()) >= 100, load.answers
+    [(_, scenario, state, reverted_by, _, _)] = ledger_rows(lab, dagrun.run_id)
+    assert (scenario, state) == ("pod-kill", "reverted")
+    plan, revert_info = pod_kill_entry(lab, dagrun.run_id)
+    assert (plan["force"], revert_info["variant"]) == (True, "forced")
+    assert [e["outcome"] for e in revert_info["ended"].values()] == ["SIGKILL"], revert_info
+    report, _ = report_of(dagrun)
+    [pod_kill] = [s for s in report["scenarios"] if s["scenario"] == "pod-kill"]
+    guard, verdict = pod_kill["guard"], pod_kill["verdict"]
+    readings = guard["verdict"]
+    if guard["status"] == "breach":
+        assert readings["breaches"] and not readings["passed"], guard
+        for breach in readings["breaches"]:
+            assert breach["reason"] in verdict["reason"], (breach, verdict)
+            if breach["measured"] is not None:  # the recorded reading is really past its bound
+                past = breach["measured"] < breach["bound"] if breach["metric"] == "availability_pct" else \
+                    breach["measured"] > breach["bound"]
+                assert past, breach
+        assert (verdict["status"], dagrun.state, report["status"], reverted_by) == (
+            "failed", "failed", "failed", "guard_slo"), (verdict, states)
+        assert verdict["reason"].startswith("SLO breached: ")
+    else:
+        assert (guard["status"], readings["passed"], readings["breaches"]) == ("ok", True, []), guard
+        worst, bounds = guard["worst"], readings["bounds"]
+        assert worst["availability_pct"] >= bounds["availability_pct"], guard
+        assert worst["error_rate_pct"] <= bounds["error_rate_pct"], guard
+        assert worst["p95_ms"] <= bounds["p95_ms"], guard
+        assert (verdict["status"], dagrun.state, report["status"], reverted_by) == (
+            "passed", "success", "completed", "pod_kill.revert_pod_kill"), (verdict, states)
 
 
 def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
