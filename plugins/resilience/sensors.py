@@ -52,6 +52,12 @@ class SloGuardSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         context["ti"].xcom_push(key="event", value=event)
+        if event["status"] == "reverted":
+            if event["reverted_by"] == "guard_slo":
+                raise ChecksFailedError(f"SLO breached: {event['revert_reason']} (reverted by this guard before "
+                                        "the triggerer restarted)")
+            raise ChecksFailedError(f"the fault was reverted early by {event['reverted_by']}: "
+                                    f"{event['revert_reason']}; the experiment did not complete")
         if event["status"] == "breach":
             revert = event.get("reverted") or {}
             how = f"fault reverted (ledger #{revert.get('ledger_id')})" if "reverted_at" in revert else \

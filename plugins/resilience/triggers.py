@@ -95,9 +95,15 @@ class SloGuardTrigger(_PrometheusWatch):
             for metric, value in reading.to_dict().items():
                 if isinstance(value, float):
                     worst[metric] = value if metric not in worst else _worse(metric, worst[metric], value)
+            closed = await self._closed_elsewhere()
+            if closed:  # an abort, a sweep, or this guard before a triggerer restart: the ledger has the truth
+                self.log.warning("Ledger #%s was reverted by %s (%s): the guard stops", self.revert_ledger_id,
+                                 closed["reverted_by"], closed["revert_reason"])
+                yield TriggerEvent({"status": "reverted", "at": at, "readings": count, "worst": worst, **closed})
+                return
             if not verdict.passed:
                 self.log.warning("Halt: %s; reverting now", verdict.reason)
-                reverted = await self._revert()
+                reverted = await self._revert(verdict.reason)
                 yield TriggerEvent({"status": "breach", "at": at, "reading": reading.to_dict(),
                                     "verdict": verdict.to_dict(), "readings": count, "worst": worst,
                                     "reverted": reverted})
@@ -108,16 +114,38 @@ class SloGuardTrigger(_PrometheusWatch):
                                     "verdict": verdict.to_dict()})
                 return
 
-    async def _revert(self) -> dict[str, Any] | None:
+    async def _closed_elsewhere(self) -> dict[str, Any] | None:
+        """Who reverted the fault, when it is no longer open (None while it is, or cannot be read)."""
+        if self.revert_ledger_id is None:
+            return None
+        try:
+            return await asyncio.to_thread(ledger_closure, self.control_conn_id, self.revert_ledger_id)
+        except Exception as exc:  # the guard goes on: the Prometheus readings still protect the system
+            self.log.warning("Could not read ledger #%s: %s", self.revert_ledger_id, exc)
+            return None
+
+    async def _revert(self, reason: str) -> dict[str, Any] | None:
         if self.revert_ledger_id is None:
             return None
         from resilience.faults.revert import revert_entry
 
         try:
-            closed = await asyncio.to_thread(revert_entry, self.control_conn_id, self.revert_ledger_id, "guard_slo")
+            closed = await asyncio.to_thread(revert_entry, self.control_conn_id, self.revert_ledger_id, "guard_slo",
+                                             reason)
             return {"ledger_id": self.revert_ledger_id, "reverted_at": time.time(), "closed_here": closed}
         except Exception as exc:  # reported in the event; the revert teardown tries again
             return {"ledger_id": self.revert_ledger_id, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def ledger_closure(control_conn_id: str, ledger_id: int) -> dict[str, Any] | None:
+    """``{"reverted_by", "revert_reason", "reverted_at"}`` once the entry is reverted, else None."""
+    from resilience.ledger import ledger_for
+
+    entry = ledger_for(control_conn_id).get(ledger_id)
+    if entry.state != "reverted":
+        return None
+    return {"reverted_by": entry.reverted_by, "revert_reason": entry.revert_reason,
+            "reverted_at": entry.reverted_at.timestamp() if entry.reverted_at else None}
 
 
 class SloRecoveryTrigger(_PrometheusWatch):

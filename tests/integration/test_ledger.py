@@ -66,3 +66,107 @@ def test_an_open_fault_past_its_planned_life_is_an_orphan(ledger):
     assert stale in expired and fresh not in expired
     ledger.mark_reverted(stale, "test")
     ledger.mark_reverted(fresh, "test")
+
+
+def _hold_lock(ledger, run):
+    from resilience.ledger import RUN_LOCK
+
+    for held in ledger.held_locks():  # earlier tests' campaigns are over: this test owns the lab's lock
+        ledger.break_lock(held.name, held.run_id, by="test", reason="test set-up")
+    assert ledger.acquire_lock(RUN_LOCK, run, "chaos_campaign")[0]
+
+
+def _close_open(ledger):
+    for entry in ledger.open_entries():
+        ledger.mark_reverted(entry.id, "test")
+
+
+def test_admission_needs_the_lock_and_no_open_fault(ledger):
+    from resilience.ledger import RUN_LOCK, InjectRefused
+
+    _close_open(ledger)
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InjectRefused, match="does not hold the chaos-dr lock"):
+        ledger.admit(run, "chaos_campaign", "lab", "s3-5xx", {}, 60, owner="inject")
+    _hold_lock(ledger, run)
+    try:
+        first = ledger.admit(run, "chaos_campaign", "lab", "s3-5xx", {}, 60, owner="inject")
+        first.release()
+        ledger.mark_revert_failed(first.entry_id, "proxy unreachable")
+        with pytest.raises(InjectRefused, match=rf"ledger #{first.entry_id} \(s3-5xx, run {run}\) is still "
+                                                r"revert_failed: no fault is injected on top of an open one"):
+            ledger.admit(run, "chaos_campaign", "lab", "pod-kill", {}, 60, owner="inject")
+        ledger.mark_reverted(first.entry_id, "test")
+        # an Immediate Abort takes the lock away: the same run is refused, with who and why
+        ledger.break_lock(RUN_LOCK, run, by="chaos_abort:abort_all", reason="Immediate Abort: checkout down")
+        with pytest.raises(InjectRefused, match="taken from this run .* by chaos_abort:abort_all "
+                                                r"\(Immediate Abort: checkout down\)"):
+            ledger.admit(run, "chaos_campaign", "lab", "pod-kill", {}, 60, owner="inject")
+        assert ledger.open_entries(run) == []
+    finally:
+        ledger.release_lock(RUN_LOCK, run)
+
+
+def test_a_revert_waits_for_the_inject_claim_and_gives_up_after_its_bound(ledger):
+    import threading
+    import time
+
+    from resilience.ledger import RUN_LOCK, ClaimTimeout
+
+    _close_open(ledger)
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    _hold_lock(ledger, run)
+    try:
+        claim = ledger.admit(run, "chaos_campaign", "lab", "redis-unavailable", {}, 60, owner="inject")
+        with pytest.raises(ClaimTimeout, match=rf"ledger #{claim.entry_id} is held by inject"):
+            ledger.claim(claim.entry_id, "chaos_abort:abort_all", wait_s=0.5)
+        order = []
+
+        def revert():
+            with ledger.revert_lock(claim.entry_id, owner="chaos_abort:abort_all", wait_s=30):
+                order.append(("revert starts", ledger.get(claim.entry_id).state))
+
+        reverter = threading.Thread(target=revert)
+        reverter.start()
+        deadline = time.monotonic() + 10
+        while not order and time.monotonic() < deadline and reverter.is_alive():
+            if ledger.get(claim.entry_id).state == "injecting":
+                ledger.mark_active(claim.entry_id, {"pid": 1})
+                order.append(("inject done", "active"))
+                claim.release()
+            time.sleep(0.05)
+        reverter.join(timeout=30)
+        # the revert ran only after the inject finished and saw what it did
+        assert order == [("inject done", "active"), ("revert starts", "active")]
+    finally:
+        _close_open(ledger)
+        ledger.release_lock(RUN_LOCK, run)
+
+
+def test_a_dead_holders_claim_lapses_but_a_live_one_is_renewed(ledger, monkeypatch):
+    import time
+
+    from resilience import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "CLAIM_LEASE_S", 1.5)
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "s3-5xx", {}, 60)
+    live = ledger.claim(entry_id, "reverter-1")
+    time.sleep(2.0)  # longer than the lease: only the renewal keeps it
+    with pytest.raises(ledger_module.ClaimTimeout):
+        ledger.claim(entry_id, "reverter-2", wait_s=0.3)
+    live._stop.set()  # the holder "dies": no more renewals, no release
+    live._thread.join()
+    second = ledger.claim(entry_id, "reverter-2", wait_s=5)
+    second.release()
+    ledger.mark_reverted(entry_id, "test")
+
+
+def test_mark_active_refuses_a_row_closed_under_the_inject(ledger):
+    from resilience.ledger import LedgerConflict
+
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    entry_id = ledger.record_intent(run, "chaos_campaign", "lab", "s3-5xx", {}, 60)
+    ledger.mark_reverted(entry_id, "chaos_abort:sweep")
+    with pytest.raises(LedgerConflict, match="no longer 'injecting'"):
+        ledger.mark_active(entry_id, {})

@@ -54,6 +54,13 @@ def test_guard_needs_the_control_connection_to_revert():
         SloGuardTrigger(**ARGS, revert_ledger_id=3)
 
 
+@pytest.fixture(autouse=True)
+def open_ledger_entry():
+    """The guarded fault stays open in the ledger unless a test says otherwise."""
+    with mock.patch("resilience.triggers.ledger_closure", return_value=None) as closure:
+        yield closure
+
+
 async def first_event(trigger):
     async for event in trigger.run():
         return event.payload
@@ -121,3 +128,15 @@ def test_recovery_times_out_red():
     with scripted([RED]):
         event = asyncio.run(first_event(SloRecoveryTrigger(**past, reverted_at=1000.0)))
     assert event["status"] == "timeout" and event["verdict"]["passed"] is False
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_guard_stops_when_the_ledger_says_someone_else_reverted(open_ledger_entry):
+    """A restarted triggerer's fresh trigger must not report "ok" for a fault its guard already reverted."""
+    trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="ctl")
+    open_ledger_entry.side_effect = [None, {"reverted_by": "guard_slo", "revert_reason": "error rate 9 % > 1 %",
+                                            "reverted_at": 1000.0}]
+    with scripted([GREEN, GREEN, GREEN]), mock.patch("resilience.faults.revert.revert_entry") as revert:
+        event = asyncio.run(first_event(trigger))
+    assert revert.call_count == 0
+    assert (event["status"], event["readings"], event["reverted_by"]) == ("reverted", 2, "guard_slo")
