@@ -170,3 +170,36 @@ def test_mark_active_refuses_a_row_closed_under_the_inject(ledger):
     ledger.mark_reverted(entry_id, "chaos_abort:sweep")
     with pytest.raises(LedgerConflict, match="no longer 'injecting'"):
         ledger.mark_active(entry_id, {})
+
+
+def test_dr_takes_over_a_stale_lock_and_breaks_a_live_one_only_on_purpose(ledger):
+    """A run that died holding the lock must not block DR activation mid-incident; a live holder only
+    loses it to an explicit, audited break_lock."""
+    from resilience.errors import RefusedError
+    from resilience.ledger import RUN_LOCK
+    from resilience.run_lock import take_run_lock
+
+    _close_open(ledger)
+    dead, live, dr = (f"{k}-{uuid.uuid4().hex[:6]}" for k in ("dead", "live", "dr"))
+    states = {dead: "failed", live: "running"}
+
+    def run_state(dag_id, run_id):
+        return states.get(run_id)
+
+    _hold_lock(ledger, dead)
+    take_run_lock("resilience_control_db", dr, "dr_activation", "DR activation", run_state=run_state)
+    assert ledger.acquire_lock(RUN_LOCK, dr, "dr_activation")[0]
+    [event] = [e for e in ledger.lock_events(dead) if e["action"] == "broken"]
+    assert (event["by"], event["reason"]) == (f"dr_activation run {dr}", "stale: its run is failed")
+    ledger.release_lock(RUN_LOCK, dr)
+
+    _hold_lock(ledger, live)
+    with pytest.raises(RefusedError, match=rf"chaos_campaign run {live} holds the chaos-dr lock \(its run is "
+                                           r"running\).*set break_lock with a reason"):
+        take_run_lock("resilience_control_db", dr, "dr_activation", "DR activation", run_state=run_state)
+    take_run_lock("resilience_control_db", dr, "dr_activation", "DR activation", run_state=run_state,
+                  break_reason="primary region down, incident INC-42")
+    assert ledger.acquire_lock(RUN_LOCK, dr, "dr_activation")[0]
+    [event] = [e for e in ledger.lock_events(live) if e["action"] == "broken"]
+    assert event["reason"] == f"break_lock by dr_activation run {dr}: primary region down, incident INC-42"
+    ledger.release_lock(RUN_LOCK, dr)

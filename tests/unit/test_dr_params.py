@@ -78,3 +78,22 @@ def test_foreign_key_order_puts_referenced_tables_first():
     order = foreign_key_order(["public.uploads", "public.posts", "public.accounts", "public.webhook_events"], refs)
     assert order.index("public.accounts") < order.index("public.posts") < order.index("public.uploads")
     assert set(order) == {"public.uploads", "public.posts", "public.accounts", "public.webhook_events"}
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({}, None),
+    ({"break_lock": False, "break_lock_reason": "ignored without break_lock"}, None),
+    ({"break_lock": True, "break_lock_reason": "  primary down, INC-42  "}, "primary down, INC-42"),
+])
+def test_break_lock_carries_its_reason(extra, expected):
+    assert parse_activation_params({"environment": "lab", **extra}, load_config(), NOW).break_lock_reason == expected
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"break_lock": True}, "params.break_lock_reason"),
+    ({"break_lock": True, "break_lock_reason": "because"}, "params.break_lock_reason"),
+    ({"break_lock": "yes", "break_lock_reason": "primary down, INC-42"}, "params.break_lock"),
+])
+def test_break_lock_without_a_real_reason_is_refused(extra, field):
+    with pytest.raises(ValueError, match=field):
+        parse_activation_params({"environment": "lab", **extra}, load_config(), NOW)

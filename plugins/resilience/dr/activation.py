@@ -85,7 +85,7 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
         log.info("%s? %s (%s; %s)", question.replace("_", " ").capitalize(), "YES" if given["answer"] else "NO",
                  "detected" if given["param"] == "auto" else f"param {given['param']}", given["evidence"])
     log.info("Decision: %s", path.reason)
-    take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation")
+    take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation", break_reason=params.break_lock_reason)
     regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
     regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers,
                           dns_before=regions.dns.weights())

@@ -105,11 +105,6 @@ def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at
 
 def _take_run_lock(control_conn_id: str, run_id: str, dag_id: str) -> None:
     """No drill while chaos (or another DR run) is active: the chaos/DR lock is held until release_lock."""
-    from resilience.errors import RefusedError
-    from resilience.ledger import RUN_LOCK, ledger_for
+    from resilience.run_lock import take_run_lock
 
-    acquired, holder_run, holder_dag = ledger_for(control_conn_id).acquire_lock(RUN_LOCK, run_id, dag_id)
-    if not acquired:
-        raise RefusedError(f"{holder_dag} run {holder_run} holds the {RUN_LOCK} lock: no DR drill during chaos "
-                           "or another DR run (chaos_abort frees a lock whose run is gone)")
-    log.info("Lock %s held by this run", RUN_LOCK)
+    take_run_lock(control_conn_id, run_id, dag_id, "DR drill")

@@ -202,13 +202,8 @@ class DnsLog:
         return dict(zip(("id", "run_id", "dag_id", "zone", "before", "after", "reason", "at"), rows[0], strict=True))
 
 
-def take_run_lock(control_conn_id: str, run_id: str, dag_id: str, what: str) -> None:
-    """The chaos/DR lock: no chaos, drill or other DR operation while this one runs."""
-    from resilience.errors import RefusedError
-    from resilience.ledger import RUN_LOCK, ledger_for
+def take_run_lock(control_conn_id: str, run_id: str, dag_id: str, what: str, break_reason: str | None = None) -> None:
+    """The chaos/DR lock: no chaos, drill or other DR operation while this one runs (stale locks are taken over)."""
+    from resilience.run_lock import take_run_lock as take
 
-    acquired, holder_run, holder_dag = ledger_for(control_conn_id).acquire_lock(RUN_LOCK, run_id, dag_id)
-    if not acquired:
-        raise RefusedError(f"{holder_dag} run {holder_run} holds the {RUN_LOCK} lock: no {what} while chaos, a "
-                           "drill or another DR operation runs (chaos_abort frees a lock whose run is gone)")
-    log.info("Lock %s held by this run", RUN_LOCK)
+    take(control_conn_id, run_id, dag_id, what, break_reason=break_reason)
