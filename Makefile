@@ -39,7 +39,7 @@ lab-down:  ## stop the local lab
 lab-status: venv  ## show the lab's endpoints
 	$(BIN)/resilience lab status
 
-up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (prints the login)
+up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (says where the login is; lists the DAGs, chaos_abort on)
 	$(BIN)/resilience airflow up
 
 down:  ## stop Airflow standalone and the lab

@@ -127,15 +127,22 @@ def cmd_airflow_up(args: argparse.Namespace) -> int:
     from resilience import airflow_local
     from resilience.lab.state import load_lab_state
 
-    airflow_local.up(load_lab_state(_lab_layout(args).lab_dir), schedules=not args.no_schedules)
-    print(f"Airflow UI: {airflow_local.BASE_URL}  login: {airflow_local.USER} / {airflow_local.password()}")
+    sa = airflow_local.Standalone.from_env()
+    schedules = not args.no_schedules
+    airflow_local.up(sa, load_lab_state(_lab_layout(args).lab_dir), schedules=schedules)
+    with airflow_local.client(sa) as api:
+        dags = airflow_local.wait_parsed(api, airflow_local.dag_files())
+    print(f"Airflow UI: {sa.base_url}  user: {airflow_local.USER}  password: in {sa.passwords_file}")
+    print(f"Resilience page: {sa.base_url}/resilience/ (behind the same login)")
+    print("DAGs:")
+    print("\n".join(airflow_local.pause_report(dags, schedules)))
     return 0
 
 
 def cmd_airflow_down(args: argparse.Namespace) -> int:
     from resilience import airflow_local
 
-    airflow_local.down()
+    airflow_local.down(airflow_local.Standalone.from_env())
     return 0
 
 
@@ -145,7 +152,7 @@ def cmd_airflow_run(args: argparse.Namespace) -> int:
     conf = json.loads(args.conf)
     if not isinstance(conf, dict):
         raise ValueError(f"--conf: {args.conf!r} is not a JSON object")
-    run = airflow_local.run_dag(args.dag_id, conf, timeout_s=args.timeout)
+    run = airflow_local.run_dag(airflow_local.Standalone.from_env(), args.dag_id, conf, timeout_s=args.timeout)
     print(f"{args.dag_id} run {run['dag_run_id']}: {run['state'].upper()}")
     report = run["xcom"].get("write_report")
     if isinstance(report, dict):
@@ -162,7 +169,8 @@ def add_airflow_commands(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--lab-dir", help=f"lab state directory (env {ENV_LAB_DIR}; default <project>/.lab)")
     common.add_argument("--port-base", type=int, help=f"first port of the lab (env {ENV_PORT_BASE})")
     sub = airflow.add_subparsers(dest="airflow_command", required=True)
-    up = sub.add_parser("up", parents=[common], help="start airflow standalone (idempotent); print the login")
+    up = sub.add_parser("up", parents=[common],
+                        help="start airflow standalone (idempotent); say where the login is, which DAGs run")
     up.add_argument("--no-schedules", action="store_true",
                     help="run triggered runs only (no scheduled intervals when a DAG is unpaused)")
     up.set_defaults(func=cmd_airflow_up)

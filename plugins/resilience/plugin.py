@@ -2,13 +2,13 @@
 
 ``/resilience/`` is the status page (lock, open faults, serving regions, recent runs with
 reports), ``/resilience/status.json`` the same as JSON, ``/resilience/reports/<dag>/<file>``
-the reports. Read-only. Like every plugin FastAPI app in Airflow 3.3 it is not behind
-Airflow's login: it shows no secrets (DSNs in reports carry no password), and a deployment
-that must restrict it puts the API server behind its usual access control.
+the reports. Read-only, and behind Airflow's own login: every route asks Airflow's auth manager
+(the API token, or the UI's session cookie) for read access to DAG runs, as the REST API does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -21,16 +21,29 @@ def _execute(sql: str) -> list[tuple]:
     return ControlDb(postgres_connect(load_config().control_db_conn_id)).execute(sql)
 
 
-def create_app(execute: Any = _execute) -> Any:
-    """The FastAPI app; ``execute`` runs one SQL statement on the control DB (a test may pass its own)."""
+def read_access() -> Callable[..., None]:
+    """Airflow's check for the page: a logged-in user allowed to read DAG runs (401/403 otherwise).
+
+    The page lists the runs and reports of every DAG, so it asks for the runs of all DAGs;
+    ``/reports/<dag_id>/...`` asks for that DAG's (``requires_access_dag`` reads ``dag_id`` from the path)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag("GET", DagAccessEntity.RUN)
+
+
+def create_app(execute: Any = _execute, access: Callable[..., None] | None = None) -> Any:
+    """The FastAPI app; ``execute`` runs one SQL statement on the control DB, ``access`` guards every
+    route (default: :func:`read_access`; a test may pass its own of either)."""
     import json
 
-    from fastapi import FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
     from resilience import status_page
 
-    app = FastAPI(title="Resilience", description=__doc__.partition("\n")[0])
+    app = FastAPI(title="Resilience", description=__doc__.partition("\n")[0],
+                  dependencies=[Depends(access or read_access())])
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:  # sync: FastAPI runs it in its thread pool, off the event loop
@@ -57,8 +70,21 @@ def create_app(execute: Any = _execute) -> Any:
     return app
 
 
+class _AppOnFirstRequest:
+    """The ASGI app, built on its first request: task processes load plugins too (for macros) and
+    must not pay for FastAPI and Airflow's API security imports they never use."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory, self._app = factory, None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
 class ResiliencePlugin(AirflowPlugin):
     name = "resilience"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/resilience", "name": "Resilience status"}]
+    fastapi_apps = [{"app": _AppOnFirstRequest(create_app), "url_prefix": "/resilience", "name": "Resilience status"}]
     external_views = [{"name": "Resilience", "href": "resilience/", "url_route": "resilience", "destination": "nav",
                        "category": "browse"}]

@@ -97,3 +97,17 @@ def test_parse_imports_no_heavy_modules(path):
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"{path.name} imports at parse time: {out.stdout.strip()}"
+
+
+SAFETY_DAGS = [(dag_id, dag, fileloc) for dag_id, dag, fileloc in DAGS if "safety" in dag.tags]
+
+
+def test_the_sweeper_is_a_safety_dag():
+    assert "chaos_abort" in [dag_id for dag_id, _, _ in SAFETY_DAGS]
+
+
+@pytest.mark.parametrize(("dag_id", "dag", "fileloc"), SAFETY_DAGS, ids=[Path(f).name for _, _, f in SAFETY_DAGS])
+def test_safety_dags_are_not_paused_at_creation(dag_id, dag, fileloc):
+    """Airflow pauses new DAGs; a safety net that waits for someone to unpause it is not running."""
+    assert dag.is_paused_upon_creation is False, \
+        f"{dag_id} in {fileloc} is tagged safety but paused at creation: set is_paused_upon_creation=False"

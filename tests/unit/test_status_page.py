@@ -28,6 +28,10 @@ ROWS = {
 }
 
 
+def allow_all() -> None:
+    """Stands in for Airflow's auth check (tested under real Airflow in tests/airflow/)."""
+
+
 def fake_execute(sql: str) -> list[tuple]:
     table = next(t for t in ROWS if f"FROM {t}" in sql)
     if ROWS[table] is None:
@@ -72,7 +76,7 @@ def test_app_routes():
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text('{"status": "passed"}')
     try:
-        client = TestClient(create_app(fake_execute))
+        client = TestClient(create_app(fake_execute, access=allow_all))
         assert client.get("/").status_code == 200 and "<h1>Resilience</h1>" in client.get("/").text
         assert client.get("/status.json").json()["regions"][0]["serving"] == "dr"
         assert client.get(f"/reports/dr_activation/{report.name}").json() == {"status": "passed"}
@@ -95,5 +99,13 @@ def test_an_unreadable_control_db_is_explained():
     def broken(sql):
         raise ConnectionError("connection refused")
 
-    response = TestClient(create_app(broken)).get("/")
+    response = TestClient(create_app(broken, access=allow_all)).get("/")
     assert response.status_code == 503 and "ConnectionError: connection refused" in response.text
+
+
+def test_every_route_asks_airflow_for_a_login():
+    client = TestClient(create_app(fake_execute))
+    for path in ("/", "/status.json", "/reports/dr_activation/x.json"):
+        response = client.get(path)
+        assert response.status_code == 401, (path, response.status_code, response.text[:200])
+        assert "Resilience" not in response.text

@@ -1,0 +1,52 @@
+"""`resilience airflow up` under real Airflow: the sweeper runs by itself, no password leaks, the page has a login."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.airflow, pytest.mark.integration]
+
+
+def test_up_shows_every_dag_and_the_sweeper_on(real_airflow):
+    out = real_airflow.up_output
+    [line] = [ln for ln in out.splitlines() if ln.startswith("  chaos_abort ")]
+    assert line.split()[1] == "unpaused", out
+    assert "chaos_campaign" in out and "PAUSED" in out, out  # the others wait for someone to unpause them
+    assert "chaos_abort is on: it sweeps every 2 minutes" in out, out
+
+
+def test_up_never_shows_the_password(real_airflow):
+    sa = real_airflow.sa
+    password = sa.password()
+    assert str(sa.passwords_file) in real_airflow.up_output
+    assert password not in real_airflow.up_output
+    assert password not in sa.logfile.read_text(errors="replace"), f"the admin password is in {sa.logfile}"
+    assert sa.passwords_file.stat().st_mode & 0o077 == 0, "the passwords file is readable by others"
+
+
+def test_chaos_abort_is_unpaused_and_runs_on_its_schedule(real_airflow):
+    """Nobody unpauses it: created unpaused, the scheduler starts its latest interval."""
+    api = real_airflow.api
+    assert api.get("/dags/chaos_abort").json()["is_paused"] is False
+
+    def scheduled_runs():
+        runs = api.get("/dags/chaos_abort/dagRuns", params={"run_type": "scheduled"}).json()["dag_runs"]
+        return [r for r in runs if r["run_type"] == "scheduled"]
+
+    [run, *_] = real_airflow.wait_for(scheduled_runs, 180, "a scheduled chaos_abort run")
+    assert run["triggered_by"] == "timetable"
+    done = real_airflow.wait_run("chaos_abort", run["dag_run_id"], timeout_s=180)
+    assert done["state"] == "success", real_airflow.failure_logs("chaos_abort", run["dag_run_id"])
+
+
+@pytest.mark.parametrize("path", ["/resilience/", "/resilience/status.json"])
+def test_the_resilience_page_needs_an_airflow_login(real_airflow, path):
+    url = real_airflow.sa.base_url + path
+    assert httpx.get(url, timeout=30).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=30).status_code in (401, 403)
+    token = httpx.post(f"{real_airflow.sa.base_url}/auth/token", timeout=30,
+                       json={"username": "admin", "password": real_airflow.sa.password()}).json()["access_token"]
+    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 200, response.text[:500]
+    assert "<h1>Resilience</h1>" in response.text or "locks" in response.json()
