@@ -27,44 +27,66 @@ def _watch_kwargs(spec: dict[str, Any], until: datetime) -> dict[str, Any]:
 
 
 class SloGuardSensor(BaseSensorOperator):
-    """Watch the SLOs for ``duration_s`` while a fault is active; fail (after the revert) on a breach."""
+    """Watch the SLOs for ``duration_s``; the trigger applies the fault after a healthy first reading,
+    reverts it at once on a breach and at the end of the window. Fails unless the window held."""
 
     template_fields = ("spec", "fault", "duration_s")
 
     def __init__(self, *, spec: Any, fault: Any, duration_s: Any, **kwargs: Any) -> None:
-        """``fault`` is what the inject task returned (its ``ledger_id`` is reverted on a breach)."""
+        """``fault`` is what the inject task returned (its planned ``ledger_id`` and latest start)."""
         super().__init__(**kwargs)
         self.spec = spec
         self.fault = fault
         self.duration_s = duration_s
 
     def execute(self, context: Any) -> None:
+        from resilience.chaos.timeline import REVERT_BUDGET_S
         from resilience.triggers import SloGuardTrigger
 
         ledger_id = int(self.fault["ledger_id"])
-        until = datetime.now(UTC) + timedelta(seconds=float(self.duration_s))
-        self.log.info("Guarding SLOs until %s (every %g s; ledger #%d reverted at once on a breach)",
-                      until.isoformat(timespec="seconds"), self.spec["poll_interval_s"], ledger_id)
+        duration_s = float(self.duration_s)
+        latest_start = float(self.fault["latest_start_epoch_s"])
+        until = datetime.fromtimestamp(max(latest_start, datetime.now(UTC).timestamp()) + duration_s, UTC)
+        self.log.info("Guarding SLOs every %g s: ledger #%d is applied after a healthy first reading, guarded for "
+                      "%g s, reverted at once on a breach", self.spec["poll_interval_s"], ledger_id, duration_s)
         trigger = SloGuardTrigger(**_watch_kwargs(self.spec, until), revert_ledger_id=ledger_id,
-                                  control_conn_id=self.spec["control_conn_id"])
-        self.defer(trigger=trigger, method_name="execute_complete",
-                   timeout=timedelta(seconds=float(self.duration_s) + GRACE_S))
+                                  control_conn_id=self.spec["control_conn_id"], apply_fault=True,
+                                  duration_s=duration_s, latest_start_epoch_s=latest_start)
+        budget_s = (until - datetime.now(UTC)).total_seconds() + REVERT_BUDGET_S + GRACE_S
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=budget_s))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         context["ti"].xcom_push(key="event", value=event)
-        if event["status"] == "reverted":
+        if event.get("injected_at"):
+            self._record_fault(context, event)
+        status = event["status"]
+        if status == "reverted":
             if event["reverted_by"] == "guard_slo":
                 raise ChecksFailedError(f"SLO breached: {event['revert_reason']} (reverted by this guard before "
                                         "the triggerer restarted)")
             raise ChecksFailedError(f"the fault was reverted early by {event['reverted_by']}: "
                                     f"{event['revert_reason']}; the experiment did not complete")
-        if event["status"] == "breach":
+        if status == "not_injected":
+            raise ChecksFailedError(f"fault not injected: {event['reason']}")
+        if status == "inject_failed":
+            raise ChecksFailedError(f"inject failed (reverted): {event['error']}")
+        if status == "breach":
             revert = event.get("reverted") or {}
             how = f"fault reverted (ledger #{revert.get('ledger_id')})" if "reverted_at" in revert else \
                 f"revert in the guard failed: {revert.get('error')}; the revert teardown retries"
             raise ChecksFailedError(f"SLO breached: {event['verdict']['reason']}; {how}")
         self.log.info("SLOs held: %d readings, worst %s", event["readings"], event["worst"])
         return event
+
+    def _record_fault(self, context: Any, event: dict[str, Any]) -> None:
+        """The fault step of the campaign record (its window shades the report's charts)."""
+        from resilience.chaos.record import CampaignRecord
+        from resilience.controldb import postgres_connect
+
+        record = CampaignRecord(postgres_connect(self.spec["control_conn_id"]), context["run_id"])
+        record.step(self.fault["scenario"], "fault", {
+            "ledger_id": self.fault["ledger_id"], "plan": self.fault["plan"], "injected_at": event["injected_at"],
+            "first_reading_at": event.get("first_reading_at"), "revert_info": event.get("revert_info", {})})
 
 
 class SloRecoverySensor(BaseSensorOperator):

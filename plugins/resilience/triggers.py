@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -74,22 +74,45 @@ class _PrometheusWatch(BaseTrigger):
 
 
 class SloGuardTrigger(_PrometheusWatch):
-    """Poll the SLOs while a fault is active; on the first breach revert the fault and report."""
+    """Poll the SLOs while a fault is active; on the first breach revert the fault and report.
+
+    With ``apply_fault`` the trigger also applies the fault (ledger entry ``revert_ledger_id``)
+    once its first reading is in and healthy, and reverts it itself when ``duration_s`` has passed:
+    the fault is never on while nothing watches it. A restarted trigger does not apply twice: the
+    window is measured from the ledger's ``injected_at``.
+    """
 
     def __init__(self, *args: Any, revert_ledger_id: int | None = None, control_conn_id: str | None = None,
-                 **kwargs: Any) -> None:
+                 apply_fault: bool = False, duration_s: float | None = None,
+                 latest_start_epoch_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if revert_ledger_id is not None and not control_conn_id:
             raise ValueError("control_conn_id: required to revert ledger entries on a breach")
+        if apply_fault and (revert_ledger_id is None or duration_s is None or latest_start_epoch_s is None):
+            raise ValueError("apply_fault: needs revert_ledger_id, duration_s and latest_start_epoch_s")
         self.revert_ledger_id = revert_ledger_id
         self.control_conn_id = control_conn_id
+        self.apply_fault = bool(apply_fault)
+        self.duration_s = None if duration_s is None else _positive(duration_s, "duration_s")
+        self.latest_start_epoch_s = None if latest_start_epoch_s is None else float(latest_start_epoch_s)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("resilience.triggers.SloGuardTrigger",
-                {**self._kwargs(), "revert_ledger_id": self.revert_ledger_id, "control_conn_id": self.control_conn_id})
+                {**self._kwargs(), "revert_ledger_id": self.revert_ledger_id, "control_conn_id": self.control_conn_id,
+                 "apply_fault": self.apply_fault, "duration_s": self.duration_s,
+                 "latest_start_epoch_s": self.latest_start_epoch_s})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         count, worst = 0, {}
+        window_end: datetime | None = self.until
+        applied: dict[str, Any] = {}
+        if self.apply_fault:
+            injected_at = await self._injected_at()
+            window_end = None if injected_at is None else datetime.fromtimestamp(injected_at + self.duration_s, UTC)
+            if injected_at is not None:
+                applied = {"injected_at": injected_at, "resumed": True}
+                self.log.info("Resuming the guard of ledger #%s (applied at %s)", self.revert_ledger_id,
+                              window_end - timedelta(seconds=self.duration_s))
         async for at, reading, verdict in self._readings():
             count += 1
             for metric, value in reading.to_dict().items():
@@ -99,20 +122,57 @@ class SloGuardTrigger(_PrometheusWatch):
             if closed:  # an abort, a sweep, or this guard before a triggerer restart: the ledger has the truth
                 self.log.warning("Ledger #%s was reverted by %s (%s): the guard stops", self.revert_ledger_id,
                                  closed["reverted_by"], closed["revert_reason"])
-                yield TriggerEvent({"status": "reverted", "at": at, "readings": count, "worst": worst, **closed})
+                yield TriggerEvent({"status": "reverted", "at": at, "readings": count, "worst": worst, **applied,
+                                    **closed})
                 return
+            if window_end is None:  # the fault is not on yet: this is the first reading
+                refusal = self._start_refusal(at, verdict)
+                if refusal:
+                    self.log.warning("Not injecting: %s", refusal)
+                    await self._revert(refusal, by="guard_steady_state")
+                    yield TriggerEvent({"status": "not_injected", "at": at, "reason": refusal,
+                                        "reading": reading.to_dict(), "readings": count})
+                    return
+                try:
+                    applied = await asyncio.to_thread(_apply, self.control_conn_id, self.revert_ledger_id)
+                except Exception as exc:  # apply_entry reverted what it did before raising
+                    yield TriggerEvent({"status": "inject_failed", "at": at, "error": f"{type(exc).__name__}: {exc}",
+                                        "readings": count})
+                    return
+                applied["first_reading_at"] = at
+                window_end = datetime.fromtimestamp(applied["injected_at"] + self.duration_s, UTC)
+                self.log.info("Steady state held (%s); fault applied, guarding until %s", verdict.reason,
+                              window_end.isoformat(timespec="seconds"))
+                continue
             if not verdict.passed:
                 self.log.warning("Halt: %s; reverting now", verdict.reason)
                 reverted = await self._revert(verdict.reason)
                 yield TriggerEvent({"status": "breach", "at": at, "reading": reading.to_dict(),
                                     "verdict": verdict.to_dict(), "readings": count, "worst": worst,
-                                    "reverted": reverted})
+                                    "reverted": reverted, **applied})
                 return
-            if datetime.now(UTC) >= self.until:
+            if datetime.now(UTC) >= window_end:
                 self.log.info("SLOs held for the whole fault window (%d readings)", count)
+                reverted = await self._revert("the fault window ended", by="guard_window_end") \
+                    if self.apply_fault else None
                 yield TriggerEvent({"status": "ok", "at": at, "readings": count, "worst": worst,
-                                    "verdict": verdict.to_dict()})
+                                    "verdict": verdict.to_dict(), "window_reverted": reverted, **applied})
                 return
+
+    def _start_refusal(self, at: float, verdict: Any) -> str | None:
+        """Why the fault must not go on now (None: apply it): Chaos Toolkit's steady state before the method."""
+        if not verdict.passed:
+            return f"steady state not met before the fault: {verdict.reason}"
+        if self.latest_start_epoch_s is not None and at > self.latest_start_epoch_s:
+            return (f"the guard started {at - self.latest_start_epoch_s:.0f} s after the fault's latest start: its "
+                    "planned window (and the platform's dead-man switch) no longer fits")
+        return None
+
+    async def _injected_at(self) -> float | None:
+        from resilience.ledger import ledger_for
+
+        entry = await asyncio.to_thread(ledger_for(self.control_conn_id).get, self.revert_ledger_id)
+        return entry.injected_at.timestamp() if entry.state != "injecting" and entry.injected_at else None
 
     async def _closed_elsewhere(self) -> dict[str, Any] | None:
         """Who reverted the fault, when it is no longer open (None while it is, or cannot be read)."""
@@ -124,17 +184,22 @@ class SloGuardTrigger(_PrometheusWatch):
             self.log.warning("Could not read ledger #%s: %s", self.revert_ledger_id, exc)
             return None
 
-    async def _revert(self, reason: str) -> dict[str, Any] | None:
+    async def _revert(self, reason: str, by: str = "guard_slo") -> dict[str, Any] | None:
         if self.revert_ledger_id is None:
             return None
         from resilience.faults.revert import revert_entry
 
         try:
-            closed = await asyncio.to_thread(revert_entry, self.control_conn_id, self.revert_ledger_id, "guard_slo",
-                                             reason)
+            closed = await asyncio.to_thread(revert_entry, self.control_conn_id, self.revert_ledger_id, by, reason)
             return {"ledger_id": self.revert_ledger_id, "reverted_at": time.time(), "closed_here": closed}
         except Exception as exc:  # reported in the event; the revert teardown tries again
             return {"ledger_id": self.revert_ledger_id, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _apply(control_conn_id: str, ledger_id: int) -> dict[str, Any]:
+    from resilience.faults.apply import apply_entry
+
+    return apply_entry(control_conn_id, ledger_id, "guard_slo")
 
 
 def ledger_closure(control_conn_id: str, ledger_id: int) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -153,25 +152,33 @@ def test_immediate_abort_stops_the_campaign_for_good(lab):
     assert redis.Redis.from_url(lab["redis"]["url"], socket_timeout=1).ping()
 
 
-def test_turning_chaos_off_mid_campaign_does_not_block_the_revert(lab, tmp_path):
-    from resilience.config import DEFAULT_CONFIG_PATH
+def test_turning_chaos_off_mid_fault_does_not_block_the_revert_teardown(lab, tmp_path, monkeypatch):
+    """The kill switch (chaos.enabled: false) is flipped while a fault is on: the revert teardown
+    still reverts it (it used to re-validate the campaign and fail before reverting)."""
+    from resilience.chaos.scenario_steps import revert
+    from resilience.config import DEFAULT_CONFIG_PATH, load_config
+    from resilience.ledger import Ledger
+    from resilience.platforms.base import get_platform
 
+    from resilience.chaos.record import SCHEMA
+
+    ledger = Ledger(lambda: psycopg.connect(lab["connections"]["resilience_control_db"]))
+    ledger.ensure_schema()
+    with control(lab) as conn:
+        conn.execute(SCHEMA)  # the campaign record's tables, as a first campaign would create them
+    run_id = f"kill-switch-{time.time_ns()}"
+    platform = get_platform(load_config().environment("lab"))
+    entry_id = ledger.record_intent(run_id, "chaos_campaign", "lab", "redis-unavailable", {}, 120)
+    platform.stop_cache()
+    ledger.mark_active(entry_id, {})
     config = tmp_path / "environments.yaml"
-    shutil.copy(DEFAULT_CONFIG_PATH, config)
-    runner = start_campaign({"environment": "lab", "scenarios": ["redis-unavailable"], "duration": 10},
-                            env={"RESILIENCE_ENVIRONMENTS": str(config)})
-    try:
-        run_id, entry_id = wait_active(lab, runner, "redis-unavailable")
-        doc = yaml.safe_load(config.read_text())
-        doc["environments"]["lab"]["chaos"]["enabled"] = False  # the kill switch, mid-fault
-        config.write_text(yaml.safe_dump(doc))
-        wait_exit(runner, 240)
-    finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
+    doc = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    doc["environments"]["lab"]["chaos"]["enabled"] = False  # the kill switch, mid-fault
+    config.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("RESILIENCE_ENVIRONMENTS", str(config))
+    params = {"environment": "lab", "scenarios": ["redis-unavailable"], "duration": 10}
+    result = revert(params, run_id, "redis-unavailable", None, by="redis_unavailable.revert_redis_unavailable")
+    assert result["reverted_by"] == "redis_unavailable.revert_redis_unavailable"
     [(_, _, _, state, reverted_by, _)] = ledger_rows(lab, run_id)
     assert (state, reverted_by) == ("reverted", "redis_unavailable.revert_redis_unavailable")
     assert redis.Redis.from_url(lab["redis"]["url"], socket_timeout=1).ping()
-    with control(lab) as conn:  # the next campaign is not blocked by this one
-        conn.execute("DELETE FROM run_locks WHERE run_id = %s", (run_id,))

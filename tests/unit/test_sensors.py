@@ -45,16 +45,33 @@ def test_guard_breach_with_failed_revert_says_the_teardown_retries():
         sensor.execute_complete(context(), event)
 
 
-def test_guard_defers_to_the_trigger_with_an_absolute_deadline():
-    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault={"ledger_id": 4}, duration_s=30)
+def test_guard_defers_to_a_trigger_that_applies_the_fault_within_an_absolute_deadline():
+    latest_start = datetime.now(UTC).timestamp() + 20
+    fault = {"ledger_id": 4, "latest_start_epoch_s": latest_start, "scenario": "s3-5xx", "plan": {}}
+    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault=fault, duration_s=30)
     with mock.patch.object(sensor, "defer") as defer:
-        before = datetime.now(UTC)
         sensor.execute(context())
     trigger = defer.call_args.kwargs["trigger"]
     kwargs = trigger.serialize()[1]
-    assert kwargs["revert_ledger_id"] == 4 and kwargs["control_conn_id"] == "ctl"
-    assert 29 <= (datetime.fromisoformat(kwargs["until"]) - before).total_seconds() <= 31
+    assert (kwargs["revert_ledger_id"], kwargs["control_conn_id"], kwargs["apply_fault"]) == (4, "ctl", True)
+    assert (kwargs["duration_s"], kwargs["latest_start_epoch_s"]) == (30.0, latest_start)
+    assert datetime.fromisoformat(kwargs["until"]).timestamp() == pytest.approx(latest_start + 30)
     assert defer.call_args.kwargs["method_name"] == "execute_complete"
+
+
+@pytest.mark.parametrize(("event", "message"), [
+    ({"status": "not_injected", "reason": "steady state not met before the fault: p95 90 ms > 40 ms"},
+     "fault not injected: steady state not met before the fault: p95 90 ms > 40 ms"),
+    ({"status": "inject_failed", "error": "LabError: proxy down"}, r"inject failed \(reverted\): LabError: proxy down"),
+    ({"status": "reverted", "reverted_by": "chaos_abort:abort_all", "revert_reason": "Immediate Abort"},
+     "reverted early by chaos_abort:abort_all: Immediate Abort; the experiment did not complete"),
+    ({"status": "reverted", "reverted_by": "guard_slo", "revert_reason": "error rate 9 % > 1 %"},
+     r"SLO breached: error rate 9 % > 1 % \(reverted by this guard before the triggerer restarted\)"),
+])
+def test_guard_fails_when_the_fault_did_not_run_its_window(event, message):
+    sensor = SloGuardSensor(task_id="guard_slo", spec=SPEC, fault={"ledger_id": 4}, duration_s=30)
+    with pytest.raises(ChecksFailedError, match=message):
+        sensor.execute_complete(context(), event)
 
 
 def test_recovery_ok_and_timeout():

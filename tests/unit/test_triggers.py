@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
@@ -20,10 +21,12 @@ RED = Reading(100.0, 25.0, 20.0)
 
 
 def test_guard_serializes_to_its_classpath_with_plain_values():
-    trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="resilience_control_db")
+    trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="resilience_control_db", apply_fault=True,
+                              duration_s=60, latest_start_epoch_s=1900000000.0)
     assert trigger.serialize() == ("resilience.triggers.SloGuardTrigger", {
         **ARGS, "until": "2030-01-01T00:00:00+00:00", "revert_ledger_id": 7,
-        "control_conn_id": "resilience_control_db"})
+        "control_conn_id": "resilience_control_db", "apply_fault": True, "duration_s": 60.0,
+        "latest_start_epoch_s": 1900000000.0})
     classpath, kwargs = trigger.serialize()
     assert SloGuardTrigger(**kwargs).serialize() == (classpath, kwargs)
 
@@ -42,6 +45,9 @@ def test_recovery_serializes():
         ({"queries": {}}, "queries: at least one SLO query is required"),
         ({"baseline": {"p95_ms": 1}}, "missing 2 required"),
         ({"policy": {"max_p95_ratio": 0.1}}, r"slo\.max_p95_ratio: 0\.1 is out of range"),
+        ({"apply_fault": True, "revert_ledger_id": 7, "control_conn_id": "c"}, "apply_fault: needs"),
+        ({"apply_fault": True, "revert_ledger_id": 7, "control_conn_id": "c", "duration_s": 0,
+          "latest_start_epoch_s": 1.0}, "duration_s: 0 must be > 0"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(changes, message):
@@ -140,3 +146,50 @@ def test_guard_stops_when_the_ledger_says_someone_else_reverted(open_ledger_entr
         event = asyncio.run(first_event(trigger))
     assert revert.call_count == 0
     assert (event["status"], event["readings"], event["reverted_by"]) == ("reverted", 2, "guard_slo")
+
+
+APPLY = {"revert_ledger_id": 7, "control_conn_id": "ctl", "apply_fault": True, "duration_s": 30.0}
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_guard_applies_the_fault_only_after_a_healthy_first_reading_then_reverts_at_the_window_end():
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=4000000000.0)
+    calls = []
+    with scripted([GREEN, GREEN, RED]), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=None)), \
+         mock.patch("resilience.triggers._apply", side_effect=lambda *a: calls.append("apply") or
+                    {"injected_at": 1000.0, "revert_info": {}}), \
+         mock.patch("resilience.faults.revert.revert_entry", side_effect=lambda *a: calls.append(a[2:]) or True):
+        event = asyncio.run(first_event(trigger))
+    # the window (30 s from 1000.0) has long passed when the second reading comes: reverted by the guard itself
+    assert calls == ["apply", ("guard_window_end", "the fault window ended")]
+    assert (event["status"], event["readings"], event["injected_at"]) == ("ok", 2, 1000.0)
+    assert event["first_reading_at"] <= time.time()
+
+
+@pytest.mark.parametrize(("first", "latest_start", "reason"), [
+    (RED, 4000000000.0, "steady state not met before the fault: error rate 25.00 % > 1.00 %"),
+    (GREEN, 1000.0, "the guard started "),
+])
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_guard_never_applies_on_an_unhealthy_first_reading_or_too_late(first, latest_start, reason):
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=latest_start)
+    with scripted([first]), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=None)), \
+         mock.patch("resilience.triggers._apply") as apply, \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True) as revert:
+        event = asyncio.run(first_event(trigger))
+    assert apply.call_count == 0
+    assert event["status"] == "not_injected" and event["reason"].startswith(reason)
+    assert revert.call_args.args[2] == "guard_steady_state"
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_restarted_guard_does_not_apply_twice():
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=4000000000.0)
+    with scripted([GREEN]), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=1000.0)), \
+         mock.patch("resilience.triggers._apply") as apply, \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True):
+        event = asyncio.run(first_event(trigger))
+    assert apply.call_count == 0 and event["status"] == "ok" and event["resumed"] is True

@@ -56,11 +56,9 @@ def baseline(params: dict[str, Any], run_id: str, scenario: str) -> dict[str, An
 
 
 def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> dict[str, Any]:
-    """Plan, write the ledger row (admitted only while this run holds the lock and no fault is open),
-    then cause the fault. Any failure after the row is written reverts what was done, under the
-    entry's claim, before the task fails: a teardown that ends ``upstream_failed`` must not be the
-    only way back."""
-    from resilience.faults.revert import revert_entry
+    """Plan the fault and write its ledger row, admitted only while this run holds the lock and no
+    fault is open. Nothing is touched here: the guard's trigger applies the fault once its first
+    SLO reading is in and healthy, so the fault is never on while nothing watches it."""
     from resilience.ledger import InjectRefused
 
     campaign = Campaign.from_xcom(params, run_id)
@@ -78,31 +76,13 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
         log.warning("Not injecting %s: %s", scenario, exc)
         campaign.record.step(scenario, "fault", {"refused": str(exc)})
         _skip(f"{scenario} not injected: {exc}")
-    ledger_id = claim.entry_id
-    control = campaign.config.control_db_conn_id
-    log.info("Injecting %s in %s: %s (ledger #%d; ends by itself at %s if nobody reverts it)", scenario,
-             campaign.environment.name, plan, ledger_id, _utc(timeline.deadline_epoch_s))
-    started = time.time()
-    try:
-        try:
-            revert_info = fault.inject(campaign.platform, plan)
-        except Exception as exc:
-            log.exception("Inject of %s failed; reverting whatever it did (ledger #%d)", scenario, ledger_id)
-            revert_entry(control, ledger_id, "inject_failed", reason=f"{type(exc).__name__}: {exc}", held=claim)
-            raise
-        try:
-            campaign.ledger.mark_active(ledger_id, revert_info)
-            stop = campaign.ledger.still_admitted(run_id)
-            if stop:  # an Immediate Abort came while the fault went on: undo it now
-                raise InjectRefused(stop)
-            result = {"ledger_id": ledger_id, "injected_at": started, "plan": plan, "revert_info": revert_info}
-            campaign.record.step(scenario, "fault", result)
-        except Exception as exc:
-            log.error("%s is on but %s; reverting it now (ledger #%d)", scenario, exc, ledger_id)
-            revert_entry(control, ledger_id, "inject_undo", reason=f"{type(exc).__name__}: {exc}", held=claim)
-            raise
-    finally:
-        claim.release()
+    claim.release()
+    log.info("Planned %s in %s: %s (ledger #%d). The guard injects it once its first SLO reading is healthy; "
+             "it ends by itself at %s if nobody reverts it", scenario, campaign.environment.name, plan,
+             claim.entry_id, _utc(timeline.deadline_epoch_s))
+    result = {"ledger_id": claim.entry_id, "scenario": scenario, "plan": plan, "planned_at": time.time(),
+              "latest_start_epoch_s": timeline.planned_end_epoch_s - campaign.params.duration_s}
+    campaign.record.step(scenario, "plan", result)
     return result
 
 
@@ -139,6 +119,19 @@ def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, 
     return result
 
 
+def _why_not_injected(campaign: Campaign, scenario: str, guard: dict | None) -> str:
+    refused = (campaign.record.load_scenario(scenario).get("fault") or {}).get("refused")
+    if refused:
+        return refused
+    if guard and guard.get("status") == "not_injected":
+        return guard["reason"]
+    if guard and guard.get("status") == "inject_failed":
+        return f"inject failed: {guard['error']}"
+    if guard and guard.get("status") == "reverted":
+        return f"reverted by {guard['reverted_by']} before it was applied: {guard['revert_reason']}"
+    return "inject failed or did not run (see the inject and guard_slo logs)"
+
+
 def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | None, guard: dict | None,
           reverted: dict | None, recovery: dict | None) -> dict[str, Any]:
     """The scenario's verdict from what its steps reported and from the ledger (runs whatever happened
@@ -150,11 +143,11 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         _skip("dry run: baseline measured, nothing injected")
     policy = load_catalogue()[scenario].policy(campaign.params.slo_overrides)
     entries = [e for e in campaign.ledger.entries(run_id) if e.scenario == scenario]
-    refused = ((campaign.record.load_scenario(scenario).get("fault") or {}).get("refused")) if not fault else None
     last = entries[-1] if entries else None
+    injected = last is not None and last.injected_at is not None  # the ledger says the fault went on
     verdict = scenario_verdict(
-        scenario, injected=fault is not None,
-        inject_error=None if fault else (refused or "inject failed (see its log)"),
+        scenario, injected=injected,
+        inject_error=None if injected else _why_not_injected(campaign, scenario, guard),
         guard=guard, reverted=reverted is not None and (last is None or last.state == "reverted"),
         revert_error=None if reverted else (last.error if last and last.error else "revert failed (see its log)"),
         recovery=recovery, max_recovery_s=policy.max_recovery_s,

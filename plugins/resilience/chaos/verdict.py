@@ -8,7 +8,8 @@ from typing import Any
 
 STATUSES = ("passed", "failed", "aborted", "skipped")
 # reverters that end a fault before its window did: the experiment did not complete
-EARLY_REVERTERS = ("chaos_abort", "inject_failed", "inject_undo")
+EARLY_REVERTERS = ("chaos_abort", "inject_failed", "inject_undo", "not_applied", "guard_steady_state",
+                   "break_lock")
 
 
 @dataclass(frozen=True)
