@@ -272,6 +272,14 @@ def dag_files() -> list[str]:
     return sorted(p.stem for p in (PROJECT_ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
 
 
+def due_logical_date(dag: dict[str, Any], now: datetime) -> str | None:
+    """The logical date of the scheduled run that unpausing ``dag`` (a REST API DAG) would start now, if any."""
+    run_after = dag.get("next_dagrun_run_after")
+    if dag["is_paused"] and run_after and datetime.fromisoformat(run_after) <= now:
+        return dag["next_dagrun_logical_date"]
+    return None
+
+
 def trigger(api: Any, dag_id: str, conf: dict[str, Any], now: datetime | None = None) -> str:
     """Unpause ``dag_id`` and trigger one run with ``conf``; return its run id.
 
@@ -281,10 +289,7 @@ def trigger(api: Any, dag_id: str, conf: dict[str, Any], now: datetime | None = 
     dag = api.get(f"/dags/{dag_id}")
     dag.raise_for_status()
     dag = dag.json()
-    logical_date = None
-    run_after = dag.get("next_dagrun_run_after")
-    if dag["is_paused"] and run_after and datetime.fromisoformat(run_after) <= (now or datetime.now(UTC)):
-        logical_date = dag["next_dagrun_logical_date"]
+    logical_date = due_logical_date(dag, now or datetime.now(UTC))
     # our own run id makes a retry safe: a run the failed attempt did create answers 409
     run_id = f"manual__{(now or datetime.now(UTC)).isoformat()}"
     body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf}
