@@ -10,7 +10,7 @@ DEB_PKGS   := postgresql postgresql-contrib pgbackrest redis-server prometheus s
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export RESILIENCE_LAB_DIR ?= $(CURDIR)/.lab
 
-.PHONY: help deps venv lab-up lab-down lab-status up down demo test lint bench
+.PHONY: help deps venv lab-up lab-down lab-status up down demo test lint bench bench-kill-matrix
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,3 +70,6 @@ bench: venv  ## benchmarks (each brings up a lab of its own; see bench/)
 	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/abort_latency.py
 	$(BIN)/python bench/canary.py
+
+bench-kill-matrix: venv  ## SIGKILL Airflow parts at each point of each fault (60 cases, hours; filters: KILL_MATRIX_ARGS="--victims airflow --points guard")
+	$(BIN)/python bench/kill_matrix.py $(KILL_MATRIX_ARGS)
