@@ -52,3 +52,7 @@ def test_the_resilience_page_needs_an_airflow_login(real_airflow, path):
     response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code == 200, response.text[:500]
     assert "<h1>Resilience</h1>" in response.text or "locks" in response.json()
+    # the UI's nav link: the browser sends the session cookie the login page set
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    assert httpx.get(url, cookies={COOKIE_NAME_JWT_TOKEN: token}, timeout=30).status_code == 200
