@@ -92,13 +92,31 @@ def test_still_routing(views: dict, now: float, expected: list[str]) -> None:
 def test_drain_waits_for_the_balancer_to_say_off_then_for_in_flight_requests() -> None:
     clock = [100.0]
     drain = Drain(clock=lambda: clock[0])
-    drain.saw_probe("lb@a", routing=True)
+    assert drain.probe("lb@a", routing=True) is True
     drain.request_started()
     drain.start()
-    assert drain.draining
     assert drain.wait_unrouted(timeout_s=0) == ["lb@a"]
-    drain.saw_probe("lb@a", routing=False)
+    assert drain.probe("lb@a", routing=True) is False  # answered 503: the balancer will stop routing here
+    assert drain.wait_unrouted(timeout_s=0) == ["lb@a"]  # ... but has not said so yet
+    assert drain.probe("lb@a", routing=False) is False
     assert drain.wait_unrouted(timeout_s=0) == []
     assert drain.wait_idle(timeout_s=0) == 1
     drain.request_finished()
     assert drain.wait_idle(timeout_s=0) == 0
+
+
+def test_a_ready_answer_to_an_off_probe_means_the_balancer_routes_here_next() -> None:
+    """A replica just (re)started is probed with "off" and answers 200: the balancer routes to it from then on."""
+    drain = Drain(clock=lambda: 100.0)
+    assert drain.probe("lb@a", routing=False) is True
+    drain.start()
+    assert drain.wait_unrouted(timeout_s=0) == ["lb@a"]
+
+
+def test_a_balancer_gone_silent_is_not_waited_for() -> None:
+    clock = [100.0]
+    drain = Drain(clock=lambda: clock[0])
+    drain.probe("lb@a", routing=True)
+    drain.start()
+    clock[0] += 3.0
+    assert drain.wait_unrouted(timeout_s=0) == []

@@ -135,9 +135,12 @@ class Handler(BaseHTTPRequestHandler):
         app, drain = self.server.app, self.server.drain
         started = time.perf_counter()
         url = urlsplit(self.path)
-        if method == "GET" and url.path == "/health" and (lb := self.headers.get(LB_NAME_HEADER)):
-            drain.saw_probe(lb, self.headers.get(LB_ROUTING_HEADER, "on") != "off")
-        if drain.draining and method == "GET" and url.path == "/health":
+        readiness = method == "GET" and url.path == "/health"
+        if readiness and (lb := self.headers.get(LB_NAME_HEADER)):
+            ready = drain.probe(lb, self.headers.get(LB_ROUTING_HEADER, "on") != "off")
+        else:
+            ready = not drain.draining
+        if readiness and not ready:
             status, data, content_type = 503, b'{"status": "draining"}', "application/json"
         else:
             status, data, content_type = self._respond(app, method, url.path, url.query)
@@ -252,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     serve(config)
-    return 0
+    # Drained: nothing is left to finish. Interpreter finalization with daemon handler threads still
+    # holding connections took 1-2 s on a loaded machine (and can deadlock on a lock such a thread
+    # holds), all of it inside the grace period: exit now, logs flushed.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

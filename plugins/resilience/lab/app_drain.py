@@ -37,10 +37,16 @@ class Drain:
         self._in_flight = 0
         self.draining = False
 
-    def saw_probe(self, lb: str, routing: bool) -> None:
+    def probe(self, lb: str, routing: bool) -> bool:
+        """A readiness probe from balancer ``lb`` saying whether it routes here: answer ready (True) or not.
+
+        A ready answer makes the balancer route here from now on, whatever the probe said, so the view
+        is ``routing or ready``; decided under the lock, so a SIGTERM cannot fall between the two."""
         with self._cond:
-            self._views[lb] = (self._clock(), routing)
+            ready = not self.draining
+            self._views[lb] = (self._clock(), routing or ready)
             self._cond.notify_all()
+            return ready
 
     def start(self) -> None:
         """Readiness goes to 503 from now on (the replica still serves)."""
