@@ -47,7 +47,7 @@ down:  ## stop Airflow standalone and the lab
 
 demo: lab-up  ## drill, short chaos campaign, then lose the primary region: DR activation and failback; verdicts + reports
 	$(BIN)/resilience airflow down
-	$(BIN)/resilience airflow up --no-schedules
+	$(BIN)/resilience airflow up
 	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}' && \
 	  $(BIN)/resilience airflow run chaos_campaign \
 	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 20}' && \
