@@ -31,6 +31,7 @@ from typing import Any
 
 from resilience.lab import redis_server
 from resilience.lab.daemons import pid_matches, start_daemon
+from resilience.lab.jsonfile import write_json
 from resilience.lab.layout import LabLayout
 
 log = logging.getLogger("resilience.lab.deadman")
@@ -54,11 +55,7 @@ def read_record(layout: LabLayout, name: str) -> dict[str, Any] | None:
 
 
 def _write_record(layout: LabLayout, name: str, record: dict[str, Any]) -> None:
-    path = record_file(layout, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    tmp.replace(path)
+    write_json(record_file(layout, name), record)
 
 
 def _check(name: str, action: str, at_epoch_s: float, now_s: float) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from resilience.lab.daemons import wait_for
 from resilience.lab.errors import LabError
+from resilience.lab.jsonfile import write_json
 from resilience.lab.layout import LabLayout
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,7 @@ def start(layout: LabLayout, name: str, limit_mb: int, hog_mb: int,
 
 
 def _write_record(layout: LabLayout, name: str, record: dict[str, Any]) -> None:
-    path = record_file(layout, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    tmp.replace(path)
+    write_json(record_file(layout, name), record)
 
 
 def _cgroup(layout: LabLayout, name: str) -> Path | None:

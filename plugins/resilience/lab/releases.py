@@ -16,6 +16,7 @@ import re
 import time
 from typing import Any
 
+from resilience.lab.jsonfile import write_json
 from resilience.lab.layout import LabLayout
 
 ENV_RELEASE = "RESILIENCE_APP_RELEASE"
@@ -77,11 +78,7 @@ def read_history(layout: LabLayout, region: str) -> list[Entry]:
 
 
 def write_history(layout: LabLayout, region: str, history: list[Entry]) -> None:
-    path = layout.releases_file(region)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(history, indent=1) + "\n")
-    tmp.replace(path)
+    write_json(layout.releases_file(region), history, indent=1)
 
 
 def ensure_history(layout: LabLayout, region: str) -> list[Entry]:

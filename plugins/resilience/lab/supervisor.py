@@ -44,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from resilience.lab.daemons import pid_matches, stop_pid
+from resilience.lab.jsonfile import write_json
 from resilience.lab.lab_exporter import ComponentProbes, HttpProbe, serve_metrics
 from resilience.lab.layout import HOST, REGIONS, LabLayout, resolve_layout, validate_port_base
 from resilience.lab.password import read_password
@@ -68,10 +69,8 @@ def termination_request_file(layout: LabLayout, name: str) -> Path:
 
 def request_termination(layout: LabLayout, name: str, pid: int, grace_period_s: int) -> None:
     """Ask the supervisor to delete replica ``name`` (process ``pid``) gracefully, like a pod deletion."""
-    path = termination_request_file(layout, name)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"pid": pid, "grace_period_s": grace_period_s, "requested_at": time.time()}) + "\n")
-    tmp.replace(path)
+    write_json(termination_request_file(layout, name),
+               {"pid": pid, "grace_period_s": grace_period_s, "requested_at": time.time()})
 
 
 def withdraw_termination(layout: LabLayout, name: str) -> None:
