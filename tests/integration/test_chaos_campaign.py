@@ -20,15 +20,12 @@ import psycopg
 import pytest
 
 from tests.fakes.slack import SlackWebhookServer
+from tests.integration.dagkit import load_dag
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_dag(dag_id):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py")).get_dag(dag_id)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 
 from tests.fakes.slack import SlackWebhookServer
 from tests.fakes.statuspage import StatuspageServer
+from tests.integration.dagkit import load_dag
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +44,6 @@ def fakes(lab):
             os.environ.pop("AIRFLOW_CONN_RESILIENCE_SLACK", None)
 
 
-def load_dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py")).get_dag(dag_id)
-    dag.deadline = None  # apache/airflow#73428: dag.test() fails after a run with `deadline=`
-    return dag
 
 
 def report_of(dagrun) -> dict:
