@@ -130,8 +130,11 @@ def campaign_params() -> dict[str, Any]:
         "max_recovery_s": slo("Max recovery (seconds)",
                               "Fail a scenario whose SLOs are not green this long after the revert.", 3600),
         "scenario_options": Param({}, type="object", title="Scenario options",
-                                  description='Per-scenario options as JSON, e.g. {"s3-5xx": {"error_rate": 0.5}, '
-                                              '"pod-kill": {"percent": 50}}. Empty: scenarios.yaml defaults.',
+                                  description='Per-scenario options as JSON, e.g. {"s3-5xx": {"error_rate": 0.5, '
+                                              '"status": 503}, "pod-kill": {"percent": 50, "grace_period_s": 30}}. '
+                                              'pod-kill deletes gracefully (leaves the load balancer, drains, '
+                                              'SIGKILL after grace_period_s); {"force": true} or grace 0 kills at '
+                                              'once. Empty: scenarios.yaml defaults.',
                                   section="Advanced"),
         "allow_production": Param(False, type="boolean", title="Allow production",
                                   description="Required (with the environment's chaos.enabled) to touch production.",
