@@ -211,17 +211,21 @@ def test_preflight_refuses_while_another_run_holds_the_lock(campaign_dag, lab):
 
 def test_preflight_refuses_an_unhealthy_system(campaign_dag, lab):
     from resilience.lab import control
-    from resilience.lab.state import load_lab_state
+    from resilience.lab.fleet import SUPERVISOR, is_running
+    from resilience.lab.state import layout_of, load_lab_state
 
     state = load_lab_state()
-    stopped = [control.replicas(state)[name]["pid"] for name in ("app-1", "app-2")]
+    # the supervisor first: it would replace replicas that stop answering (liveness) and heal the system
+    stopped = [is_running(layout_of(state), SUPERVISOR)]
+    stopped += [control.replicas(state)[name]["pid"] for name in ("app-1", "app-2")]
+    assert None not in stopped
     for pid in stopped:
         os.kill(pid, signal.SIGSTOP)  # alive but not answering: not ready
     before = ledger_rows(lab)
     try:
         dagrun, states = run(campaign_dag, environment="lab", scenarios=["pod-kill"], duration=10)
     finally:
-        for pid in stopped:
+        for pid in reversed(stopped):  # replicas before the supervisor: they answer again before it probes
             os.kill(pid, signal.SIGCONT)
     assert states["preflight"] == "failed"
     assert ledger_rows(lab) == before
