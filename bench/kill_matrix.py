@@ -58,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,7 @@ class Case:
     planned_end_epoch_s: float | None = None
     restarted_s: float | None = None  # kill -> what was restarted answers again
     back_s: float | None = None  # kill -> lab at baseline and no open ledger entry
+    lab_back_s: float | None = None  # kill -> lab at baseline (a dead-man switch may end the fault first)
     back_vs_planned_end_s: float | None = None
     reverted_vs_planned_end_s: float | None = None  # ledger reverted_at - (injected_at + duration)
     baseline: dict[str, bool] = field(default_factory=dict)
@@ -243,8 +245,10 @@ def victims(sa: Any, victim: str, running_ti_ids: list[str]) -> list[int]:
     if victim == "airflow":
         return ours
     if victim == "triggerer":
+        # the triggerer and its trigger runner, never a lab daemon a trigger started (a revert's Redis, a
+        # memory hog): those are its children here only because the lab runs them as plain processes
         roots = [p for p in ours if " triggerer" in _argv(p)]
-        return sorted({q for p in roots for q in _tree(p)})
+        return sorted({q for p in roots for q in _tree(p) if q in ours})
     return [p for p in ours if any(_argv(p).startswith(f"airflow worker -- {ti}") for ti in running_ti_ids)]
 
 
@@ -381,7 +385,10 @@ def watch_back(case: Case, lab: dict[str, Any], timeout_s: float) -> None:
         at = time.time()
         try:
             clean = not any(r["state"] != "reverted" for r in ledger_rows(lab, case.run_id))
-            if clean and all(lab_health(lab).values()):
+            healthy = all(lab_health(lab).values())
+            if healthy and case.lab_back_s is None:
+                case.lab_back_s = at - case.kill_epoch_s
+            if clean and healthy:
                 case.back_s = at - case.kill_epoch_s
                 return
         except Exception as exc:  # a check that fails is a "not yet"
@@ -448,10 +455,11 @@ def fmt(value: float | None) -> str:
 
 
 def table(cases: list[Case]) -> str:
-    lines = ["| fault | kill point | victim | killed | back at baseline + ledger clean (s from kill) "
+    lines = ["| fault | kill point | victim | killed | lab at baseline (s from kill) "
+             "| back at baseline + ledger clean (s from kill) "
              "| back vs planned end (s) | reverted vs planned end (s) | reverted by | completed reverts "
              "| ledger clean | run state / record / scenario verdict | verdict not passed | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cases:
         by = ", ".join(f"#{e['id']} {e['reverted_by']}" for e in c.ledger) or "-"
         reverts = ", ".join(f"#{i}: {n}" for i, n in c.completed_reverts.items()) or "-"
@@ -459,11 +467,23 @@ def table(cases: list[Case]) -> str:
         run = f"{c.run_state}{' (forced failed)' if c.forced_failed else ''} / {c.record_status} / " \
               f"{c.scenario_verdict}"
         lines.append(f"| {c.fault} | {c.point} | {c.victim} | {len(c.killed_pids) if c.reached else 'n/a'} "
-                     f"| {back} | {fmt(c.back_vs_planned_end_s)} | {fmt(c.reverted_vs_planned_end_s)} "
+                     f"| {fmt(c.lab_back_s)} | {back} | {fmt(c.back_vs_planned_end_s)} "
+                     f"| {fmt(c.reverted_vs_planned_end_s)} "
                      f"| {by} | {reverts} "
                      f"| {'yes' if c.ledger_clean else 'NO'} | {run} | {'yes' if c.verdict_ok else 'NO'} "
                      f"| {c.note} |")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def reused_lab(lab_dir: Path) -> Iterator[dict[str, Any]]:
+    """A lab a previous invocation kept (``--keep-lab``), used as it is: ``lab up`` on a lab whose fault
+    was just reverted may find a component still coming back and refuse."""
+    lab = json.loads((lab_dir / "lab.json").read_text())
+    os.environ["RESILIENCE_LAB_DIR"] = str(lab_dir)
+    for conn_id, uri in lab["connections"].items():
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = uri
+    yield lab
 
 
 def _pick(raw: str | None, allowed: tuple[str, ...], name: str) -> list[str]:
@@ -503,7 +523,8 @@ def main() -> int:
     os.environ.update({"AIRFLOW_HOME": str(home), "RESILIENCE_REPORT_DIR": str(home / "reports")})
     sa = airflow_local.Standalone(home, args.airflow_port)
     done: list[Case] = []
-    with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:
+    kept = bool(args.keep_lab and args.lab_dir and (Path(args.lab_dir) / "lab.json").exists())
+    with reused_lab(Path(args.lab_dir)) if kept else own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:
         try:
             airflow_local.up(sa, lab, timeout_s=600)
             api = Api(sa)
