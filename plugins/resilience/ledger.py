@@ -65,6 +65,8 @@ ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS revert_reason text;
 ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS claim_token text;
 ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS claimed_by text;
 ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS claim_until timestamptz;
+-- the guard's last reading of this fault: a gap between two is time the fault ran unwatched
+ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS guard_seen_at timestamptz;
 CREATE INDEX IF NOT EXISTS fault_ledger_open ON fault_ledger (state) WHERE state <> 'reverted';
 CREATE TABLE IF NOT EXISTS run_locks (
     name         text PRIMARY KEY,
@@ -306,6 +308,18 @@ class Ledger:
         self.ensure_schema()
         return [LedgerEntry(*row) for row in self._execute(
             f"SELECT {', '.join(COLUMNS)} FROM fault_ledger WHERE run_id = %s ORDER BY id", (run_id,))]
+
+    def guard_seen(self, entry_id: int) -> tuple[str, str | None, str | None, float | None, float | None]:
+        """The guard watched the fault just now: (state, reverted_by, revert_reason, reverted_at, the
+        previous time it watched) — epoch seconds; None when unknown."""
+        rows = self._execute(
+            "UPDATE fault_ledger f SET guard_seen_at = clock_timestamp()"
+            " FROM (SELECT id, guard_seen_at AS prev FROM fault_ledger WHERE id = %s FOR UPDATE) o"
+            " WHERE f.id = o.id RETURNING f.state, f.reverted_by, f.revert_reason,"
+            " extract(epoch FROM f.reverted_at)::float, extract(epoch FROM o.prev)::float", (entry_id,))
+        if not rows:
+            raise LookupError(f"no ledger entry #{entry_id}")
+        return rows[0]
 
     def expired_entries(self) -> list[LedgerEntry]:
         """Open entries past their planned life: orphans whatever their run's state says."""

@@ -118,7 +118,12 @@ class SloGuardTrigger(_PrometheusWatch):
             for metric, value in reading.to_dict().items():
                 if isinstance(value, float):
                     worst[metric] = value if metric not in worst else _worse(metric, worst[metric], value)
-            closed = await self._closed_elsewhere()
+            closed, gap_s = await self._watch_ledger(at)
+            if gap_s is not None and gap_s > self._max_gap_s() and window_end is not None:
+                # the triggerer died or stalled with the fault on: that stretch was not watched
+                applied["unguarded_s"] = max(gap_s, applied.get("unguarded_s", 0.0))
+                self.log.warning("The guard did not watch ledger #%s for %.1f s (triggerer restarted or stalled)",
+                                 self.revert_ledger_id, gap_s)
             if closed:  # an abort, a sweep, or this guard before a triggerer restart: the ledger has the truth
                 self.log.warning("Ledger #%s was reverted by %s (%s): the guard stops", self.revert_ledger_id,
                                  closed["reverted_by"], closed["revert_reason"])
@@ -141,6 +146,7 @@ class SloGuardTrigger(_PrometheusWatch):
                     return
                 applied["first_reading_at"] = at
                 window_end = datetime.fromtimestamp(applied["injected_at"] + self.duration_s, UTC)
+                await self._watch_ledger(time.time())  # applying took a while: the next gap starts now
                 self.log.info("Steady state held (%s); fault applied, guarding until %s", verdict.reason,
                               window_end.isoformat(timespec="seconds"))
                 continue
@@ -174,15 +180,20 @@ class SloGuardTrigger(_PrometheusWatch):
         entry = await asyncio.to_thread(ledger_for(self.control_conn_id).get, self.revert_ledger_id)
         return entry.injected_at.timestamp() if entry.state != "injecting" and entry.injected_at else None
 
-    async def _closed_elsewhere(self) -> dict[str, Any] | None:
-        """Who reverted the fault, when it is no longer open (None while it is, or cannot be read)."""
+    def _max_gap_s(self) -> float:
+        """Longest pause between two readings that still counts as watched (a slow query, a busy loop)."""
+        return max(3 * self.poll_interval_s, 3.0)
+
+    async def _watch_ledger(self, at: float) -> tuple[dict[str, Any] | None, float | None]:
+        """Record this reading in the ledger; (who reverted the fault if it is closed, seconds since the
+        previous reading of any guard of it). (None, None) when the ledger cannot be read."""
         if self.revert_ledger_id is None:
-            return None
+            return None, None
         try:
-            return await asyncio.to_thread(ledger_closure, self.control_conn_id, self.revert_ledger_id)
+            return await asyncio.to_thread(ledger_watch, self.control_conn_id, self.revert_ledger_id, at)
         except Exception as exc:  # the guard goes on: the Prometheus readings still protect the system
             self.log.warning("Could not read ledger #%s: %s", self.revert_ledger_id, exc)
-            return None
+            return None, None
 
     async def _revert(self, reason: str, by: str = "guard_slo") -> dict[str, Any] | None:
         if self.revert_ledger_id is None:
@@ -202,15 +213,15 @@ def _apply(control_conn_id: str, ledger_id: int) -> dict[str, Any]:
     return apply_entry(control_conn_id, ledger_id, "guard_slo")
 
 
-def ledger_closure(control_conn_id: str, ledger_id: int) -> dict[str, Any] | None:
-    """``{"reverted_by", "revert_reason", "reverted_at"}`` once the entry is reverted, else None."""
+def ledger_watch(control_conn_id: str, ledger_id: int, at: float) -> tuple[dict[str, Any] | None, float | None]:
+    """Mark the fault watched now; (``{"reverted_by", "revert_reason", "reverted_at"}`` once it is
+    reverted else None, seconds since the previous reading or None for the first)."""
     from resilience.ledger import ledger_for
 
-    entry = ledger_for(control_conn_id).get(ledger_id)
-    if entry.state != "reverted":
-        return None
-    return {"reverted_by": entry.reverted_by, "revert_reason": entry.revert_reason,
-            "reverted_at": entry.reverted_at.timestamp() if entry.reverted_at else None}
+    state, reverted_by, reason, reverted_at, previous = ledger_for(control_conn_id).guard_seen(ledger_id)
+    closed = {"reverted_by": reverted_by, "revert_reason": reason, "reverted_at": reverted_at} \
+        if state == "reverted" else None
+    return closed, None if previous is None else max(0.0, at - previous)
 
 
 class SloRecoveryTrigger(_PrometheusWatch):

@@ -43,6 +43,10 @@ def verdict(**kw):
         ({"reverted_by": "inject_undo", "revert_reason": "InjectRefused: lock taken"}, "aborted",
          "reverted early by inject_undo: InjectRefused: lock taken"),
         ({"reverted_by": "pod_kill.revert_pod_kill"}, "passed", "SLOs held; recovered in 4.0 s"),
+        ({"guard": {**OK_GUARD, "resumed": True, "unguarded_s": 41.6}}, "aborted",
+         "the SLOs were not watched for 42 s while the fault was on (the triggerer restarted or stalled): "
+         "cannot be judged"),
+        ({"guard": {**BREACH, "unguarded_s": 41.6}}, "failed", "SLO breached: error rate 12.50 % > 1.00 % (by 11.50)"),
     ],
 )
 def test_scenario_verdict(kw, status, reason):

@@ -63,8 +63,8 @@ def test_guard_needs_the_control_connection_to_revert():
 @pytest.fixture(autouse=True)
 def open_ledger_entry():
     """The guarded fault stays open in the ledger unless a test says otherwise."""
-    with mock.patch("resilience.triggers.ledger_closure", return_value=None) as closure:
-        yield closure
+    with mock.patch("resilience.triggers.ledger_watch", return_value=(None, 1.0)) as watch:
+        yield watch
 
 
 async def first_event(trigger):
@@ -140,8 +140,8 @@ def test_recovery_times_out_red():
 def test_guard_stops_when_the_ledger_says_someone_else_reverted(open_ledger_entry):
     """A restarted triggerer's fresh trigger must not report "ok" for a fault its guard already reverted."""
     trigger = SloGuardTrigger(**ARGS, revert_ledger_id=7, control_conn_id="ctl")
-    open_ledger_entry.side_effect = [None, {"reverted_by": "guard_slo", "revert_reason": "error rate 9 % > 1 %",
-                                            "reverted_at": 1000.0}]
+    open_ledger_entry.side_effect = [(None, 1.0), ({"reverted_by": "guard_slo", "revert_reason": "error rate 9 % > 1 %",
+                                                    "reverted_at": 1000.0}, 1.0)]
     with scripted([GREEN, GREEN, GREEN]), mock.patch("resilience.faults.revert.revert_entry") as revert:
         event = asyncio.run(first_event(trigger))
     assert revert.call_count == 0
@@ -193,3 +193,26 @@ def test_a_restarted_guard_does_not_apply_twice():
          mock.patch("resilience.faults.revert.revert_entry", return_value=True):
         event = asyncio.run(first_event(trigger))
     assert apply.call_count == 0 and event["status"] == "ok" and event["resumed"] is True
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_resumed_guard_reports_how_long_the_fault_ran_unwatched(open_ledger_entry):
+    """The triggerer died mid-fault: its replacement's first reading comes 40 s after the last one."""
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=4000000000.0)
+    open_ledger_entry.side_effect = [(None, 40.0), (None, 1.0)]
+    with scripted([GREEN, GREEN]), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=1000.0)), \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True):
+        event = asyncio.run(first_event(trigger))
+    assert (event["status"], event["resumed"], event["unguarded_s"]) == ("ok", True, 40.0)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_short_pause_between_readings_is_still_watched(open_ledger_entry):
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=4000000000.0)
+    open_ledger_entry.side_effect = [(None, 3.0)]
+    with scripted([GREEN]), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=1000.0)), \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True):
+        event = asyncio.run(first_event(trigger))
+    assert event["status"] == "ok" and "unguarded_s" not in event

@@ -56,6 +56,10 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
                                f"{revert_reason or 'no reason recorded'}", recovery_s)
     if guard is None:
         return ScenarioVerdict(scenario, "aborted", "the SLO guard did not report", recovery_s)
+    if guard["status"] != "breach" and guard.get("unguarded_s"):
+        return ScenarioVerdict(scenario, "aborted", f"the SLOs were not watched for {guard['unguarded_s']:.0f} s "
+                               "while the fault was on (the triggerer restarted or stalled): cannot be judged",
+                               recovery_s)
     if guard["status"] == "breach":
         breaches = guard["verdict"]["breaches"]
         return ScenarioVerdict(scenario, "failed", "SLO breached: " + "; ".join(_overshoot(b) for b in breaches),
