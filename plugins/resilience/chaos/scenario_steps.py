@@ -69,6 +69,7 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
     plan = fault.plan(campaign.platform, options)
     timeline = fault_timeline(time.time(), campaign.params.duration_s, campaign.environment.orphan_grace_s)
     plan["deadline_epoch_s"] = timeline.deadline_epoch_s
+    plan["duration_s"] = campaign.params.duration_s  # the guard tightens the deadline to it when it applies
     try:
         claim = campaign.ledger.admit(run_id, dag_id, campaign.environment.name, scenario, plan,
                                       timeline.expires_in_s, owner=f"inject_{scenario}:{run_id}")

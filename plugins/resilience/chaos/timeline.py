@@ -32,3 +32,10 @@ def fault_timeline(now_epoch_s: float, duration_s: float, orphan_grace_s: float)
     planned_end = now_epoch_s + GUARD_START_BUDGET_S + duration_s
     deadline = planned_end + DEADMAN_MARGIN_S
     return FaultTimeline(planned_end, deadline, deadline - now_epoch_s + REVERT_BUDGET_S + orphan_grace_s)
+
+
+def applied_deadline(planned_deadline_epoch_s: float, applied_at_epoch_s: float, duration_s: float) -> float:
+    """The dead-man deadline once the fault is really applied: its window plus the margin, never later
+    than the planned one. The guard applies the fault seconds after planning; the platform's switch
+    must not wait out the whole guard start budget when all of Airflow is dead."""
+    return min(planned_deadline_epoch_s, applied_at_epoch_s + duration_s + DEADMAN_MARGIN_S)

@@ -13,7 +13,17 @@ import logging
 import time
 from typing import Any
 
+from resilience.chaos.timeline import applied_deadline
+from resilience.faults.deadline import DEADLINE_KEY
+
 log = logging.getLogger(__name__)
+
+
+def applied_plan(plan: dict[str, Any], now_s: float) -> dict[str, Any]:
+    """The plan with its dead-man deadline tightened to the real window (see ``applied_deadline``)."""
+    if DEADLINE_KEY not in plan or "duration_s" not in plan:
+        return plan
+    return {**plan, DEADLINE_KEY: applied_deadline(float(plan[DEADLINE_KEY]), now_s, float(plan["duration_s"]))}
 
 
 class NotApplied(RuntimeError):
@@ -40,15 +50,18 @@ def apply_entry(control_conn_id: str, ledger_id: int, by: str) -> dict[str, Any]
             raise NotApplied(f"not applying ledger #{ledger_id}: {stop}")
         fault = get_fault(entry.scenario)
         platform = get_platform(load_config().environment(entry.environment))
-        log.info("Injecting %s in %s (ledger #%d): %s", entry.scenario, entry.environment, ledger_id, entry.plan)
         injected_at = time.time()
+        plan = applied_plan(entry.plan, injected_at)
+        log.info("Injecting %s in %s (ledger #%d): %s", entry.scenario, entry.environment, ledger_id, plan)
         try:
-            revert_info = fault.inject(platform, entry.plan)
+            revert_info = fault.inject(platform, plan)
         except Exception as exc:
             log.exception("Inject of %s failed; reverting whatever it did (ledger #%d)", entry.scenario, ledger_id)
             revert_entry(control_conn_id, ledger_id, "inject_failed", reason=f"{type(exc).__name__}: {exc}",
                          held=claim)
             raise
+        if DEADLINE_KEY in plan:
+            revert_info = {**revert_info, DEADLINE_KEY: plan[DEADLINE_KEY]}  # the switch actually set
         try:
             ledger.mark_active(ledger_id, revert_info)
             stop = ledger.still_admitted(entry.run_id)
