@@ -48,6 +48,15 @@ def _resilience(*args: str, check: bool = True) -> subprocess.CompletedProcess[s
                           check=check, timeout=300)
 
 
+def _postgres_logs(lab_dir: Path, tail_lines: int = 40) -> str:
+    """The last lines of every PostgreSQL log of the lab, for a failure message."""
+    parts = []
+    for log in sorted(lab_dir.glob("pg/*/postgres.log")):
+        lines = log.read_text(errors="replace").splitlines()[-tail_lines:]
+        parts.append(f"--- {log} (last {len(lines)} lines)\n" + "\n".join(lines))
+    return "\n".join(parts)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The local lab, up for the whole session in its own directory and ports; down (purged) after.
@@ -60,8 +69,9 @@ def lab():
     common = ["--lab-dir", str(lab_dir), "--port-base", str(LAB_PORT_BASE)]
     up = _resilience("lab", "up", *common, check=False)
     if up.returncode != 0:
+        logs = _postgres_logs(lab_dir)  # read before the purge: why a node stopped is only there
         _resilience("lab", "down", "--purge", *common, check=False)
-        pytest.fail(f"lab up failed:\n{up.stdout}\n{up.stderr}")
+        pytest.fail(f"lab up failed:\n{up.stdout}\n{up.stderr}\n{logs}")
     state = json.loads((lab_dir / "lab.json").read_text())
     saved = dict(os.environ)
     os.environ["RESILIENCE_LAB_DIR"] = str(lab_dir)
