@@ -359,10 +359,6 @@ class Ledger:
             self._lock_event(name, "released", run_id, rows[0][0], run_id, "")
         return bool(rows)
 
-    def locks(self) -> list[tuple[str, str, str, datetime]]:
-        self.ensure_schema()
-        return self._execute("SELECT name, run_id, dag_id, acquired_at FROM run_locks ORDER BY name")
-
     def held_locks(self) -> list[HeldLock]:
         self.ensure_schema()
         return [HeldLock(*row) for row in self._execute(
