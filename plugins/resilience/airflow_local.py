@@ -8,6 +8,7 @@ instance: its AIRFLOW_HOME (metadata DB, logs, generated password) and its API p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from resilience.config import PROJECT_ROOT
 
@@ -77,10 +79,12 @@ def airflow_env(sa: Standalone, lab_state: dict[str, Any] | None, schedules: boo
         # standalone starts its components as `airflow ...` subprocesses: the venv's bin must come first
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(sa.home),
-        # the metadata DB lives in this home: an inherited one (a test process's own) would be shared.
-        # SQLite takes one writer at a time; wait up to 30 s for the lock, not sqlite3's 5 s (a busy
-        # 2-core machine saw an API call fail with "database is locked" after 5 s)
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{sa.home / 'airflow.db'}?timeout=30",
+        # the metadata DB belongs to this home: an inherited one (a test process's own) would be shared
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db_uri(sa, lab_state),
+        # scheduler, API server, DAG processor and triggerer each keep a pool: 4 x (2 + 4) connections
+        # at most on the lab's control-plane server, which the DAGs' own ledger connections share
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -104,6 +108,39 @@ def airflow_env(sa: Standalone, lab_state: dict[str, Any] | None, schedules: boo
         for conn_id, uri in lab_state["connections"].items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = uri
     return env
+
+
+def metadata_db_name(sa: Standalone) -> str:
+    """The metadata database of this home on the lab's control-plane server (one per AIRFLOW_HOME)."""
+    return f"airflow_{hashlib.sha1(str(sa.home).encode()).hexdigest()[:12]}"
+
+
+def metadata_db_uri(sa: Standalone, lab_state: dict[str, Any] | None) -> str:
+    """PostgreSQL on the lab's control-plane server; SQLite in the home when there is no lab.
+
+    SQLite takes one writer at a time: on a busy 2-core machine a trigger POST waited more than
+    30 s for the lock the scheduler held. PostgreSQL is what Airflow supports for concurrent use."""
+    if not lab_state:
+        return f"sqlite:///{sa.home / 'airflow.db'}?timeout=30"
+    db = lab_state["control_db"]
+    return (f"postgresql+psycopg2://{db['user']}:{quote(db['password'], safe='')}@{db['host']}:{db['port']}"
+            f"/{metadata_db_name(sa)}")
+
+
+def ensure_metadata_db(sa: Standalone, lab_state: dict[str, Any] | None) -> None:
+    """Create this home's metadata database on the lab's control-plane server if it is missing
+    (``airflow standalone`` migrates it; it cannot create it)."""
+    if not lab_state:
+        return
+    import psycopg
+    from psycopg import sql
+
+    db, name = lab_state["control_db"], metadata_db_name(sa)
+    with psycopg.connect(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
+                         dbname="postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            log.info("Created the Airflow metadata database %s on the control-plane PostgreSQL", name)
 
 
 def ensure_password(sa: Standalone) -> Path:
@@ -134,6 +171,7 @@ def up(sa: Standalone, lab_state: dict[str, Any] | None, timeout_s: float = 120,
         return
     sa.home.mkdir(parents=True, exist_ok=True)
     ensure_password(sa)
+    ensure_metadata_db(sa, lab_state)
     env = airflow_env(sa, lab_state, schedules)
     airflow = str(Path(sys.executable).with_name("airflow"))
     log.info("Starting airflow standalone in %s (it migrates its metadata DB first; log %s)", sa.home, sa.logfile)
@@ -286,6 +324,8 @@ def trigger(api: Any, dag_id: str, conf: dict[str, Any], now: datetime | None = 
     Unpausing a scheduled DAG makes the scheduler start its latest interval at once (a full
     campaign with default Params, ahead of ours). When that interval is due, our run takes its
     logical date: the scheduler finds the run there and skips it."""
+    import httpx
+
     dag = api.get(f"/dags/{dag_id}")
     dag.raise_for_status()
     dag = dag.json()
@@ -294,7 +334,13 @@ def trigger(api: Any, dag_id: str, conf: dict[str, Any], now: datetime | None = 
     run_id = f"manual__{(now or datetime.now(UTC)).isoformat()}"
     body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf}
     for attempt in range(3):
-        response = api.post(f"/dags/{dag_id}/dagRuns", json=body)
+        try:
+            response = api.post(f"/dags/{dag_id}/dagRuns", json=body)
+        except httpx.TimeoutException:
+            if attempt == 2:
+                raise
+            log.warning("Trigger of %s timed out (attempt %d of 3): retrying", dag_id, attempt + 1)
+            continue
         if response.status_code < 500 or attempt == 2:
             break
         log.warning("Trigger of %s answered HTTP %d (attempt %d of 3): retrying", dag_id, response.status_code,

@@ -56,3 +56,21 @@ def test_the_resilience_page_needs_an_airflow_login(real_airflow, path):
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 
     assert httpx.get(url, cookies={COOKIE_NAME_JWT_TOKEN: token}, timeout=30).status_code == 200
+
+
+def test_the_metadata_db_is_postgresql_on_the_lab(real_airflow):
+    """Airflow's own state lives in this home's database on the control-plane PostgreSQL, not in a SQLite
+    file (one writer at a time: a trigger once waited 30 s behind the scheduler on a busy machine)."""
+    import psycopg
+
+    from resilience import airflow_local
+
+    sa, db = real_airflow.sa, real_airflow.lab["control_db"]
+
+    def sweeps() -> int:
+        with psycopg.connect(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
+                             dbname=airflow_local.metadata_db_name(sa)) as conn:
+            return conn.execute("SELECT count(*) FROM dag_run WHERE dag_id = 'chaos_abort'").fetchone()[0]
+
+    assert real_airflow.wait_for(sweeps, 300, "a chaos_abort run in the PostgreSQL metadata DB") >= 1
+    assert not (sa.home / "airflow.db").exists(), "a SQLite metadata DB was created in the home"

@@ -91,7 +91,7 @@ def base_settings(cluster: ClusterPaths) -> dict[str, object]:
         "listen_addresses": HOST,
         "port": cluster.port,
         "unix_socket_directories": str(cluster.socket_dir),
-        "max_connections": 60,
+        "max_connections": 120,  # the control-plane server also holds the Airflow metadata DB of `airflow up`
         "shared_buffers": "32MB",
         "password_encryption": "scram-sha-256",
         "wal_level": "replica",
