@@ -126,6 +126,46 @@ def test_postgres_failover_moves_writes_and_rebuild_restores_two_nodes(platform,
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("promoted", [False, True], ids=["killed-after-the-stop", "killed-after-the-promote"])
+def test_a_failover_killed_half_way_is_finished_by_its_revert(platform, lab, promoted):
+    """The inject's process dies between stopping the primary and recording the promotion (SIGKILL
+    of the guard's triggerer, say): the revert must leave a writable primary, a streaming replica
+    and the old primary as that replica, never two primaries and never a down one."""
+    from resilience.lab import pg_replication
+    from resilience.lab.state import layout_of, load_lab_state
+
+    before = platform.database_roles()
+    assert before["primary_up"] and before["replica_streaming"]
+    state = load_lab_state()
+    marker = f"half-way-{uuid.uuid4().hex[:8]}@chaos.test"
+    with psycopg.connect(state["app_db"]["read_write_dsn"], autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, 'half-way')", (marker,))
+        lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        # the marker is on the replica before the crash, so the failover has it
+        deadline = time.monotonic() + 10
+        while not conn.execute("SELECT bool_and(replay_lsn >= %s) FROM pg_stat_replication", (lsn,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the replica never replayed the marker"
+            time.sleep(0.1)
+    fault = get_fault("postgres-failover")
+    plan = fault.plan(platform, {})
+    layout = layout_of(state)
+    pg_replication.stop_immediate(layout.node(before["primary"]))  # what failover() does first...
+    if promoted:
+        pg_replication.promote(layout.node(before["replica"]))  # ...then this, and the roles file is next
+    assert not platform.database_roles()["primary_up"] or promoted
+
+    roles = fault.revert(platform, plan, {})["roles"]
+
+    assert (roles["primary"], roles["replica"]) == (before["replica"], before["primary"])
+    assert roles["primary_up"] and roles["replica_streaming"], roles
+    after = load_lab_state()["app_db"]
+    for node, recovering in (("primary", False), ("replica", True)):
+        with psycopg.connect(host="127.0.0.1", port=after[node]["port"], dbname="app", user="postgres",
+                             password=after["password"]) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is recovering, node
+            assert conn.execute("SELECT count(*) FROM accounts WHERE email = %s", (marker,)).fetchone()[0] == 1
+
+
 def test_memory_pressure_only_the_hog_is_oom_killed(platform):
     fault, plan, info = cycle(platform, "memory-pressure", {"limit_mb": 64, "hog_mb": 256})
     deadline = time.monotonic() + 15

@@ -235,10 +235,18 @@ def failover_postgres(state: State) -> str:
 
 
 def rebuild_replica(state: State) -> None:
-    """Turn the old primary into a streaming replica of the new one (pg_rewind, else base backup)."""
+    """Turn the old primary into a streaming replica of the new one (pg_rewind, else base backup).
+
+    The revert of a failover: one that stopped half-way (its caller killed between stopping the
+    primary and recording the promotion) is finished first, so the primary is never left down."""
+    layout = layout_of(state)
+    if pg_failover.interrupted(layout):
+        log.warning("The app database's primary is down with no failover recorded: finishing the failover "
+                    "before the rebuild")
+        pg_failover.failover(layout)
     roles = postgres_roles(state)
     log.info("Rebuilding node %s as a streaming replica of node %s", roles["replica"], roles["primary"])
-    pg_failover.rebuild(layout_of(state))
+    pg_failover.rebuild(layout)
 
 
 # -- memory pressure ------------------------------------------------------------------------------

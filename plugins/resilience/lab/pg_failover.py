@@ -31,19 +31,27 @@ def follow_primary(layout: LabLayout) -> None:
 def failover(layout: LabLayout) -> str:
     """Stop the primary hard, promote the replica; return the new primary's node name.
 
-    Idempotent: once the replica has been promoted (and not rebuilt yet) it only returns.
+    Idempotent, and re-entrant after a caller that died half-way: once the replica has been
+    promoted (and not rebuilt yet) it only returns; a replica promoted while the roles still
+    name the stopped old primary is recorded as the primary; a replica never promoted is
+    promoted now (the old primary was stopped: starting it again instead could give two
+    primaries if the promote was already under way).
     """
     roles = read_roles(layout)
     primary, replica = layout.node(roles.primary), layout.node(roles.replica)
     if roles.needs_rebuild and in_recovery(primary) is False:
         log.info("Failover already done: node %s is primary, node %s awaits a rebuild", roles.primary, roles.replica)
         return roles.primary
-    if in_recovery(replica) is not True:
+    started, replica_recovering = time.monotonic(), in_recovery(replica)
+    if replica_recovering is False and postgres.postmaster_pid(primary) is None:
+        log.warning("%s was promoted but the roles still name %s (down) as primary: a failover stopped half-way; "
+                    "recording it", replica.title, primary.title)
+    elif replica_recovering is not True:
         raise LabError(f"cannot fail over: {replica.title} is not a running standby "
                        f"(state: {'down' if postgres.postmaster_pid(replica) is None else 'not in recovery'})")
-    started = time.monotonic()
-    pg_replication.stop_immediate(primary)
-    pg_replication.promote(replica)
+    else:
+        pg_replication.stop_immediate(primary)
+        pg_replication.promote(replica)
     swapped = roles.swapped()
     write_roles(layout, swapped)
     configure_node(layout, replica, swapped)  # no primary_conninfo for a primary
@@ -51,6 +59,12 @@ def failover(layout: LabLayout) -> str:
     log.info("Failover done in %.2f s: node %s is primary on port %d, node %s (down) must be rebuilt",
              time.monotonic() - started, swapped.primary, replica.port, swapped.replica)
     return swapped.primary
+
+
+def interrupted(layout: LabLayout) -> bool:
+    """A failover stopped half-way: the recorded primary is down and no failover is recorded yet."""
+    roles = read_roles(layout)
+    return not roles.needs_rebuild and postgres.postmaster_pid(layout.node(roles.primary)) is None
 
 
 def _drop_local_slots(node: ClusterPaths) -> None:
