@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from resilience.dr.datasync import Watermark, freeze_writes, sync_dr_writes
+from resilience.dr.datasync import Watermark, freeze_writes, frozen_for_sync, sync_dr_writes
 from resilience.lab import writer
 from resilience.lab.app_db import Database
 
@@ -187,3 +187,24 @@ def test_a_row_the_primary_does_not_keep_as_dr_has_it_is_counted_as_lost(regions
         conn.execute("CREATE TRIGGER mangle BEFORE INSERT ON posts FOR EACH ROW EXECUTE FUNCTION mangle()")
     result = sync(regions, since, None, GAP)
     assert result["unexplained"] == 1 and result["tables"]["public.posts"]["unexplained"] == 1
+
+
+def _insert_account(dsn: str, email: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (email) VALUES (%s)", (email,))
+
+
+def test_a_final_sync_that_fails_thaws_dr_and_one_that_completes_keeps_it_frozen(regions):
+    with psycopg.connect(regions["dr"], autocommit=True) as dr:
+        with pytest.raises(RuntimeError, match="the sync failed"), frozen_for_sync(dr) as frozen:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                _insert_account(regions["dr"], "while-frozen@lab.example")
+            raise RuntimeError("the sync failed")
+        assert frozen["thawed"] is True
+    _insert_account(regions["dr"], "after-the-failed-sync@lab.example")  # DR serves again
+
+    with psycopg.connect(regions["dr"], autocommit=True) as dr, frozen_for_sync(dr) as frozen:
+        pass
+    assert "thawed" not in frozen
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        _insert_account(regions["dr"], "after-the-final-sync@lab.example")

@@ -31,7 +31,8 @@ ramp can never be ids DR hands out (DR would have to write ``band_gap`` rows fir
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -300,3 +301,32 @@ def freeze_writes(dr: Any, timeout_ms: int = FREEZE_WAIT_MS) -> dict[str, Any]:
                            "pg_terminate_backend: DR is not frozen, the final sync would miss their writes")
     log.info("DR database %s frozen: read-only for new sessions, %d open session(s) ended", dbname, len(rows))
     return {"database": dbname, "sessions_ended": len(rows)}
+
+
+def thaw_writes(dr: Any) -> None:
+    """Undo :func:`freeze_writes`: new sessions of DR's database take writes again."""
+    from psycopg import sql
+
+    dbname = dr.execute("SELECT current_database()").fetchone()[0]
+    dr.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(dbname)))
+    log.warning("DR database %s thawed: it takes writes again", dbname)
+
+
+@contextmanager
+def frozen_for_sync(dr: Any) -> Iterator[dict[str, Any]]:
+    """DR frozen (:func:`freeze_writes`) for the block, and thawed again when the block fails: a final
+    sync that did not complete leaves DR able to serve, as it found it. Yields what the freeze did
+    (``thawed`` is added when it was undone)."""
+    frozen: dict[str, Any] = {}
+    try:
+        frozen.update(freeze_writes(dr))
+        yield frozen
+    except BaseException:
+        try:
+            thaw_writes(dr)
+            frozen["thawed"] = True
+        except Exception:  # the sync's own error is the one to raise; this one is logged
+            log.exception("DR could not be thawed after a failed final sync: run ALTER DATABASE ... "
+                          "RESET default_transaction_read_only on the DR database")
+        raise
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -104,11 +105,12 @@ def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes
 
     ``sync_dr_writes`` runs while DR serves: the primary's sequences move one ``sequence_gap`` past
     DR's, so both sides hand out disjoint ids during the canary. ``final_sync`` freezes DR first
-    (read-only, open sessions ended): nothing DR acknowledges can come after its snapshot. Each
+    (read-only, open sessions ended): nothing DR acknowledges can come after its snapshot; a final
+    sync that fails thaws DR again (the run reverts what it changed: DR may still be needed). Each
     sync starts where the last one of this DR database stopped (its watermark, kept in the run's
     record), even when that was another failback run.
     """
-    from resilience.dr.datasync import Watermark, freeze_writes
+    from resilience.dr.datasync import Watermark, frozen_for_sync
     from resilience.dr.datasync import sync_dr_writes as sync
     from resilience.errors import ChecksFailedError
 
@@ -120,23 +122,24 @@ def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes
     phase = "data_sync"
     with regions.record.step(step, phase) as details:
         after = _last_watermark(regions, db["name"])
-        with regions.connect(db["host"], db["port"], db["dbname"]) as dr, regions.primary_conn() as primary:
-            if final:
-                details["frozen"] = freeze_writes(dr)
+        with (regions.connect(db["host"], db["port"], db["dbname"]) as dr, regions.primary_conn() as primary,
+              frozen_for_sync(dr) if final else nullcontext() as frozen):
+            if frozen is not None:
+                details["frozen"] = frozen  # the same dict: a thaw on failure shows in the record
             primary.autocommit = False
             result = sync(dr, primary, since, params.conflict_policy, Watermark.from_dict(after),
                           0 if final else regions.dr.sequence_gap)
-        regions.record.update(sync_watermark={"database": db["name"], "at": datetime.now(UTC).isoformat(),
-                                              "step": step, **result["watermark"]})
-        details.update({k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")})
-        previous = regions.record.load()["details"].get("sync")
-        regions.record.update(sync=_merge_sync(previous, result))
-        log.info("%s: %d row(s) changed in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
-                 result["copied"], f"the sync of {after['at']}" if after else iso(since), result["applied"],
-                 result["conflicts"], params.conflict_policy)
-        if result["unexplained"]:
-            raise ChecksFailedError(f"{step}: {result['unexplained']} row(s) copied from DR are not on the primary "
-                                    "as DR has them and are no reported conflict: data would be lost")
+            regions.record.update(sync_watermark={"database": db["name"], "at": datetime.now(UTC).isoformat(),
+                                                  "step": step, **result["watermark"]})
+            details.update({k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")})
+            previous = regions.record.load()["details"].get("sync")
+            regions.record.update(sync=_merge_sync(previous, result))
+            log.info("%s: %d row(s) changed in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
+                     result["copied"], f"the sync of {after['at']}" if after else iso(since), result["applied"],
+                     result["conflicts"], params.conflict_policy)
+            if result["unexplained"]:
+                raise ChecksFailedError(f"{step}: {result['unexplained']} row(s) copied from DR are not on the "
+                                        "primary as DR has them and are no reported conflict: data would be lost")
         return {k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")}
 
 
