@@ -46,6 +46,15 @@ from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
 RESTORES = ("restore_fast", "restore_latest", "restore_pitr")
 
 
+def restored_database(required: bool = True) -> dict | None:
+    """What the restore task of this run's branch returned; a clear error (not StopIteration) when
+    none did and one is ``required``."""
+    restored = next((r for r in (pulled(t) for t in RESTORES) if r), None)
+    if restored is None and required:
+        raise RuntimeError(f"none of {', '.join(RESTORES)} returned the restored database: nothing to act on")
+    return restored
+
+
 @dag(
     dag_id=Path(__file__).stem,
     description=__doc__.partition("\n")[0],
@@ -121,7 +130,7 @@ def dr_activation():
 
         from resilience.dr import activation
 
-        restored = next((r for r in (pulled(t) for t in RESTORES) if r), None)
+        restored = restored_database(required=False)
         if restored is None:  # the regional-failover branch restores nothing in DR
             raise AirflowSkipException("no DR database was restored: nothing to deploy in DR")
         return activation.deploy_app(run, run_id(), restored)
@@ -138,7 +147,7 @@ def dr_activation():
         """Route53 weights primary 0 / DR 100; DR becomes the serving region."""
         from resilience.dr import activation
 
-        restored = next(r for r in (pulled(t) for t in RESTORES) if r)
+        restored = restored_database()
         return activation.dns_cutover(run, run_id(), restored)
 
     @task(trigger_rule="none_failed_min_one_success")
@@ -148,7 +157,7 @@ def dr_activation():
 
         if run["path"]["kind"] == "regional_failover":
             return operation_conclude.final_validation(run, run_id(), "primary", None, None, None)
-        restored = next(r for r in (pulled(t) for t in RESTORES) if r)
+        restored = restored_database()
         return operation_conclude.final_validation(run, run_id(), "dr", restored["database"],
                                                    run["params"]["dr_replicas"], restored["newest_write"])
 
