@@ -1,8 +1,16 @@
-"""Loading one DAG file the way the DAG processor does, for dag.test() runs."""
+"""For dag.test() runs: load one DAG file the way the DAG processor does, the notification fakes
+as the DAGs' Connections, and the report a run wrote."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.fakes.slack import SlackWebhookServer
+from tests.fakes.statuspage import StatuspageServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,3 +21,26 @@ def load_dag(dag_id: str):
     dag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py")).get_dag(dag_id)
     dag.deadline = None  # apache/airflow#73428: dag.test() fails after a run with `deadline=`
     return dag
+
+
+@contextmanager
+def notification_fakes() -> Iterator[tuple[StatuspageServer, SlackWebhookServer]]:
+    """Statuspage and Slack (local servers speaking their HTTP APIs: no real one can run here),
+    set as the ``resilience_statuspage`` / ``resilience_slack`` Connections while in use."""
+    with StatuspageServer() as statuspage, SlackWebhookServer() as slack:
+        os.environ["AIRFLOW_CONN_RESILIENCE_STATUSPAGE"] = statuspage.connection_json()
+        os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = slack.connection_json()
+        try:
+            yield statuspage, slack
+        finally:
+            os.environ.pop("AIRFLOW_CONN_RESILIENCE_STATUSPAGE", None)
+            os.environ.pop("AIRFLOW_CONN_RESILIENCE_SLACK", None)
+
+
+def dr_report_of(dagrun) -> dict:
+    """The JSON report a DR DAG run wrote under ``$RESILIENCE_REPORT_DIR/<dag_id>/``."""
+    for path in (Path(os.environ["RESILIENCE_REPORT_DIR"]) / dagrun.dag_id).glob("*.json"):
+        doc = json.loads(path.read_text())
+        if doc["run_id"] == dagrun.run_id:
+            return doc
+    raise AssertionError(f"no report for {dagrun.run_id}")

@@ -10,15 +10,12 @@ the step. Everything else is real: the lab's regions, PostgreSQL, Route53 (moto)
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.slack import SlackWebhookServer
-from tests.fakes.statuspage import StatuspageServer
-from tests.integration.dagkit import load_dag
+from tests.integration.dagkit import dr_report_of as report_of
+from tests.integration.dagkit import load_dag, notification_fakes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,24 +31,10 @@ DRILL = {"environment": "lab", "dr_environment": "lab", "full_drill": False, "rt
 
 @pytest.fixture(scope="module")
 def fakes(lab):
-    with StatuspageServer() as statuspage, SlackWebhookServer() as slack:
-        os.environ["AIRFLOW_CONN_RESILIENCE_STATUSPAGE"] = statuspage.connection_json()
-        os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = slack.connection_json()
-        try:
-            yield statuspage, slack
-        finally:
-            os.environ.pop("AIRFLOW_CONN_RESILIENCE_STATUSPAGE", None)
-            os.environ.pop("AIRFLOW_CONN_RESILIENCE_SLACK", None)
+    with notification_fakes() as servers:
+        yield servers
 
 
-
-
-def report_of(dagrun) -> dict:
-    for path in (Path(os.environ["RESILIENCE_REPORT_DIR"]) / dagrun.dag_id).glob("*.json"):
-        doc = json.loads(path.read_text())
-        if doc["run_id"] == dagrun.run_id:
-            return doc
-    raise AssertionError(f"no report for {dagrun.run_id}")
 
 
 def weights(lab) -> dict[str, int]:

@@ -23,9 +23,8 @@ import boto3
 import psycopg
 import pytest
 
-from tests.fakes.slack import SlackWebhookServer
-from tests.fakes.statuspage import StatuspageServer
-from tests.integration.dagkit import load_dag
+from tests.integration.dagkit import dr_report_of as report_of
+from tests.integration.dagkit import load_dag, notification_fakes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,16 +32,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def fakes(lab):
-    with StatuspageServer() as statuspage, SlackWebhookServer() as slack:
-        os.environ["AIRFLOW_CONN_RESILIENCE_STATUSPAGE"] = statuspage.connection_json()
-        os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = slack.connection_json()
-        try:
-            yield statuspage, slack
-        finally:
-            os.environ.pop("AIRFLOW_CONN_RESILIENCE_STATUSPAGE", None)
-            os.environ.pop("AIRFLOW_CONN_RESILIENCE_SLACK", None)
-            # the regional failover moved the primary: later modules get the Connection lab.json has now
-            os.environ["AIRFLOW_CONN_RESILIENCE_LAB_APP_DB"] = lab_state(lab)["connections"]["resilience_lab_app_db"]
+    try:
+        with notification_fakes() as servers:
+            yield servers
+    finally:
+        # the regional failover moved the primary: later modules get the Connection lab.json has now
+        os.environ["AIRFLOW_CONN_RESILIENCE_LAB_APP_DB"] = lab_state(lab)["connections"]["resilience_lab_app_db"]
 
 
 
@@ -55,14 +50,6 @@ def dags(airflow_db, lab, fakes):
 def run(dag, conf):
     dagrun = dag.test(run_conf=conf)
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
-
-
-def report_of(dagrun) -> dict:
-    for path in (Path(os.environ["RESILIENCE_REPORT_DIR"]) / dagrun.dag_id).glob("*.json"):
-        doc = json.loads(path.read_text())
-        if doc["run_id"] == dagrun.run_id:
-            return doc
-    raise AssertionError(f"no report for {dagrun.run_id}")
 
 
 def route53(lab):

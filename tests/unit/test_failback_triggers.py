@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from datetime import UTC, datetime, timedelta
 from unittest import mock
@@ -40,18 +41,22 @@ class FakeRoute53:
         return self.weights()
 
 
-def run_ramp(primary_readings, args=RAMP):
-    DNS["history"] = []
+def run_ramp(primary_readings, args=RAMP, history=(), dns_log=None):
+    """One trigger run on fake readings; DNS starts at ``history``; ``dns_log`` stands for dns_changes."""
+    DNS["history"] = list(history)
     readings = iter(primary_readings)
 
     async def fake_read(hook, session, queries, timeout_s):
         return (dict(next(readings)) if queries["error_rate_pct"] == "P_ERR" else dict(GOOD)), {}
 
     clock = itertools.count(0.0, 1.0)
-    with mock.patch("resilience.prometheus.read_values_async", fake_read), \
-            mock.patch("resilience.dns.Route53Weights", FakeRoute53), \
-            mock.patch("resilience.triggers.time.monotonic", side_effect=lambda: next(clock)), \
-            mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch("resilience.prometheus.read_values_async", fake_read))
+        patches.enter_context(mock.patch("resilience.dns.Route53Weights", FakeRoute53))
+        if dns_log is not None:
+            patches.enter_context(mock.patch("resilience.triggers._dns_log", lambda conn_id: dns_log))
+        patches.enter_context(mock.patch("resilience.triggers.time.monotonic", side_effect=lambda: next(clock)))
+        patches.enter_context(mock.patch("asyncio.sleep", new=mock.AsyncMock()))
         return asyncio.run(first_event(CanaryRampTrigger(**args)))
 
 
@@ -193,20 +198,8 @@ class FakeDnsLog:
 
 def run_audited(primary_readings, history, audit_rows):
     """One trigger run with the audit on; DNS starts at ``history`` and dns_changes holds ``audit_rows``."""
-    DNS["history"] = list(history)
     FakeDnsLog.rows = list(audit_rows)
-    readings = iter(primary_readings)
-
-    async def fake_read(hook, session, queries, timeout_s):
-        return (dict(next(readings)) if queries["error_rate_pct"] == "P_ERR" else dict(GOOD)), {}
-
-    clock = itertools.count(0.0, 1.0)
-    with mock.patch("resilience.prometheus.read_values_async", fake_read), \
-            mock.patch("resilience.dns.Route53Weights", FakeRoute53), \
-            mock.patch("resilience.triggers._dns_log", lambda conn_id: FakeDnsLog()), \
-            mock.patch("resilience.triggers.time.monotonic", side_effect=lambda: next(clock)), \
-            mock.patch("asyncio.sleep", new=mock.AsyncMock()):
-        return asyncio.run(first_event(CanaryRampTrigger(**{**RAMP, "audit": AUDIT})))
+    return run_ramp(primary_readings, {**RAMP, "audit": AUDIT}, history, FakeDnsLog())
 
 
 def test_a_rollback_is_audited_when_it_happens_and_a_restarted_trigger_stays_rolled_back():
