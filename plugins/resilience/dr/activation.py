@@ -183,22 +183,34 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
         newest = regions.wait_writable(box, details, WRITABLE_TIMEOUT_S)
         episode = regions.record.dr_episode(env.name)
         details["dr_episode"] = episode
-        details["sequences_moved"] = _move_sequences(regions, box, episode * regions.dr.sequence_gap)
+        details["sequences_moved"] = _move_sequences(regions, box, episode, regions.dr.sequence_gap)
         details["total_s"] = round(time.monotonic() - started, 3)
         details["newest_write"] = iso(newest)
-        log.info("DR database %s writable after %.1f s; newest restored write %s; DR episode %d: ids start "
-                 "%d above the backup's", box.name, details["total_s"], iso(newest), episode,
-                 episode * regions.dr.sequence_gap)
+        log.info("DR database %s writable after %.1f s; newest restored write %s; DR episode %d: ids from "
+                 "%s", box.name, details["total_s"], iso(newest), episode, details["sequences_moved"])
         return {"database": box.to_dict(), "method": method, "newest_write": iso(newest),
                 "restore_s": details["restore_s"], "total_s": details["total_s"]}
 
 
-def _move_sequences(regions: Regions, box: Any, gap: int) -> dict[str, int]:
-    """Move every sequence ``gap`` ahead: ids created in DR never collide with the primary's.
+def dr_sequence_start(restored_last: int, episode: int, gap: int) -> int:
+    """Where a sequence of DR episode ``episode`` (1, 2, ...) continues: never an id the primary holds
+    or may still hand out.
 
-    Each DR episode gets its own band (``episode x sequence_gap``): a restore from an older
-    backup has sequences behind rows an earlier episode synced back to the primary.
+    ``restored_last + gap``: past every id the primary handed out after the backup (the rows DR
+    lacks; the primary comes back with them). ``(2 x episode - 1) x gap``: past the primary's own
+    band after earlier failbacks. A failback moves the primary ``gap`` past DR's sequence, so after
+    episode k it hands out ids from about ``2k x gap``; a restore from a backup older than that
+    failback has sequences far behind it, and ``restored_last + episode x gap`` (the rule before)
+    landed inside the primary's band: the same id on both sides, dropped as a conflict.
     """
+    if episode < 1 or gap < 1:
+        raise ValueError(f"episode {episode} and sequence_gap {gap} must be positive")
+    return max(restored_last + gap, (2 * episode - 1) * gap)
+
+
+def _move_sequences(regions: Regions, box: Any, episode: int, gap: int) -> dict[str, int]:
+    """Move every sequence of the restored database to its DR band (:func:`dr_sequence_start`): ids created
+    in DR never collide with the primary's."""
     from psycopg import sql
 
     moved = {}
@@ -206,8 +218,8 @@ def _move_sequences(regions: Regions, box: Any, gap: int) -> dict[str, int]:
         rows = conn.execute("SELECT schemaname, sequencename, coalesce(last_value, 0) FROM pg_sequences").fetchall()
         for schema, name, last in rows:
             qualified = sql.Identifier(schema, name).as_string(conn)
-            moved[f"{schema}.{name}"] = int(conn.execute("SELECT setval(%s::regclass, %s)",
-                                                         (qualified, int(last) + gap)).fetchone()[0])
+            moved[f"{schema}.{name}"] = int(conn.execute("SELECT setval(%s::regclass, %s)", (
+                qualified, dr_sequence_start(int(last), episode, gap))).fetchone()[0])
     return moved
 
 
