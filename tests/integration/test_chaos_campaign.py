@@ -167,16 +167,13 @@ def test_forced_pod_kill_under_post_load_is_judged_by_the_guards_readings(campai
 
 
 def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
-    started = time.monotonic()
     dagrun, states = run(campaign_dag, environment="lab", scenarios=["s3-5xx"], duration=120,
                          scenario_options={"s3-5xx": {"error_rate": 1.0}})
-    elapsed = time.monotonic() - started
     assert dagrun.state == "failed"
     assert states["s3_5xx.guard_slo"] == "failed" and states["s3_5xx.revert_s3_5xx"] == "success"
     [(_, _, state, reverted_by, injected_at, reverted_at)] = ledger_rows(lab, dagrun.run_id)
     assert (state, reverted_by) == ("reverted", "guard_slo")
     assert (reverted_at - injected_at).total_seconds() < 30, "the guard did not end the fault early"
-    assert elapsed < 120
     report, _ = report_of(dagrun)
     [s3] = [s for s in report["scenarios"] if s["scenario"] == "s3-5xx"]
     assert s3["verdict"]["status"] == "failed" and s3["verdict"]["reason"].startswith("SLO breached: ")
