@@ -10,7 +10,7 @@ DEB_PKGS   := postgresql postgresql-contrib pgbackrest redis-server prometheus s
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export RESILIENCE_LAB_DIR ?= $(CURDIR)/.lab
 
-.PHONY: help deps venv lab-up lab-down lab-status up down demo test lint bench bench-kill-matrix
+.PHONY: help deps venv lab-up lab-down lab-status up down demo test lint typecheck bench bench-kill-matrix
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,12 +59,16 @@ demo: lab-up  ## drill, short chaos campaign, then lose the primary region: DR a
 	  status=$$?; $(BIN)/resilience airflow down; \
 	  echo "The lab is still up (make lab-status); make lab-down stops it."; exit $$status
 
-test: deps venv  ## unit + DAG integrity + integration tests (the tests start and stop their own lab)
+test: deps venv  ## ruff, mypy, then unit + DAG integrity + integration tests (the tests start and stop their own lab)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: venv  ## ruff
 	$(BIN)/ruff check .
+
+typecheck: venv  ## mypy (settings and files in pyproject.toml's [tool.mypy])
+	$(BIN)/mypy
 
 bench: venv  ## benchmarks (each brings up a lab of its own; see bench/)
 	$(BIN)/python bench/drill.py

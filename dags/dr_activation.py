@@ -36,7 +36,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, dag, get_current_context, task
+from airflow.sdk import (  # type: ignore[attr-defined]  # airflow.sdk's __init__.pyi lacks its deadline API
+    AsyncCallback,
+    DeadlineAlert,
+    DeadlineReference,
+    dag,
+    get_current_context,
+    task,
+)
 
 from resilience.context import pulled, run_id
 from resilience.dr.activation_params import activation_params
@@ -46,11 +53,15 @@ from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
 RESTORES = ("restore_fast", "restore_latest", "restore_pitr")
 
 
-def restored_database(required: bool = True) -> dict | None:
-    """What the restore task of this run's branch returned; a clear error (not StopIteration) when
-    none did and one is ``required``."""
-    restored = next((r for r in (pulled(t) for t in RESTORES) if r), None)
-    if restored is None and required:
+def restored_or_none() -> dict | None:
+    """What the restore task of this run's branch returned (None: none did)."""
+    return next((r for r in (pulled(t) for t in RESTORES) if r), None)
+
+
+def restored_database() -> dict:
+    """What the restore task of this run's branch returned; a clear error (not StopIteration) when none did."""
+    restored = restored_or_none()
+    if restored is None:
         raise RuntimeError(f"none of {', '.join(RESTORES)} returned the restored database: nothing to act on")
     return restored
 
@@ -130,7 +141,7 @@ def dr_activation():
 
         from resilience.dr import activation
 
-        restored = restored_database(required=False)
+        restored = restored_or_none()
         if restored is None:  # the regional-failover branch restores nothing in DR
             raise AirflowSkipException("no DR database was restored: nothing to deploy in DR")
         return activation.deploy_app(run, run_id(), restored)

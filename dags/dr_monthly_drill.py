@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import (
+from airflow.sdk import (  # type: ignore[attr-defined]  # airflow.sdk's __init__.pyi lacks its deadline API
     AsyncCallback,
     DeadlineAlert,
     DeadlineReference,

@@ -113,6 +113,13 @@ class Environment:
     def is_production(self) -> bool:
         return self.tier == "production"
 
+    def slo_source(self) -> SloSource:
+        """``slo``, for chaos (whose Params refuse an environment without one): a clear error when absent."""
+        if self.slo is None:
+            raise ValueError(f"environments.{self.name} has no slo section in environments.yaml: "
+                             "the guard would have nothing to watch")
+        return self.slo
+
 
 @dataclass(frozen=True)
 class Config:
@@ -152,7 +159,8 @@ def _section(mapping: Mapping[str, Any], key: str, where: str) -> Mapping[str, A
 SLO_METRICS = ("availability_pct", "error_rate_pct", "p95_ms")
 
 
-def _seconds(mapping: Mapping[str, Any], key: str, where: str, default: float) -> float:
+def _seconds(mapping: Mapping[str, Any], key: str, where: str, default: float | None) -> float:
+    """``mapping[key]`` as seconds > 0; ``default`` None: the key is required."""
     value = mapping.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{where}.{key}: {value!r} must be a number of seconds > 0")

@@ -8,7 +8,7 @@ the reports. Read-only, and behind Airflow's own login: every route asks Airflow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -70,12 +70,16 @@ def create_app(execute: Any = _execute, access: Callable[..., None] | None = Non
     return app
 
 
+AsgiApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
 class _AppOnFirstRequest:
     """The ASGI app, built on its first request: task processes load plugins too (for macros) and
     must not pay for FastAPI and Airflow's API security imports they never use."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory, self._app = factory, None
+    def __init__(self, factory: Callable[[], AsgiApp]) -> None:
+        self._factory = factory
+        self._app: AsgiApp | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if self._app is None:

@@ -184,14 +184,15 @@ def baseline_from(readings: list[Reading]) -> Baseline:
 
     Raises ValueError when no reading has every metric: a baseline is never guessed.
     """
-    full = [r for r in readings if not r.missing]
-    if not full:
+    values = [(r.availability_pct, r.error_rate_pct, r.p95_ms) for r in readings if not r.missing]
+    complete = [(a, e, p) for a, e, p in values if a is not None and e is not None and p is not None]
+    if not complete:
         reasons = sorted({f"{k}: {v}" for r in readings for k, v in r.missing.items()})
         raise ValueError(f"no complete reading for a baseline ({len(readings)} taken; missing {reasons})")
-    p95 = sorted(r.p95_ms for r in full)
+    p95 = sorted(p for _, _, p in complete)
     return Baseline(
-        availability_pct=sum(r.availability_pct for r in full) / len(full),
-        error_rate_pct=sum(r.error_rate_pct for r in full) / len(full),
+        availability_pct=sum(a for a, _, _ in complete) / len(complete),
+        error_rate_pct=sum(e for _, e, _ in complete) / len(complete),
         p95_ms=p95[len(p95) // 2],
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -103,16 +103,17 @@ class SloGuardTrigger(_PrometheusWatch):
                  "latest_start_epoch_s": self.latest_start_epoch_s})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        count, worst = 0, {}
+        count = 0
+        worst: dict[str, float] = {}
         window_end: datetime | None = self.until
         applied: dict[str, Any] = {}
         if self.apply_fault:
             injected_at = await self._injected_at()
-            window_end = None if injected_at is None else datetime.fromtimestamp(injected_at + self.duration_s, UTC)
+            window_end = None if injected_at is None else self._window_end(injected_at)
             if injected_at is not None:
                 applied = {"injected_at": injected_at, "resumed": True}
                 self.log.info("Resuming the guard of ledger #%s (applied at %s)", self.revert_ledger_id,
-                              window_end - timedelta(seconds=self.duration_s))
+                              datetime.fromtimestamp(injected_at, UTC))
         async for at, reading, verdict in self._readings():
             count += 1
             for metric, value in reading.to_dict().items():
@@ -139,13 +140,13 @@ class SloGuardTrigger(_PrometheusWatch):
                                         "reading": reading.to_dict(), "readings": count})
                     return
                 try:
-                    applied = await asyncio.to_thread(_apply, self.control_conn_id, self.revert_ledger_id)
+                    applied = await asyncio.to_thread(_apply, *self._entry())
                 except Exception as exc:  # apply_entry reverted what it did before raising
                     yield TriggerEvent({"status": "inject_failed", "at": at, "error": f"{type(exc).__name__}: {exc}",
                                         "readings": count})
                     return
                 applied["first_reading_at"] = at
-                window_end = datetime.fromtimestamp(applied["injected_at"] + self.duration_s, UTC)
+                window_end = self._window_end(applied["injected_at"])
                 await self._watch_ledger(time.time())  # applying took a while: the next gap starts now
                 self.log.info("Steady state held (%s); fault applied, guarding until %s", verdict.reason,
                               window_end.isoformat(timespec="seconds"))
@@ -177,8 +178,21 @@ class SloGuardTrigger(_PrometheusWatch):
     async def _injected_at(self) -> float | None:
         from resilience.ledger import ledger_for
 
-        entry = await asyncio.to_thread(ledger_for(self.control_conn_id).get, self.revert_ledger_id)
+        control_conn_id, ledger_id = self._entry()
+        entry = await asyncio.to_thread(ledger_for(control_conn_id).get, ledger_id)
         return entry.injected_at.timestamp() if entry.state != "injecting" and entry.injected_at else None
+
+    def _entry(self) -> tuple[str, int]:
+        """(control_conn_id, revert_ledger_id): the ledger entry this guard applies, watches and reverts."""
+        if not self.control_conn_id or self.revert_ledger_id is None:
+            raise ValueError("revert_ledger_id and control_conn_id: required to apply, watch or revert a fault")
+        return self.control_conn_id, self.revert_ledger_id
+
+    def _window_end(self, injected_at: float) -> datetime:
+        """When the fault applied at ``injected_at`` (epoch s) has been on for ``duration_s``."""
+        if self.duration_s is None:
+            raise ValueError("duration_s: required with apply_fault")
+        return datetime.fromtimestamp(injected_at + self.duration_s, UTC)
 
     def _max_gap_s(self) -> float:
         """Longest pause between two readings that still counts as watched (a slow query, a busy loop)."""
@@ -190,7 +204,7 @@ class SloGuardTrigger(_PrometheusWatch):
         if self.revert_ledger_id is None:
             return None, None
         try:
-            return await asyncio.to_thread(ledger_watch, self.control_conn_id, self.revert_ledger_id, at)
+            return await asyncio.to_thread(ledger_watch, *self._entry(), at)
         except Exception as exc:  # the guard goes on: the Prometheus readings still protect the system
             self.log.warning("Could not read ledger #%s: %s", self.revert_ledger_id, exc)
             return None, None
@@ -201,7 +215,7 @@ class SloGuardTrigger(_PrometheusWatch):
         from resilience.faults.revert import revert_entry
 
         try:
-            closed = await asyncio.to_thread(revert_entry, self.control_conn_id, self.revert_ledger_id, by, reason)
+            closed = await asyncio.to_thread(revert_entry, *self._entry(), by, reason)
             return {"ledger_id": self.revert_ledger_id, "reverted_at": time.time(), "closed_here": closed}
         except Exception as exc:  # reported in the event; the revert teardown tries again
             return {"ledger_id": self.revert_ledger_id, "error": f"{type(exc).__name__}: {exc}"}

@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 
 def orphans(ledger: Ledger, run_state: RunStateReader) -> list[tuple[LedgerEntry, str]]:
     """Open entries to revert now, each with the reason; live and unknown runs keep theirs until expiry."""
-    expired = {e.id for e in ledger.expired_entries()}
+    expired = {e.id: e.expires_at for e in ledger.expired_entries() if e.expires_at is not None}
     found = []
     for entry in ledger.open_entries():
         state = run_state(entry.dag_id, entry.run_id)
         run = liveness(state)
         if entry.id in expired:
-            found.append((entry, f"open past its planned end ({entry.expires_at.isoformat(timespec='seconds')})"))
+            found.append((entry, f"open past its planned end ({expired[entry.id].isoformat(timespec='seconds')})"))
         elif run == "ended":
             found.append((entry, f"its run is {state_name(state)}"))
         elif entry.state == "revert_failed" and run != "unknown":
@@ -101,8 +101,8 @@ def abort_or_sweep(mode: str, reason: str, by_run_id: str) -> dict[str, Any]:
                                 + (f": {reason}" if reason else ""))
     else:
         run_state = airflow_run_state()
-        done = revert_all(control, orphans(ledger, run_state), by)
-        done["lock_released_from"] = release_stale_lock(ledger, run_state, by)
+        done = {**revert_all(control, orphans(ledger, run_state), by),
+                "lock_released_from": release_stale_lock(ledger, run_state, by)}
     if done["failed"]:
         raise ChecksFailedError(f"{len(done['failed'])} revert(s) failed: {done['failed']}")
     return done

@@ -19,7 +19,7 @@ from resilience.config import Config, Environment, load_config
 from resilience.errors import RefusedError
 from resilience.ledger import RUN_LOCK
 from resilience.notify import require_connection
-from resilience.platforms.base import Platform, get_platform
+from resilience.platforms.base import ChaosPlatform, get_chaos_platform, get_platform
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class Campaign:
         return self.config.environment(self.params.environment)
 
     @cached_property
-    def platform(self) -> Platform:
-        return get_platform(self.environment)
+    def platform(self) -> ChaosPlatform:
+        return get_chaos_platform(self.environment)
 
     @cached_property
     def record(self):
@@ -59,7 +59,7 @@ class Campaign:
 
     def slo_spec(self) -> dict[str, Any]:
         """Where and how the guard reads SLOs (baseline and policy are added per scenario)."""
-        slo = self.environment.slo
+        slo = self.environment.slo_source()
         return {"prometheus_conn_id": slo.prometheus_conn_id, "queries": dict(slo.queries), "window": slo.window,
                 "poll_interval_s": slo.poll_interval_s, "query_timeout_s": slo.query_timeout_s,
                 "control_conn_id": self.config.control_db_conn_id}
@@ -72,7 +72,8 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     environment = config.environment(params.environment)
     get_platform(environment)
     require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
-    require_connection(environment.slo.prometheus_conn_id, f"environments.{environment.name}.slo.prometheus_conn_id")
+    require_connection(environment.slo_source().prometheus_conn_id,
+                       f"environments.{environment.name}.slo.prometheus_conn_id")
     log.info("Chaos campaign %s in %s: %s, %d s each%s", run_id, environment.name, ", ".join(params.scenarios),
              params.duration_s, " (dry run: preflight and baselines only)" if params.dry_run else "")
     campaign = Campaign(params, run_id, config)
@@ -83,7 +84,7 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
 def _firing_alerts(campaign: Campaign) -> tuple[str, ...]:
     from resilience.prometheus import PrometheusHook
 
-    hook = PrometheusHook(campaign.environment.slo.prometheus_conn_id)
+    hook = PrometheusHook(campaign.environment.slo_source().prometheus_conn_id)
     return tuple(sorted({labels.get("alertname", "?") for labels, _ in hook.query('ALERTS{alertstate="firing"}')}))
 
 

@@ -22,7 +22,7 @@ def _series(campaign: Campaign, scenario: dict[str, Any]) -> dict[str, list[tupl
     fault = scenario.get("fault") or {}
     if not fault.get("injected_at"):
         return {}
-    slo = campaign.environment.slo
+    slo = campaign.environment.slo_source()
     end = max((scenario.get("recovery") or {}).get("at", 0), (scenario.get("revert") or {}).get("reverted_at", 0),
               fault["injected_at"]) + CHART_MARGIN_S
     hook = PrometheusHook(slo.prometheus_conn_id)

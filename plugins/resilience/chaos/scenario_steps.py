@@ -112,6 +112,8 @@ def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, 
         if entry.state != "reverted":
             revert_entry(control, entry.id, by, reason="the fault window ended")
     entry = ledger.get(entries[-1].id)
+    if entry.reverted_at is None:
+        raise RuntimeError(f"ledger #{entry.id} ({scenario}) is {entry.state} after its revert: no reverted_at")
     injected_at = float((fault or {}).get("injected_at") or (entry.injected_at or entry.created_at).timestamp())
     result = {"ledger_id": entry.id, "reverted_at": entry.reverted_at.timestamp(), "reverted_by": entry.reverted_by,
               "revert_reason": entry.revert_reason, "observed": entry.observed,

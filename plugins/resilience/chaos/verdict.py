@@ -66,6 +66,8 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
                                recovery_s)
     if recovery is None or recovery.get("status") != "ok":
         return ScenarioVerdict(scenario, "failed", f"not recovered within {max_recovery_s:g} s", recovery_s)
+    if recovery_s is None:
+        raise ValueError(f"{scenario}: the recovery watch reported ok without recovery_s: {recovery}")
     if recovery_s > max_recovery_s:
         return ScenarioVerdict(scenario, "failed", f"recovery {recovery_s:.1f} s > {max_recovery_s:g} s", recovery_s)
     return ScenarioVerdict(scenario, "passed", f"SLOs held; recovered in {recovery_s:.1f} s", recovery_s)

@@ -57,7 +57,7 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
             log.error("Required step: %s", check["detail"])
     box = dict(sandbox) if sandbox else None
     if box:
-        box["dsn"] = Sandbox.from_dict(sandbox).dsn(drill.source_credentials[0])
+        box["dsn"] = Sandbox.from_dict(box).dsn(drill.source_credentials[0])
         box["app_url"] = next((p["details"].get("app_url") for p in record["phases"]
                                if p["phase"] == "app_connectivity"), None)
     report = build_report(record, outcome, drill.record.history(record["environment"]), box,

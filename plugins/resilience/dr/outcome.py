@@ -18,6 +18,14 @@ def as_datetime(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
+def required_datetime(value: Any, what: str) -> datetime:
+    """:func:`as_datetime` of a timestamp the record must have (a NOT NULL column): a clear error if absent."""
+    moment = as_datetime(value)
+    if moment is None:
+        raise ValueError(f"{what} is missing from the record")
+    return moment
+
+
 def _phase(record: dict[str, Any], name: str) -> dict[str, Any]:
     return next((p for p in record["phases"] if p["phase"] == name), {})
 
@@ -30,9 +38,10 @@ def drill_outcome(record: dict[str, Any], now: datetime, task_states: dict[str, 
     (Airflow's, None when not read) is the second witness.
     """
     params = record["params"]
-    started = as_datetime(record["started_at"])
+    started = required_datetime(record["started_at"], "the drill's started_at")
     spans = [  # the timeline of the restoration; the bookkeeping after it is required but not part of the RTO
-        PhaseSpan(p["phase"], as_datetime(p["started_at"]), as_datetime(p["ended_at"]), p["status"])
+        PhaseSpan(p["phase"], required_datetime(p["started_at"], f"phase {p['phase']}'s started_at"),
+                  as_datetime(p["ended_at"]), p["status"])
         for p in record["phases"] if p["phase"] not in AFTER_RTO
     ]
     app = _phase(record, "app_connectivity")

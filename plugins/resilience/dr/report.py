@@ -7,7 +7,7 @@ from html import escape
 from typing import Any
 
 from resilience import charts
-from resilience.dr.outcome import as_datetime
+from resilience.dr.outcome import required_datetime
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
@@ -33,8 +33,9 @@ def build_report(record: dict[str, Any], outcome: dict[str, Any], history: list[
                           for p in record["phases"]},
         "sandbox": {**(sandbox or {}), "kept": kept} if sandbox else None,
         "history": [
-            {"run_id": h["run_id"], "started_at": as_datetime(h["started_at"]).isoformat(), "status": h["status"],
-             "rto_s": h["rto_s"], "rpo_s": h["rpo_s"]}
+            {"run_id": h["run_id"],
+             "started_at": required_datetime(h["started_at"], f"drill {h['run_id']}'s started_at").isoformat(),
+             "status": h["status"], "rto_s": h["rto_s"], "rpo_s": h["rpo_s"]}
             for h in history
         ],
     }

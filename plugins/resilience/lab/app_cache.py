@@ -49,8 +49,10 @@ def redis_client(url: str, timeout_s: float) -> CacheClient:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-                                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0)
+    # redis-py types get() as bytes | str (its types cannot tell decode_responses): without it, it is bytes
+    return redis.Redis.from_url(  # type: ignore[return-value]
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0)
 
 
 class ReadThroughCache:

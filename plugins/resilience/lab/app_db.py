@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 
 from resilience.lab.app_pool import ConnectionPool
+from resilience.lab.postgres import fetch_one
 
 DEMO_EMAIL = "demo@lab.example"
 
@@ -32,7 +34,7 @@ class Database:
         self.pool = pool or ConnectionPool(dsn, connect_timeout_s, statement_timeout_ms)
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self) -> Iterator[psycopg.Connection[DictRow]]:
         with self.pool.connection() as conn:
             yield conn
 
@@ -41,10 +43,10 @@ class Database:
         started = time.perf_counter()
         with self.connection() as conn:
             conn.execute("SELECT 1")
-            row = conn.execute(
-                "SELECT current_database() AS database, pg_is_in_recovery() AS in_recovery, "
+            row = fetch_one(
+                conn, "SELECT current_database() AS database, pg_is_in_recovery() AS in_recovery, "
                 "(SELECT count(*) FROM accounts) AS accounts, inet_server_port() AS server_port"
-            ).fetchone()
+            )
         return {"status": "ok", **row, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     def recent_posts(self, limit: int) -> list[dict[str, Any]]:
@@ -65,26 +67,26 @@ class Database:
         with self.connection() as conn, conn.transaction():
             if account_id is None:
                 account_id = self._demo_account(conn)
-            row = conn.execute(
-                "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, 'published') "
+            row = fetch_one(
+                conn, "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, 'published') "
                 "RETURNING id, account_id, body, status, created_at, updated_at", (account_id, body)
-            ).fetchone()
+            )
         return _jsonable(row)
 
-    def _demo_account(self, conn: psycopg.Connection) -> int:
-        return conn.execute(
-            "INSERT INTO accounts (email, display_name) VALUES (%s, 'Demo') "
+    def _demo_account(self, conn: psycopg.Connection[DictRow]) -> int:
+        return fetch_one(
+            conn, "INSERT INTO accounts (email, display_name) VALUES (%s, 'Demo') "
             "ON CONFLICT (email) DO UPDATE SET updated_at = now() RETURNING id", (DEMO_EMAIL,)
-        ).fetchone()["id"]
+        )["id"]
 
     def record_upload(self, s3_key: str, size_bytes: int, sha256: str) -> dict[str, Any]:
         """Insert the ``uploads`` row of an object S3 has accepted (owned by the demo account)."""
         with self.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "INSERT INTO uploads (account_id, s3_key, size_bytes, sha256) VALUES (%s, %s, %s, %s) "
+            row = fetch_one(
+                conn, "INSERT INTO uploads (account_id, s3_key, size_bytes, sha256) VALUES (%s, %s, %s, %s) "
                 "RETURNING id, s3_key, size_bytes, sha256, created_at",
                 (self._demo_account(conn), s3_key, size_bytes, sha256),
-            ).fetchone()
+            )
         return _jsonable(row)
 
     def find_account(self, email: str) -> dict[str, Any] | None:

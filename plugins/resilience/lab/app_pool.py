@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 
 class ConnectionPool:
@@ -37,10 +37,10 @@ class ConnectionPool:
         self.connect_budget_s = connect_budget_s
         self.max_idle = max_idle
         self.max_idle_s = max_idle_s
-        self._idle: list[tuple[psycopg.Connection, float]] = []
+        self._idle: list[tuple[psycopg.Connection[DictRow], float]] = []
         self._lock = threading.Lock()
 
-    def connect(self) -> psycopg.Connection:
+    def connect(self) -> psycopg.Connection[DictRow]:
         """A new connection; connect failures are retried within ``connect_budget_s``."""
         started = time.monotonic()
         for delay in (*self.retry_delays_s, None):
@@ -54,7 +54,7 @@ class ConnectionPool:
                 time.sleep(delay)
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
-    def _reuse(self) -> psycopg.Connection | None:
+    def _reuse(self) -> psycopg.Connection[DictRow] | None:
         """An idle connection that still answers, or None."""
         while True:
             with self._lock:
@@ -69,7 +69,7 @@ class ConnectionPool:
                     pass
             conn.close()
 
-    def _give_back(self, conn: psycopg.Connection) -> None:
+    def _give_back(self, conn: psycopg.Connection[DictRow]) -> None:
         if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
             with self._lock:
                 if len(self._idle) < self.max_idle:
@@ -78,7 +78,7 @@ class ConnectionPool:
         conn.close()
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self) -> Iterator[psycopg.Connection[DictRow]]:
         """A checked connection; it returns to the pool only if the block ended cleanly."""
         conn = self._reuse() or self.connect()
         try:

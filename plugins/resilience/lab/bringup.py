@@ -58,11 +58,11 @@ def start_databases(layout: LabLayout, password: str) -> subprocess.Popen[str] |
     """Control DB and primary node up, schema applied, stanza created; return a running first backup."""
     control = layout.control
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(postgres.ensure_cluster, control, layout.password_file,
-                               postgres.base_settings(control)),
-                   pool.submit(pg_nodes.ensure_primary, layout)]
-        for future in futures:
-            future.result()
+        control_up = pool.submit(postgres.ensure_cluster, control, layout.password_file,
+                                 postgres.base_settings(control))
+        primary_up = pool.submit(pg_nodes.ensure_primary, layout)
+        control_up.result()
+        primary_up.result()
     primary = primary_node(layout)
     postgres.ensure_database(control, password, CONTROL_DBNAME)
     postgres.ensure_database(primary, password, APP_DBNAME)

@@ -183,9 +183,9 @@ class ComponentProbes(Collector):
         recovery = GaugeMetricFamily("lab_postgres_in_recovery", "pg_is_in_recovery() of the node (1: standby)",
                                      labels=["node"])
         for node in NODES:
-            value = self.results.get(f"node_{node}")
-            node_up.add_metric([node], 0.0 if value is None else 1.0)
-            if value is not None:
-                recovery.add_metric([node], 1.0 if value else 0.0)
+            in_recovery = self.results.get(f"node_{node}")
+            node_up.add_metric([node], 0.0 if in_recovery is None else 1.0)
+            if in_recovery is not None:
+                recovery.add_metric([node], 1.0 if in_recovery else 0.0)
         yield node_up
         yield recovery

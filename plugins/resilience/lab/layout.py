@@ -86,7 +86,7 @@ def validate_port_base(port_base: int) -> int:
     return port_base
 
 
-def validate_replicas(replicas: int, setting: str = f"--replicas / {ENV_REPLICAS}") -> int:
+def validate_replicas(replicas: object, setting: str = f"--replicas / {ENV_REPLICAS}") -> int:
     """Return ``replicas`` or raise ValueError naming the setting and the allowed range."""
     if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_REPLICAS:
         raise ValueError(f"replicas: {replicas!r} is not an integer in 1..{MAX_REPLICAS} ({setting})")
@@ -100,7 +100,7 @@ def validate_region(region: str) -> str:
     return region
 
 
-def validate_load_rate(rate: float) -> float:
+def validate_load_rate(rate: object) -> float:
     """Return ``rate`` (requests per second of the load generator) or raise ValueError."""
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_LOAD_RATE:
         raise ValueError(f"load_rate: {rate!r} is not a number in (0, {MAX_LOAD_RATE:g}] "

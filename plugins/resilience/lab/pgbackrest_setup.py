@@ -120,7 +120,9 @@ def start_full_backup(config: Path, stanza: str = STANZA) -> subprocess.Popen[st
 def wait_backup(proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
     out, _ = proc.communicate(timeout=timeout_s)
     if proc.returncode != 0:
-        raise CommandError(list(map(str, proc.args)), proc.returncode, out or "")
+        args = proc.args  # a list here (start_full_backup); typed as a command string or a sequence
+        argv = list(map(str, args)) if isinstance(args, list | tuple) else [str(args)]
+        raise CommandError(argv, proc.returncode, out or "")
     log.info("Full backup done")
 
 
@@ -132,13 +134,13 @@ def archive_current_wal(port: int, password: str, timeout_s: float = 30.0) -> st
     """
     import time
 
-    from resilience.lab.postgres import connect
+    from resilience.lab.postgres import connect, fetch_one
 
     with connect(port, password) as conn:
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        segment = fetch_one(conn, "SELECT pg_walfile_name(pg_switch_wal())")[0]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            archived = fetch_one(conn, "SELECT last_archived_wal FROM pg_stat_archiver")[0]
             if archived is not None and archived >= segment:
                 log.info("WAL archive current: %s archived", archived)
                 return str(archived)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params, QueryNoTemplate
+from psycopg.rows import Row
 
 from resilience.lab.daemons import is_alive, log_tail, read_cmdline
 from resilience.lab.errors import CommandError, LabError, PreflightError
@@ -184,15 +186,24 @@ def stop(cluster: ClusterPaths, timeout_s: int = 60) -> bool:
     return stop_data_dir(cluster.data_dir, f"{cluster.title} on {HOST}:{cluster.port}", timeout_s)
 
 
-def connect(port: int, password: str, dbname: str = "postgres", **kwargs: object) -> psycopg.Connection:
+def connect(port: int, password: str, dbname: str = "postgres") -> psycopg.Connection:
     """An autocommit connection as ``postgres`` to 127.0.0.1:``port`` (5 s connect timeout)."""
     try:
         return psycopg.connect(host=HOST, port=port, user=PG_SUPERUSER, password=password, dbname=dbname,
-                               connect_timeout=5, autocommit=True, **kwargs)
+                               connect_timeout=5, autocommit=True)
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise LabError(f"cannot connect to database {dbname} on {HOST}:{port} as {PG_SUPERUSER}: {first} "
                        f"(is the password in the lab dir the one the cluster was created with?)") from exc
+
+
+def fetch_one(conn: psycopg.Connection[Row], query: QueryNoTemplate, params: Params | None = None) -> Row:
+    """The row of a query that always returns one (``SELECT f()``, ``INSERT ... RETURNING``): psycopg types
+    ``fetchone()`` as maybe None, and a missing row is a clear error here rather than a TypeError later."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LabError(f"no row from {query!r}")
+    return row
 
 
 def ensure_database(cluster: ClusterPaths, password: str, dbname: str) -> bool:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from resilience.lab.postgres import fetch_one
+
 log = logging.getLogger("resilience.lab.writer")
 
 ENV_DSN = "RESILIENCE_WRITER_DSN"
@@ -58,16 +60,16 @@ def write_batch(conn: psycopg.Connection, state: WriterState, rng: random.Random
     with conn.transaction():
         if not state.account_ids or i % 20 == 0:
             tag = uuid.uuid4().hex[:12]
-            row = conn.execute(
-                "INSERT INTO accounts (email, display_name) VALUES (%s, %s) RETURNING id",
+            row = fetch_one(
+                conn, "INSERT INTO accounts (email, display_name) VALUES (%s, %s) RETURNING id",
                 (f"writer-{tag}@lab.example", f"Writer {tag}"),
-            ).fetchone()
+            )
             state.account_ids = ([row[0]] + state.account_ids)[:50]
         account_id = rng.choice(state.account_ids)
-        post_id = conn.execute(
-            "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, %s) RETURNING id",
+        post_id = fetch_one(
+            conn, "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, %s) RETURNING id",
             (account_id, f"lab post #{i} at {time.time():.3f}", rng.choice(STATUSES)),
-        ).fetchone()[0]
+        )[0]
         if i % 3 == 0:
             payload = os.urandom(32)
             conn.execute(

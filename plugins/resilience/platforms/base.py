@@ -7,9 +7,12 @@ this machine, ``kubernetes`` (Kubernetes + AWS hooks) a real cluster.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from resilience.config import Environment
+
+if TYPE_CHECKING:
+    from resilience.platforms.local import LocalPlatform
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,15 @@ class RegionPlatform(Protocol):
 
 def get_platform(environment: Environment) -> Platform:
     """The platform implementation for ``environment`` (validated before any side effect)."""
+    return _implementation(environment)
+
+
+def get_chaos_platform(environment: Environment) -> ChaosPlatform:
+    """:func:`get_platform` as the chaos faults and preflight drive it."""
+    return _implementation(environment)
+
+
+def _implementation(environment: Environment) -> LocalPlatform:
     if environment.platform == "local":
         from resilience.platforms.local import LocalPlatform
 

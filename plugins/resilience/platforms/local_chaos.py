@@ -75,17 +75,19 @@ class LocalChaos:
         from resilience.lab import control
 
         state = self._state()
-        roles = dict(control.postgres_roles(state))
+        roles: dict[str, Any] = dict(control.postgres_roles(state))
         roles["primary_up"], roles["replica_streaming"] = False, False
         try:
             import psycopg
 
+            from resilience.lab.postgres import fetch_one
+
             db = state["app_db"]
             with psycopg.connect(host=db["primary"]["host"], port=db["primary"]["port"], dbname=db["dbname"],
                                  user=db["user"], password=db["password"], connect_timeout=2) as conn:
-                roles["primary_up"] = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-                roles["replica_streaming"] = conn.execute(
-                    "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming'").fetchone()[0]
+                roles["primary_up"] = not fetch_one(conn, "SELECT pg_is_in_recovery()")[0]
+                roles["replica_streaming"] = fetch_one(
+                    conn, "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming'")[0]
         except Exception as exc:  # a down primary is an answer, not an error
             roles["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return roles
