@@ -88,7 +88,7 @@ class DrSettings:
     metrics: RegionMetrics
     statuspage_conn_id: str | None = None
     statuspage_page_id: str | None = None
-    sequence_gap: int = 1_000_000_000  # DR episode k takes ids k x this above the backup's: no key clashes
+    sequence_gap: int = 1_000_000_000  # DR episode k: ids past max(backup + this, (2k-1) x this): no key clashes
 
 
 @dataclass(frozen=True)
