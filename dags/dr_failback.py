@@ -8,7 +8,8 @@ The runbook's "DR Recovery (Returning to Primary)", run once the primary region 
    window (default 2 hours), with metrics covering it and a low error rate.
 3. **sync_dr_writes** — rows created or updated in DR since it took over are copied to the
    primary (`COPY` into a staging table, applied as upserts, one transaction); rows both sides
-   changed are conflicts, resolved by `conflict_policy` and listed in the report.
+   changed are conflicts, resolved by `conflict_policy` and listed in the report. Rows DR
+   deleted are listed too but not deleted on the primary: the report fails while any is left.
 4. **canary_ramp** — deferrable, Flagger-style: for each step (default 10/25/50/75/100 % to
    the primary) set the Route53 weights, then analyse for `interval_s`: the primary's error
    rate and p95 against DR's. No data is a failed check; `threshold` failed checks move all

@@ -150,6 +150,7 @@ def test_every_acknowledged_row_survives_with_its_owner_and_latest_content(regio
 
     # only the row both sides changed since the first sync conflicts (and the demo account both touched)
     assert final["unexplained"] == 0
+    assert first["deleted_in_dr"] == final["deleted_in_dr"] == 0, final["deleted_rows"]  # DR deleted nothing
     conflicts = {(c["table"], c["key"][0]) for c in final["conflict_rows"]}
     demo = Database(regions["primary"]).find_account("demo@lab.example")["id"]
     assert conflicts == {("public.posts", both), ("public.accounts", demo)}, final["conflict_rows"]
@@ -208,3 +209,54 @@ def test_a_final_sync_that_fails_thaws_dr_and_one_that_completes_keeps_it_frozen
     assert "thawed" not in frozen
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         _insert_account(regions["dr"], "after-the-final-sync@lab.example")
+
+
+def _delete(dsn: str, table: str, key: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(f"DELETE FROM {table} WHERE id = %s", (key,)).rowcount == 1
+
+
+def _write(dsn: str, state: writer.WriterState, rng: random.Random, batches: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        writer.load_recent(conn, state)
+        for _ in range(batches):
+            writer.write_batch(conn, state, rng)
+            state.iteration += 1
+
+
+def test_rows_dr_deleted_are_reported_and_kept_on_the_primary(regions):
+    """A restored row and a row DR created (and the first sync copied), both deleted in DR: each sync
+    reports what DR deleted by then, the primary's own rows DR never had are not among them, and
+    nothing is deleted on the primary."""
+    with psycopg.connect(regions["dr"], autocommit=True) as conn:
+        since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # DR takes over
+        restored = conn.execute("SELECT min(id) FROM posts p WHERE NOT EXISTS "
+                                "(SELECT 1 FROM uploads u WHERE u.post_id = p.id)").fetchone()[0]
+    dr_db, primary_db = Database(regions["dr"]), Database(regions["primary"])
+    dr_state, primary_state = writer.WriterState(), writer.WriterState()
+    _write(regions["dr"], dr_state, random.Random(3), 8)
+    created_in_dr = post(dr_db, "created in DR, deleted in DR after the first sync")
+    _write(regions["primary"], primary_state, random.Random(4), 4)  # the primary's own rows: never in DR
+    on_primary = post(primary_db, "the primary's own, before the first sync")
+    _delete(regions["dr"], "posts", restored)
+
+    first = sync(regions, since, None, GAP)
+    assert first["unexplained"] == 0
+    assert [(r["table"], r["key"]) for r in first["deleted_rows"]] == [("public.posts", [restored])]
+    assert first["tables"]["public.posts"]["deleted_in_dr"] == 1 and first["deleted_in_dr"] == 1
+
+    # the ramp: both sides write, DR deletes a row the first sync copied
+    _write(regions["dr"], dr_state, random.Random(5), 4)
+    _write(regions["primary"], primary_state, random.Random(6), 4)
+    ramp_primary = post(primary_db, "the primary's own, during the ramp")
+    _delete(regions["dr"], "posts", created_in_dr)
+    final = sync(regions, since, Watermark.from_dict(first["watermark"]), 0, freeze=True)
+
+    assert final["unexplained"] == 0
+    deleted = sorted((r["table"], r["key"]) for r in final["deleted_rows"])
+    assert deleted == [("public.posts", [restored]), ("public.posts", [created_in_dr])], final["deleted_rows"]
+    assert final["deleted_in_dr"] == 2
+    assert {t: s["deleted_in_dr"] for t, s in final["tables"].items() if s["deleted_in_dr"]} == {"public.posts": 2}
+    posts = rows(regions["primary"], "posts")  # reported, not applied
+    assert restored in posts and created_in_dr in posts
+    assert on_primary in posts and ramp_primary in posts

@@ -99,6 +99,34 @@ def test_the_failback_needs_its_stability_verdict_and_every_step(record, status,
     assert [c["detail"] for c in report["required_steps"] if not c["passed"]] == failing
 
 
+def sync_result(deleted_rows, copied=1):
+    return {"since": "t0", "policy": "primary_wins", "copied": copied, "applied": copied, "conflicts": 0,
+            "unexplained": 0, "deleted_in_dr": len(deleted_rows), "conflict_rows": [], "deleted_rows": deleted_rows,
+            "tables": {"public.posts": {"copied": copied, "applied": copied, "conflicts": 0, "unexplained": 0,
+                                        "deleted_in_dr": len(deleted_rows)}}}
+
+
+def test_rows_deleted_in_dr_count_once_over_both_syncs_and_fail_the_failback_by_count():
+    from resilience.dr.failback import _merge_sync
+
+    restored, copied_from_dr = {"table": "public.posts", "key": [7]}, {"table": "public.posts", "key": [1_000_000_042]}
+    both = _merge_sync(_merge_sync(None, sync_result([restored])), sync_result([restored, copied_from_dr]))
+    assert both["copied"] == 2  # rows copied add up; the second pass finds the first one's deletion again
+    assert both["deleted_in_dr"] == 2 and both["tables"]["public.posts"]["deleted_in_dr"] == 2
+    assert [d["key"] for d in both["deleted_rows"]] == [[7], [1_000_000_042]]
+    record = failback_record()
+    record["details"]["sync"] = both
+    report = build_report(record, [], START + timedelta(seconds=40))
+    assert report["status"] == "failed"
+    check = next(c for c in report["checks"] if c["name"] == "rows deleted in DR")
+    assert not check["passed"] and check["detail"].startswith("2 row(s) DR deleted are still on the primary")
+    html = render_html(report)
+    assert "Deleted in DR, still on the primary (first 50 of 2)" in html and "<td>[1000000042]</td>" in html
+    assert "Sync: 2 row(s) deleted in DR are still on the primary" in slack_message(report, "/r/c.html")
+    record["details"]["sync"] = sync_result([])
+    assert build_report(record, [], START + timedelta(seconds=40))["status"] == "passed"
+
+
 def test_an_unreadable_path_fails_the_report_with_the_field():
     record = activation_record()
     del record["details"]["path"]

@@ -26,6 +26,11 @@ Id bands: DR's ids live in their own band (activation moves DR's sequences ``seq
 up). While both sides take writes (the first sync up to the cutover) the primary's sequences
 move ``band_gap`` past DR's current sequence values, so the ids the primary hands out during the
 ramp can never be ids DR hands out (DR would have to write ``band_gap`` rows first).
+
+Deletions are reported, never applied (a wrong delete on the primary cannot be undone): each sync
+copies DR's primary keys from the same snapshot into a temporary table and anti-joins the primary's
+rows that DR must have had (:func:`deleted_in_dr` says which and what it cannot see). A deleted row
+is found again by every later sync while it stays on the primary.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from resilience.dr.failback_params import POLICIES
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_CONFLICTS = 500
+MAX_REPORTED_DELETIONS = 500
 FREEZE_WAIT_MS = 5000  # how long each terminated DR session may take to exit
 
 
@@ -53,6 +59,8 @@ class Watermark:
     primary_snapshot: str  # the primary's snapshot when the sync's transaction started
     primary_xid: str  # the sync's own transaction on the primary (its writes are not primary changes)
     keymap: list[list[str]] = field(default_factory=list)  # [table, DR id, primary id] of merged rows
+    # table: [lowest, highest] id of the rows DR created that the syncs so far copied (DR's id band)
+    dr_created: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +70,15 @@ class Watermark:
         if not doc:
             return None
         return cls(str(doc["dr_snapshot"]), str(doc["primary_snapshot"]), str(doc["primary_xid"]),
-                   [list(map(str, m)) for m in doc.get("keymap", [])])
+                   [list(map(str, m)) for m in doc.get("keymap", [])],
+                   {t: [int(lo), int(hi)] for t, (lo, hi) in doc.get("dr_created", {}).items()})
+
+
+def widen(span: list[int] | None, other: list[int] | None) -> list[int] | None:
+    """The smallest ``[lowest, highest]`` holding both spans (either may be None: nothing yet) (pure)."""
+    if span is None or other is None:
+        return span or other
+    return [min(span[0], other[0]), max(span[1], other[1])]
 
 
 def foreign_key_order(tables: Iterable[str], references: Iterable[tuple[str, str]]) -> list[str]:
@@ -136,6 +152,71 @@ def _foreign_keys(conn: Any, table: str) -> list[tuple[str, str, str]]:
         (table,)).fetchall()]
 
 
+def _copy(dr: Any, primary: Any, select: Any, into: Any) -> None:
+    """Stream ``COPY (select) TO STDOUT`` on DR into ``COPY into FROM STDIN`` on the primary."""
+    with dr.cursor().copy(select) as out, primary.cursor().copy(into) as sink:
+        for chunk in out:
+            sink.write(chunk)
+
+
+def _created_span(primary: Any, table: str, pk: list[str], stage: Any, since: datetime) -> list[int] | None:
+    """``[lowest, highest]`` id of the staged rows DR created (``created_at`` after ``since``), for a
+    single key column fed by a sequence (the id bands); None otherwise or when there are none."""
+    from psycopg import sql
+
+    if len(pk) != 1 or not primary.execute("SELECT pg_get_serial_sequence(%s, %s)", (table, pk[0])).fetchone()[0]:
+        return None
+    lo, hi = primary.execute(sql.SQL("SELECT min({k}), max({k}) FROM {stage} WHERE created_at > %s").format(
+        k=sql.Identifier(pk[0]), stage=stage), (since,)).fetchone()
+    return None if lo is None else [int(lo), int(hi)]
+
+
+def deleted_in_dr(dr: Any, primary: Any, table: str, pk: list[str], since: datetime,
+                  copied_before: list[int] | None) -> tuple[int, list[list[Any]]]:
+    """(how many, the first keys) of the primary's rows that DR deleted: their key is not in DR's
+    snapshot, and DR must have had them, because
+
+    * they were restored: ``created_at`` at or before ``since`` (the restore's newest write), or
+    * an earlier sync copied them from DR: the key lies in ``copied_before``, the span of ids DR
+      created that the earlier syncs copied (:attr:`Watermark.dr_created`). Ids in it are DR's:
+      the primary's own ids lie below DR's band (activation) or start ``band_gap`` past DR's
+      sequence at the first sync (past the span unless DR wrote ``band_gap`` rows since).
+
+    Every other row the primary holds and DR does not is one the primary wrote after DR's start
+    (or merged from DR under its own id): DR never had it, so it is no deletion.
+
+    Cannot see: a row DR created and deleted before any sync copied it (the primary never had it,
+    nothing to undo); a deleted DR row merged into the primary's row by a unique key (the primary's
+    row keeps its own id: the keymap is not consulted); DR-created rows of a table whose key is not
+    one sequence-fed column (only the restored rule applies there). False alarms, never a wrong
+    delete: a row whose transaction started before the recovery point but committed after it (its
+    ``created_at`` is older, yet the restore lacks it), a row inserted with an old ``created_at``,
+    and, when ``since`` is DR's start rather than its recovery point, the rows the primary wrote
+    between its backup and that start. Nothing is deleted here: the keys are reported.
+    """
+    from psycopg import sql
+
+    ident = sql.Identifier(*table.split("."))
+    keys = sql.Identifier(f"resilience_dr_keys_{table.replace('.', '_')}")
+    pk_cols = sql.SQL(", ").join(map(sql.Identifier, pk))
+    primary.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+        keys, pk_cols, ident))
+    _copy(dr, primary, sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(pk_cols, ident),
+          sql.SQL("COPY {} ({}) FROM STDIN").format(keys, pk_cols))
+    primary.execute(sql.SQL("ANALYZE {}").format(keys))
+    had = sql.SQL("p.created_at <= {}").format(sql.Literal(since))
+    if copied_before:
+        had = sql.SQL("{} OR p.{} BETWEEN {} AND {}").format(had, sql.Identifier(pk[0]), *map(sql.Literal,
+                                                                                                copied_before))
+    rows = primary.execute(sql.SQL(  # count(*) OVER (): all of them, before the LIMIT
+        "SELECT {pcols}, count(*) OVER () FROM {t} p WHERE ({had}) AND NOT EXISTS"
+        " (SELECT 1 FROM {keys} k WHERE {same}) ORDER BY {pcols} LIMIT {cap}").format(
+        pcols=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(k)) for k in pk), t=ident, had=had,
+        keys=keys, same=sql.SQL(" AND ").join(sql.SQL("k.{k} = p.{k}").format(k=sql.Identifier(k)) for k in pk),
+        cap=sql.Literal(MAX_REPORTED_DELETIONS))).fetchall()
+    return (int(rows[0][-1]) if rows else 0), [list(r[:-1]) for r in rows]
+
+
 def _remap_references(primary: Any, table: str, stage: Any) -> int:
     """Point staged rows at the primary's ids of rows merged by a unique key (``resilience_keymap``)."""
     from psycopg import sql
@@ -189,12 +270,10 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str, 
             sql.SQL(_xid8("xmin")), sql.Literal(after.dr_snapshot))
         primary_changed = sql.SQL("NOT pg_visible_in_snapshot({x}, {snap}::pg_snapshot) AND {x} <> {xid}::xid8").format(
             x=sql.SQL(_xid8("p.xmin")), snap=sql.Literal(after.primary_snapshot), xid=sql.Literal(after.primary_xid))
-    select = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(cols, ident, dr_changed)
-    with dr.cursor().copy(select) as out, primary.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)) as into:
-        for chunk in out:
-            into.write(chunk)
+    _copy(dr, primary, sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(cols, ident, dr_changed),
+          sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols))
     copied = primary.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+    created = _created_span(primary, table, pk, stage, since)
     remapped = _remap_references(primary, table, stage)
 
     def on(a: str, b: str, keys: list[str]) -> sql.Composable:
@@ -241,10 +320,14 @@ def sync_table(dr: Any, primary: Any, table: str, since: datetime, policy: str, 
         "SELECT count(*) FROM {stage} s LEFT JOIN {t} p ON {on} WHERE p IS NULL OR ROW(p.*) IS DISTINCT FROM ROW(s.*)"
     ).format(stage=stage, t=ident, on=on("p", "s", pk))).fetchone()[0]
     sequences = _move_sequences(dr, primary, table, columns, band_gap)
+    deleted, deleted_keys = deleted_in_dr(dr, primary, table, pk, since, after.dr_created.get(table) if after else None)
     log.info("Synced %s: %d row(s) changed in DR since the last sync, %d applied, %d conflict(s), %d reference(s) "
-             "remapped, %d unexplained", table, copied, applied, len(conflicts), remapped, unexplained)
+             "remapped, %d unexplained, %d deleted in DR (not applied)", table, copied, applied, len(conflicts),
+             remapped, unexplained, deleted)
     return {"copied": int(copied), "applied": int(applied), "conflicts": len(conflicts), "remapped": remapped,
-            "unexplained": int(unexplained), "sequences": sequences, "conflict_rows": conflicts}
+            "unexplained": int(unexplained), "deleted_in_dr": deleted, "sequences": sequences,
+            "conflict_rows": conflicts, "deleted_rows": [{"table": table, "key": k} for k in deleted_keys],
+            "dr_created": created}
 
 
 def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str, after: Watermark | None = None,
@@ -252,7 +335,7 @@ def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str, after: W
     """Every timestamped table, in foreign-key order: DR read from one snapshot, the primary written in one
     transaction. ``after``: the last sync's watermark (None for the first); ``band_gap``: how far past DR's
     sequences the primary's move (> 0 while DR still takes writes). The result's ``watermark`` is where this
-    sync stopped."""
+    sync stopped. Rows DR deleted are counted (``deleted_in_dr``) and listed (``deleted_rows``), not applied."""
     import psycopg
 
     if policy not in POLICIES:
@@ -261,7 +344,8 @@ def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str, after: W
         raise ValueError(f"band_gap: {band_gap!r} must be an integer >= 0")
     tables = foreign_key_order(_tables(dr), _references(dr))
     result: dict[str, Any] = {"since": since.isoformat(), "after": after.to_dict() if after else None,
-                              "policy": policy, "band_gap": band_gap, "tables": {}, "conflict_rows": []}
+                              "policy": policy, "band_gap": band_gap, "tables": {}, "conflict_rows": [],
+                              "deleted_rows": []}
     dr.isolation_level, dr.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
     with dr.transaction(), primary.transaction():
         dr_snapshot = dr.execute("SELECT pg_current_snapshot()::text").fetchone()[0]  # fixes the snapshot
@@ -271,15 +355,21 @@ def sync_dr_writes(dr: Any, primary: Any, since: datetime, policy: str, after: W
         keymap = after.keymap if after else []
         for tbl, old, new in keymap:
             primary.execute("INSERT INTO resilience_keymap (tbl, old, new) VALUES (%s, %s, %s)", (tbl, old, new))
+        created = dict(after.dr_created) if after else {}
         for table in tables:
             done = sync_table(dr, primary, table, since, policy, after, band_gap)
             result["conflict_rows"] += done.pop("conflict_rows")
+            result["deleted_rows"] += done.pop("deleted_rows")
+            span = widen(created.get(table), done.pop("dr_created"))
+            if span:
+                created[table] = span
             result["tables"][table] = done
         merged = [list(r) for r in primary.execute(
             "SELECT DISTINCT tbl, old, new FROM resilience_keymap ORDER BY 1, 2")]
-    result["watermark"] = Watermark(dr_snapshot, primary_snapshot, primary_xid, merged).to_dict()
+    result["watermark"] = Watermark(dr_snapshot, primary_snapshot, primary_xid, merged, created).to_dict()
     result["conflict_rows"] = result["conflict_rows"][:MAX_REPORTED_CONFLICTS]
-    for total in ("copied", "applied", "conflicts", "unexplained"):
+    result["deleted_rows"] = result["deleted_rows"][:MAX_REPORTED_DELETIONS]
+    for total in ("copied", "applied", "conflicts", "unexplained", "deleted_in_dr"):
         result[total] = sum(t[total] for t in result["tables"].values())
     return result
 

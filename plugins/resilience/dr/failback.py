@@ -16,6 +16,8 @@ from resilience.dr.regions import Regions, iso
 
 log = logging.getLogger(__name__)
 
+# the sync result's row lists and watermark: kept in the run's record, not in step details or XCom
+RECORD_ONLY = ("conflict_rows", "deleted_rows", "watermark")
 STABILITY_POLL_S = 30.0  # a stability window of hours needs no faster polling
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 
@@ -101,7 +103,8 @@ def record_stability(run: dict[str, Any], run_id: str, event: dict[str, Any]) ->
 
 
 def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes") -> dict[str, Any]:
-    """Copy the rows DR changed since the last sync back to the primary (COPY + upsert, conflicts reported).
+    """Copy the rows DR changed since the last sync back to the primary (COPY + upsert, conflicts reported;
+    rows DR deleted are reported, not deleted on the primary).
 
     ``sync_dr_writes`` runs while DR serves: the primary's sequences move one ``sequence_gap`` past
     DR's, so both sides hand out disjoint ids during the canary. ``final_sync`` freezes DR first
@@ -131,16 +134,19 @@ def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes
                           0 if final else regions.dr.sequence_gap)
             regions.record.update(sync_watermark={"database": db["name"], "at": datetime.now(UTC).isoformat(),
                                                   "step": step, **result["watermark"]})
-            details.update({k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")})
+            details.update({k: v for k, v in result.items() if k not in RECORD_ONLY})
             previous = regions.record.load()["details"].get("sync")
             regions.record.update(sync=_merge_sync(previous, result))
             log.info("%s: %d row(s) changed in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
                      result["copied"], f"the sync of {after['at']}" if after else iso(since), result["applied"],
                      result["conflicts"], params.conflict_policy)
+            if result["deleted_in_dr"]:
+                log.warning("%s: %d row(s) DR deleted are still on the primary (reported, not applied): %s", step,
+                            result["deleted_in_dr"], result["deleted_rows"][:10])
             if result["unexplained"]:
                 raise ChecksFailedError(f"{step}: {result['unexplained']} row(s) copied from DR are not on the "
                                         "primary as DR has them and are no reported conflict: data would be lost")
-        return {k: v for k, v in result.items() if k not in ("conflict_rows", "watermark")}
+        return {k: v for k, v in result.items() if k not in RECORD_ONLY}
 
 
 def _last_watermark(regions: Regions, database: str) -> dict[str, Any] | None:
@@ -154,12 +160,15 @@ def _last_watermark(regions: Regions, database: str) -> dict[str, Any] | None:
 
 def _merge_sync(previous: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
     """The report's view over both syncs: each pass copies only what changed since the last one, so rows
-    applied and conflicts add up."""
+    applied and conflicts add up. Rows DR deleted are not applied, so each pass finds every one still on
+    the primary again: the latest pass's ``deleted_in_dr`` and ``deleted_rows`` stand (a sum would count
+    the first sync's twice)."""
     result = {k: v for k, v in result.items() if k != "watermark"}
     if not previous:
         return result
     totals = ("copied", "applied", "conflicts", "unexplained")
-    tables = {t: {k: s.get(k, 0) + previous["tables"].get(t, {}).get(k, 0) for k in totals}
+    tables = {t: {**{k: s.get(k, 0) + previous["tables"].get(t, {}).get(k, 0) for k in totals},
+                  "deleted_in_dr": s.get("deleted_in_dr", 0)}
               for t, s in result["tables"].items()}
     return {**result, "tables": tables, **{k: sum(t[k] for t in tables.values()) for k in totals},
             "conflict_rows": (previous.get("conflict_rows", []) + result["conflict_rows"])[:500]}

@@ -32,7 +32,7 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
     started = _moment(record["started_at"])
     ended = _moment(record["finished_at"]) if record.get("finished_at") else now
     failed = [s for s in steps if s["status"] == "failed"]
-    checks = details.get("checks", [])
+    checks = [*details.get("checks", []), *deletion_checks(details.get("sync"))]
     required = required_step_checks(record)
     canary = details.get("canary")
     rolled_back = bool(canary and canary.get("status") == "rolled_back")
@@ -58,6 +58,23 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
                          "passed": rto_s is not None and rto_s <= target * 60}
         report["phases"] = phase_report(steps, started, target)
     return report
+
+
+def deletion_checks(sync: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A check once a sync ran: it fails while rows DR deleted are still on the primary (pure).
+
+    Conflicts leave the run passed: each one is resolved by the policy the operator chose and listed.
+    A deletion is resolved by nobody (the sync reports it and never deletes on the primary), so the
+    primary holds data its users deleted: like any failed check, the run fails, naming the count; the
+    rows are listed under the data synchronisation to delete them there or confirm they stay.
+    """
+    if not sync or "deleted_in_dr" not in sync:  # no sync, or one recorded before deletions were looked for
+        return []
+    count = sync["deleted_in_dr"]
+    per_table = ", ".join(f"{t} {s['deleted_in_dr']}" for t, s in sync["tables"].items() if s.get("deleted_in_dr"))
+    detail = (f"{count} row(s) DR deleted are still on the primary ({per_table}): not applied, see the data "
+              "synchronisation" if count else "no row DR deleted is still on the primary")
+    return [Check("rows deleted in DR", not count, detail).to_dict()]
 
 
 def recorded_steps(record: dict[str, Any]) -> dict[str, Recorded]:
@@ -144,14 +161,20 @@ def _sync(sync: dict[str, Any] | None) -> str:
     if not sync:
         return ""
     rows = "".join(f"<tr><td>{escape(t)}</td><td>{s['copied']}</td><td>{s['applied']}</td><td>{s['conflicts']}</td>"
-                   f"</tr>" for t, s in sync["tables"].items())
+                   f"<td>{s.get('deleted_in_dr', '')}</td></tr>" for t, s in sync["tables"].items())
     conflicts = "".join(f"<tr><td>{escape(c['table'])}</td><td>{escape(str(c['key']))}</td>"
                         f"<td>{escape(c['resolution'])}</td></tr>" for c in sync.get("conflict_rows", [])[:50])
+    deleted = "".join(f"<tr><td>{escape(d['table'])}</td><td>{escape(str(d['key']))}</td></tr>"
+                      for d in sync.get("deleted_rows", [])[:50])
     return (f"<h2>Data synchronisation</h2><p>Rows written in DR since {escape(str(sync['since']))}, "
             f"copied with COPY and applied as upserts (policy {escape(sync['policy'])}).</p>"
-            f"<table><tr><th>table</th><th>copied</th><th>applied</th><th>conflicts</th></tr>{rows}</table>"
+            f"<table><tr><th>table</th><th>copied</th><th>applied</th><th>conflicts</th><th>deleted in DR</th></tr>"
+            f"{rows}</table>"
             + (f"<h3>Conflicts (first 50)</h3><table><tr><th>table</th><th>key</th><th>resolution</th></tr>"
-               f"{conflicts}</table>" if conflicts else ""))
+               f"{conflicts}</table>" if conflicts else "")
+            + (f"<h3>Deleted in DR, still on the primary (first 50 of {sync['deleted_in_dr']})</h3><p>Not applied: "
+               "delete them on the primary or confirm they stay.</p><table><tr><th>table</th><th>key</th></tr>"
+               f"{deleted}</table>" if deleted else ""))
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -211,6 +234,9 @@ def slack_message(report: dict[str, Any], html_path: str) -> str:
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     if failed:
         lines.append("Failed checks: " + ", ".join(failed))
+    if (report.get("sync") or {}).get("deleted_in_dr"):
+        lines.append(f"Sync: {report['sync']['deleted_in_dr']} row(s) deleted in DR are still on the primary "
+                     "(not applied)")
     lines.append(f"Run {report['run_id']} · report {html_path}")
     return "\n".join(lines)
 
