@@ -232,12 +232,19 @@ def test_rows_dr_deleted_are_reported_and_kept_on_the_primary(regions):
         since = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # DR takes over
         restored = conn.execute("SELECT min(id) FROM posts p WHERE NOT EXISTS "
                                 "(SELECT 1 FROM uploads u WHERE u.post_id = p.id)").fetchone()[0]
+    for region in ("primary", "dr"):  # restored rows are older than the restore's last seconds (IN_FLIGHT_MARGIN_S)
+        with psycopg.connect(regions[region], autocommit=True) as conn:
+            conn.execute("UPDATE posts SET created_at = created_at - interval '1 hour', "
+                         "updated_at = updated_at - interval '1 hour' WHERE id = %s", (restored,))
     dr_db, primary_db = Database(regions["dr"]), Database(regions["primary"])
     dr_state, primary_state = writer.WriterState(), writer.WriterState()
     _write(regions["dr"], dr_state, random.Random(3), 8)
     created_in_dr = post(dr_db, "created in DR, deleted in DR after the first sync")
     _write(regions["primary"], primary_state, random.Random(4), 4)  # the primary's own rows: never in DR
     on_primary = post(primary_db, "the primary's own, before the first sync")
+    in_flight = post(primary_db, "in flight at the recovery point: started before it, committed after")
+    with psycopg.connect(regions["primary"], autocommit=True) as conn:
+        conn.execute("UPDATE posts SET created_at = %s - interval '3 seconds' WHERE id = %s", (since, in_flight))
     _delete(regions["dr"], "posts", restored)
 
     first = sync(regions, since, None, GAP)
@@ -259,4 +266,4 @@ def test_rows_dr_deleted_are_reported_and_kept_on_the_primary(regions):
     assert {t: s["deleted_in_dr"] for t, s in final["tables"].items() if s["deleted_in_dr"]} == {"public.posts": 2}
     posts = rows(regions["primary"], "posts")  # reported, not applied
     assert restored in posts and created_in_dr in posts
-    assert on_primary in posts and ramp_primary in posts
+    assert on_primary in posts and ramp_primary in posts and in_flight in posts

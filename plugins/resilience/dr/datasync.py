@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 MAX_REPORTED_CONFLICTS = 500
 MAX_REPORTED_DELETIONS = 500
+# A row's created_at is its transaction's start: one in flight at the recovery point is older than rows
+# committed before the cut, yet the restore lacks it. Restored rows younger than this are not judged.
+IN_FLIGHT_MARGIN_S = 10
 FREEZE_WAIT_MS = 5000  # how long each terminated DR session may take to exit
 
 
@@ -176,7 +179,8 @@ def deleted_in_dr(dr: Any, primary: Any, table: str, pk: list[str], since: datet
     """(how many, the first keys) of the primary's rows that DR deleted: their key is not in DR's
     snapshot, and DR must have had them, because
 
-    * they were restored: ``created_at`` at or before ``since`` (the restore's newest write), or
+    * they were restored: ``created_at`` at least ``IN_FLIGHT_MARGIN_S`` before ``since`` (the
+      restore's newest write), or
     * an earlier sync copied them from DR: the key lies in ``copied_before``, the span of ids DR
       created that the earlier syncs copied (:attr:`Watermark.dr_created`). Ids in it are DR's:
       the primary's own ids lie below DR's band (activation) or start ``band_gap`` past DR's
@@ -188,11 +192,13 @@ def deleted_in_dr(dr: Any, primary: Any, table: str, pk: list[str], since: datet
     Cannot see: a row DR created and deleted before any sync copied it (the primary never had it,
     nothing to undo); a deleted DR row merged into the primary's row by a unique key (the primary's
     row keeps its own id: the keymap is not consulted); DR-created rows of a table whose key is not
-    one sequence-fed column (only the restored rule applies there). False alarms, never a wrong
-    delete: a row whose transaction started before the recovery point but committed after it (its
-    ``created_at`` is older, yet the restore lacks it), a row inserted with an old ``created_at``,
-    and, when ``since`` is DR's start rather than its recovery point, the rows the primary wrote
-    between its backup and that start. Nothing is deleted here: the keys are reported.
+    one sequence-fed column (only the restored rule applies there); a restored row created in the last
+    ``IN_FLIGHT_MARGIN_S`` before ``since`` (a transaction in flight at the recovery point has an
+    older ``created_at`` than rows committed before the cut, yet the restore lacks it: judged, the
+    concurrent writes at the cut would read as deletions). False alarms, never a wrong delete: a
+    transaction open longer than the margin across the recovery point, a row inserted with an old
+    ``created_at``, and, when ``since`` is DR's start rather than its recovery point, the rows the
+    primary wrote between its backup and that start. Nothing is deleted here: the keys are reported.
     """
     from psycopg import sql
 
@@ -204,7 +210,8 @@ def deleted_in_dr(dr: Any, primary: Any, table: str, pk: list[str], since: datet
     _copy(dr, primary, sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(pk_cols, ident),
           sql.SQL("COPY {} ({}) FROM STDIN").format(keys, pk_cols))
     primary.execute(sql.SQL("ANALYZE {}").format(keys))
-    had = sql.SQL("p.created_at <= {}").format(sql.Literal(since))
+    had = sql.SQL("p.created_at <= {} - make_interval(secs => {})").format(sql.Literal(since),
+                                                                           sql.Literal(IN_FLIGHT_MARGIN_S))
     if copied_before:
         had = sql.SQL("{} OR p.{} BETWEEN {} AND {}").format(had, sql.Identifier(pk[0]), *map(sql.Literal,
                                                                                                 copied_before))
