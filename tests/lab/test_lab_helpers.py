@@ -241,21 +241,34 @@ def test_lab_ports_are_reserved_from_ephemeral_allocation(tmp_path: Path) -> Non
     assert reserve_ports(LabLayout(tmp_path, 55320), tmp_path / "missing" / "file") is False
 
 
+def unused_port(first: int = 21000, last: int = 21999) -> int:
+    """A port below the kernel's ephemeral range that no socket uses. An ephemeral port would not do:
+    on a busy machine the kernel hands the same local port to other connections (other
+    destinations), whose sockets then share it (seen in CI: never 'only TIME_WAIT')."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert last < low, f"{first}-{last} must lie below the ephemeral range ({low}...)"
+    used = {int(row.split()[1].rsplit(":", 1)[1], 16) for table in ("/proc/net/tcp", "/proc/net/tcp6")
+            for row in Path(table).read_text().splitlines()[1:]}
+    return next(port for port in range(first, last + 1) if port not in used and port_free(port))
+
+
 def test_a_port_held_only_by_time_wait_is_told_apart_from_a_busy_one() -> None:
     """A closed client connection blocks binding its port for 60 s: `up` waits for it, not fails."""
+    port = unused_port()
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        client = socket.create_connection(server.getsockname())
-        port = client.getsockname()[1]
+        client = socket.socket()
+        client.bind(("127.0.0.1", port))  # the client's end is the port under test, as a lab port would be
+        client.connect(server.getsockname())
         accepted, _ = server.accept()
         assert not only_time_wait(port) and not port_free(port)  # an open connection: busy
-        client.close()
+        client.close()  # the side that closes first keeps TIME_WAIT
         accepted.close()
     assert eventually_true(lambda: only_time_wait(port)) and not port_free(port)
 
 
-def eventually_true(check, timeout_s: float = 2.0) -> bool:
+def eventually_true(check, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
