@@ -40,9 +40,9 @@ Usage::
 Results are printed as a markdown table (stdout) and appended, one JSON object per case, to
 ``--results`` when given.
 
-Figures (2026-12-01, 2 cores, 23 GB RAM, Debian 12, load average 7-11 from 4 other engineers'
-test runs; lab base 25600, Airflow 3.3.2 standalone on SQLite, LocalExecutor, parallelism 4;
-duration 40 s; chaos_abort on its default 2-minute schedule): see bench/README.md.
+Figures (2026-12-01, 2 cores, 23 GB RAM, Debian 12; lab base 25600; Airflow 3.3.2 standalone,
+LocalExecutor, parallelism 4, metadata on SQLite in the first run and on the lab's PostgreSQL in the
+second; duration 40 s; chaos_abort on its default 2-minute schedule): see bench/README.md.
 """
 
 from __future__ import annotations
