@@ -104,6 +104,7 @@ class Environment:
     pgbackrest_stanza: str
     chaos_enabled: bool
     sandbox_allowed: bool
+    patroni_conn_id: str | None = None  # the database's Patroni REST API (HTTP Connection)
     orphan_grace_s: float = 120.0  # a fault open this long past its planned end is an orphan
     settings: Mapping[str, Any] = field(default_factory=dict)
     slo: SloSource | None = None
@@ -146,6 +147,13 @@ def _require(mapping: Mapping[str, Any], key: str, where: str, kind: type = str)
     value = mapping[key]
     if not isinstance(value, kind):
         raise ValueError(f"{where}.{key}: {value!r} is not a {kind.__name__}")
+    return value
+
+
+def _optional_str(mapping: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = mapping.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{where}.{key}: {value!r} is not a non-empty string")
     return value
 
 
@@ -285,6 +293,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         database_conn_id=_require(database, "conn_id", f"{where}.database"),
         dbname=_require(database, "dbname", f"{where}.database"),
         pgbackrest_stanza=_require(pgbackrest, "stanza", f"{where}.pgbackrest"),
+        patroni_conn_id=_optional_str(database, "patroni_conn_id", f"{where}.database"),
         chaos_enabled=bool(chaos.get("enabled", False)),
         orphan_grace_s=_seconds(chaos, "orphan_grace_s", f"{where}.chaos", 120.0),
         sandbox_allowed=bool(sandbox.get("allowed", False)),

@@ -135,6 +135,20 @@ def _why_not_injected(campaign: Campaign, scenario: str, guard: dict | None) -> 
     return "inject failed or did not run (see the inject and guard_slo logs)"
 
 
+def _with_expectations(scenario: str, verdict: Any, observed: dict[str, Any] | None) -> Any:
+    """A scenario whose fault checks the runbook's own expectations (``expectation_failures`` over what
+    its revert measured) fails when one is not met, even with the SLOs held."""
+    from dataclasses import replace
+
+    check = getattr(get_fault(scenario), "expectation_failures", None)
+    if check is None or verdict.status != "passed":
+        return verdict
+    failures = check(observed or {})
+    if not failures:
+        return replace(verdict, reason=f"{verdict.reason}; runbook expectations met")
+    return replace(verdict, status="failed", reason="runbook expectation not met: " + "; ".join(failures))
+
+
 def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | None, guard: dict | None,
           reverted: dict | None, recovery: dict | None) -> dict[str, Any]:
     """The scenario's verdict from what its steps reported and from the ledger (runs whatever happened
@@ -155,6 +169,7 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         revert_error=None if reverted else (last.error if last and last.error else "revert failed (see its log)"),
         recovery=recovery, max_recovery_s=policy.max_recovery_s,
         reverted_by=last.reverted_by if last else None, revert_reason=last.revert_reason if last else None)
+    verdict = _with_expectations(scenario, verdict, last.observed if last else None)
     for step, value in (("guard", guard), ("recovery", recovery)):
         if value is not None:
             campaign.record.step(scenario, step, value)

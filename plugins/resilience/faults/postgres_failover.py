@@ -1,30 +1,165 @@
-"""postgres-failover: stop the primary hard and promote the replica; revert rebuilds the old
-primary as the new replica, so the database is two nodes again (roles stay swapped)."""
+"""postgres-failover: the database's leader changes under load, through Patroni, in one of two ways.
+
+- ``switchover`` (default): planned; Patroni hands the leader role to the synchronous standby.
+- ``crash``: the leader's node is lost (its Patroni and postmaster SIGKILLed); Patroni promotes the
+  standby by itself once the leader key expires (its TTL).
+
+Revert brings the cluster back to a writable leader with every replica streaming (a crashed node is
+started again and rejoins by pg_rewind, or is reinitialised), and with ``switch_back`` hands the
+role back to the original leader. It also measures the runbook's expectations: how long until a
+new writable leader (< 30 s), whether clients reconnected (the lab writer committed again), and
+how many writes acknowledged to a client are missing afterwards (must be 0; with asynchronous
+replication a crash can lose some, Patroni's ``synchronous_mode`` prevents it).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, ClassVar
+
+log = logging.getLogger(__name__)
+
+MODES = ("switchover", "crash")
+OPTIONS = ("mode", "switch_back")
+FAILOVER_TARGET_S = 30.0      # runbook: "Failover completes within 30 seconds"
+LOSS_WINDOW_BEFORE_S = 30.0   # acknowledged writes at risk: those shortly before the change, and all after
+SWITCHOVER_TIMEOUT_S = 60.0
+HEAL_TIMEOUT_S = 180.0
+RECONNECT_WAIT_S = 30.0       # runbook: connections recover automatically (the writer backs off <= 2 s)
+
+
+def validate_options(options: dict[str, Any]) -> tuple[str, bool]:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"options: {unknown} not allowed for postgres-failover (allowed: {list(OPTIONS)})")
+    mode = options.get("mode", "switchover")
+    if mode not in MODES:
+        raise ValueError(f"options.mode: {mode!r} is not one of {list(MODES)}")
+    switch_back = options.get("switch_back", False)
+    if not isinstance(switch_back, bool):
+        raise ValueError(f"options.switch_back: {switch_back!r} must be true or false")
+    return mode, switch_back
+
+
+def expectation_failures(observed: dict[str, Any]) -> list[str]:
+    """The runbook's expectations that ``observed`` (what revert measured) does not meet; a measurement
+    that is missing is a failure, never a pass."""
+    failures = []
+    failover_s = observed.get("failover_s")
+    if failover_s is None:
+        failures.append("failover time not measured")
+    elif failover_s > FAILOVER_TARGET_S:
+        failures.append(f"failover took {failover_s:.1f} s > {FAILOVER_TARGET_S:g} s")
+    writes = observed.get("acknowledged_writes")
+    if not isinstance(writes, dict):
+        failures.append("acknowledged writes not checked")
+    else:
+        if writes.get("lost", 0) > 0:
+            failures.append(f"{writes['lost']} of {writes['acknowledged']} acknowledged writes lost "
+                            f"({'synchronous' if observed.get('synchronous_mode') else 'asynchronous'} replication)")
+        if not writes.get("after_failover"):
+            failures.append("no write was acknowledged after the failover: connections did not recover")
+    return failures
+
+
+def _writes_after(platform: Any, since_epoch_s: float, wait_s: float = RECONNECT_WAIT_S) -> int:
+    """Writes acknowledged since ``since_epoch_s``, waiting up to ``wait_s`` for the first one (clients
+    reconnect with a backoff)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        count = platform.acknowledged_writes_lost(since_epoch_s)["acknowledged"]
+        if count or time.monotonic() >= deadline:
+            return int(count)
+        time.sleep(0.5)
 
 
 class PostgresFailover:
     scenario: ClassVar[str] = "postgres-failover"
+    expectation_failures = staticmethod(expectation_failures)
 
     def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
-        if options:
-            raise ValueError(f"options: postgres-failover takes none, got {sorted(options)}")
-        roles = platform.database_roles()
-        if not roles.get("replica_streaming"):
-            raise ValueError("postgres-failover: the replica is not streaming; a failover would lose data")
-        return {"old_primary": roles["primary"], "old_replica": roles["replica"]}
+        from resilience.ha_database import DatabaseHAError, require_failover_ready
+
+        mode, switch_back = validate_options(options)
+        client = platform.database_cluster()
+        topology = client.topology()
+        try:
+            leader, candidate = require_failover_ready(topology)
+        except DatabaseHAError as exc:
+            raise ValueError(f"postgres-failover: {exc}") from None
+        return {"mode": mode, "switch_back": switch_back, "old_leader": leader, "candidate": candidate,
+                "synchronous_mode": client.synchronous_mode(), "replicas": platform.database_replicas_expected(),
+                "topology": topology.to_dict()}
 
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
-        new_primary = platform.failover_database()
-        return {"new_primary": new_primary}
+        from resilience.ha_database import switchover
+
+        started = time.time()
+        if plan["mode"] == "crash":
+            killed = platform.crash_database_node(plan["old_leader"])
+            return {"mode": "crash", "changed_at": started, "crashed": plan["old_leader"], "killed": killed}
+        timing = switchover(platform.database_cluster(), SWITCHOVER_TIMEOUT_S)
+        return {"mode": "switchover", "changed_at": started, "new_leader": timing.new_leader,
+                "failover_s": timing.writable_after_s}
 
     def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
-        """Idempotent: two healthy nodes (either way round) means there is nothing left to do."""
-        roles = platform.database_roles()
-        if not (roles.get("replica_streaming") and roles.get("primary_up")):
-            platform.rebuild_database_replica()
-            roles = platform.database_roles()
-        return {"roles": roles}
+        """Idempotent: a healthy cluster (either node leading) needs nothing but the measurements."""
+        from resilience.ha_database import heal
+
+        client = platform.database_cluster()
+        replicas, sync = int(plan.get("replicas", 1)), bool(plan.get("synchronous_mode"))
+        topology = heal(client, platform.start_database_nodes, replicas, HEAL_TIMEOUT_S, sync_standby=sync)
+        changed_at = revert_info.get("changed_at")
+        observed: dict[str, Any] = {"mode": plan.get("mode"), "synchronous_mode": plan.get("synchronous_mode"),
+                                    "leader": topology.leader.name if topology.leader else None,
+                                    "topology": topology.to_dict()}
+        if changed_at is not None:
+            observed.update(self._measure(platform, client, plan, revert_info, float(changed_at)))
+        if plan.get("switch_back") and topology.leader and topology.leader.name != plan["old_leader"]:
+            observed.update(self._switch_back(platform, client, plan, replicas, sync))
+        return observed
+
+    @staticmethod
+    def _switch_back(platform: Any, client: Any, plan: dict[str, Any], replicas: int, sync: bool) -> dict[str, Any]:
+        """Hand the role back to the original leader. The fault is reverted already (the cluster is whole):
+        a refused switch-back is reported, not raised, so the revert is not retried for it."""
+        from resilience.ha_database import heal
+        from resilience.patroni import PatroniError
+
+        topology = client.topology()
+        log.info("Switching the leader back to %s", plan["old_leader"])
+        try:
+            client.switchover(topology.leader.name, plan["old_leader"])
+        except PatroniError as exc:
+            log.warning("Switch-back refused: %s", exc)
+            return {"switched_back": False, "switch_back_error": str(exc)}
+        back = client.wait_writable_leader(SWITCHOVER_TIMEOUT_S, not_named=topology.leader.name)
+        topology = heal(client, platform.start_database_nodes, replicas, HEAL_TIMEOUT_S, sync_standby=sync)
+        leader = topology.leader.name if topology.leader else None
+        return {"switched_back": back is not None and leader == plan["old_leader"], "leader": leader,
+                "topology": topology.to_dict()}
+
+    @staticmethod
+    def _measure(platform: Any, client: Any, plan: dict[str, Any], revert_info: dict[str, Any],
+                 changed_at: float) -> dict[str, Any]:
+        """Failover time (switchover: measured by inject; crash: Patroni's timeline switch after the kill)
+        and the acknowledged writes lost around the change."""
+        from resilience.patroni import PatroniError
+
+        failover_s = revert_info.get("failover_s")
+        promoted_at = None if failover_s is None else changed_at + float(failover_s)
+        if failover_s is None:
+            try:
+                switches = [h for h in client.history() if h.at_epoch_s >= changed_at - 1]
+            except (PatroniError, ValueError):
+                switches = []
+            if switches:
+                promoted_at = switches[0].at_epoch_s
+                failover_s = round(max(0.0, promoted_at - changed_at), 3)
+        writes = platform.acknowledged_writes_lost(changed_at - LOSS_WINDOW_BEFORE_S)
+        if writes is not None and promoted_at is not None:
+            writes = {**writes, "after_failover": _writes_after(platform, promoted_at)}
+        log.info("postgres-failover (%s): new writable leader after %s s; acknowledged writes %s",
+                 plan.get("mode"), failover_s, writes)
+        return {"failover_s": failover_s, "acknowledged_writes": writes}

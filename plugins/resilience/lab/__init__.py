@@ -6,18 +6,19 @@ Modules, one job each:
                   nodes a/b, +3 Redis, +4 moto, +5 S3 fault proxy, +6 supervisor metrics, +8 DR
                   supervisor metrics, +9 load generator metrics, +10 load balancer (127.0.0.1, and
                   the DR region's on 127.0.0.2), +11..+19 app replicas, +20 Prometheus, +21..+29 DR
-                  region replicas, +30.. DR sandboxes), regions, paths
+                  region replicas, +30/+31 etcd, +32/+33 Patroni REST APIs, +40.. DR sandboxes), regions, paths
 - ``state``       ``lab.json``, the contract other code reads: ``load_lab_state()``
 - ``control``     primitives the chaos faults and DR DAGs call (kill a replica, stop Redis, S3 faults,
-                  fail over PostgreSQL, rebuild the replica, memory hogs, the DR region, isolate a
+                  crash/start a database node, acknowledged writes lost, memory hogs, the DR region, isolate a
                   region, region health, app releases)
 - ``regions`` / ``releases`` / ``dns_zone``   the DR region on demand, entry points, rolling
                   deploys; release histories per region; the Route53 zone on moto and its records
 - ``bringup`` / ``teardown`` / ``status``   ``lab_up()``, ``lab_down()``, ``lab_status()``
 - ``preflight``   tools, lab dir reachable by the server users, free ports (before anything starts)
 - ``postgres``    one cluster: initdb, config, start/stop, databases
-- ``pg_roles`` / ``pg_nodes`` / ``pg_replication`` / ``pg_failover``   which node is primary,
-                  settings per role, clone/promote/rewind, failover and rebuild
+- ``patroni_cluster``   the app database as a Patroni cluster (nodes a/b, one etcd member): each
+                  node's patroni.yml, start/stop/crash a node; roles change through Patroni's REST API
+- ``pg_roles`` / ``pg_replication``   which node leads (Patroni's answer, remembered), replication probes
 - ``pgbackrest_setup``   the POSIX repo, stanza ``app``, archive/restore commands, backups, check
 - ``prometheus_server``  Prometheus (as ``nobody``) from ``include/prometheus/``, with the alert rules
 - ``redis_server``       Redis (AOF everysec)

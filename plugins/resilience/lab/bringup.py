@@ -1,9 +1,10 @@
 """``resilience lab up``: bring every lab component up, idempotently, and write lab.json.
 
 Order (slow starters first, independent ones overlapped): preflight (nothing started yet) ->
-Prometheus, Redis, moto (not waited for) -> control DB and primary node (in parallel) ->
-databases and schema -> pgBackRest stanza + first full backup (in the background) ->
-supervisor (replicas boot meanwhile) -> streaming replica -> writer -> S3 bucket + fault proxy ->
+Prometheus, Redis, moto (not waited for) -> control DB, and etcd + both nodes' Patroni (in
+parallel; Patroni elects a leader and clones the replica) -> databases and schema -> pgBackRest
+stanza + first full backup (in the background) -> supervisor (replicas boot meanwhile) ->
+replica streaming from the leader -> writer -> S3 bucket + fault proxy ->
 DNS zone and weighted records (missing ones only: weights are never reset) -> replicas healthy ->
 load balancer -> load generator (resolves through DNS) -> first scrape of job ``lb`` -> current WAL
 segment archived (a lab that was down long starts with a current archive) -> lab.json.
@@ -21,8 +22,7 @@ from typing import Any
 from resilience.lab import (
     dns_zone,
     fleet,
-    pg_failover,
-    pg_nodes,
+    patroni_cluster,
     pgbackrest_setup,
     postgres,
     prometheus_server,
@@ -34,7 +34,7 @@ from resilience.lab import (
 from resilience.lab.layout import APP_DBNAME, CONTROL_DBNAME, LabLayout, include_dir, record_settings
 from resilience.lab.osuser import PG_OS_USER, effective_user, make_dir
 from resilience.lab.password import ensure_password
-from resilience.lab.pg_roles import Roles, primary_node, write_roles
+from resilience.lab.pg_roles import primary_node
 from resilience.lab.preflight import preflight
 from resilience.lab.state import app_read_write_dsn, build_state, write_lab_state
 from resilience.lab.status import running_components
@@ -49,20 +49,19 @@ def prepare_lab_dir(layout: LabLayout) -> str:
     make_dir(layout.sandbox_root, PG_OS_USER, 0o755)
     make_dir(layout.lab_dir / "pg", None, 0o755)
     record_settings(layout)
-    if not layout.roles_file.exists():
-        write_roles(layout, Roles())
     return ensure_password(layout.password_file)
 
 
 def start_databases(layout: LabLayout, password: str) -> subprocess.Popen[str] | None:
-    """Control DB and primary node up, schema applied, stanza created; return a running first backup."""
+    """Control DB and the Patroni cluster's leader up, schema applied, stanza created; return a running
+    first backup."""
     control = layout.control
     with ThreadPoolExecutor(max_workers=2) as pool:
         control_up = pool.submit(postgres.ensure_cluster, control, layout.password_file,
                                  postgres.base_settings(control))
-        primary_up = pool.submit(pg_nodes.ensure_primary, layout)
+        leader_up = pool.submit(patroni_cluster.ensure_cluster, layout)
         control_up.result()
-        primary_up.result()
+        leader_up.result()
     primary = primary_node(layout)
     postgres.ensure_database(control, password, CONTROL_DBNAME)
     postgres.ensure_database(primary, password, APP_DBNAME)
@@ -83,7 +82,7 @@ def start_services(layout: LabLayout, password: str, moto_pid: int) -> None:
     dsn = app_read_write_dsn(layout, password)
     releases.ensure_history(layout, "primary")
     supervisor_pid = fleet.start_supervisor(layout, dsn)
-    pg_failover.ensure_replica(layout)
+    patroni_cluster.wait_replicas(layout)
     workload.start_writer(layout, dsn)
     s3_server.finish_start(layout, moto_pid)
     dns_zone.ensure_zone(layout)
@@ -98,13 +97,13 @@ def start_services(layout: LabLayout, password: str, moto_pid: int) -> None:
 def lab_up(layout: LabLayout) -> dict[str, Any]:
     """Bring the lab up (idempotent) and return the lab.json document."""
     started = time.monotonic()
-    pg_nodes.refuse_legacy_layout(layout)
+    patroni_cluster.refuse_unmanaged_nodes(layout)
     running = {name: pid is not None for name, pid in running_components(layout).items()}
     preflight(layout, running)
     log.info("Bringing the lab up in %s (port base %d, %d replicas, load %g requests/s)", layout.lab_dir,
              layout.port_base, layout.replicas, layout.load_rate)
     password = prepare_lab_dir(layout)
-    pgbackrest_setup.write_config(layout, primary_node(layout))
+    pgbackrest_setup.write_config(layout)
     prometheus_server.start(layout)  # first: it needs nothing, and it syncs new targets only every ~5 s
     redis_server.start(layout)
     moto_pid = s3_server.start_moto(layout)  # ~1 s of imports: waited for later

@@ -23,12 +23,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from resilience.lab import deadman, memhog, pg_failover, redis_server, regions, releases
+from resilience.lab import deadman, memhog, patroni_cluster, redis_server, regions, releases, workload
 from resilience.lab.app_process import http_ok
 from resilience.lab.daemons import pid_matches
 from resilience.lab.errors import LabError
 from resilience.lab.fleet import supervisor_state
-from resilience.lab.layout import DEFAULT_DR_REPLICAS, HOST, validate_region
+from resilience.lab.layout import DEFAULT_DR_REPLICAS, HOST, NODES, validate_region
 from resilience.lab.pg_roles import read_roles
 from resilience.lab.state import layout_of
 from resilience.lab.supervisor import (
@@ -226,27 +226,32 @@ def postgres_roles(state: State) -> dict[str, str]:
     return {"primary": roles.primary, "replica": roles.replica}
 
 
-def failover_postgres(state: State) -> str:
-    """Stop the primary hard, promote the replica; return the new primary node (lab.json follows)."""
-    roles = postgres_roles(state)
-    log.info("Failover of the app database requested (primary node %s, replica node %s)",
-             roles["primary"], roles["replica"])
-    return pg_failover.failover(layout_of(state))
+def patroni_endpoints(state: State) -> list[str]:
+    """Every node's Patroni REST API (the product's database adapter talks to these)."""
+    return layout_of(state).patroni_urls
 
 
-def rebuild_replica(state: State) -> None:
-    """Turn the old primary into a streaming replica of the new one (pg_rewind, else base backup).
+def crash_postgres_node(state: State, node: str) -> dict[str, int | None]:
+    """SIGKILL node ``node``'s Patroni and postmaster (a lost host); Patroni fails over after its TTL."""
+    return patroni_cluster.crash_node(layout_of(state), node)
 
-    The revert of a failover: one that stopped half-way (its caller killed between stopping the
-    primary and recording the promotion) is finished first, so the primary is never left down."""
+
+def start_postgres_nodes(state: State) -> list[str]:
+    """Start the Patroni of every node that is down (it rejoins as a replica: pg_rewind or a fresh
+    clone); return the nodes started."""
     layout = layout_of(state)
-    if pg_failover.interrupted(layout):
-        log.warning("The app database's primary is down with no failover recorded: finishing the failover "
-                    "before the rebuild")
-        pg_failover.failover(layout)
-    roles = postgres_roles(state)
-    log.info("Rebuilding node %s as a streaming replica of node %s", roles["replica"], roles["primary"])
-    pg_failover.rebuild(layout)
+    started = [n for n in NODES if patroni_cluster.node_running(layout, n) is None]
+    for node in started:
+        log.info("Starting node %s's Patroni again: it rejoins the cluster as a replica", node)
+        patroni_cluster.start_node(layout, node)
+    return started
+
+
+def acknowledged_writes_lost(state: State, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
+    """Writes the lab writer was told were committed (its journal) since ``since_epoch_s`` that the
+    app database no longer has: ``{"acknowledged": n, "lost": m}``."""
+    return workload.acknowledged_writes_lost(layout_of(state), state["app_db"]["read_write_dsn"], since_epoch_s,
+                                             until_epoch_s)
 
 
 # -- memory pressure ------------------------------------------------------------------------------

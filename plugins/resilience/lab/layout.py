@@ -35,7 +35,6 @@ STANZA = "app"
 APP_DBNAME = "app"
 CONTROL_DBNAME = "resilience"
 PG_SUPERUSER = "postgres"
-REPLICA_SLOT = "replica_slot"
 S3_BUCKET = "uploads"
 S3_REGION = "us-east-1"
 S3_ACCESS_KEY = "resilience-lab"  # moto accepts any key; these only look like credentials
@@ -44,19 +43,21 @@ LAYOUT_FILE = "layout.json"
 LAB_FILE = "lab.json"
 
 # Offsets from the port base. App replicas use base+11..base+19, DR region replicas base+21..base+29,
-# DR sandboxes base+30 and up. The DR region's load balancer shares "lb"'s port on DR_HOST.
-PORT_OFFSETS = {"control_db": 0, "node_a": 1, "node_b": 2, "redis": 3, "moto": 4, "s3_proxy": 5,
-                "supervisor": 6, "dr_supervisor": 8, "loadgen": 9, "lb": 10, "app": 10, "prometheus": 20}
+# etcd base+30/31, the nodes' Patroni REST APIs base+32/33, DR sandboxes base+40 and up. The DR
+# region's load balancer shares "lb"'s port on DR_HOST.
+PORT_OFFSETS = {"control_db": 0, "node_a": 1, "node_b": 2, "redis": 3, "moto": 4, "s3_proxy": 5, "supervisor": 6,
+                "dr_supervisor": 8, "loadgen": 9, "lb": 10, "app": 10, "prometheus": 20,
+                "etcd": 30, "etcd_peer": 31, "patroni_a": 32, "patroni_b": 33}
 NODES = ("a", "b")
 REPLICA_PORT_OFFSET = 10
 REGION_REPLICA_PORT_OFFSET = {"primary": REPLICA_PORT_OFFSET, "dr": 20}
 MAX_REPLICAS = 9
 DEFAULT_REPLICAS = 3
 DEFAULT_DR_REPLICAS = 2
-LAST_LAB_PORT_OFFSET = 29  # the last DR region replica; sandboxes start right after
+LAST_LAB_PORT_OFFSET = 33  # node b's Patroni REST API; sandboxes start at SANDBOX_PORT_OFFSET
 DEFAULT_LOAD_RATE = 20.0
 MAX_LOAD_RATE = 500.0
-SANDBOX_PORT_OFFSET = 30
+SANDBOX_PORT_OFFSET = 40
 MAX_PORT = 65535
 
 
@@ -195,7 +196,24 @@ class LabLayout:
 
     @property
     def roles_file(self) -> Path:
+        """The roles Patroni last reported (read when its REST API does not answer)."""
         return self.lab_dir / "pg" / "roles.json"
+
+    def patroni_url(self, name: str) -> str:
+        """Node ``a``/``b``'s Patroni REST API."""
+        self.node(name)
+        return self.url(f"patroni_{name}")
+
+    @property
+    def patroni_urls(self) -> list[str]:
+        return [self.patroni_url(n) for n in NODES]
+
+    def patroni_config(self, name: str) -> Path:
+        return self.node(name).root / "patroni.yml"
+
+    @property
+    def etcd_dir(self) -> Path:
+        return self.lab_dir / "etcd"
 
     @property
     def legacy_data_dirs(self) -> list[Path]:

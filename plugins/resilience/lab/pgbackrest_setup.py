@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resilience.lab.errors import CommandError, LabError
-from resilience.lab.layout import STANZA, ClusterPaths, LabLayout
+from resilience.lab.layout import NODES, STANZA, LabLayout
 from resilience.lab.osuser import PG_OS_USER, as_postgres, make_dir, run_as_postgres, user_env
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,14 @@ def restore_command(config: Path, stanza: str = STANZA, pg_path: Path | None = N
     return f'pgbackrest --config={config} --stanza={stanza}{extra} archive-get %f "%p"'
 
 
-def render_config(layout: LabLayout, primary: ClusterPaths) -> str:
+def render_config(layout: LabLayout) -> str:
+    """Both app nodes as pg1/pg2: pgBackRest finds the primary itself (backups follow a failover)."""
     root = layout.pgbackrest_dir
+    nodes = []
+    for index, name in enumerate(NODES, start=1):
+        node = layout.node(name)
+        nodes += [f"pg{index}-path={node.data_dir}", f"pg{index}-port={node.port}",
+                  f"pg{index}-socket-path={node.socket_dir}", f"pg{index}-user=postgres"]
     return "\n".join([
         "# Written by resilience.lab on every `resilience lab up`.",
         "[global]",
@@ -53,21 +59,18 @@ def render_config(layout: LabLayout, primary: ClusterPaths) -> str:
         "compress-type=lz4",
         "",
         f"[{STANZA}]",
-        f"pg1-path={primary.data_dir}",
-        f"pg1-port={primary.port}",
-        f"pg1-socket-path={primary.socket_dir}",
-        "pg1-user=postgres",
+        *nodes,
         "",
     ])
 
 
-def write_config(layout: LabLayout, primary: ClusterPaths) -> Path:
+def write_config(layout: LabLayout) -> Path:
     """Create the repo/log/lock/spool dirs (owned by postgres) and write pgbackrest.conf."""
     root = make_dir(layout.pgbackrest_dir, PG_OS_USER, 0o755)
     for name in ("repo", "log", "lock", "spool"):
         make_dir(root / name, PG_OS_USER, 0o750)
     conf = layout.pgbackrest_conf
-    conf.write_text(render_config(layout, primary))
+    conf.write_text(render_config(layout))
     conf.chmod(0o644)
     return conf
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from resilience.lab.daemons import wait_for
 from resilience.lab.errors import PreflightError
-from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, HOST, LAST_LAB_PORT_OFFSET, LabLayout
+from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, HOST, LAST_LAB_PORT_OFFSET, NODES, LabLayout
 from resilience.lab.osuser import NOBODY, PG_OS_USER, check_traversable, is_root
 from resilience.lab.pg_roles import read_roles
 from resilience.lab.postgres import pg_bindir
@@ -30,6 +30,9 @@ def component_ports(layout: LabLayout) -> dict[str, tuple[str, int]]:
         "control_db": ("control-plane PostgreSQL", layout.port("control_db")),
         "app_primary": ("app primary PostgreSQL", layout.node(roles.primary).port),
         "app_replica": ("app replica PostgreSQL", layout.node(roles.replica).port),
+        "etcd": ("etcd", layout.port("etcd")),
+        "etcd_peer": ("etcd peer", layout.port("etcd_peer")),
+        **{f"patroni_{n}": (f"Patroni REST API of node {n}", layout.port(f"patroni_{n}")) for n in NODES},
         "redis": ("Redis", layout.port("redis")),
         "moto": ("moto S3 server", layout.port("moto")),
         "s3_proxy": ("S3 fault proxy", layout.port("s3_proxy")),
@@ -116,25 +119,27 @@ def wait_time_wait(port: int, title: str, timeout_s: float = 65.0) -> bool:
 def check_ports(layout: LabLayout, running: Mapping[str, bool]) -> None:
     """Refuse to start when a port of a component that is not already ours-and-up is taken."""
     for component, (title, port) in component_ports(layout).items():
-        if running.get(component) or port_free(port) or wait_time_wait(port, title):
+        owner = component.removesuffix("_peer")  # etcd's peer port is etcd's
+        if running.get(owner) or port_free(port) or wait_time_wait(port, title):
             continue
         raise PreflightError(
             f"port {port} for the lab's {title} (port base {layout.port_base} + "
             f"{port - layout.port_base}) is already in use on {HOST} (by another process, or a closed "
             f"client connection in TIME_WAIT for up to 60 s); "
             f"choose another port base with --port-base or {ENV_PORT_BASE} "
-            f"(the lab uses base+0..base+29, DR sandboxes base+30 and up)"
+            f"(the lab uses base+0..base+33, DR sandboxes base+40 and up)"
         )
 
 
 def check_tools() -> None:
     """Refuse early when a binary the lab runs is missing."""
-    missing = [name for name in ("pgbackrest", "prometheus", "redis-server") if not shutil.which(name)]
+    tools = ("pgbackrest", "prometheus", "redis-server", "patroni", "etcd")
+    missing = [name for name in tools if not shutil.which(name)]
     if is_root() and not shutil.which("setpriv"):
         missing.append("setpriv")
     if missing:
         raise PreflightError(f"missing commands for the lab: {', '.join(missing)} "
-                       "(apt-get install postgresql pgbackrest prometheus redis-server util-linux)")
+                       "(apt-get install postgresql pgbackrest prometheus redis-server patroni etcd-server util-linux)")
     if importlib.util.find_spec("moto") is None:
         raise PreflightError("Python package moto is missing: pip install 'moto[server]' (make venv)")
     if not (pg_bindir() / "initdb").exists():

@@ -14,7 +14,7 @@ from typing import Any
 from resilience.lab.app_process import wait_http_ok
 from resilience.lab.daemons import is_alive, log_tail, running_pid, start_daemon, stop_daemon, wait_for
 from resilience.lab.errors import LabError
-from resilience.lab.layout import DR_HOST, HOST, LabLayout, include_dir
+from resilience.lab.layout import DR_HOST, HOST, NODES, LabLayout, include_dir
 from resilience.lab.osuser import NOBODY, make_dir
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def scrape_targets(layout: LabLayout) -> dict[str, Any]:
             "lab": [target("supervisor")], "s3": [target("s3_proxy")], "prometheus": [target("prometheus")],
             "dr_lb": [f"{DR_HOST}:{layout.port('lb')}"],
             "dr_api": {n: f"{HOST}:{layout.replica_port(n)}" for n in layout.region_replica_names("dr")},
-            "dr_lab": [target("dr_supervisor")], "loadgen": [target("loadgen")]}
+            "dr_lab": [target("dr_supervisor")], "loadgen": [target("loadgen")],
+            "patroni": {n: target(f"patroni_{n}") for n in NODES}}
 
 
 def render_config(targets: Mapping[str, Any], scrape_interval: str = "1s", rule_files: Sequence[str] = (),
@@ -51,7 +52,9 @@ def render_config(targets: Mapping[str, Any], scrape_interval: str = "1s", rule_
            for name, t in targets["api"].items()]
     dr_api = [{"targets": [t], "labels": {"replica": name, "service": "demo-app", "region": "dr"}}
               for name, t in targets["dr_api"].items()]
+    patroni = [{"targets": [t], "labels": {"node": name}} for name, t in targets["patroni"].items()]
     return Template(text).substitute(
+        patroni_static_configs=json.dumps(patroni),
         scrape_interval=scrape_interval,
         lb_targets=json.dumps(list(targets["lb"])),
         api_static_configs=json.dumps(api),

@@ -8,9 +8,18 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
-from resilience.lab import fleet, memhog, pgbackrest_setup, postgres, prometheus_server, redis_server, workload
+from resilience.lab import (
+    fleet,
+    memhog,
+    patroni_cluster,
+    pgbackrest_setup,
+    postgres,
+    prometheus_server,
+    redis_server,
+    workload,
+)
 from resilience.lab.daemons import running_pid
-from resilience.lab.layout import APP_DBNAME, CONTROL_DBNAME, DNS_RECORD, HOST, LabLayout
+from resilience.lab.layout import APP_DBNAME, CONTROL_DBNAME, DNS_RECORD, HOST, NODES, LabLayout
 from resilience.lab.osuser import PG_OS_USER, effective_user
 from resilience.lab.password import read_password
 from resilience.lab.pg_roles import read_roles
@@ -24,6 +33,8 @@ def running_components(layout: LabLayout) -> dict[str, int | None]:
         "control_db": postgres.postmaster_pid(layout.control),
         "app_primary": postgres.postmaster_pid(layout.node(roles.primary)),
         "app_replica": postgres.postmaster_pid(layout.node(roles.replica)),
+        "etcd": running_pid(layout.pid_file("etcd")),
+        **{f"patroni_{n}": patroni_cluster.node_running(layout, n) for n in NODES},
         "redis": redis_server.is_running(layout),
         "moto": running_pid(layout.pid_file("moto")),
         "s3_proxy": running_pid(layout.pid_file("s3-proxy")),
@@ -46,6 +57,8 @@ def endpoints(layout: LabLayout) -> dict[str, tuple[str, str]]:
         "app_primary": (f"app PostgreSQL primary (node {roles.primary})", f"{HOST}:{primary.port}/{APP_DBNAME}"),
         "app_replica": (f"app PostgreSQL replica (node {roles.replica})"
                         + (", needs rebuild" if roles.needs_rebuild else ""), f"{HOST}:{replica.port}/{APP_DBNAME}"),
+        "etcd": ("etcd (Patroni's DCS)", layout.url("etcd")),
+        **{f"patroni_{n}": (f"Patroni REST API of node {n}", layout.patroni_url(n)) for n in NODES},
         "redis": ("Redis (cache)", f"redis://{HOST}:{layout.port('redis')}"),
         "moto": ("moto S3 server", layout.url("moto")),
         "s3_proxy": ("S3 fault proxy", f"{layout.url('s3_proxy')} (fault API /__fault__)"),

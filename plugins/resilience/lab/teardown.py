@@ -12,6 +12,7 @@ from resilience.lab import (
     deadman,
     fleet,
     memhog,
+    patroni_cluster,
     postgres,
     prometheus_server,
     redis_server,
@@ -23,7 +24,6 @@ from resilience.lab.app_process import stop_app
 from resilience.lab.daemons import stop_daemon
 from resilience.lab.errors import LabError
 from resilience.lab.layout import LAB_FILE, LAYOUT_FILE, LabLayout
-from resilience.lab.pg_roles import read_roles
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,9 @@ def stop_sandboxes(layout: LabLayout) -> int:
 
 
 def stop_app_databases(layout: LabLayout) -> None:
-    """Both app nodes (replica role first), the control DB, and data dirs a lab v1 left running."""
-    roles = read_roles(layout)
-    for node in (roles.replica, roles.primary):
-        postgres.stop(layout.node(node))
+    """The Patroni cluster (replica first, then the leader, then etcd), the control DB, and data dirs a
+    lab v1 left running."""
+    patroni_cluster.stop_cluster(layout)
     for data_dir in layout.legacy_data_dirs:
         postgres.stop_data_dir(data_dir, f"lab v1 PostgreSQL {data_dir}")
     postgres.stop(layout.control)

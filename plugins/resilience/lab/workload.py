@@ -10,7 +10,7 @@ from pathlib import Path
 
 from resilience.lab.daemons import current_pid, python_env, running_pid, start_daemon, stop_daemon
 from resilience.lab.layout import DNS_RECORD, DNS_TTL_S, DNS_ZONE, S3_ACCESS_KEY, S3_SECRET_KEY, LabLayout
-from resilience.lab.writer import ENV_DSN
+from resilience.lab.writer import ENV_DSN, missing_posts, read_journal
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,22 @@ def pid_file(layout: LabLayout) -> Path:
     return layout.run_dir / "writer.pid"
 
 
+def journal_file(layout: LabLayout) -> Path:
+    """The writer's journal of acknowledged commits (``post_id epoch`` per line)."""
+    return layout.run_dir / "writer-acked.log"
+
+
 def argv(layout: LabLayout, rate_per_s: float = 10.0) -> list[str]:
-    return [sys.executable, "-m", "resilience.lab.writer", "--rate", f"{rate_per_s:g}", "--label", str(layout.lab_dir)]
+    return [sys.executable, "-m", "resilience.lab.writer", "--rate", f"{rate_per_s:g}", "--label", str(layout.lab_dir),
+            "--journal", str(journal_file(layout))]
+
+
+def acknowledged_writes_lost(layout: LabLayout, dsn: str, since_epoch_s: float,
+                             until_epoch_s: float | None = None) -> dict[str, int]:
+    """How many commits the writer was told succeeded in the window, and how many of them the app
+    database no longer has (a failover that lost acknowledged writes)."""
+    acked = read_journal(journal_file(layout), since_epoch_s, until_epoch_s)
+    return {"acknowledged": len(acked), "lost": len(missing_posts(dsn, acked))}
 
 
 def is_running(layout: LabLayout) -> int | None:

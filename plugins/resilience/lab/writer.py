@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 
@@ -27,6 +28,7 @@ from resilience.lab.postgres import fetch_one
 log = logging.getLogger("resilience.lab.writer")
 
 ENV_DSN = "RESILIENCE_WRITER_DSN"
+JOURNAL_MAX_BYTES = 4 * 1024 * 1024  # then the journal moves to <name>.1 (one old file is kept)
 STATUSES = ("draft", "scheduled", "published", "archived")
 
 
@@ -84,7 +86,56 @@ def write_batch(conn: psycopg.Connection, state: WriterState, rng: random.Random
     state.last_post_id = post_id
 
 
-def run(dsn: str, rate_per_s: float, stop: threading.Event, label: str = "") -> WriterState:
+class Journal:
+    """Append-only record of acknowledged commits: ``post_id epoch_s`` per line, written after COMMIT
+    returned (what a client was told is durable), flushed at once so a killed writer loses none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle = open(path, "a")  # noqa: SIM115 (held open for the writer's life)
+
+    def record(self, post_id: int, at: float) -> None:
+        self.handle.write(f"{post_id} {at:.3f}\n")
+        self.handle.flush()
+        if self.handle.tell() > JOURNAL_MAX_BYTES:
+            self.handle.close()
+            self.path.replace(self.path.with_name(self.path.name + ".1"))
+            self.handle = open(self.path, "a")  # noqa: SIM115
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def read_journal(path: Path, since_epoch_s: float, until_epoch_s: float | None = None) -> list[int]:
+    """Post ids acknowledged in [since, until] (the rotated file too)."""
+    ids = []
+    for candidate in (path.with_name(path.name + ".1"), path):
+        try:
+            lines = candidate.read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            post_id, _, at = line.partition(" ")
+            try:
+                stamp = float(at)
+            except ValueError:
+                continue  # a line cut by a kill
+            if stamp >= since_epoch_s and (until_epoch_s is None or stamp <= until_epoch_s):
+                ids.append(int(post_id))
+    return ids
+
+
+def missing_posts(dsn: str, post_ids: list[int]) -> list[int]:
+    """The ids among ``post_ids`` that the database (its writable node) does not have."""
+    if not post_ids:
+        return []
+    with psycopg.connect(dsn, connect_timeout=5, target_session_attrs="read-write") as conn:
+        found = {r[0] for r in conn.execute("SELECT id FROM posts WHERE id = ANY(%s)", (post_ids,))}
+    return sorted(set(post_ids) - found)
+
+
+def run(dsn: str, rate_per_s: float, stop: threading.Event, label: str = "",
+        journal: Journal | None = None) -> WriterState:
     """Write until ``stop`` is set; return the final counters."""
     state = WriterState()
     rng = random.Random()
@@ -102,6 +153,8 @@ def run(dsn: str, rate_per_s: float, stop: threading.Event, label: str = "") -> 
                          conn.info.host, conn.info.port, len(state.account_ids))
             write_batch(conn, state, rng)
             state.committed += 1
+            if journal is not None and state.last_post_id is not None:
+                journal.record(state.last_post_id, time.time())
             backoff = 0.2
         except psycopg.Error as exc:
             state.errors += 1
@@ -132,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resilience.lab.writer", description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=10.0, help="transactions per second (default 10)")
     parser.add_argument("--label", default="", help="a name shown in logs and ps (e.g. the lab dir)")
+    parser.add_argument("--journal", type=Path, help="append each acknowledged commit (post id, time) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dsn = os.environ.get(ENV_DSN)
@@ -142,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run(dsn, args.rate, stop, f" [{args.label}]" if args.label else "")
+    journal = Journal(args.journal) if args.journal else None
+    try:
+        run(dsn, args.rate, stop, f" [{args.label}]" if args.label else "", journal)
+    finally:
+        if journal is not None:
+            journal.close()
     return 0
 
 

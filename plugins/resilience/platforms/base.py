@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from resilience.config import Environment
 
 if TYPE_CHECKING:
+    from resilience.patroni import PatroniClient
     from resilience.platforms.local import LocalPlatform
 
 
@@ -110,14 +111,30 @@ class ChaosPlatform(Protocol):
     def set_object_store_fault(self, error_rate: float, status: int, expires_at: float | None = None) -> None:
         """Fail a share of object-store requests with ``status``; none from ``expires_at`` (UTC epoch s) on."""
 
+    def database_cluster(self) -> PatroniClient:
+        """The database's Patroni REST API (topology, switchover, failover, reinitialize)."""
+
+    def crash_database_node(self, member: str) -> dict[str, int | None]:
+        """Lose the member's host (its Patroni and PostgreSQL die at once); returns what was killed."""
+
+    def start_database_nodes(self) -> list[str]:
+        """Start the database nodes that are down (they rejoin as replicas); returns their names."""
+
+    def database_replicas_expected(self) -> int:
+        """How many replicas stream from the leader when the cluster is whole."""
+
+    def acknowledged_writes_lost(self, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
+        """``{"acknowledged", "lost"}``: writes a client was told were committed in the window, and how
+        many of them the database no longer has."""
+
     def database_roles(self) -> dict[str, Any]:
-        """``{"primary", "replica", "primary_up", "replica_streaming"}``."""
+        """``{"primary", "replica", "primary_up", "replica_streaming"}`` (member names), from Patroni."""
 
     def failover_database(self) -> str:
-        """Stop the primary hard and promote the replica; returns the new primary."""
+        """Promote the best replica now (Patroni ``/failover``); returns the new leader."""
 
     def rebuild_database_replica(self) -> None:
-        """Make the old primary a streaming replica of the new one."""
+        """Back to a writable leader with every replica streaming."""
 
     def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int,
                          deadline_epoch_s: float | None = None) -> dict[str, Any]:

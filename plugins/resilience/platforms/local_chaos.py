@@ -1,16 +1,26 @@
 """The lab's chaos primitives behind the Platform interface (mixed into LocalPlatform).
 
-Each call re-reads lab.json: a failover swaps the database roles under our feet.
+Each call re-reads lab.json (the lab may have been restarted with other ports). The database's
+roles come from Patroni, never from a file.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from resilience.config import Environment
+
+if TYPE_CHECKING:
+    from resilience.patroni import PatroniClient
+
+log = logging.getLogger(__name__)
 
 
 class LocalChaos:
     lab_dir: Path
+    environment: Environment
 
     def _state(self) -> dict[str, Any]:
         from resilience.lab.state import load_lab_state
@@ -68,39 +78,73 @@ class LocalChaos:
 
         control.set_s3_fault(self._state(), error_rate, status, expires_at)
 
-    # -- database (postgres-failover) ---------------------------------------------------------
+    # -- database (postgres-failover; DR regional failover) --------------------------------------
+
+    def database_cluster(self) -> PatroniClient:
+        """The app database's Patroni REST API: the environment's Connection when it resolves, else the
+        nodes lab.json lists (outside Airflow, e.g. ``resilience lab`` commands and tests)."""
+        from resilience.patroni import PatroniClient, client_from_connection
+
+        conn_id = self.environment.patroni_conn_id
+        if conn_id:
+            try:
+                return client_from_connection(conn_id)
+            except Exception as exc:  # noqa: BLE001 (no Airflow, or no such Connection here: lab.json knows)
+                log.debug("Connection %s not usable (%s): using lab.json's Patroni endpoints", conn_id, exc)
+        return PatroniClient(self._state()["app_db"]["patroni"]["urls"])
+
+    def crash_database_node(self, member: str) -> dict[str, int | None]:
+        """SIGKILL the member's Patroni and postmaster: the host is lost, Patroni fails over after its TTL."""
+        from resilience.lab import control
+        from resilience.lab.patroni_cluster import node_of_member
+
+        return control.crash_postgres_node(self._state(), node_of_member(member))
+
+    def start_database_nodes(self) -> list[str]:
+        """Start every node whose Patroni is down (it rejoins as a replica)."""
+        from resilience.lab import control
+
+        return control.start_postgres_nodes(self._state())
+
+    def database_replicas_expected(self) -> int:
+        from resilience.lab.layout import NODES
+
+        return len(NODES) - 1
+
+    def acknowledged_writes_lost(self, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
+        """``{"acknowledged", "lost"}``: the lab writer's acknowledged commits in the window, and how many
+        the database no longer has."""
+        from resilience.lab import control
+
+        return control.acknowledged_writes_lost(self._state(), since_epoch_s, until_epoch_s)
 
     def database_roles(self) -> dict[str, Any]:
-        """The lab's roles, plus whether the primary takes writes and the replica streams from it."""
-        from resilience.lab import control
+        """``{"primary", "replica", "primary_up", "replica_streaming", "topology"}`` from Patroni."""
+        from resilience.ha_database import healthy_replica_count
+        from resilience.patroni import PatroniError
 
-        state = self._state()
-        roles: dict[str, Any] = dict(control.postgres_roles(state))
-        roles["primary_up"], roles["replica_streaming"] = False, False
         try:
-            import psycopg
-
-            from resilience.lab.postgres import fetch_one
-
-            db = state["app_db"]
-            with psycopg.connect(host=db["primary"]["host"], port=db["primary"]["port"], dbname=db["dbname"],
-                                 user=db["user"], password=db["password"], connect_timeout=2) as conn:
-                roles["primary_up"] = not fetch_one(conn, "SELECT pg_is_in_recovery()")[0]
-                roles["replica_streaming"] = fetch_one(
-                    conn, "SELECT count(*) > 0 FROM pg_stat_replication WHERE state = 'streaming'")[0]
-        except Exception as exc:  # a down primary is an answer, not an error
-            roles["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return roles
+            topology = self.database_cluster().topology()
+        except PatroniError as exc:
+            return {"primary": None, "replica": None, "primary_up": False, "replica_streaming": False,
+                    "error": str(exc).splitlines()[0]}
+        leader = topology.leader
+        return {"primary": leader.name if leader else None,
+                "replica": next((m.name for m in topology.replicas), None),
+                "primary_up": leader is not None, "replica_streaming": healthy_replica_count(topology) > 0,
+                "topology": topology.to_dict()}
 
     def failover_database(self) -> str:
-        from resilience.lab import control
+        """Promote the best replica now (Patroni ``/failover``); returns the new leader's member name."""
+        from resilience.ha_database import failover
 
-        return control.failover_postgres(self._state())
+        return failover(self.database_cluster()).new_leader
 
     def rebuild_database_replica(self) -> None:
-        from resilience.lab import control
+        """Back to a writable leader with every replica streaming (nodes that are down are started)."""
+        from resilience.ha_database import heal
 
-        control.rebuild_replica(self._state())
+        heal(self.database_cluster(), self.start_database_nodes, self.database_replicas_expected())
 
     # -- memory (memory-pressure) -------------------------------------------------------------
 
