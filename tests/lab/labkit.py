@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 PORT_BASE = int(os.environ.get("RESILIENCE_TEST_LAB_PORT_BASE", "25320"))
-TOOLS = ("pgbackrest", "prometheus", "redis-server")
+TOOLS = ("pgbackrest", "prometheus", "redis-server", "patroni", "etcd")
 T = TypeVar("T")
 
 needs_lab_tools = pytest.mark.skipif(
@@ -57,8 +57,10 @@ class Lab:
 
     @property
     def state(self) -> dict[str, Any]:
-        """lab.json as it is now (roles change with a failover)."""
-        return json.loads((self.lab_dir / "lab.json").read_text())
+        """lab.json as it is now, with the database roles as Patroni reports them."""
+        from resilience.lab.state import load_lab_state
+
+        return load_lab_state(self.lab_dir)
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,9 @@ import boto3
 import psycopg
 import pytest
 
+from resilience import ha_database
 from resilience.lab import control
+from resilience.patroni import PatroniClient
 from tests.lab.labkit import (
     Lab,
     cgroups_v1_memory,
@@ -182,36 +184,58 @@ def pgbackrest(state: dict, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, cwd="/", timeout=120, check=False)
 
 
-def test_failover_moves_writes_and_rebuild_makes_two_streaming_nodes_again(lab: Lab) -> None:
-    before = control.postgres_roles(lab.state)
-    assert control.failover_postgres(lab.state) == before["replica"]
-    assert control.failover_postgres(lab.state) == before["replica"]  # idempotent: no failing back
-    state = lab.state
-    assert (state["app_db"]["primary"]["node"], state["app_db"]["replica"]["node"]) == (
-        before["replica"], before["primary"])
-    marker = f"failover-{os.getpid()}-{time.time_ns()}@lab.test"
+def leader_port(state: dict) -> int:
+    with psycopg.connect(state["app_db"]["read_write_dsn"], autocommit=True) as conn:
+        return int(conn.execute("SELECT inet_server_port()").fetchone()[0])
+
+
+def test_patroni_switchover_moves_writes_and_the_app_follows(lab: Lab) -> None:
+    client = PatroniClient(lab.state["app_db"]["patroni"]["urls"])
+    before = client.topology()
+    assert before.leader is not None and ha_database.healthy_replica_count(before) == 1, before.describe()
+    timing = ha_database.switchover(client)
+    assert timing.new_leader != before.leader.name and timing.writable_after_s < 30
+    state = lab.state  # lab.json's roles follow Patroni's answer
+    assert f"node-{state['app_db']['primary']['node']}" == timing.new_leader
+    marker = f"switchover-{os.getpid()}-{time.time_ns()}@lab.test"
     with psycopg.connect(state["app_db"]["read_write_dsn"], autocommit=True) as conn:
         port = conn.execute("SELECT inet_server_port()").fetchone()[0]
-        conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, 'failover')", (marker,))
+        conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, 'switchover')", (marker,))
     assert port == state["app_db"]["primary"]["port"]
-    for _ in range(6):  # every replica drops its pooled connections to the dead node and follows
-        status, body, _ = request(f"{state['app']['url']}/api/health/database")
+    for _ in range(6):  # every replica drops its pooled connections to the old leader and follows
+        status, body, _ = eventually(lambda: (r := request(f"{state['app']['url']}/api/health/database"))[0] == 200
+                                     and json.loads(r[1])["server_port"] == port and r, 15)
         health = json.loads(body)
         assert (status, health["server_port"], health["in_recovery"]) == (200, port, False), health
-
-    control.rebuild_replica(state)
-    control.rebuild_replica(state)  # idempotent
-    state = lab.state
-    with pg(state, "primary") as primary:
-        assert primary.execute("SELECT application_name, state FROM pg_stat_replication").fetchall() == [
-            (f"node-{before['primary']}", "streaming")]
+    healed = ha_database.heal(client, lambda: [], replicas=1, timeout_s=60, sync_standby=True)
+    assert healed.leader is not None and healed.leader.name == timing.new_leader  # healthy: nothing changed
     with pg(state, "replica") as replica:
         assert replica.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
         assert eventually(lambda: replica.execute("SELECT 1 FROM accounts WHERE email = %s", (marker,)).fetchone(),
                           10)
-    assert f"pg1-port={state['app_db']['primary']['port']}" in Path(state["pgbackrest"]["config"]).read_text()
-    checked = pgbackrest(state, "check")
+    checked = pgbackrest(state, "check")  # pg1/pg2 both listed: pgBackRest finds the new primary itself
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_crashed_leader_is_replaced_by_patroni_and_rejoins_without_losing_acknowledged_writes(lab: Lab) -> None:
+    state = lab.state
+    client = PatroniClient(state["app_db"]["patroni"]["urls"])
+    old = client.topology().leader
+    assert old is not None and client.synchronous_mode() is True  # the lab's default
+    crashed_at = time.time()
+    killed = control.crash_postgres_node(state, state["app_db"]["primary"]["node"])
+    assert killed["patroni_pid"] and killed["postmaster_pid"]
+    timing = ha_database.wait_new_leader(client, old.name, crashed_at, timeout_s=45)
+    assert timing.writable_after_s < 30, timing  # runbook: failover within 30 s (Patroni's TTL is 10 s)
+    assert control.start_postgres_nodes(state) == [state["app_db"]["primary"]["node"]]  # the crashed one
+    healed = ha_database.heal(client, lambda: control.start_postgres_nodes(state), replicas=1, timeout_s=120,
+                              sync_standby=True)
+    rejoined = next(m for m in healed.members if m.name == old.name)
+    assert rejoined.role == "sync_standby" and rejoined.timeline == healed.leader.timeline  # pg_rewind'ed back in
+    healed_at = time.time()
+    assert eventually(lambda: control.acknowledged_writes_lost(state, healed_at)["acknowledged"] > 0, 30)
+    writes = control.acknowledged_writes_lost(state, crashed_at - 30)  # the writer's journal vs the database
+    assert writes["acknowledged"] > 100 and writes["lost"] == 0, writes  # synchronous_mode: none lost
 
 
 @pytest.mark.skipif(not cgroups_v1_memory(), reason="needs the cgroups v1 memory controller and stress-ng")

@@ -20,8 +20,7 @@ from resilience.lab.layout import LabLayout
 from resilience.lab.lb import Backend, LoadBalancer
 from resilience.lab.loadgen import check_loopback, pick
 from resilience.lab.memhog import _check, own_memory_cgroup
-from resilience.lab.pg_nodes import node_settings
-from resilience.lab.pg_roles import Roles
+from resilience.lab.patroni_cluster import node_config
 from resilience.lab.s3_proxy import FaultState, parse_fault
 
 
@@ -212,14 +211,17 @@ def test_memory_hog_needs_the_cgroups_v1_memory_controller(tmp_path: Path) -> No
         _check("hog", 64, 0)
 
 
-def test_only_the_replica_role_streams_from_the_current_primary(tmp_path: Path) -> None:
+def test_each_node_is_a_patroni_member_that_archives_its_own_wal_to_the_repo(tmp_path: Path) -> None:
     layout = LabLayout(tmp_path, 55320)
-    roles = Roles().swapped()  # node b promoted, node a to be rebuilt
-    primary, replica = node_settings(layout, layout.node("b"), roles), node_settings(layout, layout.node("a"), roles)
-    assert "primary_conninfo" not in primary
-    assert replica["primary_conninfo"] == (f"host={tmp_path}/pg/node-b/run port=55322 user=postgres "
-                                           "application_name=node-a")
-    assert replica["primary_slot_name"] == "replica_slot"
-    assert f"--pg1-path={tmp_path}/pg/node-b/data archive-push" in str(primary["archive_command"])
-    assert (roles.primary, roles.replica, roles.needs_rebuild) == ("b", "a", True)
-    assert (roles.rebuilt().needs_rebuild, roles.rebuilt().primary) == (False, "b")
+    a, b = node_config(layout, "a"), node_config(layout, "b")
+    assert (a["name"], b["name"], a["scope"]) == ("node-a", "node-b", "app")
+    assert (a["restapi"]["listen"], b["restapi"]["listen"]) == ("127.0.0.1:55352", "127.0.0.1:55353")
+    assert a["etcd3"]["hosts"] == "127.0.0.1:55350" and a["postgresql"]["listen"] == "127.0.0.1:55321"
+    dcs = a["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True and dcs["postgresql"]["use_pg_rewind"] is True
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]  # Patroni's own rule
+    params = a["postgresql"]["parameters"]
+    assert f"--pg1-path={tmp_path}/pg/node-a/data archive-push %p" in params["archive_command"]
+    assert a["postgresql"]["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    assert "--delta restore" in a["postgresql"]["pgbackrest"]["command"]
+    assert "password" not in str(a["postgresql"]["authentication"])  # from the environment only

@@ -41,7 +41,8 @@ def test_ports_derive_from_the_port_base(tmp_path: Path) -> None:
     assert [layout.replica_port(n) for n in layout.region_replica_names("dr", 9)] == list(range(55341, 55350))
     assert (layout.region_url("primary"), layout.region_url("dr")) == ("http://127.0.0.1:55330",
                                                                      "http://127.0.0.2:55330")
-    assert layout.sandbox_port_min == 55350
+    assert [layout.port(c) for c in ("etcd", "etcd_peer", "patroni_a", "patroni_b")] == [55350, 55351, 55352, 55353]
+    assert layout.sandbox_port_min == 55360  # past every lab server
     assert layout.node("b").data_dir == tmp_path / "pg" / "node-b" / "data"
 
 
@@ -80,10 +81,15 @@ def test_lab_json_round_trip_and_env_lines(tmp_path: Path) -> None:
     s3 = '{"conn_type": "aws", "login": "resilience-lab", "password": "resilience-lab-secret", "extra": ' \
          '{"endpoint_url": "http://127.0.0.1:55325", "region_name": "us-east-1"}}'
     moto = s3.replace("55325", "55324")  # the control-plane AWS Connection skips the S3 fault proxy
+    app_db = ('{"conn_type": "postgres", "host": "127.0.0.1", "port": 55321, "login": "postgres", "password": "pw", '
+              '"schema": "app", "extra": {"host": "127.0.0.1,127.0.0.1", "port": "55321,55322", '
+              '"target_session_attrs": "read-write"}}')
+    patroni = '{"conn_type": "http", "extra": {"endpoints": ["http://127.0.0.1:55352", "http://127.0.0.1:55353"]}}'
     assert airflow_env_lines(state) == [
         "export AIRFLOW_CONN_RESILIENCE_CONTROL_DB='postgresql://postgres:pw@127.0.0.1:55320/resilience'",
-        "export AIRFLOW_CONN_RESILIENCE_LAB_APP_DB='postgresql://postgres:pw@127.0.0.1:55321/app'",
+        f"export AIRFLOW_CONN_RESILIENCE_LAB_APP_DB='{app_db}'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_PROMETHEUS='http://127.0.0.1:55340'",
+        f"export AIRFLOW_CONN_RESILIENCE_LAB_PATRONI='{patroni}'",
         f"export AIRFLOW_CONN_RESILIENCE_LAB_S3='{s3}'",
         f"export AIRFLOW_CONN_RESILIENCE_LAB_AWS='{moto}'",
         "export AIRFLOW_CONN_RESILIENCE_LAB_REDIS='redis://127.0.0.1:55323/0'",
@@ -93,15 +99,15 @@ def test_lab_json_round_trip_and_env_lines(tmp_path: Path) -> None:
         "&connect_timeout=2")
 
 
-def test_lab_json_follows_the_recorded_roles(tmp_path: Path) -> None:
+def test_lab_json_follows_the_recorded_roles_while_patroni_does_not_answer(tmp_path: Path) -> None:
     layout = LabLayout(tmp_path, 55320, replicas=2)
-    write_roles(layout, Roles().swapped())
+    write_roles(layout, Roles("b", "a", needs_rebuild=True))
     state = build_state(layout, "pw", Path("/usr/lib/postgresql/15/bin"), "postgres")
     db = state["app_db"]
     assert (db["primary"]["node"], db["primary"]["port"], db["replica"]["node"], db["replica"]["port"]) == (
         "b", 55322, "a", 55321)
     assert db["primary"]["data_dir"].endswith("pg/node-b/data") and db["roles"]["needs_rebuild"] is True
-    assert state["connections"]["resilience_lab_app_db"].endswith("@127.0.0.1:55322/app")
+    assert json.loads(state["connections"]["resilience_lab_app_db"])["extra"]["target_session_attrs"] == "read-write"
     assert state["app"]["url"] == state["lb"]["url"] == "http://127.0.0.1:55330"
     assert state["app"]["replicas"] == [{"name": "app-1", "port": 55331, "url": "http://127.0.0.1:55331"},
                                         {"name": "app-2", "port": 55332, "url": "http://127.0.0.1:55332"}]
@@ -168,7 +174,9 @@ def test_prometheus_config_scrapes_every_job_every_second(tmp_path: Path) -> Non
     layout = LabLayout(tmp_path, 55320, replicas=2)
     config = yaml.safe_load(render_config(scrape_targets(layout), rule_files=["/x/alerts.yml"]))
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"lb", "api", "dr_lb", "dr_api", "loadgen", "lab", "s3", "prometheus"}
+    assert set(jobs) == {"lb", "api", "dr_lb", "dr_api", "loadgen", "lab", "s3", "prometheus", "patroni"}
+    assert jobs["patroni"]["static_configs"] == [{"targets": ["127.0.0.1:55352"], "labels": {"node": "a"}},
+                                                 {"targets": ["127.0.0.1:55353"], "labels": {"node": "b"}}]
     assert jobs["lb"]["static_configs"] == [{"targets": ["127.0.0.1:55330"],
                                              "labels": {"service": "demo-app", "region": "primary"}}]
     assert [(c["targets"], c["labels"]["replica"]) for c in jobs["api"]["static_configs"]] == [
@@ -235,9 +243,9 @@ def test_lab_ports_are_reserved_from_ephemeral_allocation(tmp_path: Path) -> Non
     sysctl = tmp_path / "ip_local_reserved_ports"
     sysctl.write_text("1000-1010\n")
     assert reserve_ports(LabLayout(tmp_path, 55320), sysctl) is True
-    assert sysctl.read_text() == "1000-1010,55320-55349\n"  # the DR region's replicas included
+    assert sysctl.read_text() == "1000-1010,55320-55353\n"  # the DR region's replicas and Patroni included
     assert reserve_ports(LabLayout(tmp_path, 55320), sysctl) is True  # already covered: unchanged
-    assert sysctl.read_text() == "1000-1010,55320-55349\n"
+    assert sysctl.read_text() == "1000-1010,55320-55353\n"
     assert reserve_ports(LabLayout(tmp_path, 55320), tmp_path / "missing" / "file") is False
 
 

@@ -33,8 +33,8 @@ from tests.lab.labkit import (
     status_json,
 )
 
-COMPONENTS = ["control_db", "app_primary", "app_replica", "redis", "moto", "s3_proxy", "writer", "supervisor",
-              "app-1", "app-2", "app-3", "lb", "loadgen", "prometheus"]
+COMPONENTS = ["control_db", "app_primary", "app_replica", "etcd", "patroni_a", "patroni_b", "redis", "moto", "s3_proxy",
+              "writer", "supervisor", "app-1", "app-2", "app-3", "lb", "loadgen", "prometheus"]
 
 
 pytestmark = [pytest.mark.integration, needs_lab_tools]
@@ -53,7 +53,8 @@ def test_up_writes_lab_json_with_every_endpoint(lab: Lab) -> None:
     print(f"lab up took {lab.up_s:.1f} s")  # a figure, not a bound: speed is for bench/, CI machines are loaded
     assert state["lab_dir"] == str(lab.lab_dir) and state["port_base"] == base
     assert (state["control_db"]["port"], state["control_db"]["dbname"]) == (base, "resilience")
-    assert state["app_db"]["primary"]["port"] == base + 1 and state["app_db"]["replica"]["port"] == base + 2
+    assert {state["app_db"]["primary"]["port"], state["app_db"]["replica"]["port"]} == {base + 1, base + 2}
+    assert state["app_db"]["patroni"]["urls"] == [f"http://127.0.0.1:{base + 32}", f"http://127.0.0.1:{base + 33}"]
     assert state["app"]["url"] == state["lb"]["url"] == f"http://127.0.0.1:{base + 10}"
     assert [r["name"] for r in state["app"]["replicas"]] == ["app-1", "app-2", "app-3"]
     assert [r["port"] for r in state["app"]["replicas"]] == [base + 11, base + 12, base + 13]
@@ -64,13 +65,14 @@ def test_up_writes_lab_json_with_every_endpoint(lab: Lab) -> None:
     assert state["loadgen"]["rate_per_s"] == 20.0
     assert state["prometheus"]["url"] == f"http://127.0.0.1:{base + 20}"
     assert Path(state["prometheus"]["rules_file"]).is_file()
-    assert state["sandbox_port_min"] == base + 30
+    assert state["sandbox_port_min"] == base + 40
     assert state["pgbackrest"]["stanza"] == "app" and Path(state["pgbackrest"]["config"]).is_file()
     assert set(state["connections"]) == {"resilience_control_db", "resilience_lab_app_db",
                                          "resilience_lab_prometheus", "resilience_lab_s3", "resilience_lab_aws",
-                                         "resilience_lab_redis"}
-    assert state["connections"]["resilience_lab_app_db"] == (
-        f"postgresql://postgres:{state['app_db']['password']}@127.0.0.1:{base + 1}/app")
+                                         "resilience_lab_redis", "resilience_lab_patroni"}
+    app_db = json.loads(state["connections"]["resilience_lab_app_db"])
+    assert (app_db["extra"]["port"], app_db["extra"]["target_session_attrs"]) == (
+        f"{base + 1},{base + 2}", "read-write")
     aws = json.loads(state["connections"]["resilience_lab_s3"])
     assert (aws["conn_type"], aws["extra"]["endpoint_url"]) == ("aws", state["s3"]["endpoint"])
     control_plane = json.loads(state["connections"]["resilience_lab_aws"])

@@ -50,6 +50,17 @@ def app_read_write_dsn(layout: LabLayout, password: str) -> str:
     return pg_uri(password, ports, APP_DBNAME, target_session_attrs="read-write", connect_timeout="2")
 
 
+def app_db_connection(layout: LabLayout, password: str) -> str:
+    """The app database's Airflow Connection (JSON): every node, ``target_session_attrs=read-write``, so
+    it reaches whichever node Patroni made the leader (the provider's hook passes extras to libpq and
+    they override host/port)."""
+    nodes = [layout.node(n) for n in NODES]
+    return json.dumps({"conn_type": "postgres", "host": HOST, "port": nodes[0].port, "login": PG_SUPERUSER,
+                       "password": password, "schema": APP_DBNAME,
+                       "extra": {"host": ",".join(HOST for _ in nodes), "port": ",".join(str(n.port) for n in nodes),
+                                 "target_session_attrs": "read-write"}})
+
+
 def _node(cluster: ClusterPaths, name: str) -> dict[str, Any]:
     return {"node": name, "host": HOST, "port": cluster.port, "data_dir": str(cluster.data_dir),
             "socket_dir": str(cluster.socket_dir), "log_file": str(cluster.log_file)}
@@ -146,7 +157,7 @@ def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str,
         "sandbox_port_min": layout.sandbox_port_min,
         "connections": {
             "resilience_control_db": pg_uri(password, control.port, CONTROL_DBNAME),
-            "resilience_lab_app_db": pg_uri(password, primary.port, APP_DBNAME),
+            "resilience_lab_app_db": app_db_connection(layout, password),
             "resilience_lab_prometheus": prometheus_url,
             "resilience_lab_patroni": json.dumps({"conn_type": "http",
                                                   "extra": {"endpoints": layout.patroni_urls}}),
@@ -194,9 +205,21 @@ def load_lab_state(lab_dir: Path | None = None) -> dict[str, Any]:
     """
     path = Path(lab_dir or default_lab_dir()).absolute() / "lab.json"
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabNotUpError(f"lab is not up: run `resilience lab up` (no {path})") from None
+    return with_current_roles(state)
+
+
+def with_current_roles(state: dict[str, Any]) -> dict[str, Any]:
+    """``app_db.primary`` / ``replica`` / ``roles`` as Patroni says now: it changes them on its own."""
+    layout = layout_of(state)
+    roles = read_roles(layout)
+    state["app_db"].update(primary=_node(layout.node(roles.primary), roles.primary),
+                           replica=_node(layout.node(roles.replica), roles.replica),
+                           roles={"primary": roles.primary, "replica": roles.replica,
+                                  "needs_rebuild": roles.needs_rebuild})
+    return state
 
 
 def airflow_env_lines(state: dict[str, Any]) -> list[str]:
