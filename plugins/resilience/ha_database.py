@@ -39,7 +39,7 @@ def healthy_replica_count(topology: Topology) -> int:
     return len(topology.streaming_replicas(STREAMING_LAG_BYTES))
 
 
-def require_failover_ready(topology: Topology) -> tuple[str, str]:
+def require_failover_ready(topology: Topology, synchronous_mode: bool = False) -> tuple[str, str]:
     """(leader, candidate) when a role change can lose nothing; else raise naming what is missing.
 
     The candidate is the synchronous standby when there is one (Patroni promotes only that one in
@@ -51,6 +51,9 @@ def require_failover_ready(topology: Topology) -> tuple[str, str]:
     if not streaming:
         raise DatabaseHAError(f"no replica streams from {leader.name}; a failover would lose data "
                               f"({topology.describe()})")
+    if synchronous_mode and not any(m.is_sync_standby for m in streaming):
+        raise DatabaseHAError(f"synchronous mode is on but no replica is the synchronous standby yet; Patroni "
+                              f"would promote none ({topology.describe()})")
     candidate = next((m for m in streaming if m.is_sync_standby), None) or min(
         streaming, key=lambda m: m.lag_bytes or 0)
     return leader.name, candidate.name
@@ -74,7 +77,7 @@ def wait_new_leader(client: PatroniClient, old_leader: str, started_at: float, t
 
 def switchover(client: PatroniClient, timeout_s: float = 60) -> FailoverTiming:
     """Planned: the leader hands over to its (synchronous) standby; returns when the new one takes writes."""
-    leader, candidate = require_failover_ready(client.topology())
+    leader, candidate = require_failover_ready(client.topology(), client.synchronous_mode())
     started = time.time()
     log.info("Switchover: %s -> %s", leader, candidate)
     client.switchover(leader, candidate)
@@ -83,18 +86,11 @@ def switchover(client: PatroniClient, timeout_s: float = 60) -> FailoverTiming:
 
 def failover(client: PatroniClient, timeout_s: float = 60) -> FailoverTiming:
     """Unplanned, on request: promote the best replica now (Patroni's ``/failover``)."""
-    leader, candidate = require_failover_ready(client.topology())
+    leader, candidate = require_failover_ready(client.topology(), client.synchronous_mode())
     started = time.time()
     log.info("Failover: promoting %s (leader was %s)", candidate, leader)
     client.failover(candidate)
     return wait_new_leader(client, leader, started, timeout_s)
-
-
-def whole(topology: Topology, replicas: int, sync_standby: bool) -> bool:
-    """A running leader with ``replicas`` replicas streaming, one of them synchronous when asked."""
-    streaming = topology.streaming_replicas(STREAMING_LAG_BYTES)
-    return (topology.leader is not None and len(streaming) >= replicas
-            and (not sync_standby or any(m.is_sync_standby for m in streaming)))
 
 
 def heal(client: PatroniClient, start_nodes: Callable[[], list[str]], replicas: int, timeout_s: float = 180,
@@ -113,7 +109,7 @@ def heal(client: PatroniClient, start_nodes: Callable[[], list[str]], replicas: 
             topology = client.topology()
         except PatroniError:
             topology = None
-        if topology is not None and whole(topology, replicas, sync_standby) and topology.leader is not None \
+        if topology is not None and topology.whole(replicas, sync_standby) and topology.leader is not None \
                 and client.writable(topology.leader):
             log.info("Database cluster healthy after %.1f s: %s", time.monotonic() - started, topology.describe())
             return topology

@@ -66,15 +66,18 @@ class Topology:
     def replicas(self) -> list[Member]:
         return [m for m in self.members if not m.is_leader]
 
-    def streaming_replicas(self, max_lag_bytes: int) -> list[Member]:
+    def streaming_replicas(self, max_lag_bytes: int = STREAMING_LAG_BYTES) -> list[Member]:
         """Replicas running on the leader's timeline within ``max_lag_bytes`` of it."""
         leader = self.leader
         return [m for m in self.replicas if leader is not None and m.state in STREAMING_STATES
                 and m.timeline == leader.timeline and m.lag_bytes is not None and m.lag_bytes <= max_lag_bytes]
 
-    def healthy(self, replicas: int, max_lag_bytes: int) -> bool:
-        """A running leader and at least ``replicas`` replicas streaming from it."""
-        return self.leader is not None and len(self.streaming_replicas(max_lag_bytes)) >= replicas
+    def whole(self, replicas: int, sync_standby: bool, max_lag_bytes: int = STREAMING_LAG_BYTES) -> bool:
+        """A running leader with ``replicas`` replicas streaming from it, one of them its synchronous
+        standby when ``sync_standby`` (in synchronous mode Patroni promotes, or switches over to, no other)."""
+        streaming = self.streaming_replicas(max_lag_bytes)
+        return (self.leader is not None and len(streaming) >= replicas
+                and (not sync_standby or any(m.is_sync_standby for m in streaming)))
 
     def describe(self) -> str:
         """``node-a leader tl 3; node-b sync_standby running tl 3 lag 0``: for logs and reports."""
@@ -233,8 +236,8 @@ class PatroniClient:
         return self.wait_for(lambda t: t.leader is not None and t.leader.name != not_named
                              and self.writable(t.leader), timeout_s)
 
-    def wait_healthy(self, replicas: int, max_lag_bytes: int, timeout_s: float) -> Topology | None:
-        return self.wait_for(lambda t: t.healthy(replicas, max_lag_bytes), timeout_s)
+    def wait_whole(self, replicas: int, sync_standby: bool, timeout_s: float) -> Topology | None:
+        return self.wait_for(lambda t: t.whole(replicas, sync_standby), timeout_s)
 
 
 def client_from_connection(conn_id: str, timeout_s: float = 5.0) -> PatroniClient:

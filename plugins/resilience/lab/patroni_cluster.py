@@ -27,7 +27,7 @@ from resilience.lab.errors import LabError, PreflightError
 from resilience.lab.layout import HOST, NODES, PG_SUPERUSER, ClusterPaths, LabLayout
 from resilience.lab.osuser import PG_OS_USER, make_dir
 from resilience.lab.password import read_password
-from resilience.patroni import STREAMING_LAG_BYTES, PatroniClient, PatroniError, Topology
+from resilience.patroni import PatroniClient, PatroniError, Topology
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,13 @@ def ensure_cluster(layout: LabLayout, timeout_s: float = 60) -> str:
 
 
 def wait_replicas(layout: LabLayout, replicas: int = len(NODES) - 1, timeout_s: float = 60) -> Topology:
-    topology = client(layout).wait_healthy(replicas, STREAMING_LAG_BYTES, timeout_s)
+    """Wait until ``replicas`` replicas stream from the leader, one of them its synchronous standby
+    when synchronous mode is on: the cluster can then fail over without losing a commit."""
+    patroni = client(layout)
+    topology = patroni.wait_whole(replicas, patroni.synchronous_mode(), timeout_s)
     if topology is None:
-        raise LabError(f"the Patroni cluster has not {replicas} streaming replica(s) after {timeout_s:.0f} s")
+        raise LabError(f"the Patroni cluster has not {replicas} streaming replica(s) (one synchronous in "
+                       f"synchronous mode) after {timeout_s:.0f} s")
     log.info("Patroni cluster %s: %s", SCOPE, topology.describe())
     return topology
 
