@@ -1,0 +1,96 @@
+"""Patroni's REST answers -> topology, the failover decisions above the seam, and the postgres-failover
+scenario's runbook checks: pure functions over Patroni 3.0 documents as the lab's Patroni returns them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resilience.faults.postgres_failover import expectation_failures, validate_options
+from resilience.ha_database import DatabaseHAError, require_failover_ready
+from resilience.lab.writer import Journal, read_journal
+from resilience.patroni import parse_cluster, parse_history
+
+
+def cluster(replica_role: str = "sync_standby", replica_state: str = "running", lag: object = 0,
+            replica_timeline: int = 3) -> dict[str, object]:
+    return {"members": [
+        {"name": "node-a", "role": replica_role, "state": replica_state, "api_url": "http://127.0.0.1:1/patroni",
+         "host": "127.0.0.1", "port": 5433, "timeline": replica_timeline, "lag": lag},
+        {"name": "node-b", "role": "leader", "state": "running", "api_url": "http://127.0.0.1:2/patroni",
+         "host": "127.0.0.1", "port": 5434, "timeline": 3}]}
+
+
+def test_the_sync_standby_is_the_failover_candidate() -> None:
+    topology = parse_cluster(cluster())
+    assert topology.leader is not None and topology.leader.name == "node-b"
+    assert require_failover_ready(topology, synchronous_mode=True) == ("node-b", "node-a")
+    assert topology.whole(1, sync_standby=True)
+
+
+@pytest.mark.parametrize(("doc", "synchronous", "message"), [
+    (cluster(replica_state="stopped"), False, "no replica streams from node-b"),
+    (cluster(lag="unknown"), False, "no replica streams"),  # Patroni does not know the lag: not streaming
+    (cluster(lag=64 * 1024 * 1024), False, "no replica streams"),  # more than a WAL segment behind
+    (cluster(replica_timeline=2), False, "no replica streams"),  # still on the old timeline
+    (cluster(replica_role="replica"), True, "no replica is the synchronous standby yet"),
+    ({"members": [m for m in cluster()["members"] if m["role"] != "leader"]}, False, "no running leader"),  # type: ignore[attr-defined]
+])
+def test_a_failover_that_could_lose_data_is_refused(doc: dict[str, object], synchronous: bool, message: str) -> None:
+    with pytest.raises(DatabaseHAError, match=message):
+        require_failover_ready(parse_cluster(doc), synchronous)
+
+
+def test_an_asynchronous_replica_may_take_over_when_synchronous_mode_is_off() -> None:
+    topology = parse_cluster(cluster(replica_role="replica"))
+    assert require_failover_ready(topology, synchronous_mode=False) == ("node-b", "node-a")
+    assert topology.whole(1, sync_standby=False) and not topology.whole(1, sync_standby=True)
+
+
+def test_history_rows_carry_the_promotion_time() -> None:
+    rows = [[1, 50331808, "no recovery target specified", "2026-12-02T02:01:36.431761+00:00", "node-a"],
+            [2, 83886240, "no recovery target specified", "2026-12-02T02:07:15.803216+00:00", "node-b"],
+            [3, 100663456, "no recovery target specified"]]  # Patroni < 2.1: no time, skipped
+    switches = parse_history(rows)  # type: ignore[arg-type]
+    assert [(s.timeline, s.new_leader) for s in switches] == [(1, "node-a"), (2, "node-b")]
+    assert switches[1].at_epoch_s - switches[0].at_epoch_s == pytest.approx(339.372, abs=0.001)
+
+
+def test_options_are_checked_before_the_cluster_is_asked() -> None:
+    assert validate_options({}) == ("switchover", False)
+    assert validate_options({"mode": "crash", "switch_back": True}) == ("crash", True)
+    with pytest.raises(ValueError, match=r"options.mode: 'kill' is not one of \['switchover', 'crash'\]"):
+        validate_options({"mode": "kill"})
+    with pytest.raises(ValueError, match="options.switch_back: 'yes' must be true or false"):
+        validate_options({"switch_back": "yes"})
+    with pytest.raises(ValueError, match=r"options: \['count'\] not allowed for postgres-failover"):
+        validate_options({"count": 1})
+
+
+def test_the_runbook_expectations_fail_on_loss_on_slowness_and_on_missing_data() -> None:
+    good = {"failover_s": 10.6, "synchronous_mode": True,
+            "acknowledged_writes": {"acknowledged": 427, "lost": 0, "after_failover": 153}}
+    assert expectation_failures(good) == []
+    assert expectation_failures({**good, "failover_s": 31.0}) == ["failover took 31.0 s > 30 s"]
+    lost = {**good, "synchronous_mode": False, "acknowledged_writes": {"acknowledged": 427, "lost": 2,
+                                                                       "after_failover": 153}}
+    assert expectation_failures(lost) == ["2 of 427 acknowledged writes lost (asynchronous replication)"]
+    stuck = {**good, "acknowledged_writes": {"acknowledged": 200, "lost": 0, "after_failover": 0}}
+    assert expectation_failures(stuck) == ["no write was acknowledged after the failover: connections did not recover"]
+    assert expectation_failures({}) == ["failover time not measured", "acknowledged writes not checked"]
+
+
+def test_the_writer_journal_keeps_what_was_acknowledged_across_a_rotation(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("resilience.lab.writer.JOURNAL_MAX_BYTES", 40)
+    path = tmp_path / "writer-acked.log"
+    journal = Journal(path)
+    for post_id in range(1, 8):
+        journal.record(post_id, 1000.0 + post_id)
+    journal.close()
+    assert path.with_name("writer-acked.log.1").exists()  # rotated once it passed the limit
+    with open(path, "a") as handle:
+        handle.write("8 ")  # a line cut by a kill mid-write
+    assert read_journal(path, 1003.0) == [3, 4, 5, 6, 7]
+    assert read_journal(path, 1002.0, 1004.0) == [2, 3, 4]
