@@ -134,7 +134,10 @@ def campaign_params() -> dict[str, Any]:
                                               '"status": 503}, "pod-kill": {"percent": 50, "grace_period_s": 30}}. '
                                               'pod-kill deletes gracefully (leaves the load balancer, drains, '
                                               'SIGKILL after grace_period_s); {"force": true} or grace 0 kills at '
-                                              'once. Empty: scenarios.yaml defaults.',
+                                              'once. postgres-failover: {"mode": "switchover"} (planned) or '
+                                              '{"mode": "crash"} (the leader\'s node is lost; Patroni promotes '
+                                              'after its TTL), {"switch_back": true} to hand the role back. '
+                                              'Empty: scenarios.yaml defaults.',
                                   section="Advanced"),
         "allow_production": Param(False, type="boolean", title="Allow production",
                                   description="Required (with the environment's chaos.enabled) to touch production.",
