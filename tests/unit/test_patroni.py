@@ -94,3 +94,24 @@ def test_the_writer_journal_keeps_what_was_acknowledged_across_a_rotation(tmp_pa
         handle.write("8 ")  # a line cut by a kill mid-write
     assert read_journal(path, 1003.0) == [3, 4, 5, 6, 7]
     assert read_journal(path, 1002.0, 1004.0) == [2, 3, 4]
+
+
+def test_a_failover_that_held_its_slos_still_fails_on_a_lost_acknowledged_write() -> None:
+    from resilience.chaos.scenario_steps import _with_expectations
+    from resilience.chaos.verdict import ScenarioVerdict
+
+    held = ScenarioVerdict("postgres-failover", "passed", "SLOs held; recovered in 4.0 s", 4.0)
+    observed = {"mode": "crash", "failover_s": 10.6, "synchronous_mode": False,
+                "acknowledged_writes": {"acknowledged": 427, "lost": 3, "after_failover": 153}}
+    failed = _with_expectations("postgres-failover", held, observed)
+    assert (failed.status, failed.reason) == (
+        "failed", "runbook expectation not met: 3 of 427 acknowledged writes lost (asynchronous replication)")
+    kept = _with_expectations("postgres-failover", held, {**observed, "synchronous_mode": True,
+                                                          "acknowledged_writes": {"acknowledged": 427, "lost": 0,
+                                                                                  "after_failover": 153}})
+    assert kept.status == "passed" and kept.reason.endswith(
+        "crash failover 10.6 s (target < 30 s), 0 of 427 acknowledged writes lost (synchronous replication), "
+        "153 acknowledged after it")
+    assert _with_expectations("pod-kill", held, None) == held  # no runbook checks there yet
+    breached = ScenarioVerdict("postgres-failover", "failed", "SLO breached: availability", 4.0)
+    assert _with_expectations("postgres-failover", breached, observed) == breached  # the first failure stands

@@ -140,12 +140,14 @@ def _with_expectations(scenario: str, verdict: Any, observed: dict[str, Any] | N
     its revert measured) fails when one is not met, even with the SLOs held."""
     from dataclasses import replace
 
-    check = getattr(get_fault(scenario), "expectation_failures", None)
+    fault = get_fault(scenario)
+    check = getattr(fault, "expectation_failures", None)
     if check is None or verdict.status != "passed":
         return verdict
     failures = check(observed or {})
     if not failures:
-        return replace(verdict, reason=f"{verdict.reason}; runbook expectations met")
+        summary = getattr(fault, "expectation_summary", lambda _: "met")(observed or {})
+        return replace(verdict, reason=f"{verdict.reason}; runbook expectations: {summary}")
     return replace(verdict, status="failed", reason="runbook expectation not met: " + "; ".join(failures))
 
 

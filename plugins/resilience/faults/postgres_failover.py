@@ -74,9 +74,19 @@ def _writes_after(platform: Any, since_epoch_s: float, wait_s: float = RECONNECT
         time.sleep(0.5)
 
 
+def expectation_summary(observed: dict[str, Any]) -> str:
+    """The measured expectations in one line, for the verdict and the report."""
+    writes = observed.get("acknowledged_writes") or {}
+    replication = "synchronous" if observed.get("synchronous_mode") else "asynchronous"
+    return (f"{observed.get('mode')} failover {observed.get('failover_s')} s (target < {FAILOVER_TARGET_S:g} s), "
+            f"{writes.get('lost')} of {writes.get('acknowledged')} acknowledged writes lost ({replication} "
+            f"replication), {writes.get('after_failover')} acknowledged after it")
+
+
 class PostgresFailover:
     scenario: ClassVar[str] = "postgres-failover"
     expectation_failures = staticmethod(expectation_failures)
+    expectation_summary = staticmethod(expectation_summary)
 
     def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
         from resilience.ha_database import DatabaseHAError, require_failover_ready
