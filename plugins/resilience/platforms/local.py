@@ -123,17 +123,23 @@ class LocalPlatform(LocalRegions, LocalChaos):
         return sandbox
 
     def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
-        from resilience.dr.pgbackrest import async_restore_command
+        from resilience.dr.pgbackrest import async_restore_command, repo_of
         from resilience.lab.osuser import make_dir
 
         root = Path(sandbox.data_dir).parent
         spool = make_dir(root / "spool", self.os_user, 0o700)
+        # WAL comes from the repository the backup came from: never wait on another (maybe lost) region's
         command = async_restore_command(self.lab["pgbackrest"]["config"], self.environment.pgbackrest_stanza,
-                                        sandbox.data_dir, str(spool))
+                                        sandbox.data_dir, str(spool), repo=repo_of(pgbackrest_args))
         self.pgbackrest([*pgbackrest_args, f"--recovery-option=restore_command={command}"], timeout_s)
+        # The restored postgresql.conf is the source node's (written by Patroni): it archives into the source's
+        # repository, waits for the source's synchronous standby on every commit (a sandbox has none: every
+        # write would hang), and reads pg_hba.conf from the source's data dir. The copy uses its own.
+        data_dir = Path(sandbox.data_dir)
         options = (
             f"-p {sandbox.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root / 'sock'}"
-            " -c archive_mode=off"
+            f" -c archive_mode=off -c synchronous_standby_names= -c hba_file={data_dir / 'pg_hba.conf'}"
+            f" -c ident_file={data_dir / 'pg_ident.conf'}"
         )
         log.info("Starting sandbox PostgreSQL %s on %s:%d", sandbox.name, sandbox.host, sandbox.port)
         self._run(
