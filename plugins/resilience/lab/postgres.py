@@ -176,8 +176,13 @@ def stop_data_dir(data_dir: Path, title: str, timeout_s: int = 60) -> bool:
         log.info("%s is not running (data %s)", title, data_dir)
         return False
     log.info("Stopping %s (pid %d, fast shutdown, data %s)", title, pid, data_dir)
-    run_as_postgres([pg_bin("pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w", "-t", str(timeout_s),
-                     "-s"])
+    try:
+        run_as_postgres([pg_bin("pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w", "-t", str(timeout_s),
+                         "-s"])
+    except CommandError as exc:  # a backend that never ends (a commit waiting on a standby): stop it anyway
+        log.warning("%s did not stop within %d s (%s): immediate shutdown", title, timeout_s,
+                    exc.output.strip().splitlines()[-1:] or "no output")
+        run_as_postgres([pg_bin("pg_ctl"), "stop", "-D", str(data_dir), "-m", "immediate", "-w", "-t", "30", "-s"])
     return True
 
 
