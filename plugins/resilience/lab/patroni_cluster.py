@@ -250,14 +250,12 @@ def crash_node(layout: LabLayout, name: str) -> dict[str, int | None]:
 
 
 def stop_cluster(layout: LabLayout) -> None:
-    """Replica first (a leader stopping first would hand over), then the leader, then etcd."""
-    try:
-        leader = client(layout, 1.0).topology().leader
-    except PatroniError:
-        leader = None
-    order = sorted(NODES, key=lambda n: leader is not None and member_name(n) == leader.name)
-    for name in order:
-        stop_node(layout, name)
+    """Both nodes at once (SIGTERM: each Patroni stops its PostgreSQL, the leader releases its key while the
+    replica is shutting down too, so no handover starts), then etcd."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(NODES)) as pool:
+        list(pool.map(lambda name: stop_node(layout, name), NODES))
     stop_daemon(layout.pid_file("etcd"), name="etcd")
 
 
