@@ -282,6 +282,9 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         raise ValueError(f"{where}.tier: {tier!r} is not one of {list(TIERS)}")
     database = _section(raw, "database", where)
     pgbackrest = _section(raw, "pgbackrest", where)
+    from resilience.dr.backup_repos import parse_repos
+
+    parse_repos(pgbackrest, f"{where}.pgbackrest")  # validated here: a bad repos list fails at load
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
     known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr"}

@@ -44,11 +44,13 @@ def _assess(regions: Regions, params: ActivationParams, now: datetime) -> tuple[
     answers["primary_accessible"] = {"answer": accessible, "param": params.primary_accessible,
                                      "evidence": seen.evidence}
     if not accessible:
+        from resilience.dr.backup_repos import dr_repo, repo_arg
         from resilience.dr.pgbackrest import parse_info
 
         stanza = regions.environment.pgbackrest_stanza
-        info = parse_info(regions.dr_platform.pgbackrest(["info", "--output=json", f"--stanza={stanza}"], 60),
-                          stanza)
+        # the primary region is lost: judge the backups its loss leaves, those of the DR region's repository
+        info = parse_info(regions.dr_platform.pgbackrest(["info", "--output=json", f"--stanza={stanza}",
+                                                          *repo_arg(dr_repo(regions.environment))], 60), stanza)
         latest = info.latest
         loss = decision.detect_data_loss_acceptable(latest.stop if latest else None, now,
                                                     params.rpo_target_min * 60)
@@ -162,21 +164,27 @@ def regional_failover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[str, Any]:
     """Restore the primary's backups into the DR region's new database by ``method``; wait until writable."""
+    from resilience.dr.backup_repos import dr_repo
     from resilience.dr.pgbackrest import dr_restore_args
     from resilience.dr.sandbox import sandbox_name
 
     params, regions = _context(run, run_id)
     env = regions.environment
+    repo = dr_repo(env)  # the primary region's repository is lost with it
+    source = repo.to_dict() if repo else {"name": "repo1", "label": "the default repository (no DR-region repo "
+                                          "configured)"}
     with regions.record.step(f"restore_{method}", "dr_environment") as details:
+        details["repository"] = source
+        regions.record.update(restored_from=source)
         box = regions.dr_platform.create_sandbox(sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
                                                  env.dbname, regions.primary_platform.database_endpoints())
         regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
         regions.record.update(restored=box.name)
         target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
-        args = dr_restore_args(env.pgbackrest_stanza, box.data_dir, method, target)
-        log.info("Restoring %s into the DR database %s (%s%s)", env.pgbackrest_stanza, box.name, method,
+        args = dr_restore_args(env.pgbackrest_stanza, box.data_dir, method, target, repo=repo.repo if repo else None)
+        log.info("Restoring %s into the DR database %s (%s%s) from %s", env.pgbackrest_stanza, box.name, method,
                  f" to {target.isoformat() if target else 'the end of the WAL archive'}"
-                 if method == decision.COMPLETE_PITR else "")
+                 if method == decision.COMPLETE_PITR else "", source["label"])
         started = time.monotonic()
         size = regions.dr_platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
@@ -189,7 +197,7 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
         log.info("DR database %s writable after %.1f s; newest restored write %s; DR episode %d: ids from "
                  "%s", box.name, details["total_s"], iso(newest), episode, details["sequences_moved"])
         return {"database": box.to_dict(), "method": method, "newest_write": iso(newest),
-                "restore_s": details["restore_s"], "total_s": details["total_s"]}
+                "restore_s": details["restore_s"], "total_s": details["total_s"], "repository": source["name"]}
 
 
 def dr_sequence_start(restored_last: int, episode: int, gap: int) -> int:

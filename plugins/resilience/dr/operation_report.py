@@ -192,6 +192,8 @@ def render_html(report: dict[str, Any]) -> str:
             + f"</table><p>Path: <b>{escape(path['kind'])}</b>"
             + (f", restore <b>{escape(path['restore'])}</b>" if path.get("restore") else "")
             + f" — {escape(path['reason'])}</p>")
+    if report.get("restored_from"):
+        decision += f"<p>Database restored from <b>{escape(report['restored_from'].get('label', ''))}</b></p>"
     dns = "".join(f"<tr><td>{escape(str(c['at']))}</td><td>{c['before']}</td><td>{c['after']}</td>"
                   f"<td>{escape(c['reason'])}</td></tr>" for c in report["dns_changes"])
     timeline = charts.timeline([{"phase": s["step"], "status": s["status"], "offset_s": s["offset_s"],
@@ -222,6 +224,8 @@ def slack_message(report: dict[str, Any], html_path: str) -> str:
     lines = [f"{icon} {title} *{report['status'].upper().replace('_', ' ')}* — {report['environment']}"]
     if report.get("path"):
         lines.append(f"Path: {report['path']['reason']}")
+    if report.get("restored_from"):
+        lines.append(f"Restored from {report['restored_from'].get('label')}")
     if report.get("rto"):
         rto = report["rto"]
         lines.append("RTO " + ("not reached" if rto["measured_s"] is None else f"{rto['measured_s'] / 60:.1f} min")

@@ -13,6 +13,7 @@ from resilience.config import Config
 MAX_TARGET_MIN = 24 * 60
 DEFAULT_RTO_TARGET_MIN = 30
 DEFAULT_RPO_TARGET_MIN = 15
+REPO_CHOICES = (1, 2)  # pgBackRest's repo1 (primary region) and repo2 (DR region)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class DrillParams:
     rpo_target_min: float
     pitr_target: datetime | None
     no_cleanup: bool
+    repo: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Back to the Params' own names and JSON types (for XCom and the record)."""
@@ -35,6 +37,7 @@ class DrillParams:
             "rpo_target": self.rpo_target_min,
             "pitr_target": self.pitr_target.isoformat() if self.pitr_target else None,
             "no_cleanup": self.no_cleanup,
+            "repo": self.repo,
         }
 
 
@@ -51,6 +54,22 @@ def _flag(params: Mapping[str, Any], name: str) -> bool:
     value = params.get(name, False)
     if not isinstance(value, bool):
         raise ValueError(f"params.{name}: {value!r} must be true or false")
+    return value
+
+
+def parse_repo(params: Mapping[str, Any], environment: Any) -> int:
+    """``repo``: the repository the drill restores from; one of the source environment's repositories."""
+    from resilience.dr.backup_repos import repo_by_index
+
+    value = params.get("repo", 1)
+    if value is None:
+        value = 1
+    if isinstance(value, bool) or not isinstance(value, int) or value not in REPO_CHOICES:
+        raise ValueError(f"params.repo: {value!r} is not one of {list(REPO_CHOICES)}")
+    try:
+        repo_by_index(environment, value)
+    except ValueError as exc:
+        raise ValueError(f"params.{exc}") from None
     return value
 
 
@@ -96,6 +115,7 @@ def parse_drill_params(params: Mapping[str, Any], config: Config, now: datetime)
         rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
         no_cleanup=_flag(params, "no_cleanup"),
+        repo=parse_repo(params, environment),
     )
 
 
@@ -122,6 +142,10 @@ def drill_params() -> dict[str, Any]:
         "pitr_target": Param(None, type=["null", "string"], format="date-time", title="Point-in-time target",
                              description="Empty: restore the latest backup. Otherwise an RFC 3339 time in the "
                                          "past (e.g. 2026-11-28T10:30:00Z) to recover to."),
+        "repo": Param(1, type="integer", enum=list(REPO_CHOICES), title="Restore from repository",
+                      description="The pgBackRest repository the sandbox is restored from (backup and WAL): "
+                                  "1 = the primary region's bucket, 2 = the DR region's bucket. Every repository "
+                                  "is verified either way."),
         "no_cleanup": Param(False, type="boolean", title="Keep the sandbox",
                             description="Keep the sandbox (database and app) after the drill; the report "
                                         "gives its DSN. Drop it with `resilience sandbox drop NAME`."),

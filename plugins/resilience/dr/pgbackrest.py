@@ -9,6 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from resilience.checks import Check
 
@@ -34,6 +35,7 @@ class StanzaInfo:
     backups: tuple[Backup, ...]
     archive_min: str | None
     archive_max: str | None
+    archive_id: str | None = None  # "15-1": the archive's directory in the repository (newest database)
 
     @property
     def latest(self) -> Backup | None:
@@ -89,7 +91,14 @@ def parse_info(text: str, stanza: str) -> StanzaInfo:
         backups=backups,
         archive_min=min((a["min"] for a in archives if a.get("min")), default=None),
         archive_max=max((a["max"] for a in archives if a.get("max")), default=None),
+        archive_id=_newest_archive_id(archives),
     )
+
+
+def _newest_archive_id(archives: list[dict[str, Any]]) -> str | None:
+    """The ``id`` ("15-1") of the archive holding the newest WAL segment."""
+    with_wal = [a for a in archives if a.get("max") and a.get("id")]
+    return str(max(with_wal, key=lambda a: a["max"])["id"]) if with_wal else None
 
 
 def backup_checks(
@@ -155,6 +164,65 @@ def backup_checks(
     return checks
 
 
+def wal_listing_path(stanza: str, info: StanzaInfo) -> str | None:
+    """The repository path (for ``repo-ls``) of the directory holding the newest archived WAL segment."""
+    if not info.archive_id or not info.archive_max:
+        return None
+    return f"archive/{stanza}/{info.archive_id}/{info.archive_max[:16]}"
+
+
+def newest_wal_time(repo_ls_json: str, wal: str) -> datetime | None:
+    """When segment ``wal`` reached the repository: the modification time ``repo-ls --output=json`` gives
+    its file (``<wal>-<sha1>.<ext>``); None if it is not listed."""
+    try:
+        entries = json.loads(repo_ls_json)
+    except json.JSONDecodeError:
+        return None
+    times = [e["time"] for name, e in entries.items()
+             if e.get("type") == "file" and name.rsplit("/", 1)[-1].startswith(f"{wal}-") and "time" in e]
+    return _epoch(max(times)) if times else None
+
+
+def repository_checks(info: StanzaInfo, newest_wal_at: datetime | None, now: datetime, rpo_target_min: float
+                      ) -> list[Check]:
+    """The runbook's "verify backup availability" for one repository: stanza status, newest backup,
+    archive continuity, and the age of the newest WAL segment that reached *this* repository
+    (``newest_wal_at``; a repository whose region is unreachable falls behind the source's archiver)."""
+    latest = info.latest
+    checks = [
+        Check("stanza ok", info.status_code == 0, f"status {info.status_code}: {info.status_message}"),
+        Check("a backup exists", latest is not None,
+              f"latest {latest.type} backup {latest.label} finished {latest.stop.isoformat()}"
+              if latest else f"no backup in stanza {info.name}"),
+    ]
+    if latest is not None:
+        flag = "is flagged with errors" if latest.error else "has no error flag"
+        checks.append(Check("latest backup has no errors", not latest.error, f"backup {latest.label} {flag}"))
+        continuous = (info.archive_min is not None and info.archive_max is not None
+                      and latest.archive_start is not None and info.archive_min <= latest.archive_start
+                      and latest.archive_stop is not None and info.archive_max >= latest.archive_stop)
+        checks.append(Check("archive continuous", continuous,
+                            f"archive {info.archive_min}..{info.archive_max} covers backup WAL "
+                            f"{latest.archive_start}..{latest.archive_stop}"))
+    if newest_wal_at is None:
+        checks.append(Check("newest archived WAL within rpo_target", False,
+                            f"no archived WAL found in the repository (newest listed: {info.archive_max})"))
+    else:
+        age_min = max(0.0, (now - newest_wal_at).total_seconds() / 60)  # repository times are whole seconds
+        checks.append(Check("newest archived WAL within rpo_target", age_min <= rpo_target_min,
+                            f"{info.archive_max} archived {age_min:.1f} min ago (target {rpo_target_min:g} min)"))
+    return checks
+
+
+def archiver_check(archiver: ArchiverStatus) -> Check:
+    """The source's archiver: not failing since its last success (for any repository)."""
+    failing = (archiver.last_failed_at is not None
+               and (archiver.last_archived_at is None or archiver.last_failed_at > archiver.last_archived_at))
+    return Check("archiving not failing", not failing,
+                 f"last failed WAL {archiver.last_failed_wal} at {archiver.last_failed_at}" if failing
+                 else "no archive failure since the last success")
+
+
 def verify_check(output: str, elapsed_s: float) -> Check:
     """Judge ``pgbackrest verify`` output (2.45 exits 0 even when it finds invalid files).
 
@@ -169,18 +237,29 @@ def verify_check(output: str, elapsed_s: float) -> Check:
 
 
 def async_restore_command(config: str, stanza: str, pg_path: str, spool_path: str,
-                          queue_bytes: int = 1 << 30, process_max: int = 2) -> str:
+                          queue_bytes: int = 1 << 30, process_max: int = 2, repo: int | None = None) -> str:
     """A ``restore_command`` whose ``archive-get`` prefetches WAL in parallel into a private spool.
 
     Replay of a long WAL stream is bound by one ``archive-get`` process per segment; async
     prefetch cut recovery of 2.6 GB of WAL from 11.1 s to 9.3 s in the lab. The spool is the
     sandbox's own, so two restores of one stanza never share queued segments.
+
+    ``repo`` pins ``archive-get`` to one repository: a restore from the DR region's repository must
+    never wait on the primary region's (pgBackRest tries repositories in order, each for its
+    io-timeout several times, when one does not answer).
     """
+    pinned = f" --repo={repo}" if repo is not None else ""
     return (
-        f"pgbackrest --config={config} --stanza={stanza} --pg1-path={pg_path} --spool-path={spool_path}"
+        f"pgbackrest --config={config} --stanza={stanza}{pinned} --pg1-path={pg_path} --spool-path={spool_path}"
         f" --archive-async --archive-get-queue-max={queue_bytes} --process-max={process_max}"
         ' archive-get %f "%p"'
     )
+
+
+def repo_of(args: list[str]) -> int | None:
+    """The ``--repo=N`` of a pgBackRest argument list, or None."""
+    found = [a.split("=", 1)[1] for a in args if a.startswith("--repo=")]
+    return int(found[-1]) if found else None
 
 
 def restore_args(
@@ -188,14 +267,17 @@ def restore_args(
     pg_path: str,
     target_time: datetime | None,
     process_max: int = 2,
+    repo: int | None = None,
 ) -> list[str]:
     """Arguments of ``pgbackrest restore`` into a sandbox data directory.
 
     ``--archive-mode=off`` keeps the sandbox from pushing WAL into the source's repository
-    (the restore copies the source's ``archive_command``).
+    (the restore copies the source's ``archive_command``). ``repo`` restores from that repository
+    only (None: the first repository that has a backup, in pgBackRest's order).
     """
     args = [
         f"--stanza={stanza}",
+        *([f"--repo={repo}"] if repo is not None else []),
         f"--pg1-path={pg_path}",
         "--archive-mode=off",
         f"--process-max={process_max}",
@@ -210,7 +292,7 @@ def restore_args(
 
 
 def dr_restore_args(stanza: str, pg_path: str, method: str, target_time: datetime | None = None,
-                    process_max: int = 2) -> list[str]:
+                    process_max: int = 2, repo: int | None = None) -> list[str]:
     """``pgbackrest restore`` for the DR region by the decision tree's method.
 
     ``fast``: the latest backup to its consistent point only (``--type=immediate``, no WAL beyond
@@ -218,10 +300,10 @@ def dr_restore_args(stanza: str, pg_path: str, method: str, target_time: datetim
     (without one, to the end of the archive: a target past the archive's end would stop recovery).
     """
     if method == "fast":
-        base = restore_args(stanza, pg_path, None, process_max)
+        base = restore_args(stanza, pg_path, None, process_max, repo)
         return [a for a in base if a != "--type=default"] + ["--type=immediate", "--target-action=promote"]
     if method == "latest":
-        return restore_args(stanza, pg_path, None, process_max)
+        return restore_args(stanza, pg_path, None, process_max, repo)
     if method == "pitr":
-        return restore_args(stanza, pg_path, target_time, process_max)
+        return restore_args(stanza, pg_path, target_time, process_max, repo)
     raise ValueError(f"method: {method!r} is not one of ['fast', 'latest', 'pitr']")

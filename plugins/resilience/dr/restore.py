@@ -9,6 +9,7 @@ from typing import Any
 
 from resilience.config import load_config
 from resilience.dr import integrity, pgbackrest
+from resilience.dr.backup_repos import repo_by_index
 from resilience.dr.drill import RESTORE_TIMEOUT_S, WRITABLE_TIMEOUT_S, Drill
 from resilience.dr.sandbox import sandbox_name
 from resilience.platforms.base import Sandbox, get_platform
@@ -40,9 +41,12 @@ def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dic
             details["source_latest_write"] = integrity.latest_write(conn, tables)
         finally:
             conn.close()
-        args = pgbackrest.restore_args(drill.source.pgbackrest_stanza, box.data_dir, target)
-        log.info("Restoring %s into sandbox %s (%s)", drill.source.pgbackrest_stanza, box.name,
-                 f"PITR to {target.isoformat()}" if target else "latest")
+        repo = repo_by_index(drill.source, drill.params.repo)
+        args = pgbackrest.restore_args(drill.source.pgbackrest_stanza, box.data_dir, target,
+                                       repo=repo.repo if repo else None)
+        details["repository"] = repo.to_dict() if repo else {"name": "repo1"}
+        log.info("Restoring %s into sandbox %s (%s) from %s", drill.source.pgbackrest_stanza, box.name,
+                 f"PITR to {target.isoformat()}" if target else "latest", repo.label if repo else "repo1")
         started = time.monotonic()
         size = drill.platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
         details["restore_s"] = round(time.monotonic() - started, 3)
@@ -54,7 +58,8 @@ def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dic
                  details["total_s"], size / 1e6, details["restore_mb_per_s"])
         point = details.get("recovery_point")
         return {"restore_s": details["restore_s"], "total_s": details["total_s"],
-                "recovery_point": point.isoformat() if point else None}
+                "recovery_point": point.isoformat() if point else None,
+                "repository": details["repository"]["name"]}
 
 
 def _wait_writable(drill: Drill, box: Sandbox, details: dict[str, Any]) -> None:

@@ -58,13 +58,16 @@ class Platform(Protocol):
         """Every server of the environment's database (primary first): what a sandbox must never be."""
 
     def pgbackrest(self, args: list[str], timeout_s: float) -> str:
-        """Run pgBackRest against the environment's repository; return stdout, raise on failure."""
+        """Run pgBackRest against the environment's repositories (``--repo=N`` in ``args`` picks one);
+        return stdout, raise on failure."""
 
     def create_sandbox(self, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
         """Allocate an empty sandbox; raise RefusedError if it would be (or point at) a source."""
 
     def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
-        """Restore into the sandbox and start its server; return the restored size in bytes."""
+        """Restore into the sandbox and start its server; return the restored size in bytes. With
+        ``--repo=N`` in ``pgbackrest_args`` the backup and the WAL replayed after it both come from
+        repository N only."""
 
     def amcheck(self, sandbox: Sandbox, user: str, password: str | None, timeout_s: float) -> tuple[bool, str]:
         """Run pg_amcheck on every database of the sandbox: (clean, summary)."""
