@@ -1,9 +1,11 @@
 """``resilience lab up``: bring every lab component up, idempotently, and write lab.json.
 
 Order (slow starters first, independent ones overlapped): preflight (nothing started yet) ->
-Prometheus, Redis, moto (not waited for) -> control DB, and etcd + both nodes' Patroni (in
-parallel; Patroni elects a leader and clones the replica) -> databases and schema -> pgBackRest
-stanza + first full backup (in the background) -> supervisor (replicas boot meanwhile) ->
+Prometheus, Redis, moto (not waited for), the lab CA and stunnel (the S3 endpoints of both regions) ->
+control DB, etcd + both nodes' Patroni (Patroni elects a leader and clones the replica), and moto's
+backup buckets (all in parallel; buckets before the first archive_command matters) -> databases and
+schema -> pgBackRest stanza in both repositories + a full backup into each repository that has none
+(in the background) -> supervisor (replicas boot meanwhile) ->
 replica streaming from the leader -> writer -> S3 bucket + fault proxy ->
 DNS zone and weighted records (missing ones only: weights are never reset) -> replicas healthy ->
 load balancer -> load generator (resolves through DNS) -> first scrape of job ``lb`` -> current WAL
@@ -22,6 +24,7 @@ from typing import Any
 from resilience.lab import (
     dns_zone,
     fleet,
+    lab_ca,
     patroni_cluster,
     pgbackrest_setup,
     postgres,
@@ -52,14 +55,16 @@ def prepare_lab_dir(layout: LabLayout) -> str:
     return ensure_password(layout.password_file)
 
 
-def start_databases(layout: LabLayout, password: str) -> subprocess.Popen[str] | None:
-    """Control DB and the Patroni cluster's leader up, schema applied, stanza created; return a running
-    first backup."""
+def start_databases(layout: LabLayout, password: str, moto_pid: int) -> subprocess.Popen[str] | None:
+    """Control DB, the Patroni cluster's leader and the S3 repositories up, schema applied, stanza created
+    in both repositories; return a running full backup (into each repository that has none)."""
     control = layout.control
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        repos_up = pool.submit(pgbackrest_setup.start_s3_repos, layout, moto_pid)
         control_up = pool.submit(postgres.ensure_cluster, control, layout.password_file,
                                  postgres.base_settings(control))
         leader_up = pool.submit(patroni_cluster.ensure_cluster, layout)
+        repos_up.result()
         control_up.result()
         leader_up.result()
     primary = primary_node(layout)
@@ -67,14 +72,12 @@ def start_databases(layout: LabLayout, password: str) -> subprocess.Popen[str] |
     postgres.ensure_database(primary, password, APP_DBNAME)
     postgres.apply_sql_file(primary, password, APP_DBNAME, include_dir() / "sql" / "app_schema.sql")
     conf = layout.pgbackrest_conf
-    if pgbackrest_setup.stanza_exists(layout.pgbackrest_repo):
-        log.info("pgBackRest stanza app already exists in %s", layout.pgbackrest_repo)
-    else:
-        pgbackrest_setup.stanza_create(conf)
-    if pgbackrest_setup.backup_count(conf) == 0:
-        return pgbackrest_setup.start_full_backup(conf)
-    log.info("pgBackRest stanza app already has a backup: not taking another one")
-    return None
+    missing = pgbackrest_setup.repos_without_backup(conf)
+    if not missing:
+        log.info("pgBackRest stanza app has a backup in every repository: not taking another one")
+        return None
+    pgbackrest_setup.stanza_create(conf)  # idempotent; a fresh lab, or moto restarted (it keeps nothing)
+    return pgbackrest_setup.start_full_backup(conf, repos=missing)
 
 
 def start_services(layout: LabLayout, password: str, moto_pid: int) -> None:
@@ -103,11 +106,11 @@ def lab_up(layout: LabLayout) -> dict[str, Any]:
     log.info("Bringing the lab up in %s (port base %d, %d replicas, load %g requests/s)", layout.lab_dir,
              layout.port_base, layout.replicas, layout.load_rate)
     password = prepare_lab_dir(layout)
-    pgbackrest_setup.write_config(layout)
+    pgbackrest_setup.write_config(layout, lab_ca.ensure_ca(pgbackrest_setup.ca_dir(layout)))
     prometheus_server.start(layout)  # first: it needs nothing, and it syncs new targets only every ~5 s
     redis_server.start(layout)
     moto_pid = s3_server.start_moto(layout)  # ~1 s of imports: waited for later
-    backup = start_databases(layout, password)
+    backup = start_databases(layout, password, moto_pid)
     try:
         start_services(layout, password, moto_pid)
     finally:

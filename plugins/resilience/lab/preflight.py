@@ -16,6 +16,7 @@ from resilience.lab.layout import ENV_LAB_DIR, ENV_PORT_BASE, HOST, LAST_LAB_POR
 from resilience.lab.osuser import NOBODY, PG_OS_USER, check_traversable, is_root
 from resilience.lab.pg_roles import read_roles
 from resilience.lab.postgres import pg_bindir
+from resilience.lab.s3_tls import region_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def component_ports(layout: LabLayout) -> dict[str, tuple[str, int]]:
         "redis": ("Redis", layout.port("redis")),
         "moto": ("moto S3 server", layout.port("moto")),
         "s3_proxy": ("S3 fault proxy", layout.port("s3_proxy")),
+        "s3_tls": ("S3 TLS endpoint of the primary region", region_endpoints(layout)[0].port),
         "supervisor": ("replica supervisor", layout.port("supervisor")),
         **{n: (f"app replica {n}", layout.replica_port(n)) for n in layout.replica_names},
         "lb": ("load balancer", layout.port("lb")),
@@ -118,13 +120,16 @@ def wait_time_wait(port: int, title: str, timeout_s: float = 65.0) -> bool:
 
 def check_ports(layout: LabLayout, running: Mapping[str, bool]) -> None:
     """Refuse to start when a port of a component that is not already ours-and-up is taken."""
-    for component, (title, port) in component_ports(layout).items():
+    wanted = [(component, title, port, HOST) for component, (title, port) in component_ports(layout).items()]
+    wanted += [("s3_tls", f"S3 TLS endpoint of the {e.lab_region} region", e.port, e.host)
+               for e in region_endpoints(layout) if e.host != HOST]  # the DR region's: same port on 127.0.0.2
+    for component, title, port, host in wanted:
         owner = component.removesuffix("_peer")  # etcd's peer port is etcd's
-        if running.get(owner) or port_free(port) or wait_time_wait(port, title):
+        if running.get(owner) or port_free(port, host) or wait_time_wait(port, title):
             continue
         raise PreflightError(
             f"port {port} for the lab's {title} (port base {layout.port_base} + "
-            f"{port - layout.port_base}) is already in use on {HOST} (by another process, or a closed "
+            f"{port - layout.port_base}) is already in use on {host} (by another process, or a closed "
             f"client connection in TIME_WAIT for up to 60 s); "
             f"choose another port base with --port-base or {ENV_PORT_BASE} "
             f"(the lab uses base+0..base+33, DR sandboxes base+40 and up)"
@@ -133,13 +138,14 @@ def check_ports(layout: LabLayout, running: Mapping[str, bool]) -> None:
 
 def check_tools() -> None:
     """Refuse early when a binary the lab runs is missing."""
-    tools = ("pgbackrest", "prometheus", "redis-server", "patroni", "etcd")
+    tools = ("pgbackrest", "prometheus", "redis-server", "patroni", "etcd", "stunnel4")
     missing = [name for name in tools if not shutil.which(name)]
     if is_root() and not shutil.which("setpriv"):
         missing.append("setpriv")
     if missing:
         raise PreflightError(f"missing commands for the lab: {', '.join(missing)} "
-                       "(apt-get install postgresql pgbackrest prometheus redis-server patroni etcd-server util-linux)")
+                             "(apt-get install postgresql pgbackrest prometheus redis-server patroni etcd-server "
+                             "stunnel4 util-linux)")
     if importlib.util.find_spec("moto") is None:
         raise PreflightError("Python package moto is missing: pip install 'moto[server]' (make venv)")
     if not (pg_bindir() / "initdb").exists():

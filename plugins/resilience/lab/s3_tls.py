@@ -184,3 +184,15 @@ def ensure_buckets(endpoint_url: str, endpoints: Sequence[RegionEndpoint], *, ke
         log.info("S3 bucket %s (%s) ready on %s", endpoint.bucket, endpoint.aws_region, endpoint_url)
         created.append(endpoint.bucket)
     return created
+
+
+def serve_regions(layout: LabLayout, ca: CaFiles, lab_regions: Sequence[str] = tuple(REGION_AWS)) -> int:
+    """Serve only ``lab_regions``' endpoints (the others refuse connections, as a lost region's S3 would);
+    the default serves every region again. Restarts stunnel when that changes what it serves (the
+    endpoints it keeps drop their open connections too); returns its PID."""
+    unknown = sorted(set(lab_regions) - set(REGION_AWS))
+    if unknown or not lab_regions:
+        raise LabError(f"lab_regions: {list(lab_regions)} must be a non-empty subset of {list(REGION_AWS)}")
+    endpoints = [region_endpoint(layout, region) for region in REGION_AWS if region in lab_regions]
+    log.info("%s serves the S3 endpoints of: %s", TITLE, ", ".join(e.lab_region for e in endpoints))
+    return start(layout, endpoints, ca)

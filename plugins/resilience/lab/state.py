@@ -78,6 +78,23 @@ def s3_state(layout: LabLayout) -> dict[str, Any]:
             "moto": _daemon(layout, "moto")}
 
 
+def pgbackrest_state(layout: LabLayout) -> dict[str, Any]:
+    """pgBackRest's config and its S3 repositories: repo1 in the primary region, repo2 in the DR region,
+    each behind its region's TLS endpoint (stunnel, lab CA) in front of moto."""
+    from resilience.lab.pgbackrest_s3 import REPO_PATH
+    from resilience.lab.pgbackrest_setup import ca_dir
+    from resilience.lab.s3_tls import STUNNEL, region_endpoints
+
+    ca_file = str(ca_dir(layout) / "ca.crt")
+    repos = [{"repo": index, "region": e.lab_region, "type": "s3", "bucket": e.bucket, "aws_region": e.aws_region,
+              "endpoint": e.url, "path": REPO_PATH, "ca_file": ca_file}
+             for index, e in enumerate(region_endpoints(layout), start=1)]
+    return {"config": str(layout.pgbackrest_conf), "stanza": STANZA, "repos": repos,
+            "dr_repo": next(r["repo"] for r in repos if r["region"] == "dr"),
+            "log_path": str(layout.pgbackrest_dir / "log"), "ca_file": ca_file,
+            "s3_tls": _daemon(layout, STUNNEL)}
+
+
 def redis_url(layout: LabLayout) -> str:
     return f"redis://{HOST}:{layout.port('redis')}/0"
 
@@ -134,9 +151,7 @@ def build_state(layout: LabLayout, password: str, pg_bindir: Path, os_user: str,
                    "patroni": {"scope": "app", "urls": layout.patroni_urls, "etcd_url": layout.url("etcd")},
                    "writer_journal": str(layout.run_dir / "writer-acked.log"),
                    "read_write_dsn": app_read_write_dsn(layout, password)},
-        "pgbackrest": {"config": str(layout.pgbackrest_conf), "stanza": STANZA,
-                       "repo_path": str(layout.pgbackrest_repo),
-                       "log_path": str(layout.pgbackrest_dir / "log")},
+        "pgbackrest": pgbackrest_state(layout),
         "redis": {"host": HOST, "port": layout.port("redis"), "url": redis_url(layout),
                   "data_dir": str(layout.redis_dir), **_daemon(layout, "redis")},
         "s3": s3_state(layout),

@@ -16,6 +16,7 @@ from resilience.lab import (
     postgres,
     prometheus_server,
     redis_server,
+    s3_tls,
     workload,
 )
 from resilience.lab.daemons import running_pid
@@ -37,6 +38,7 @@ def running_components(layout: LabLayout) -> dict[str, int | None]:
         **{f"patroni_{n}": patroni_cluster.node_running(layout, n) for n in NODES},
         "redis": redis_server.is_running(layout),
         "moto": running_pid(layout.pid_file("moto")),
+        "s3_tls": running_pid(layout.pid_file(s3_tls.STUNNEL)),
         "s3_proxy": running_pid(layout.pid_file("s3-proxy")),
         "writer": workload.is_running(layout),
         "supervisor": fleet.is_running(layout, fleet.SUPERVISOR),
@@ -61,6 +63,8 @@ def endpoints(layout: LabLayout) -> dict[str, tuple[str, str]]:
         **{f"patroni_{n}": (f"Patroni REST API of node {n}", layout.patroni_url(n)) for n in NODES},
         "redis": ("Redis (cache)", f"redis://{HOST}:{layout.port('redis')}"),
         "moto": ("moto S3 server", layout.url("moto")),
+        "s3_tls": ("S3 TLS endpoints (stunnel; backup repos per region)",
+                   ", ".join(f"{e.lab_region} {e.url}" for e in s3_tls.region_endpoints(layout))),
         "s3_proxy": ("S3 fault proxy", f"{layout.url('s3_proxy')} (fault API /__fault__)"),
         "writer": ("writer (workload)", f"log {layout.log_file('writer')}"),
         "supervisor": ("replica supervisor", f"{layout.url('supervisor')}/metrics"),
@@ -87,15 +91,18 @@ def dr_components(layout: LabLayout) -> dict[str, dict[str, Any]]:
 
 
 def backup_summary(layout: LabLayout) -> dict[str, Any]:
-    """Stanza status and backup count from ``pgbackrest info`` (empty when not set up)."""
-    if not layout.pgbackrest_conf.exists() or not pgbackrest_setup.stanza_exists(layout.pgbackrest_repo):
+    """Stanza status and backup count (per repository too) from ``pgbackrest info`` (empty when the lab's
+    S3 endpoints are not up: nothing to ask)."""
+    if not layout.pgbackrest_conf.exists() or running_pid(layout.pid_file(s3_tls.STUNNEL)) is None:
         return {}
     try:
         entry = pgbackrest_setup.info(layout.pgbackrest_conf)
     except Exception as exc:  # status must print even when pgbackrest is broken
         return {"status": f"error: {type(exc).__name__}"}
+    repos = pgbackrest_setup.repo_summary(entry)
     return {"stanza": entry.get("name"), "status": entry.get("status", {}).get("message"),
-            "backups": len(entry.get("backup", []))}
+            "backups": len(entry.get("backup", [])),
+            "repos": {f"repo{k}": {"status": v["message"], "backups": v["backups"]} for k, v in sorted(repos.items())}}
 
 
 def memory_hogs(layout: LabLayout) -> dict[str, dict[str, Any]]:
@@ -141,7 +148,9 @@ def format_table(doc: dict[str, Any]) -> str:
     summary = doc["pgbackrest"].get("summary")
     if summary:
         rows.append((f"pgBackRest stanza {doc['pgbackrest']['stanza']}", str(summary.get("status", "?")), "-",
-                     f"{summary.get('backups', 0)} backup(s) in {doc['pgbackrest']['repo_path']}"))
+                     f"{summary.get('backups', 0)} backup(s) in "
+                     + ", ".join(f"repo{r['repo']} s3://{r['bucket']} ({r['region']})"
+                                 for r in doc["pgbackrest"]["repos"])))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     lines.append("")

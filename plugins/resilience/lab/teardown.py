@@ -13,11 +13,13 @@ from resilience.lab import (
     fleet,
     memhog,
     patroni_cluster,
+    pgbackrest_setup,
     postgres,
     prometheus_server,
     redis_server,
     regions,
     s3_server,
+    s3_tls,
     workload,
 )
 from resilience.lab.app_process import stop_app
@@ -57,8 +59,9 @@ def stop_app_databases(layout: LabLayout) -> None:
 
 
 def lab_down(layout: LabLayout, purge: bool = False) -> None:
-    """Stop traffic, the DR region, the app fleet, S3, Redis, Prometheus, memory hogs, sandboxes, databases
-    (idempotent)."""
+    """Stop traffic, the DR region, the app fleet, Redis, Prometheus, memory hogs, sandboxes, databases,
+    pgBackRest's leftover async archive processes, then S3 (its TLS endpoints and moto: the databases archive
+    into it until they stop) (idempotent)."""
     started = time.monotonic()
     log.info("Stopping the lab in %s (port base %d)", layout.lab_dir, layout.port_base)
     if layout.lab_dir.is_dir():
@@ -67,14 +70,18 @@ def lab_down(layout: LabLayout, purge: bool = False) -> None:
         regions.stop_dr(layout)
         fleet.stop_fleet(layout)
         stop_app(layout.port("app"), layout.run_dir)  # the single demo app of a lab v1, if one runs
-        s3_server.stop(layout)
-        layout.dns_file.unlink(missing_ok=True)  # moto's zone died with it
         deadman.cancel_all(layout)  # a switch left armed would start Redis in a lab that is down
         redis_server.stop(layout)
         prometheus_server.stop(layout)
         memhog.stop_all(layout)
         stop_sandboxes(layout)
+        # before S3: a stopping PostgreSQL archives its last WAL into the S3 repositories (moto behind stunnel)
         stop_app_databases(layout)
+        # after the databases: an async archive-push outlives its PostgreSQL (even -m immediate)
+        pgbackrest_setup.stop_async_processes(layout)
+        s3_tls.stop(layout)
+        s3_server.stop(layout)
+        layout.dns_file.unlink(missing_ok=True)  # moto's zone died with it
         layout.lab_file.unlink(missing_ok=True)
     else:
         log.info("Lab dir %s does not exist: nothing to stop", layout.lab_dir)
