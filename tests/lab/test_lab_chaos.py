@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -236,6 +237,53 @@ def test_a_crashed_leader_is_replaced_by_patroni_and_rejoins_without_losing_ackn
     assert eventually(lambda: control.acknowledged_writes_lost(state, healed_at)["acknowledged"] > 0, 30)
     writes = control.acknowledged_writes_lost(state, crashed_at - 30)  # the writer's journal vs the database
     assert writes["acknowledged"] > 100 and writes["lost"] == 0, writes  # synchronous_mode: none lost
+
+
+def child_titled(postmaster: int, word: str) -> int:
+    """The postmaster's child whose title holds ``word`` (``postgres: app: walsender ...``)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[1]) == postmaster and word in title:
+            return int(entry.name)
+    raise AssertionError(f"no {word} under postmaster {postmaster}")
+
+
+def test_with_asynchronous_replication_a_crash_loses_acknowledged_writes_and_they_are_counted(lab: Lab) -> None:
+    """The counter's own proof: with synchronous_mode off and the leader's WAL sender held (SIGSTOP), the
+    leader acknowledges commits that never leave it; the leader's node is then lost, Patroni promotes the
+    replica (its lag is under maximum_lag_on_failover) and pg_rewind discards them on the old leader. The
+    writer's journal still lists them as acknowledged: they are counted lost. Synchronous mode is restored
+    afterwards."""
+    from resilience.lab.postgres import postmaster_pid_of
+
+    state = lab.state
+    client = PatroniClient(state["app_db"]["patroni"]["urls"])
+    client.set_synchronous_mode(False)
+    try:
+        assert eventually(lambda: not any(m.is_sync_standby for m in client.topology().members), 30)
+        old = client.topology().leader
+        sender = child_titled(postmaster_pid_of(Path(state["app_db"]["primary"]["data_dir"])), "walsender")
+        held_at = time.time()
+        os.kill(sender, signal.SIGSTOP)
+        try:
+            assert eventually(lambda: control.acknowledged_writes_lost(state, held_at)["acknowledged"] >= 20, 30)
+            control.crash_postgres_node(state, state["app_db"]["primary"]["node"])
+        finally:
+            os.kill(sender, signal.SIGKILL)  # dies with what it never sent
+        ha_database.wait_new_leader(client, old.name, held_at, timeout_s=45)
+        ha_database.heal(client, lambda: control.start_postgres_nodes(state), replicas=1, timeout_s=120)
+        writes = control.acknowledged_writes_lost(state, held_at - 5)
+        # acknowledged to the writer, gone from the database: all but the few whose WAL was on its way already
+        assert writes["lost"] >= 10, writes
+    finally:
+        client.set_synchronous_mode(True)
+        assert eventually(lambda: client.topology().whole(1, sync_standby=True), 60)
 
 
 @pytest.mark.skipif(not cgroups_v1_memory(), reason="needs the cgroups v1 memory controller and stress-ng")

@@ -83,17 +83,17 @@ def test_the_runbook_expectations_fail_on_loss_on_slowness_and_on_missing_data()
 
 def test_the_writer_journal_keeps_what_was_acknowledged_across_a_rotation(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("resilience.lab.writer.JOURNAL_MAX_BYTES", 40)
+    monkeypatch.setattr("resilience.lab.writer.JOURNAL_MAX_BYTES", 60)
     path = tmp_path / "writer-acked.log"
     journal = Journal(path)
     for post_id in range(1, 8):
-        journal.record(post_id, 1000.0 + post_id)
+        journal.record(post_id, 1000.0 + post_id, 5_000_000 + post_id)
     journal.close()
     assert path.with_name("writer-acked.log.1").exists()  # rotated once it passed the limit
     with open(path, "a") as handle:
-        handle.write("8 ")  # a line cut by a kill mid-write
-    assert read_journal(path, 1003.0) == [3, 4, 5, 6, 7]
-    assert read_journal(path, 1002.0, 1004.0) == [2, 3, 4]
+        handle.write("8 1008.000 ")  # a line cut by a kill mid-write
+    assert read_journal(path, 1003.0) == [(i, 5_000_000 + i) for i in (3, 4, 5, 6, 7)]
+    assert read_journal(path, 1002.0, 1004.0) == [(2, 5_000_002), (3, 5_000_003), (4, 5_000_004)]
 
 
 def test_a_failover_that_held_its_slos_still_fails_on_a_lost_acknowledged_write() -> None:

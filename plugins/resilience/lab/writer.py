@@ -29,6 +29,7 @@ log = logging.getLogger("resilience.lab.writer")
 
 ENV_DSN = "RESILIENCE_WRITER_DSN"
 JOURNAL_MAX_BYTES = 4 * 1024 * 1024  # then the journal moves to <name>.1 (one old file is kept)
+CREATED_US = "(extract(epoch FROM created_at) * 1000000)::bigint"  # exact: extract() is numeric
 STATUSES = ("draft", "scheduled", "published", "archived")
 
 
@@ -40,6 +41,7 @@ class WriterState:
     committed: int = 0
     errors: int = 0
     last_post_id: int | None = None
+    last_post_created_us: int | None = None  # with the id, what tells this post apart from a reused id
     account_ids: list[int] = field(default_factory=list)
     post_ids: list[int] = field(default_factory=list)
 
@@ -68,10 +70,11 @@ def write_batch(conn: psycopg.Connection, state: WriterState, rng: random.Random
             )
             state.account_ids = ([row[0]] + state.account_ids)[:50]
         account_id = rng.choice(state.account_ids)
-        post_id = fetch_one(
-            conn, "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, %s) RETURNING id",
+        post_id, created_us = fetch_one(
+            conn, "INSERT INTO posts (account_id, body, status) VALUES (%s, %s, %s) "
+                  f"RETURNING id, {CREATED_US}",
             (account_id, f"lab post #{i} at {time.time():.3f}", rng.choice(STATUSES)),
-        )[0]
+        )
         if i % 3 == 0:
             payload = os.urandom(32)
             conn.execute(
@@ -83,19 +86,22 @@ def write_batch(conn: psycopg.Connection, state: WriterState, rng: random.Random
             conn.execute("UPDATE posts SET status = %s, updated_at = now() WHERE id = %s",
                          (rng.choice(STATUSES), rng.choice(state.post_ids)))
     state.post_ids = ([post_id] + state.post_ids)[:50]
-    state.last_post_id = post_id
+    state.last_post_id, state.last_post_created_us = post_id, int(created_us)
 
 
 class Journal:
-    """Append-only record of acknowledged commits: ``post_id epoch_s`` per line, written after COMMIT
-    returned (what a client was told is durable), flushed at once so a killed writer loses none."""
+    """Append-only record of acknowledged commits: ``post_id epoch_s created_us`` per line, written after
+    COMMIT returned (what a client was told is durable), flushed at once so a killed writer loses none.
+
+    ``created_us`` (the post's ``created_at`` in microseconds) tells a post from a later one with the same
+    id: a new leader that never saw some commits hands their sequence values out again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.handle = open(path, "a")  # noqa: SIM115 (held open for the writer's life)
 
-    def record(self, post_id: int, at: float) -> None:
-        self.handle.write(f"{post_id} {at:.3f}\n")
+    def record(self, post_id: int, at: float, created_us: int) -> None:
+        self.handle.write(f"{post_id} {at:.3f} {created_us}\n")
         self.handle.flush()
         if self.handle.tell() > JOURNAL_MAX_BYTES:
             self.handle.close()
@@ -106,32 +112,34 @@ class Journal:
         self.handle.close()
 
 
-def read_journal(path: Path, since_epoch_s: float, until_epoch_s: float | None = None) -> list[int]:
-    """Post ids acknowledged in [since, until] (the rotated file too)."""
-    ids = []
+def read_journal(path: Path, since_epoch_s: float, until_epoch_s: float | None = None) -> list[tuple[int, int]]:
+    """(post id, created_us) of the posts acknowledged in [since, until] (the rotated file too)."""
+    posts = []
     for candidate in (path.with_name(path.name + ".1"), path):
         try:
             lines = candidate.read_text().splitlines()
         except FileNotFoundError:
             continue
         for line in lines:
-            post_id, _, at = line.partition(" ")
+            fields = line.split()
             try:
-                stamp = float(at)
-            except ValueError:
+                post_id, stamp, created_us = int(fields[0]), float(fields[1]), int(fields[2])
+            except (IndexError, ValueError):
                 continue  # a line cut by a kill
             if stamp >= since_epoch_s and (until_epoch_s is None or stamp <= until_epoch_s):
-                ids.append(int(post_id))
-    return ids
+                posts.append((post_id, created_us))
+    return posts
 
 
-def missing_posts(dsn: str, post_ids: list[int]) -> list[int]:
-    """The ids among ``post_ids`` that the database (its writable node) does not have."""
-    if not post_ids:
+def missing_posts(dsn: str, posts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (id, created_us) among ``posts`` that the database (its writable node) does not have: absent,
+    or that id now holds another post."""
+    if not posts:
         return []
     with psycopg.connect(dsn, connect_timeout=5, target_session_attrs="read-write") as conn:
-        found = {r[0] for r in conn.execute("SELECT id FROM posts WHERE id = ANY(%s)", (post_ids,))}
-    return sorted(set(post_ids) - found)
+        found = {(r[0], int(r[1])) for r in conn.execute(f"SELECT id, {CREATED_US} FROM posts WHERE id = ANY(%s)",
+                                                         ([p[0] for p in posts],))}
+    return sorted(set(posts) - found)
 
 
 def run(dsn: str, rate_per_s: float, stop: threading.Event, label: str = "",
@@ -153,8 +161,8 @@ def run(dsn: str, rate_per_s: float, stop: threading.Event, label: str = "",
                          conn.info.host, conn.info.port, len(state.account_ids))
             write_batch(conn, state, rng)
             state.committed += 1
-            if journal is not None and state.last_post_id is not None:
-                journal.record(state.last_post_id, time.time())
+            if journal is not None and state.last_post_id is not None and state.last_post_created_us is not None:
+                journal.record(state.last_post_id, time.time(), state.last_post_created_us)
             backoff = 0.2
         except psycopg.Error as exc:
             state.errors += 1
