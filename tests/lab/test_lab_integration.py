@@ -33,7 +33,8 @@ from tests.lab.labkit import (
     status_json,
 )
 
-COMPONENTS = ["control_db", "app_primary", "app_replica", "etcd", "patroni_a", "patroni_b", "redis", "moto", "s3_proxy",
+COMPONENTS = ["control_db", "app_primary", "app_replica", "etcd", "patroni_a", "patroni_b", "redis", "moto", "s3_tls",
+              "s3_proxy",
               "writer", "supervisor", "app-1", "app-2", "app-3", "lb", "loadgen", "prometheus"]
 
 
@@ -110,7 +111,10 @@ def test_pgbackrest_has_the_stanza_and_one_full_backup(lab: Lab) -> None:
                          capture_output=True, text=True, check=True, cwd="/").stdout
     (stanza,) = json.loads(out)
     assert stanza["status"] == {"code": 0, "lock": stanza["status"]["lock"], "message": "ok"}
-    assert [b["type"] for b in stanza["backup"]] == ["full"]
+    # one full backup in each repository: repo1 (primary region's bucket) and repo2 (DR region's bucket)
+    assert sorted((b["database"]["repo-key"], b["type"]) for b in stanza["backup"]) == [(1, "full"), (2, "full")]
+    assert [(r["key"], r["status"]["message"]) for r in stanza["repo"]] == [(1, "ok"), (2, "ok")]
+    assert oct(Path(conf).stat().st_mode & 0o777) == "0o600"  # it holds the S3 keys
 
 
 def test_up_archives_the_current_wal_segment(lab: Lab) -> None:
@@ -118,7 +122,7 @@ def test_up_archives_the_current_wal_segment(lab: Lab) -> None:
     the segment it finds in progress, so the archive is current when `up` returns."""
     import psycopg
 
-    dsn = load_lab_state(lab.lab_dir)["connections"]["resilience_lab_app_db"]
+    dsn = load_lab_state(lab.lab_dir)["app_db"]["read_write_dsn"]  # the Connection is JSON (every node)
     with psycopg.connect(dsn, autocommit=True) as conn:
         before = conn.execute("SELECT archived_count, now() FROM pg_stat_archiver").fetchone()
         assert run_cli("up", env=lab.env).returncode == 0
@@ -157,8 +161,8 @@ def test_up_again_is_a_no_op(lab: Lab) -> None:
     assert proc.returncode == 0, proc.stderr
     after = {k: v["pid"] for k, v in status_json(lab.env)["components"].items()}
     assert after == before
-    assert proc.stderr.count("already up") == 11, proc.stderr
-    assert "Taking the first full" not in proc.stderr
+    assert "Starting " not in proc.stderr, proc.stderr  # nothing (re)started: every component said already up
+    assert "Taking a full" not in proc.stderr
 
 
 def test_taken_port_is_refused_before_anything_starts(lab: Lab) -> None:

@@ -141,6 +141,8 @@ def start(layout: LabLayout, endpoints: Sequence[RegionEndpoint], ca: CaFiles, u
     if pid is None:
         log.info("Starting %s on %s", TITLE, ", ".join(f"{e.host}:{e.port}" for e in endpoints))
         pid = start_daemon(argv, pid_file, log_file)
+    else:
+        log.info("%s already up on %s (pid %d)", TITLE, ", ".join(f"{e.host}:{e.port}" for e in endpoints), pid)
     started = pid
     if not wait_for(lambda: not is_alive(started) or all(tls_ready(e, ca.ca_cert) for e in endpoints), timeout_s) \
             or not is_alive(started):
