@@ -17,9 +17,10 @@ Phases and their budgets (scaled to the RTO target; runbook minutes for 30):
 1. **Assessment & communication (0-5)** — `start_activation` validates every Param, config
    entry and Connection, answers the questions and takes the chaos/DR lock (no chaos during a
    DR); `declare_incident` opens a Statuspage incident and posts to Slack.
-2. **DR environment (5-15)** — `restore_*` restores the primary's pgBackRest backups into the DR
-   region's new database and moves its sequences ahead (DR ids never collide with the
-   primary's, so failback can merge).
+2. **DR environment (5-15)** — `restore_*` restores the primary's pgBackRest backups from the DR
+   region's repository (repo2: the primary region's is lost with it) into the DR region's new
+   database and moves its sequences ahead (DR ids never collide with the primary's, so failback
+   can merge). The report names the repository that served the restore.
 3. **Application (15-25)** — `deploy_app` starts the app in DR; `verify_dr` checks `/health`,
    `/api/health/database` and every replica. DNS is untouched until this passes.
 4. **Traffic cutover (25-30)** — `dns_cutover` sets the Route53 weights primary 0 / DR 100

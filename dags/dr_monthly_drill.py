@@ -2,11 +2,13 @@
 
 Runs the runbook's "Monthly DR Drill" end to end:
 
-1. **verify_backups** — `pgbackrest info`: stanza ok, a backup exists, the WAL archive is
-   continuous and its newest segment is younger than the RPO target; `pgbackrest verify`
-   on a full drill. A PITR target must lie between the oldest backup and the newest WAL.
+1. **verify_backups** — `pgbackrest info` per repository (one per region): stanza ok, a backup
+   exists, the WAL archive is continuous and the newest segment *in that repository* is younger
+   than the RPO target; `pgbackrest verify` of each on a full drill. A PITR target must lie
+   between the oldest backup and the newest WAL of the repository the drill restores from.
 2. **create_sandbox** (setup) — an empty database server that is provably not the source.
-3. **restore** — latest, or PITR to `pitr_target`; waits until the sandbox takes writes.
+3. **restore** — latest, or PITR to `pitr_target`, from repository `repo` (1: the primary
+   region's, 2: the DR region's; backup and WAL); waits until the sandbox takes writes.
 4. **check_integrity** — `pg_amcheck`, the SQL checks in `include/sql/integrity/`, row counts
    against the source at the recovery point; after PITR, no row newer than the target.
 5. **check_app** — the application started on the sandbox; `/health` and
