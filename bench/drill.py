@@ -94,7 +94,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:
-        size_mb = seed(lab["connections"]["resilience_lab_app_db"], args.size_mb)
+        size_mb = seed(lab["app_db"]["read_write_dsn"], args.size_mb)
         started = time.monotonic()
         run_as_postgres(["pgbackrest", f"--config={lab['pgbackrest']['config']}", "--stanza=app",
                          "--type=full", "backup"])
