@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 LEADER_ROLES = ("leader", "master", "primary", "standby_leader")
+PRIMARY_ROLES = ("master", "primary")  # a member's own /patroni (or /primary) body: out of recovery
 STREAMING_STATES = ("running", "streaming")  # Patroni 3.0 says "running" for a replica that streams
 STREAMING_LAG_BYTES = 16 * 1024 * 1024  # a replica within one WAL segment of the leader counts as streaming
 
@@ -208,13 +209,16 @@ class PatroniClient:
         return self._checked("POST", "/reinitialize", {"force": True}, endpoints=[_api_base(member)])
 
     def writable(self, member: Member) -> bool:
-        """``GET /primary`` of the member's own API: 200 only once it runs as a writable primary holding
-        the leader lock (``/cluster`` calls a member "leader" while its promotion is still under way)."""
+        """The member holds the leader lock and its PostgreSQL is out of recovery: ``GET /primary`` on its
+        own API answers 200 for the lock holder, and its body's ``role`` comes from ``pg_is_in_recovery()``
+        (``/cluster``, and ``/primary``'s status alone, call a member the leader while its promotion is
+        still under way: writes are refused for up to a second more)."""
         try:
-            status, _ = self._request("GET", "/primary", endpoints=[_api_base(member)])
-        except PatroniError:
+            status, text = self._request("GET", "/primary", endpoints=[_api_base(member)])
+            role = json.loads(text).get("role") if status == 200 else None
+        except (PatroniError, ValueError, AttributeError):
             return False
-        return status == 200
+        return role in PRIMARY_ROLES
 
     def wait_for(self, predicate: Callable[[Topology], bool], timeout_s: float,
                  interval_s: float = 0.2) -> Topology | None:

@@ -157,3 +157,9 @@ def descendants(roots: set[int]) -> set[int]:
         if not more:
             return found
         found |= more
+
+
+def pgbackrest(state: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "pgbackrest",
+                           f"--config={state['pgbackrest']['config']}", "--stanza=app", *args],
+                          capture_output=True, text=True, cwd="/", timeout=120, check=False)
