@@ -74,6 +74,7 @@ bench: venv  ## benchmarks (each brings up a lab of its own; see bench/)
 	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/abort_latency.py
 	$(BIN)/python bench/canary.py
+	$(BIN)/python bench/failover.py
 
 bench-kill-matrix: venv  ## SIGKILL Airflow parts at each point of each fault (60 cases, hours; filters: KILL_MATRIX_ARGS="--victims airflow --points guard")
 	$(BIN)/python bench/kill_matrix.py $(KILL_MATRIX_ARGS)
