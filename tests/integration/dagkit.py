@@ -44,3 +44,21 @@ def dr_report_of(dagrun) -> dict:
         if doc["run_id"] == dagrun.run_id:
             return doc
     raise AssertionError(f"no report for {dagrun.run_id}")
+
+
+# dr_activation with every decision left to the checks, and the failback that follows it.
+DR_ACTIVATE = {"environment": "lab", "primary_accessible": "auto", "data_loss_acceptable": "auto",
+               "time_critical": "auto", "pitr_target": None, "rto_target": 30, "rpo_target": 15, "dr_replicas": 2,
+               "incident_name": "Service Disruption - Investigating"}
+# threshold 5, as make demo: a primary cold from its restore, on a loaded 2-core machine, shows a p95 over the
+# 50 ms floor for a few seconds (56.7 ms seen in CI); a dead primary still fails 5 checks in ~5 s
+DR_FAILBACK = {"environment": "lab", "stable_hours": 0.003, "stability_timeout_hours": 0.05, "steps": [50, 100],
+               "interval_s": 10, "threshold": 5, "max_error_rate_delta_pct": 1.0, "max_p95_ratio": 2.0,
+               "conflict_policy": "primary_wins", "decommission_dr": True}
+
+
+def lab_state(lab) -> dict:
+    """lab.json of the session's lab as it is now (database roles as Patroni reports them)."""
+    from resilience.lab.state import load_lab_state
+
+    return load_lab_state(Path(lab["lab_dir"]))

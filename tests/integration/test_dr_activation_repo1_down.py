@@ -18,23 +18,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.integration.dagkit import DR_ACTIVATE as ACTIVATE
+from tests.integration.dagkit import DR_FAILBACK as FAILBACK
 from tests.integration.dagkit import dr_report_of as report_of
-from tests.integration.dagkit import load_dag, notification_fakes
+from tests.integration.dagkit import lab_state, load_dag, notification_fakes
 
 pytestmark = pytest.mark.integration
 
-ACTIVATE = {"environment": "lab", "primary_accessible": "auto", "data_loss_acceptable": "auto",
-            "time_critical": "auto", "pitr_target": None, "rto_target": 30, "rpo_target": 15, "dr_replicas": 2,
-            "incident_name": "Service Disruption - Investigating"}
-FAILBACK = {"environment": "lab", "stable_hours": 0.003, "stability_timeout_hours": 0.05, "steps": [50, 100],
-            "interval_s": 10, "threshold": 5, "max_error_rate_delta_pct": 1.0, "max_p95_ratio": 2.0,
-            "conflict_policy": "primary_wins", "decommission_dr": True}
 
 
-def lab_state(lab) -> dict:
-    from resilience.lab.state import load_lab_state
-
-    return load_lab_state(Path(lab["lab_dir"]))
 
 
 def layout_and_ca(lab):

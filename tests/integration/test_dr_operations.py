@@ -23,8 +23,10 @@ import boto3
 import psycopg
 import pytest
 
+from tests.integration.dagkit import DR_ACTIVATE as ACTIVATE
+from tests.integration.dagkit import DR_FAILBACK as FAILBACK
 from tests.integration.dagkit import dr_report_of as report_of
-from tests.integration.dagkit import load_dag, notification_fakes
+from tests.integration.dagkit import lab_state, load_dag, notification_fakes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,10 +70,6 @@ def weights(lab) -> dict[str, int]:
     return {s["SetIdentifier"]: s["Weight"] for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
 
 
-def lab_state(lab) -> dict:
-    from resilience.lab.state import load_lab_state
-
-    return load_lab_state(Path(lab["lab_dir"]))
 
 
 def lb_requests(url: str) -> float:
@@ -97,14 +95,6 @@ def post_via(url: str, body: str) -> int:
         return response.status
 
 
-ACTIVATE = {"environment": "lab", "primary_accessible": "auto", "data_loss_acceptable": "auto",
-            "time_critical": "auto", "pitr_target": None, "rto_target": 30, "rpo_target": 15, "dr_replicas": 2,
-            "incident_name": "Service Disruption - Investigating"}
-# threshold 5, as make demo: a primary cold from its restore, on a loaded 2-core machine, shows a p95 over the
-# 50 ms floor for a few seconds (56.7 ms seen in CI); a dead primary still fails 5 checks in ~5 s
-FAILBACK = {"environment": "lab", "stable_hours": 0.003, "stability_timeout_hours": 0.05, "steps": [50, 100],
-            "interval_s": 10, "threshold": 5, "max_error_rate_delta_pct": 1.0, "max_p95_ratio": 2.0,
-            "conflict_policy": "primary_wins", "decommission_dr": True}
 
 
 def primary_dsn(lab) -> str:
