@@ -39,12 +39,20 @@ def test_the_lab_buckets_are_the_ones_the_lab_creates(tmp_path):
     assert made == [(r.bucket, r.s3_region) for r in environment_repos(lab)]
 
 
+def without_repos():
+    """An environment whose pgbackrest section declares no repositories (pgbackrest.conf's repo1 only)."""
+    from dataclasses import replace
+
+    staging = load_config().environment("staging")
+    return replace(staging, settings={**staging.settings, "pgbackrest": {"stanza": staging.pgbackrest_stanza}})
+
+
 def test_production_names_its_aws_connections_and_no_endpoint():
     production = load_config().environment("production")
     assert [(r.repo, r.region, r.aws_conn_id, r.endpoint) for r in environment_repos(production)] == [
         (1, "primary", "aws_production", None), (2, "dr", "aws_dr", None)]
-    assert environment_repos(load_config().environment("staging")) == ()
-    assert dr_repo(load_config().environment("staging")) is None
+    assert environment_repos(without_repos()) == ()
+    assert dr_repo(without_repos()) is None
 
 
 @pytest.mark.parametrize(("repos", "message"), [
@@ -76,10 +84,10 @@ def test_repo_by_index_and_repo_arg():
     assert repo_arg(repo_by_index(lab, 2)) == ["--repo=2"]
     with pytest.raises(ValueError, match=r"repo: 3 is not one of environments\.lab\.pgbackrest\.repos \[1, 2\]"):
         repo_by_index(lab, 3)
-    staging = load_config().environment("staging")
-    assert repo_by_index(staging, 1) is None
+    bare = without_repos()
+    assert repo_by_index(bare, 1) is None
     with pytest.raises(ValueError, match="only repository 1"):
-        repo_by_index(staging, 2)
+        repo_by_index(bare, 2)
 
 
 GOOD = {"environment": "lab", "dr_environment": "lab", "full_drill": False, "rto_target": 30, "rpo_target": 15,

@@ -186,7 +186,18 @@ def _implementation(environment: Environment) -> LocalPlatform:
         from resilience.platforms.local import LocalPlatform
 
         return LocalPlatform(environment)
-    raise ValueError(
-        f"environments.{environment.name}.platform: {environment.platform!r} is not available in this "
-        "release (available: ['local'])"
-    )
+    raise ValueError(not_available(environment))
+
+
+def not_available(environment: Environment) -> str:
+    """Why a non-lab environment is refused (before any side effect), naming what is missing and what
+    is configured already."""
+    ready = []
+    if environment.patroni_conn_id:
+        ready.append(f"database through Patroni (Connection {environment.patroni_conn_id})")
+    repos = environment.settings.get("pgbackrest", {}).get("repos") or []
+    if repos:
+        ready.append(f"{len(repos)} pgBackRest repositories")
+    return (f"environments.{environment.name}.platform: {environment.platform!r} is not available in this "
+            f"release (available: ['local']): its workloads, cache, object-store faults and traffic have no "
+            f"implementation yet" + (f"; configured already: {', '.join(ready)}" if ready else ""))
