@@ -38,7 +38,9 @@ def regions(lab):
     from resilience.lab.state import load_lab_state
 
     # lab.json as it is now: an earlier module's failover may have moved the primary since the session began
-    server = load_lab_state(Path(lab["lab_dir"]))["app_db"]["read_write_dsn"]  # whichever node Patroni leads
+    leader = load_lab_state(Path(lab["lab_dir"]))["app_db"]["read_write_dsn"]  # whichever node Patroni leads
+    with psycopg.connect(leader) as conn:  # then that node only: the frozen DR copy must still accept sessions
+        server = make_conninfo(leader, host=conn.info.host, port=str(conn.info.port), target_session_attrs="any")
     tag = uuid.uuid4().hex[:8]
     names = {"primary": f"sync_primary_{tag}", "dr": f"sync_dr_{tag}"}
     dsns = {region: make_conninfo(server, dbname=name) for region, name in names.items()}
