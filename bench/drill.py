@@ -5,6 +5,8 @@ Seeds the lab's app database to ``--size-mb`` (default 1024), takes a fresh full
 
 - restore seconds and MB/s, next to a raw ``cp -a`` of the same data directory measured in the
   same run (the physical limit) and the ratio between the two;
+- ``pgbackrest restore`` by hand of the same database from the S3 repository (repo1) and from a
+  POSIX repository with the same options, in the same run (issue 9: what S3 costs);
 - the orchestration overhead: drill wall time minus restore, integrity and app checks;
 - RTO and RPO as the drill measured them.
 
@@ -85,6 +87,46 @@ def raw_copy(data_dir: str) -> tuple[float, float, int]:
     return copied, synced, size
 
 
+def restore_by_hand(config: str, *repo: str) -> tuple[float, int]:
+    """``pgbackrest restore`` of the newest backup into an empty directory, as an operator would; return
+    (seconds, bytes restored). The copy is not started: the files are what is being compared."""
+    from resilience.lab.osuser import make_dir
+
+    target = Path(tempfile.mkdtemp(prefix="resilience-bench-restore-"))
+    target.chmod(0o755)
+    data = make_dir(target / "pgdata", "postgres", 0o700)
+    started = time.monotonic()
+    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", *repo, f"--pg1-path={data}", "restore"])
+    elapsed = time.monotonic() - started
+    size = int(subprocess.run(["du", "-sb", str(data)], capture_output=True, text=True).stdout.split()[0])
+    shutil.rmtree(target)
+    return elapsed, size
+
+
+def posix_repository(lab: dict) -> str:
+    """A POSIX repository beside the lab's S3 ones, with the same options (bundling, lz4, 2 processes), and a
+    full backup in it; return its config. WAL is not archived there (``--no-archive-check``): only the
+    restore's file copy is compared, which needs none."""
+    from resilience.lab.osuser import make_dir
+
+    root = Path(tempfile.mkdtemp(prefix="resilience-bench-posix-"))
+    root.chmod(0o755)
+    for name in ("repo", "log", "lock"):
+        make_dir(root / name, "postgres", 0o750)
+    node = lab["app_db"]["primary"]
+    config = root / "pgbackrest.conf"
+    config.write_text("\n".join([
+        "[global]", f"repo1-path={root / 'repo'}", "repo1-bundle=y", f"log-path={root / 'log'}",
+        f"lock-path={root / 'lock'}", "start-fast=y", "process-max=2", "compress-type=lz4", "",
+        "[app]", f"pg1-path={node['data_dir']}", f"pg1-port={node['port']}", f"pg1-socket-path={node['socket_dir']}",
+        "pg1-user=postgres", ""]))
+    config.chmod(0o644)
+    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", "stanza-create"])
+    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", "--type=full", "--no-archive-check",
+                     "backup"])
+    return str(config)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
@@ -114,6 +156,10 @@ def main() -> int:
         report = json.loads(report_path.read_text())
 
         copy_s, copy_sync_s, copy_bytes = raw_copy(lab["app_db"]["primary"]["data_dir"])
+        s3_s, s3_bytes = restore_by_hand(lab["pgbackrest"]["config"], "--repo=1")
+        posix_config = posix_repository(lab)
+        posix_s, posix_bytes = restore_by_hand(posix_config)
+        shutil.rmtree(Path(posix_config).parent, ignore_errors=True)
 
     details = report["phase_details"]
     restore = details["restore"]
@@ -131,6 +177,11 @@ def main() -> int:
     print(f"raw cp -a + sync            {copy_sync_s:.2f} s ({raw_mb_s:.0f} MB/s; a restore fsyncs too)")
     print(f"restore / raw copy+sync     {restore['restore_s'] / copy_sync_s:.2f}x the time "
           f"({100 * restore_mb_s / raw_mb_s:.0f} % of raw throughput)")
+    print(f"pgbackrest restore, S3      {s3_s:.2f} s, {s3_bytes / 1e6:.0f} MB, {s3_bytes / 1e6 / s3_s:.0f} MB/s "
+          f"(repo1: moto behind TLS; {s3_s / copy_sync_s:.2f}x raw copy+sync)")
+    print(f"pgbackrest restore, POSIX   {posix_s:.2f} s, {posix_bytes / 1e6:.0f} MB, "
+          f"{posix_bytes / 1e6 / posix_s:.0f} MB/s (same options, local disk; {posix_s / copy_sync_s:.2f}x raw "
+          f"copy+sync; S3 / POSIX {s3_s / posix_s:.2f}x)")
     print(f"integrity checks            {phases['integrity']:.2f} s")
     print(f"app connectivity            {phases['app_connectivity']:.2f} s")
     print(f"drill wall time             {wall_s:.2f} s")
