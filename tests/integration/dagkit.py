@@ -59,6 +59,6 @@ DR_FAILBACK = {"environment": "lab", "stable_hours": 0.003, "stability_timeout_h
 
 def lab_state(lab) -> dict:
     """lab.json of the session's lab as it is now (database roles as Patroni reports them)."""
-    from resilience.lab.state import load_lab_state
+    from resilience.lab.state import load_lab_state, with_current_roles
 
-    return load_lab_state(Path(lab["lab_dir"]))
+    return with_current_roles(load_lab_state(Path(lab["lab_dir"])))

@@ -99,13 +99,13 @@ def test_s3_5xx_answers_errors_then_heals(platform, lab):
 
 def test_postgres_switchover_moves_writes_and_revert_measures_the_runbook_expectations(platform, lab):
     from resilience.faults.postgres_failover import expectation_failures
-    from resilience.lab.state import load_lab_state
+    from resilience.lab.state import load_lab_state, with_current_roles
 
     before = platform.database_roles()
     assert before["primary_up"] and before["replica_streaming"]
     fault, plan, info = cycle(platform, "postgres-failover", {"mode": "switchover"})
     assert info["new_leader"] == plan["candidate"] != plan["old_leader"] == before["primary"]
-    state = load_lab_state()
+    state = with_current_roles(load_lab_state())
     with psycopg.connect(state["app_db"]["read_write_dsn"], autocommit=True) as conn:
         port = conn.execute("SELECT inet_server_port()").fetchone()[0]
         marker = f"failover-{uuid.uuid4().hex[:8]}@chaos.test"
@@ -117,7 +117,7 @@ def test_postgres_switchover_moves_writes_and_revert_measures_the_runbook_expect
     writes = observed["acknowledged_writes"]
     assert writes["acknowledged"] > 0 and writes["lost"] == 0 and writes["after_failover"] > 0, writes
     assert expectation_failures(observed) == []
-    after = load_lab_state()["app_db"]
+    after = with_current_roles(load_lab_state())["app_db"]
     deadline = time.monotonic() + 10
     while True:  # the marker written after the switchover reaches the old leader, now the replica
         with psycopg.connect(host="127.0.0.1", port=after["replica"]["port"], dbname="app", user="postgres",
@@ -133,7 +133,7 @@ def test_a_crash_failover_killed_before_its_inject_returned_is_healed_by_its_rev
     the ledger has no revert_info. The revert must still start the crashed node, wait for Patroni's new
     leader and the old one back as a streaming replica, and switch back when asked."""
     from resilience.ha_database import wait_new_leader
-    from resilience.lab.state import load_lab_state
+    from resilience.lab.state import load_lab_state, with_current_roles
 
     fault = get_fault("postgres-failover")
     plan = fault.plan(platform, {"mode": "crash", "switch_back": True})
@@ -149,7 +149,7 @@ def test_a_crash_failover_killed_before_its_inject_returned_is_healed_by_its_rev
     from resilience.faults.postgres_failover import expectation_failures
 
     assert "failover time not measured" in expectation_failures(observed)
-    after = load_lab_state()["app_db"]
+    after = with_current_roles(load_lab_state())["app_db"]
     with psycopg.connect(host="127.0.0.1", port=after["replica"]["port"], dbname="app", user="postgres",
                          password=after["password"]) as replica:
         assert replica.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True

@@ -58,9 +58,9 @@ class Lab:
     @property
     def state(self) -> dict[str, Any]:
         """lab.json as it is now, with the database roles as Patroni reports them."""
-        from resilience.lab.state import load_lab_state
+        from resilience.lab.state import load_lab_state, with_current_roles
 
-        return load_lab_state(self.lab_dir)
+        return with_current_roles(load_lab_state(self.lab_dir))
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from resilience.lab.layout import HOST, NODES, PG_SUPERUSER, LabLayout
-from resilience.lab.pg_roles import read_roles
 
 log = logging.getLogger("resilience.lab.supervisor")
 
@@ -164,14 +163,11 @@ class ComponentProbes(Collector):
             self.stop.wait(PROBE_INTERVAL_S)
 
     def component_up(self) -> dict[str, bool]:
-        try:
-            roles = read_roles(self.layout)
-        except (OSError, ValueError):
-            roles = None
-        primary = self.results.get(f"node_{roles.primary}") if roles else None
-        replica = self.results.get(f"node_{roles.replica}") if roles else None
-        return {"redis": self.results.get("redis") is True, "postgres_primary": primary is False,
-                "postgres_replica": replica is True, "s3": self.results.get("s3") is True}
+        # A node's probe answers pg_is_in_recovery(): the roles come from the probes themselves, so
+        # a scrape asks Patroni nothing and is right the moment a promotion is visible in PostgreSQL.
+        in_recovery = [self.results.get(f"node_{n}") for n in NODES]
+        return {"redis": self.results.get("redis") is True, "postgres_primary": False in in_recovery,
+                "postgres_replica": True in in_recovery, "s3": self.results.get("s3") is True}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("lab_component_up", "1 while the lab component answers its probe (0.5 s)",

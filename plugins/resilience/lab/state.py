@@ -216,6 +216,9 @@ def layout_of(state: dict[str, Any]) -> LabLayout:
 def load_lab_state(lab_dir: Path | None = None) -> dict[str, Any]:
     """Read ``<lab_dir>/lab.json`` (default lab dir: ``$RESILIENCE_LAB_DIR`` or ``<project>/.lab``).
 
+    ``app_db.primary`` / ``replica`` / ``roles`` are as of the last write (``lab up``); Patroni moves
+    them on its own, so a reader that names a node passes the document through
+    :func:`with_current_roles` (one REST call), and no other reader pays for it.
     Raises LabNotUpError (a FileNotFoundError) when the lab has not been brought up.
     """
     path = Path(lab_dir or default_lab_dir()).absolute() / "lab.json"
@@ -223,7 +226,7 @@ def load_lab_state(lab_dir: Path | None = None) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except FileNotFoundError:
         raise LabNotUpError(f"lab is not up: run `resilience lab up` (no {path})") from None
-    return with_current_roles(state)
+    return state
 
 
 def with_current_roles(state: dict[str, Any]) -> dict[str, Any]:

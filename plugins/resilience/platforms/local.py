@@ -61,7 +61,9 @@ class LocalPlatform(LocalRegions, LocalChaos):
     # -- Platform --------------------------------------------------------------------------
 
     def database_endpoints(self) -> list[DatabaseEndpoint]:
-        app_db = self.lab["app_db"]
+        from resilience.lab.state import with_current_roles
+
+        app_db = with_current_roles(self.lab)["app_db"]
         return [
             DatabaseEndpoint(app_db[role]["host"], int(app_db[role]["port"]), app_db[role]["data_dir"])
             for role in ("primary", "replica")
