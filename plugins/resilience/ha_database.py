@@ -65,14 +65,20 @@ def wait_new_leader(client: PatroniClient, old_leader: str, started_at: float, t
     if topology is None or topology.leader is None:
         raise DatabaseHAError(f"no new writable leader {timeout_s:.0f} s after losing {old_leader}")
     writable_after = time.time() - started_at
-    switch = None
-    try:
-        history = [h for h in client.history() if h.at_epoch_s >= started_at - 1]
-        switch = history[-1].at_epoch_s - started_at if history else None
-    except (PatroniError, ValueError):
-        pass  # the timing from our own polling still stands
+    promoted = promoted_at(client, started_at)
     return FailoverTiming(topology.leader.name, round(writable_after, 3),
-                          None if switch is None else round(max(0.0, switch), 3))
+                          None if promoted is None else round(max(0.0, promoted - started_at), 3))
+
+
+def promoted_at(client: PatroniClient, since_epoch_s: float) -> float | None:
+    """When Patroni promoted a new leader after ``since_epoch_s`` (epoch s, its ``/history``), or None when
+    it has recorded none or no API answers. The first switch counts: a later one is a switch back.
+    Patroni writes the time with second precision, hence the one-second slack."""
+    try:
+        switches = [h.at_epoch_s for h in client.history() if h.at_epoch_s >= since_epoch_s - 1]
+    except (PatroniError, ValueError):
+        return None
+    return switches[0] if switches else None
 
 
 def switchover(client: PatroniClient, timeout_s: float = 60) -> FailoverTiming:

@@ -68,7 +68,7 @@ def _writes_after(platform: Any, since_epoch_s: float, wait_s: float = RECONNECT
     reconnect with a backoff)."""
     deadline = time.monotonic() + wait_s
     while True:
-        count = platform.acknowledged_writes_lost(since_epoch_s)["acknowledged"]
+        count = platform.acknowledged_writes(since_epoch_s)
         if count or time.monotonic() >= deadline:
             return int(count)
         time.sleep(0.5)
@@ -158,17 +158,13 @@ class PostgresFailover:
                  changed_at: float) -> dict[str, Any]:
         """Failover time (switchover: measured by inject; crash: Patroni's timeline switch after the kill)
         and the acknowledged writes lost around the change."""
-        from resilience.patroni import PatroniError
+        from resilience.ha_database import promoted_at as recorded_promotion
 
         failover_s = revert_info.get("failover_s")
         promoted_at = None if failover_s is None else changed_at + float(failover_s)
         if failover_s is None:
-            try:
-                switches = [h for h in client.history() if h.at_epoch_s >= changed_at - 1]
-            except (PatroniError, ValueError):
-                switches = []
-            if switches:
-                promoted_at = switches[0].at_epoch_s
+            promoted_at = recorded_promotion(client, changed_at)
+            if promoted_at is not None:
                 failover_s = round(max(0.0, promoted_at - changed_at), 3)
         writes = platform.acknowledged_writes_lost(changed_at - LOSS_WINDOW_BEFORE_S)
         if writes is not None and promoted_at is not None:

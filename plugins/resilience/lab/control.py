@@ -247,6 +247,11 @@ def start_postgres_nodes(state: State) -> list[str]:
     return started
 
 
+def acknowledged_writes(state: State, since_epoch_s: float) -> int:
+    """Commits the lab writer was told succeeded since ``since_epoch_s`` (its journal; the database is not asked)."""
+    return workload.acknowledged_writes(layout_of(state), since_epoch_s)
+
+
 def acknowledged_writes_lost(state: State, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
     """Writes the lab writer was told were committed (its journal) since ``since_epoch_s`` that the
     app database no longer has: ``{"acknowledged": n, "lost": m}``."""

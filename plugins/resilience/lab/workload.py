@@ -31,6 +31,11 @@ def argv(layout: LabLayout, rate_per_s: float = 10.0) -> list[str]:
             "--journal", str(journal_file(layout))]
 
 
+def acknowledged_writes(layout: LabLayout, since_epoch_s: float) -> int:
+    """How many commits the writer was told succeeded since ``since_epoch_s`` (its journal only)."""
+    return len(read_journal(journal_file(layout), since_epoch_s, None))
+
+
 def acknowledged_writes_lost(layout: LabLayout, dsn: str, since_epoch_s: float,
                              until_epoch_s: float | None = None) -> dict[str, int]:
     """How many commits the writer was told succeeded in the window, and how many of them the app

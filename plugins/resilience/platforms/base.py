@@ -126,6 +126,9 @@ class ChaosPlatform(Protocol):
     def database_replicas_expected(self) -> int:
         """How many replicas stream from the leader when the cluster is whole."""
 
+    def acknowledged_writes(self, since_epoch_s: float) -> int:
+        """How many writes a client was told were committed since ``since_epoch_s``."""
+
     def acknowledged_writes_lost(self, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
         """``{"acknowledged", "lost"}``: writes a client was told were committed in the window, and how
         many of them the database no longer has."""

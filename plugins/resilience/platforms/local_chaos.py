@@ -111,6 +111,12 @@ class LocalChaos:
 
         return len(NODES) - 1
 
+    def acknowledged_writes(self, since_epoch_s: float) -> int:
+        """Commits the lab writer was told succeeded since ``since_epoch_s``."""
+        from resilience.lab import control
+
+        return control.acknowledged_writes(self._state(), since_epoch_s)
+
     def acknowledged_writes_lost(self, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
         """``{"acknowledged", "lost"}``: the lab writer's acknowledged commits in the window, and how many
         the database no longer has."""
