@@ -35,6 +35,7 @@ lock, marks the run failed through the REST API (said in the table: "forced fail
 Usage::
 
     python bench/kill_matrix.py [--faults s3-5xx,...] [--points guard,...] [--victims airflow,...]
+        [--failover-mode switchover|crash]
         [--duration 40] [--lab-dir DIR --port-base N --keep-lab] [--airflow-home DIR --airflow-port N]
 
 Results are printed as a markdown table (stdout) and appended, one JSON object per case, to
@@ -73,7 +74,7 @@ DAG_ID = "chaos_campaign"
 POLL_S = 0.05  # ledger polling to catch a kill point
 # harmless options and the loosest p95 bound the lab allows: the guard must not end the fault by
 # itself before "guard" and "revert" are reached (a 2-core machine under load has noisy latency)
-OPTIONS = {"s3-5xx": {"error_rate": 0.05}, "pod-kill": {"count": 1, "grace_period_s": 5}}
+OPTIONS: dict[str, dict[str, Any]] = {"s3-5xx": {"error_rate": 0.05}, "pod-kill": {"count": 1, "grace_period_s": 5}}
 
 
 @dataclass
@@ -507,7 +508,11 @@ def main() -> int:
     parser.add_argument("--airflow-home"), parser.add_argument("--airflow-port", type=int, default=28180)
     parser.add_argument("--keep-airflow", action="store_true")
     parser.add_argument("--results", help="append each case as one JSON line to this file")
+    parser.add_argument("--failover-mode", choices=("switchover", "crash"),
+                        help="postgres-failover's mode (default: the scenario's, switchover)")
     args = parser.parse_args()
+    if args.failover_mode:
+        OPTIONS["postgres-failover"] = {"mode": args.failover_mode}
     faults, points = _pick(args.faults, FAULTS, "faults"), _pick(args.points, POINTS, "points")
     chosen = _pick(args.victims, VICTIMS, "victims")
     if not 10 <= args.duration <= 1800:
