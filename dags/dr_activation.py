@@ -50,8 +50,9 @@ from resilience.context import pulled, run_id
 from resilience.dr.activation_params import activation_params
 from resilience.dr.closing_tasks import closing_tasks
 from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
+from resilience.platforms.types import RESTORE_METHODS, RestoreMethod
 
-RESTORES = ("restore_fast", "restore_latest", "restore_pitr")
+RESTORES = tuple(f"restore_{method}" for method in RESTORE_METHODS)
 
 
 def restored_or_none() -> dict | None:
@@ -125,7 +126,7 @@ def dr_activation():
 
         return activation.regional_failover(run, run_id())
 
-    def restore_task(method: str):
+    def restore_task(method: RestoreMethod):
         @task(task_id=f"restore_{method}")
         def restore(run: dict) -> dict:
             """Restore the primary's backups into the DR region's database."""
@@ -180,7 +181,7 @@ def dr_activation():
     failover = regional_failover(run)
     chooser = choose_restore(run)
     accessible >> [failover, chooser]
-    restores = [restore_task(m)(run) for m in ("fast", "latest", "pitr")]
+    restores = [restore_task(m)(run) for m in RESTORE_METHODS]
     chooser >> restores
     deployed = deploy_app(run)
     restores >> deployed

@@ -127,7 +127,8 @@ def _wait_archived_after(conn, moment: datetime, timeout_s: float = 60) -> None:
 
 def test_pitr_shows_the_first_marker_and_not_the_second(drill_dag, lab):
     from resilience.config import load_config
-    from resilience.platforms.base import Sandbox, get_platform
+    from resilience.platforms.base import get_platform
+    from resilience.platforms.types import Sandbox
 
     with source_conn(lab) as conn:
         first = _insert_marker(conn, "before")
@@ -233,7 +234,8 @@ def test_broken_backup_fails_at_verify_and_leaves_no_sandbox(drill_dag, lab):
 
 def test_restore_from_the_dr_regions_repository(drill_dag, lab):
     from resilience.config import load_config
-    from resilience.platforms.base import Sandbox, get_platform
+    from resilience.platforms.base import get_platform
+    from resilience.platforms.types import Sandbox
 
     with source_conn(lab) as conn:
         marker = _insert_marker(conn, "repo2")
@@ -293,17 +295,19 @@ def test_params_outside_the_schema_are_refused_at_trigger(drill_dag, lab, conf):
 
 def test_sandbox_that_would_overlap_the_source_is_refused_and_nothing_is_created(lab):
     from resilience.config import load_config
+    from resilience.dr.sandbox import open_sandbox
     from resilience.errors import RefusedError
-    from resilience.platforms.base import DatabaseEndpoint, get_platform
+    from resilience.platforms.base import get_platform
+    from resilience.platforms.types import DatabaseEndpoint
 
     platform = get_platform(load_config().environment("lab"))
     before = sandboxes(lab)
     # a source whose data directory encloses the sandbox root: every sandbox would sit inside it
     source = DatabaseEndpoint("127.0.0.1", lab["app_db"]["primary"]["port"], lab["sandbox_root"])
     with pytest.raises(RefusedError, match=r"sandbox drill-refused refused: data directory .* overlaps the source's"):
-        platform.create_sandbox("drill-refused", "app", [source])
+        open_sandbox(platform, "drill-refused", "app", [source])
     with pytest.raises(RefusedError, match="cannot prove the sandbox is not the source"):
-        platform.create_sandbox("drill-refused", "app", [])
+        open_sandbox(platform, "drill-refused", "app", [])
     assert sandboxes(lab) == before
 
 

@@ -303,7 +303,8 @@ def test_emergency_rollback_of_the_database_into_a_new_environment(dags, lab):
         assert emails == {before}
     finally:
         from resilience.config import load_config
-        from resilience.platforms.base import Sandbox, get_platform
+        from resilience.platforms.base import get_platform
+        from resilience.platforms.types import Sandbox
 
         get_platform(load_config().environment("lab")).drop_sandbox(Sandbox.from_dict(box))
 

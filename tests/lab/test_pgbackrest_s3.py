@@ -32,6 +32,7 @@ from resilience.lab.layout import HOST, STANZA, ClusterPaths, LabLayout
 from resilience.lab.osuser import PG_OS_USER, make_dir, run_as_postgres
 from resilience.lab.password import ensure_password
 from resilience.lab.pgbackrest_setup import archive_command, archive_current_wal, base_argv
+from resilience.platforms.types import RestoreRequest
 
 DUPLICATES = ("--stanza", "--log-level-console")  # pgbackrest() sets them
 PORT_BASE = int(os.environ.get("RESILIENCE_TEST_PGBACKREST_S3_PORT_BASE", "26120"))
@@ -126,7 +127,7 @@ def restore_and_start(lab: S3Lab, name: str, port: int, config: Path, *extra: st
     root = make_dir(lab.layout.sandbox_root / name, PG_OS_USER, 0o755)
     data_dir = make_dir(root / "pgdata", PG_OS_USER, 0o700)
     sock = make_dir(root / "sock", PG_OS_USER, 0o755)
-    args = [a for a in restore_args(STANZA, str(data_dir), None)[1:] if a.split("=")[0] not in DUPLICATES]
+    args = [a for a in restore_args(RestoreRequest(STANZA), str(data_dir))[1:] if a.split("=")[0] not in DUPLICATES]
     out, elapsed = pgbackrest(config, *args, *extra, "restore")
     lab.started.append(data_dir)
     options = f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories={sock} -c archive_mode=off"

@@ -13,6 +13,7 @@ from resilience.config import DEFAULT_CONFIG_PATH, load_config, parse_config
 from resilience.dr import pgbackrest
 from resilience.dr.backup_repos import dr_repo, environment_repos, parse_repos, repo_arg, repo_by_index
 from resilience.dr.params import parse_drill_params
+from resilience.platforms.types import RestoreRequest
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 S3 = {"region": "primary", "type": "s3", "bucket": "b1", "s3_region": "us-east-1"}
@@ -154,9 +155,9 @@ def test_newest_wal_time_reads_repo_ls_json():
 
 
 def test_restores_pinned_to_a_repository_fetch_wal_from_it_too():
-    args = pgbackrest.dr_restore_args("app", "/sb/pgdata", "fast", repo=2)
-    assert "--repo=2" in args and pgbackrest.repo_of(args) == 2
-    assert pgbackrest.repo_of(pgbackrest.restore_args("app", "/sb/pgdata", None)) is None
+    args = pgbackrest.restore_args(RestoreRequest("app", "fast", repo=2), "/sb/pgdata")
+    assert "--repo=2" in args
+    assert not [a for a in pgbackrest.restore_args(RestoreRequest("app"), "/sb/pgdata") if a.startswith("--repo")]
     command = pgbackrest.async_restore_command("/lab/pgbackrest.conf", "app", "/sb/pgdata", "/sb/spool", repo=2)
     assert command.startswith("pgbackrest --config=/lab/pgbackrest.conf --stanza=app --repo=2 --pg1-path=/sb/pgdata")
 

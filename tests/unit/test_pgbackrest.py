@@ -9,6 +9,7 @@ import pytest
 
 from resilience.checks import Check
 from resilience.dr.pgbackrest import ArchiverStatus, parse_info, restore_args
+from resilience.platforms.types import RestoreRequest
 
 DATA = Path(__file__).parent / "data"
 
@@ -102,11 +103,27 @@ def test_missing_stanza_fails_with_the_reason():
 
 
 def test_restore_args_latest_and_pitr():
-    assert restore_args("app", "/sb/pgdata", None) == [
+    assert restore_args(RestoreRequest("app"), "/sb/pgdata") == [
         "restore", "--stanza=app", "--pg1-path=/sb/pgdata", "--archive-mode=off", "--process-max=2",
         "--log-level-console=info", "--type=default"]
-    pitr = restore_args("app", "/sb/pgdata", datetime(2026, 11, 28, 10, 30, 0, 500000, tzinfo=UTC))
+    target = datetime(2026, 11, 28, 10, 30, 0, 500000, tzinfo=UTC)
+    pitr = restore_args(RestoreRequest("app", "pitr", target), "/sb/pgdata")
     assert pitr[-3:] == ["--type=time", "--target=2026-11-28 10:30:00.500000+00", "--target-action=promote"]
+    # without a target a PITR replays the whole archive: a target past its end would stop recovery
+    assert restore_args(RestoreRequest("app", "pitr"), "/sb/pgdata")[-1] == "--type=default"
+    fast = restore_args(RestoreRequest("app", "fast", repo=2), "/sb/pgdata")
+    assert "--repo=2" in fast and fast[-2:] == ["--type=immediate", "--target-action=promote"]
+
+
+def test_a_restore_request_refuses_what_pgbackrest_would_misread():
+    with pytest.raises(ValueError, match=r"restore method: 'newest' is not one of \['fast', 'latest', 'pitr'\]"):
+        RestoreRequest("app", "newest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="restore method 'latest' takes no target time"):
+        RestoreRequest("app", "latest", datetime(2026, 11, 28, tzinfo=UTC))
+    with pytest.raises(ValueError, match="must carry a time zone"):
+        RestoreRequest("app", "pitr", datetime(2026, 11, 28))
+    assert RestoreRequest("app", "pitr", datetime(2026, 11, 28, 10, tzinfo=UTC), repo=2).describe() == (
+        "PITR to 2026-11-28T10:00:00+00:00 from repo2")
 
 
 def test_verify_clean_repository_passes():

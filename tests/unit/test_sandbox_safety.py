@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from resilience.dr.sandbox import sandbox_conflicts, sandbox_name
-from resilience.platforms.base import DatabaseEndpoint
+from resilience.platforms.types import DatabaseEndpoint
 
 SOURCES = [DatabaseEndpoint("127.0.0.1", 54321, "/lab/pg/primary"), DatabaseEndpoint("127.0.0.1", 54322, "/lab/pg/replica")]
 

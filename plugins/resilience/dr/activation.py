@@ -16,6 +16,7 @@ from resilience.config import load_config
 from resilience.dr import decision
 from resilience.dr.activation_params import ActivationParams, parse_activation_params
 from resilience.dr.regions import Regions, http_probe, iso
+from resilience.platforms.types import RestoreMethod, RestoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,10 @@ def regional_failover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         return {"new_primary": new_primary, **details}
 
 
-def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[str, Any]:
+def restore_dr_database(run: dict[str, Any], run_id: str, method: RestoreMethod) -> dict[str, Any]:
     """Restore the primary's backups into the DR region's new database by ``method``; wait until writable."""
     from resilience.dr.backup_repos import dr_repo
-    from resilience.dr.pgbackrest import dr_restore_args
-    from resilience.dr.sandbox import sandbox_name
+    from resilience.dr.sandbox import open_sandbox, sandbox_name
 
     params, regions = _context(run, run_id)
     env = regions.environment
@@ -176,17 +176,17 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: str) -> dict[s
     with regions.record.step(f"restore_{method}", "dr_environment") as details:
         details["repository"] = source
         regions.record.update(restored_from=source)
-        box = regions.dr_platform.create_sandbox(sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
-                                                 env.dbname, regions.primary_platform.database_endpoints())
+        box = open_sandbox(regions.dr_platform, sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
+                           env.dbname, regions.primary_platform.database_endpoints())
         regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
         regions.record.update(restored=box.name)
         target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
-        args = dr_restore_args(env.pgbackrest_stanza, box.data_dir, method, target, repo=repo.repo if repo else None)
+        request = RestoreRequest(env.pgbackrest_stanza, method, target, repo.repo if repo else None)
         log.info("Restoring %s into the DR database %s (%s%s) from %s", env.pgbackrest_stanza, box.name, method,
                  f" to {target.isoformat() if target else 'the end of the WAL archive'}"
                  if method == decision.COMPLETE_PITR else "", source["label"])
         started = time.monotonic()
-        size = regions.dr_platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
+        size = regions.dr_platform.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
         newest = regions.wait_writable(box, details, WRITABLE_TIMEOUT_S)
         episode = regions.record.dr_episode(env.name)

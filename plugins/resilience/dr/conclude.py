@@ -10,7 +10,7 @@ from resilience.checks import Check
 from resilience.config import load_config
 from resilience.dr.drill import Drill
 from resilience.errors import ChecksFailedError
-from resilience.platforms.base import Sandbox
+from resilience.platforms.types import Sandbox
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from resilience.config import Config, Environment, load_config
 from resilience.dr.params import DrillParams, parse_drill_params
 from resilience.dr.record import DrillRecord
 from resilience.notify import require_connection
-from resilience.platforms.base import Platform, Sandbox, get_platform
+from resilience.platforms.base import Platform, get_platform
+from resilience.platforms.types import Sandbox
 
 log = logging.getLogger(__name__)
 

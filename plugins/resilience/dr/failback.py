@@ -223,7 +223,7 @@ def decommission_dr(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     """After the final sync: stop the DR app, drop the DR database (skipped with decommission_dr false)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from resilience.platforms.base import Sandbox
+    from resilience.platforms.types import Sandbox
 
     params, regions = _context(run, run_id)
     state = regions.state.get(params.environment)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from resilience.checks import Check
+from resilience.platforms.types import RestoreRequest
 
 
 @dataclass(frozen=True)
@@ -256,54 +257,27 @@ def async_restore_command(config: str, stanza: str, pg_path: str, spool_path: st
     )
 
 
-def repo_of(args: list[str]) -> int | None:
-    """The ``--repo=N`` of a pgBackRest argument list, or None."""
-    found = [a.split("=", 1)[1] for a in args if a.startswith("--repo=")]
-    return int(found[-1]) if found else None
+def restore_args(request: RestoreRequest, pg_path: str) -> list[str]:
+    """Arguments of ``pgbackrest restore`` of ``request`` into a sandbox data directory ``pg_path``.
 
-
-def restore_args(
-    stanza: str,
-    pg_path: str,
-    target_time: datetime | None,
-    process_max: int = 2,
-    repo: int | None = None,
-) -> list[str]:
-    """Arguments of ``pgbackrest restore`` into a sandbox data directory.
-
-    ``--archive-mode=off`` keeps the sandbox from pushing WAL into the source's repository
-    (the restore copies the source's ``archive_command``). ``repo`` restores from that repository
-    only (None: the first repository that has a backup, in pgBackRest's order).
+    ``--archive-mode=off`` keeps the sandbox from pushing WAL into the source's repository (the
+    restore copies the source's ``archive_command``). ``fast`` is ``--type=immediate`` (the backup's
+    consistent point), ``latest`` ``--type=default`` (every archived WAL segment), ``pitr``
+    ``--type=time`` (without a target: to the end of the archive, as ``latest``: a target past the
+    archive's end would stop recovery).
     """
     args = [
-        f"--stanza={stanza}",
-        *([f"--repo={repo}"] if repo is not None else []),
+        "restore",
+        f"--stanza={request.stanza}",
+        *([f"--repo={request.repo}"] if request.repo is not None else []),
         f"--pg1-path={pg_path}",
         "--archive-mode=off",
-        f"--process-max={process_max}",
+        f"--process-max={request.process_max}",
         "--log-level-console=info",
     ]
-    if target_time is None:
-        args += ["--type=default"]
-    else:
-        target = target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        args += ["--type=time", f"--target={target}", "--target-action=promote"]
-    return ["restore", *args]
-
-
-def dr_restore_args(stanza: str, pg_path: str, method: str, target_time: datetime | None = None,
-                    process_max: int = 2, repo: int | None = None) -> list[str]:
-    """``pgbackrest restore`` for the DR region by the decision tree's method.
-
-    ``fast``: the latest backup to its consistent point only (``--type=immediate``, no WAL beyond
-    it); ``latest``: the backup plus every archived WAL segment; ``pitr``: up to ``target_time``
-    (without one, to the end of the archive: a target past the archive's end would stop recovery).
-    """
-    if method == "fast":
-        base = restore_args(stanza, pg_path, None, process_max, repo)
-        return [a for a in base if a != "--type=default"] + ["--type=immediate", "--target-action=promote"]
-    if method == "latest":
-        return restore_args(stanza, pg_path, None, process_max, repo)
-    if method == "pitr":
-        return restore_args(stanza, pg_path, target_time, process_max, repo)
-    raise ValueError(f"method: {method!r} is not one of ['fast', 'latest', 'pitr']")
+    if request.method == "fast":
+        return [*args, "--type=immediate", "--target-action=promote"]
+    if request.target_time is None:
+        return [*args, "--type=default"]
+    target = request.target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    return [*args, "--type=time", f"--target={target}", "--target-action=promote"]

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from resilience.config import load_config
-from resilience.dr import integrity, pgbackrest
+from resilience.dr import integrity
 from resilience.dr.backup_repos import repo_by_index
 from resilience.dr.drill import RESTORE_TIMEOUT_S, WRITABLE_TIMEOUT_S, Drill
-from resilience.dr.sandbox import sandbox_name
-from resilience.platforms.base import Sandbox, get_platform
+from resilience.dr.sandbox import open_sandbox, sandbox_name
+from resilience.platforms.base import get_platform
+from resilience.platforms.types import RestoreRequest, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def create_sandbox(params: dict[str, Any], run_id: str) -> dict[str, Any]:
         source_platform = get_platform(drill.source)
         sources = source_platform.database_endpoints()
         name = sandbox_name("drill", run_id, datetime.now(UTC))
-        sandbox = drill.platform.create_sandbox(name, drill.source.dbname, sources)
+        sandbox = open_sandbox(drill.platform, name, drill.source.dbname, sources)
         details.update(sandbox.to_dict())
         return sandbox.to_dict()
 
@@ -42,13 +43,13 @@ def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dic
         finally:
             conn.close()
         repo = repo_by_index(drill.source, drill.params.repo)
-        args = pgbackrest.restore_args(drill.source.pgbackrest_stanza, box.data_dir, target,
-                                       repo=repo.repo if repo else None)
+        request = RestoreRequest(drill.source.pgbackrest_stanza, "pitr" if target else "latest", target,
+                                 repo.repo if repo else None)
         details["repository"] = repo.to_dict() if repo else {"name": "repo1"}
-        log.info("Restoring %s into sandbox %s (%s) from %s", drill.source.pgbackrest_stanza, box.name,
-                 f"PITR to {target.isoformat()}" if target else "latest", repo.label if repo else "repo1")
+        log.info("Restoring %s into sandbox %s (%s) from %s", request.stanza, box.name, request.describe(),
+                 repo.label if repo else "repo1")
         started = time.monotonic()
-        size = drill.platform.restore_sandbox(box, args, timeout_s=RESTORE_TIMEOUT_S)
+        size = drill.platform.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
         details["restore_s"] = round(time.monotonic() - started, 3)
         details["restored_bytes"] = size
         details["restore_mb_per_s"] = round(size / 1e6 / max(details["restore_s"], 1e-6), 1)

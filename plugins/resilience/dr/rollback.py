@@ -105,7 +105,8 @@ def rollback_database(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     """PITR into a new environment named for the day; kept (it is the result), its DSN reported."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from resilience.dr.pgbackrest import dr_restore_args
+    from resilience.dr.sandbox import open_sandbox
+    from resilience.platforms.types import RestoreRequest
 
     params, regions = _context(run, run_id)
     if not params.database:
@@ -115,12 +116,12 @@ def rollback_database(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     platform = regions.primary_platform
     with regions.record.step("rollback_database", "database") as details:
         name = f"rollback-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-        box = platform.create_sandbox(name, env.dbname, platform.database_endpoints())
+        box = open_sandbox(platform, name, env.dbname, platform.database_endpoints())
         log.info("Point-in-time recovery of %s to %s into new environment %s", env.pgbackrest_stanza,
                  params.pitr_target.isoformat(), name)
         started = time.monotonic()
-        platform.restore_sandbox(box, dr_restore_args(env.pgbackrest_stanza, box.data_dir, "pitr",
-                                                      params.pitr_target), timeout_s=3600)
+        platform.restore_sandbox(box, RestoreRequest(env.pgbackrest_stanza, "pitr", params.pitr_target),
+                                 timeout_s=3600)
         newest = regions.wait_writable(box)
         user, _ = regions.credentials
         details.update(environment=name, dsn=box.dsn(user), target=params.pitr_target.isoformat(),

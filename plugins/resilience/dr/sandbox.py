@@ -1,4 +1,7 @@
-"""Sandbox safety: a restore target must never be, contain or sit inside a source database."""
+"""Sandbox safety: a restore target must never be, contain or sit inside a source database.
+
+Checked here, above the platform seam, once for every platform: a platform only plans and creates.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,13 @@ import hashlib
 import os
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from resilience.platforms.base import DatabaseEndpoint
+from resilience.errors import RefusedError
+from resilience.platforms.types import DatabaseEndpoint, Sandbox
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
@@ -42,3 +50,13 @@ def sandbox_conflicts(candidate: DatabaseEndpoint, sources: list[DatabaseEndpoin
         if _path_overlaps(candidate.data_dir, src.data_dir):
             problems.append(f"data directory {candidate.data_dir} overlaps the source's {src.data_dir}")
     return problems
+
+
+def open_sandbox(platform: Platform, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
+    """A new empty sandbox on ``platform`` that is provably none of ``sources``: planned, checked, then
+    created. Raises RefusedError naming every conflict before anything is created."""
+    planned = platform.plan_sandbox(name, dbname)
+    problems = sandbox_conflicts(planned.endpoint(), sources)
+    if problems:
+        raise RefusedError(f"sandbox {name} refused: " + "; ".join(problems))
+    return platform.create_sandbox(planned)

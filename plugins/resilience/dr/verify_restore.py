@@ -11,7 +11,7 @@ from resilience.checks import Check, summary
 from resilience.dr import integrity
 from resilience.dr.drill import APP_TIMEOUT_S, RESTORE_TIMEOUT_S, Drill
 from resilience.errors import ChecksFailedError
-from resilience.platforms.base import Sandbox
+from resilience.platforms.types import Sandbox
 
 log = logging.getLogger(__name__)
 

@@ -6,47 +6,14 @@ this machine, ``kubernetes`` (Kubernetes + AWS hooks) a real cluster.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from resilience.config import Environment
+from resilience.platforms.types import DatabaseEndpoint, RestoreRequest, Sandbox
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
     from resilience.platforms.local import LocalPlatform
-
-
-@dataclass(frozen=True)
-class DatabaseEndpoint:
-    """Where a PostgreSQL server listens and where its data lives on its platform."""
-
-    host: str
-    port: int
-    data_dir: str
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """A throw-away database (and app) restored from backups, owned by one drill run."""
-
-    name: str
-    environment: str
-    host: str
-    port: int
-    dbname: str
-    data_dir: str
-    app_url: str | None = None
-
-    def dsn(self, user: str) -> str:
-        """A DSN without password: safe for logs, XCom and reports."""
-        return f"postgresql://{user}@{self.host}:{self.port}/{self.dbname}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Sandbox:
-        return cls(**data)
 
 
 class Platform(Protocol):
@@ -61,13 +28,17 @@ class Platform(Protocol):
         """Run pgBackRest against the environment's repositories (``--repo=N`` in ``args`` picks one);
         return stdout, raise on failure."""
 
-    def create_sandbox(self, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
-        """Allocate an empty sandbox; raise RefusedError if it would be (or point at) a source."""
+    def plan_sandbox(self, name: str, dbname: str) -> Sandbox:
+        """Where a new sandbox ``name`` would live (host, port, data directory), creating nothing: the
+        caller proves it is not a source before :meth:`create_sandbox` (``dr.sandbox.open_sandbox``)."""
 
-    def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
-        """Restore into the sandbox and start its server; return the restored size in bytes. With
-        ``--repo=N`` in ``pgbackrest_args`` the backup and the WAL replayed after it both come from
-        repository N only."""
+    def create_sandbox(self, sandbox: Sandbox) -> Sandbox:
+        """Create the planned sandbox, empty (a leftover of the same name from an earlier attempt of
+        the run is dropped first); raise RefusedError if its place holds something that is not a sandbox."""
+
+    def restore_sandbox(self, sandbox: Sandbox, request: RestoreRequest, timeout_s: float) -> int:
+        """Restore ``request`` into the sandbox and start its server; return the restored size in bytes.
+        The backup and the WAL replayed after it come from ``request.repo`` only when it is set."""
 
     def amcheck(self, sandbox: Sandbox, user: str, password: str | None, timeout_s: float) -> tuple[bool, str]:
         """Run pg_amcheck on every database of the sandbox: (clean, summary)."""

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from resilience.config import Environment
-from resilience.dr.sandbox import sandbox_conflicts
 from resilience.errors import RefusedError
-from resilience.platforms.base import DatabaseEndpoint, Sandbox
 from resilience.platforms.local_chaos import LocalChaos
 from resilience.platforms.local_regions import LocalRegions
+from resilience.platforms.types import DatabaseEndpoint, RestoreRequest, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +101,20 @@ class LocalPlatform(LocalRegions, LocalChaos):
                 return port
         raise RuntimeError(f"no free port in {start}..{start + 199} for a sandbox")
 
-    def create_sandbox(self, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
-        root = self.sandbox_root / name
-        if (root / MARKER).exists():
-            log.warning("Sandbox %s exists from an earlier attempt of this run: dropping it first", name)
-            self.drop_sandbox(Sandbox(name, self.environment.name, "127.0.0.1", 0, dbname, str(root / "pgdata")))
+    def plan_sandbox(self, name: str, dbname: str) -> Sandbox:
         port = self._free_port(int(self.lab["sandbox_port_min"]))
-        sandbox = Sandbox(name, self.environment.name, "127.0.0.1", port, dbname, str(root / "pgdata"))
-        problems = sandbox_conflicts(DatabaseEndpoint(sandbox.host, port, sandbox.data_dir), sources)
-        if problems:
-            raise RefusedError(f"sandbox {name} refused: " + "; ".join(problems))
-        if root.exists():
-            raise RefusedError(f"sandbox {name} refused: {root} exists and is not a sandbox (no {MARKER})")
+        return Sandbox(name, self.environment.name, "127.0.0.1", port, dbname, str(self.sandbox_root / name / "pgdata"))
+
+    def create_sandbox(self, sandbox: Sandbox) -> Sandbox:
         from resilience.lab.osuser import make_dir
 
+        name, root = sandbox.name, Path(sandbox.data_dir).parent
+        if (root / MARKER).exists():
+            log.warning("Sandbox %s exists from an earlier attempt of this run: dropping it first", name)
+            self.drop_sandbox(sandbox)
+        if root.exists():
+            raise RefusedError(f"sandbox {name} refused: {root} exists and is not a sandbox (no {MARKER})")
+        port, dbname = sandbox.port, sandbox.dbname
         make_dir(root, self.os_user, 0o755)
         make_dir(root / "pgdata", self.os_user, 0o700)
         make_dir(root / "sock", self.os_user, 0o755)
@@ -124,16 +123,17 @@ class LocalPlatform(LocalRegions, LocalChaos):
         log.info("Created sandbox %s at %s (port %d)", name, root, port)
         return sandbox
 
-    def restore_sandbox(self, sandbox: Sandbox, pgbackrest_args: list[str], timeout_s: float) -> int:
-        from resilience.dr.pgbackrest import async_restore_command, repo_of
+    def restore_sandbox(self, sandbox: Sandbox, request: RestoreRequest, timeout_s: float) -> int:
+        from resilience.dr.pgbackrest import async_restore_command, restore_args
         from resilience.lab.osuser import make_dir
 
         root = Path(sandbox.data_dir).parent
         spool = make_dir(root / "spool", self.os_user, 0o700)
         # WAL comes from the repository the backup came from: never wait on another (maybe lost) region's
-        command = async_restore_command(self.lab["pgbackrest"]["config"], self.environment.pgbackrest_stanza,
-                                        sandbox.data_dir, str(spool), repo=repo_of(pgbackrest_args))
-        self.pgbackrest([*pgbackrest_args, f"--recovery-option=restore_command={command}"], timeout_s)
+        command = async_restore_command(self.lab["pgbackrest"]["config"], request.stanza, sandbox.data_dir,
+                                        str(spool), repo=request.repo)
+        self.pgbackrest([*restore_args(request, sandbox.data_dir), f"--recovery-option=restore_command={command}"],
+                        timeout_s)
         # The restored postgresql.conf is the source node's (written by Patroni): it archives into the source's
         # repository, waits for the source's synchronous standby on every commit (a sandbox has none: every
         # write would hang), and reads pg_hba.conf from the source's data dir. The copy uses its own.

@@ -1,0 +1,78 @@
+"""The values that cross the platform seam: what the DR and chaos code hand a platform, and what
+it hands back. No behaviour and no imports of the package: every layer may import this module."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+RestoreMethod = Literal["latest", "pitr", "fast"]
+RESTORE_METHODS: tuple[RestoreMethod, ...] = ("fast", "latest", "pitr")
+
+
+@dataclass(frozen=True)
+class DatabaseEndpoint:
+    """Where a PostgreSQL server listens and where its data lives on its platform."""
+
+    host: str
+    port: int
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A throw-away database (and app) restored from backups, owned by one run."""
+
+    name: str
+    environment: str
+    host: str
+    port: int
+    dbname: str
+    data_dir: str
+    app_url: str | None = None
+
+    def dsn(self, user: str) -> str:
+        """A DSN without password: safe for logs, XCom and reports."""
+        return f"postgresql://{user}@{self.host}:{self.port}/{self.dbname}"
+
+    def endpoint(self) -> DatabaseEndpoint:
+        return DatabaseEndpoint(self.host, self.port, self.data_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sandbox:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """Restore this stanza's backups into a sandbox: how far, and from which repository.
+
+    ``latest``: the newest backup and every archived WAL segment after it; ``pitr``: up to
+    ``target_time`` (None: to the end of the archive); ``fast``: the newest backup to its
+    consistent point only (no WAL after it). ``repo`` pins the backup *and* the WAL replayed after
+    it to one repository (None: pgBackRest's order, repo1 first).
+    """
+
+    stanza: str
+    method: RestoreMethod = "latest"
+    target_time: datetime | None = None
+    repo: int | None = None
+    process_max: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in RESTORE_METHODS:
+            raise ValueError(f"restore method: {self.method!r} is not one of {list(RESTORE_METHODS)}")
+        if self.target_time is not None and self.method != "pitr":
+            raise ValueError(f"restore method {self.method!r} takes no target time (only 'pitr' does)")
+        if self.target_time is not None and self.target_time.tzinfo is None:
+            raise ValueError("restore target time must carry a time zone")
+
+    def describe(self) -> str:
+        """One line for logs and reports: ``PITR to 2026-11-28T10:30:00+00:00 from repo2``."""
+        target = self.target_time.astimezone(UTC).isoformat() if self.target_time else "the end of the WAL archive"
+        what = {"latest": "latest", "fast": "latest backup only (no WAL replay)", "pitr": f"PITR to {target}"}
+        return what[self.method] + (f" from repo{self.repo}" if self.repo is not None else "")
