@@ -35,6 +35,7 @@ class SloLoosest:
     max_error_rate_increase_pct: float = 5.0
     max_p95_ratio: float = 10.0
     max_recovery_s: float = 600.0
+    max_breach_s: float = 30.0  # postgres-failover's own: the runbook's 30 s failover target
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -182,6 +183,7 @@ SLO_BOUND_RANGES = {
     "max_error_rate_increase_pct": (lambda v: 0 <= v <= 100, "percentage points in 0..100"),
     "max_p95_ratio": (lambda v: v >= 1, "a ratio >= 1"),
     "max_recovery_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "max_breach_s": (lambda v: v >= 0, "a number of seconds >= 0"),
 }
 
 

@@ -69,6 +69,9 @@ class SloPolicy:
     p95_floor_ms: float = 50.0  # p95 bound = max(ratio x baseline, floor): a 5 ms baseline is noise-bound
     missing_data_is_breach: bool = True
     max_recovery_s: float = 120.0
+    # how long an SLO may stay broken before the guard halts: the disruption a scenario is expected to
+    # cause (a failover's seconds without a leader); 0 halts at the first breached reading
+    max_breach_s: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -77,6 +80,7 @@ class SloPolicy:
             "max_p95_ratio": self.max_p95_ratio >= 1,
             "p95_floor_ms": self.p95_floor_ms >= 0,
             "max_recovery_s": self.max_recovery_s > 0,
+            "max_breach_s": self.max_breach_s >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -97,7 +101,8 @@ class SloPolicy:
 
 # The bounds a run (Params) or a scenario may override, and which way each one loosens: a lower
 # minimum, or a higher maximum, lets more damage through before the guard reverts.
-OVERRIDABLE_BOUNDS = ("min_availability_pct", "max_error_rate_increase_pct", "max_p95_ratio", "max_recovery_s")
+OVERRIDABLE_BOUNDS = ("min_availability_pct", "max_error_rate_increase_pct", "max_p95_ratio", "max_recovery_s",
+                      "max_breach_s")
 LOOSER_WHEN_LOWER = frozenset({"min_availability_pct"})
 
 
@@ -202,3 +207,17 @@ def recovery_seconds(fault_ended_at_s: float, first_green_at_s: float | None) ->
     if first_green_at_s is None:
         return None
     return max(0.0, first_green_at_s - fault_ended_at_s)
+
+
+def breach_since(passed: bool, since: float | None, at: float) -> float | None:
+    """When the SLOs' current breach began, after a reading at ``at`` (epoch s) that ``passed`` or not:
+    None while they hold, else the first breached reading's time of the unbroken run of breaches."""
+    if passed:
+        return None
+    return at if since is None else since
+
+
+def halt(since: float, at: float, policy: SloPolicy) -> bool:
+    """Whether the guard halts now: a breach that began at ``since`` has lasted ``max_breach_s``
+    (with 0, the first breached reading halts)."""
+    return at - since >= policy.max_breach_s

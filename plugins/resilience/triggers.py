@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from resilience.slo import Baseline, SloPolicy, slo_verdict
+from resilience.slo import Baseline, SloPolicy, breach_since, halt, slo_verdict
 
 
 def _aware(moment: datetime | str, name: str) -> datetime:
@@ -107,6 +107,8 @@ class SloGuardTrigger(_PrometheusWatch):
         worst: dict[str, float] = {}
         window_end: datetime | None = self.until
         applied: dict[str, Any] = {}
+        policy = SloPolicy(**self.policy)
+        broken_since: float | None = None  # the current run of breached readings began then (epoch s)
         if self.apply_fault:
             injected_at = await self._injected_at()
             window_end = None if injected_at is None else self._window_end(injected_at)
@@ -151,19 +153,31 @@ class SloGuardTrigger(_PrometheusWatch):
                 self.log.info("Steady state held (%s); fault applied, guarding until %s", verdict.reason,
                               window_end.isoformat(timespec="seconds"))
                 continue
-            if not verdict.passed:
-                self.log.warning("Halt: %s; reverting now", verdict.reason)
-                reverted = await self._revert(verdict.reason)
+            was_broken, broken_since = broken_since is not None, breach_since(verdict.passed, broken_since, at)
+            if broken_since is not None:
+                applied["broken_s"] = max(applied.get("broken_s", 0.0), round(at - broken_since, 1))
+            if broken_since is not None and halt(broken_since, at, policy):
+                reason = verdict.reason if not policy.max_breach_s else \
+                    f"{verdict.reason} (broken for {at - broken_since:.0f} s, max_breach_s {policy.max_breach_s:g})"
+                self.log.warning("Halt: %s; reverting now", reason)
+                reverted = await self._revert(reason)
                 yield TriggerEvent({"status": "breach", "at": at, "reading": reading.to_dict(),
                                     "verdict": verdict.to_dict(), "readings": count, "worst": worst,
-                                    "reverted": reverted, **applied})
+                                    "reverted": reverted, "max_breach_s": policy.max_breach_s, **applied})
                 return
+            if broken_since is not None and not was_broken:
+                self.log.warning("SLO broken (%s): tolerated for up to %g s (max_breach_s) before halting",
+                                 verdict.reason, policy.max_breach_s)
+            elif broken_since is None and was_broken:
+                self.log.info("SLOs held again after a tolerated breach")
             if datetime.now(UTC) >= window_end:
-                self.log.info("SLOs held for the whole fault window (%d readings)", count)
+                tolerated = f"; broken for up to {applied['broken_s']:g} s, tolerated" if "broken_s" in applied else ""
+                self.log.info("SLOs held for the whole fault window (%d readings%s)", count, tolerated)
                 reverted = await self._revert("the fault window ended", by="guard_window_end") \
                     if self.apply_fault else None
                 yield TriggerEvent({"status": "ok", "at": at, "readings": count, "worst": worst,
-                                    "verdict": verdict.to_dict(), "window_reverted": reverted, **applied})
+                                    "verdict": verdict.to_dict(), "window_reverted": reverted,
+                                    "max_breach_s": policy.max_breach_s, **applied})
                 return
 
     def _start_refusal(self, at: float, verdict: Any) -> str | None:

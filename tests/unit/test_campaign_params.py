@@ -73,6 +73,7 @@ def test_form_defaults_validate_and_every_param_is_described():
         ({"max_p95_ratio": 0.5}, r"params\.max_p95_ratio: 0\.5 must be a ratio >= 1"),
         ({"max_recovery_s": 600}, None),
         ({"max_recovery_s": 601}, r"params\.max_recovery_s: 601 is looser than .*max_recovery_s allows \(<= 600\)"),
+        ({"max_breach_s": 31}, r"params\.max_breach_s: 31 is looser than .*max_breach_s allows \(<= 30\)"),
     ],
 )
 def test_slo_overrides_are_bounded_by_the_environments_loosest(overrides, message):

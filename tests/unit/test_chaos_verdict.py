@@ -23,6 +23,9 @@ def verdict(**kw):
     ("kw", "status", "reason"),
     [
         ({}, "passed", "SLOs held; recovered in 4.0 s"),
+        # the disruption the scenario expects (a failover's seconds without a leader): said, not hidden
+        ({"guard": {**OK_GUARD, "broken_s": 14.2, "max_breach_s": 30.0}}, "passed",
+         "SLOs broken for 14 s, within the 30 s the scenario tolerates; recovered in 4.0 s"),
         ({"guard": BREACH}, "failed", "SLO breached: error rate 12.50 % > 1.00 % (by 11.50)"),
         ({"guard": MISSING}, "failed", "SLO breached: p95_ms missing: empty result"),
         ({"recovery": {"status": "ok", "recovery_s": 120.0}}, "passed", "SLOs held; recovered in 120.0 s"),

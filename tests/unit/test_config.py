@@ -120,7 +120,7 @@ def test_every_chaos_environment_has_loosest_slo_bounds():
     config = load_config()
     lab = config.environment("lab").slo.loosest
     assert lab.as_dict() == {"min_availability_pct": 95.0, "max_error_rate_increase_pct": 5.0,
-                             "max_p95_ratio": 10.0, "max_recovery_s": 600.0}
+                             "max_p95_ratio": 10.0, "max_recovery_s": 600.0, "max_breach_s": 30.0}
     for env in config.environments.values():
         if env.chaos_enabled:
             assert env.slo is not None and env.slo.loosest is not None, env.name

@@ -162,3 +162,16 @@ def test_bounds_looser_than(policy, looser):
     ("min_availability_pct", 95.0, ">= 95"), ("max_p95_ratio", 10.0, "<= 10"), ("max_recovery_s", 600.0, "<= 600")])
 def test_allowed_side(bound, loosest, words):
     assert allowed_side(bound, loosest) == words
+
+
+def test_a_breach_is_timed_from_its_first_reading_and_halts_at_max_breach_s():
+    from resilience.slo import SloPolicy, breach_since, halt
+
+    since = breach_since(False, None, 100.0)
+    assert since == 100.0 and breach_since(False, since, 105.0) == 100.0  # the same breach goes on
+    assert breach_since(True, since, 106.0) is None  # it ended: the next one counts afresh
+    assert halt(100.0, 100.0, SloPolicy())  # the runbook's default: the first breached reading halts
+    tolerant = SloPolicy(max_breach_s=30)
+    assert not halt(100.0, 129.9, tolerant) and halt(100.0, 130.0, tolerant)
+    with pytest.raises(ValueError, match=r"slo\.max_breach_s: -1 is out of range"):
+        SloPolicy(max_breach_s=-1)

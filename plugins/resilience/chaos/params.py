@@ -129,6 +129,10 @@ def campaign_params() -> dict[str, Any]:
         "max_p95_ratio": slo("Max p95 ratio", "Abort when p95 exceeds this times baseline.", 100),
         "max_recovery_s": slo("Max recovery (seconds)",
                               "Fail a scenario whose SLOs are not green this long after the revert.", 3600),
+        "max_breach_s": slo("Tolerated breach (seconds)",
+                            "Halt only when an SLO stays broken longer than this: the disruption the scenario is "
+                            "expected to cause (postgres-failover: 30, the runbook's failover target). 0: halt at "
+                            "the first breached reading.", 600),
         "scenario_options": Param({}, type="object", title="Scenario options",
                                   description='Per-scenario options as JSON, e.g. {"s3-5xx": {"error_rate": 0.5, '
                                               '"status": 503}, "pod-kill": {"percent": 50, "grace_period_s": 30}}. '

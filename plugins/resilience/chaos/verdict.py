@@ -70,6 +70,10 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
         raise ValueError(f"{scenario}: the recovery watch reported ok without recovery_s: {recovery}")
     if recovery_s > max_recovery_s:
         return ScenarioVerdict(scenario, "failed", f"recovery {recovery_s:.1f} s > {max_recovery_s:g} s", recovery_s)
+    if guard.get("broken_s"):  # a breach shorter than the scenario's max_breach_s: the expected disruption
+        return ScenarioVerdict(scenario, "passed", f"SLOs broken for {guard['broken_s']:.0f} s, within the "
+                               f"{guard.get('max_breach_s', 0):g} s the scenario tolerates; recovered in "
+                               f"{recovery_s:.1f} s", recovery_s)
     return ScenarioVerdict(scenario, "passed", f"SLOs held; recovered in {recovery_s:.1f} s", recovery_s)
 
 
