@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.fakes.slack import SlackWebhookServer
-from tests.integration.dagkit import load_dag
+from tests.integration.dagkit import lab_state, load_dag
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +165,32 @@ def test_forced_pod_kill_under_post_load_is_judged_by_the_guards_readings(campai
         assert worst["p95_ms"] <= bounds["p95_ms"], guard
         assert (verdict["status"], dagrun.state, report["status"], reverted_by) == (
             "passed", "success", "completed", "guard_window_end"), (verdict, states)
+
+
+def test_a_crash_failover_campaign_tolerates_the_outage_it_expects_and_checks_the_runbook(campaign_dag, lab):
+    """postgres-failover, crash: the leader's node is lost and Patroni promotes the synchronous standby after
+    its TTL. The clients' errors during that are the disruption the runbook expects ("failover within 30 s"):
+    the guard tolerates them (max_breach_s 30), and the verdict checks the runbook's expectations from what
+    the revert measured: the failover time, and no acknowledged write lost."""
+    before = lab_state(lab)["app_db"]["roles"]["primary"]
+    dagrun, states = run(campaign_dag, environment="lab", scenarios=["postgres-failover"], duration=20,
+                         max_p95_ratio=10, scenario_options={"postgres-failover": {"mode": "crash",
+                                                                                   "switch_back": True}})
+    assert dagrun.state == "success", states
+    [(_, scenario, state, reverted_by, _, _)] = ledger_rows(lab, dagrun.run_id)
+    assert (scenario, state, reverted_by) == ("postgres-failover", "reverted", "guard_window_end")
+    with psycopg.connect(lab["connections"]["resilience_control_db"]) as conn:
+        observed = conn.execute("SELECT observed FROM fault_ledger WHERE run_id = %s", (dagrun.run_id,)).fetchone()[0]
+    writes = observed["acknowledged_writes"]
+    assert 0 < observed["failover_s"] < 30 and writes["lost"] == 0 and writes["acknowledged"] > 0, observed
+    assert observed["switched_back"] is True and lab_state(lab)["app_db"]["roles"]["primary"] == before
+    report, _ = report_of(dagrun)
+    [failover] = [s for s in report["scenarios"] if s["scenario"] == "postgres-failover"]
+    verdict = failover["verdict"]
+    assert verdict["status"] == "passed", verdict
+    # the outage is said, not hidden; the runbook's expectations follow
+    assert re.search(r"SLOs broken for \d+ s, within the 30 s the scenario tolerates", verdict["reason"]), verdict
+    assert f"0 of {writes['acknowledged']} acknowledged writes lost (synchronous replication)" in verdict["reason"]
 
 
 def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
