@@ -16,6 +16,7 @@ For each fault x kill point x victim, under real Airflow (``airflow standalone``
    ``triggerer``   the triggerer and its trigger runner;
    ``airflow``     every Airflow process of this AIRFLOW_HOME (scheduler, triggerer, API server,
                    DAG processor, executor workers, task processes);
+   ``none``        (only when asked: ``--victims none``) nothing: the control case;
 4. restart what a supervisor would: the triggerer (``airflow triggerer``), or the whole
    standalone (``airflow_local.up``); a killed task runner is not restarted (its executor
    reports it failed);
@@ -70,6 +71,7 @@ from benchlib import own_lab
 FAULTS = ("pod-kill", "redis-unavailable", "s3-5xx", "postgres-failover", "memory-pressure")
 POINTS = ("injecting", "active", "guard", "revert")
 VICTIMS = ("airflow", "triggerer", "task")
+CONTROL = "none"  # --victims none: the same case with nothing killed, the baseline the kills are read against
 DAG_ID = "chaos_campaign"
 POLL_S = 0.05  # ledger polling to catch a kill point
 # harmless options and the loosest p95 bound the lab allows: the guard must not end the fault by
@@ -362,7 +364,9 @@ def run_case(case: Case, sa: Any, api: Api, lab: dict[str, Any], duration_s: int
             case.note = "the run ended before its ledger row was written"
             break
         time.sleep(POLL_S)
-    if not case.note:
+    if not case.note and case.victim == CONTROL:
+        case.note = "control: nothing killed"
+    elif not case.note:
         pids = victims(sa, case.victim, running_tis(api, case.run_id) if case.victim == "task" else [])
         if not pids:
             case.note = "no such process at this point (the step runs in the triggerer)"
@@ -514,7 +518,7 @@ def main() -> int:
     if args.failover_mode:
         OPTIONS["postgres-failover"] = {"mode": args.failover_mode}
     faults, points = _pick(args.faults, FAULTS, "faults"), _pick(args.points, POINTS, "points")
-    chosen = _pick(args.victims, VICTIMS, "victims")
+    chosen = _pick(args.victims, (*VICTIMS, CONTROL), "victims") if args.victims else list(VICTIMS)
     if not 10 <= args.duration <= 1800:
         raise SystemExit(f"--duration: {args.duration} must be in 10..1800 s")
     # the priority order of the brief: victims as given (airflow first by default), then points, then faults
