@@ -69,8 +69,8 @@ class SloPolicy:
     p95_floor_ms: float = 50.0  # p95 bound = max(ratio x baseline, floor): a 5 ms baseline is noise-bound
     missing_data_is_breach: bool = True
     max_recovery_s: float = 120.0
-    # how long an SLO may stay broken before the guard halts: the disruption a scenario is expected to
-    # cause (a failover's seconds without a leader); 0 halts at the first breached reading
+    # how long the SLOs may be broken in total during a fault before the guard halts: the disruption a
+    # scenario is expected to cause (a failover's seconds without a leader); 0 halts at the first breach
     max_breach_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -209,15 +209,14 @@ def recovery_seconds(fault_ended_at_s: float, first_green_at_s: float | None) ->
     return max(0.0, first_green_at_s - fault_ended_at_s)
 
 
-def breach_since(passed: bool, since: float | None, at: float) -> float | None:
-    """When the SLOs' current breach began, after a reading at ``at`` (epoch s) that ``passed`` or not:
-    None while they hold, else the first breached reading's time of the unbroken run of breaches."""
-    if passed:
-        return None
-    return at if since is None else since
+def breached_time(passed: bool, so_far_s: float, interval_s: float) -> float:
+    """The SLOs' breached time so far in a fault window, after a reading taken ``interval_s`` after the
+    previous one: a breached reading adds that interval (the breach is taken to have held since), a
+    passing one adds nothing. Cumulative over the window: a breach that flaps does not start afresh."""
+    return so_far_s if passed else so_far_s + interval_s
 
 
-def halt(since: float, at: float, policy: SloPolicy) -> bool:
-    """Whether the guard halts now: a breach that began at ``since`` has lasted ``max_breach_s``
-    (with 0, the first breached reading halts)."""
-    return at - since >= policy.max_breach_s
+def halt(passed: bool, breached_s: float, policy: SloPolicy) -> bool:
+    """Whether the guard halts on this reading: it breached, and the window's breached time has
+    reached ``max_breach_s`` (with 0, the first breached reading halts)."""
+    return not passed and breached_s >= policy.max_breach_s

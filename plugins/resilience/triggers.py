@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from resilience.slo import Baseline, SloPolicy, breach_since, halt, slo_verdict
+from resilience.slo import Baseline, SloPolicy, breached_time, halt, slo_verdict
 
 
 def _aware(moment: datetime | str, name: str) -> datetime:
@@ -108,12 +108,16 @@ class SloGuardTrigger(_PrometheusWatch):
         window_end: datetime | None = self.until
         applied: dict[str, Any] = {}
         policy = SloPolicy(**self.policy)
-        broken_since: float | None = None  # the current run of breached readings began then (epoch s)
+        breached_s = 0.0  # the SLOs' breached time in this window so far (cumulative: see slo.breached_time)
+        last_at: float | None = None  # the previous reading of the window
+        # no tolerance for a guard that did not see the whole window (resumed after a triggerer restart, or a
+        # stretch unwatched): what it tolerated before is unknown, so the first breach it sees halts
+        strict = False
         if self.apply_fault:
             injected_at = await self._injected_at()
             window_end = None if injected_at is None else self._window_end(injected_at)
             if injected_at is not None:
-                applied = {"injected_at": injected_at, "resumed": True}
+                applied, strict = {"injected_at": injected_at, "resumed": True}, True
                 self.log.info("Resuming the guard of ledger #%s (applied at %s)", self.revert_ledger_id,
                               datetime.fromtimestamp(injected_at, UTC))
         async for at, reading, verdict in self._readings():
@@ -125,6 +129,7 @@ class SloGuardTrigger(_PrometheusWatch):
             if gap_s is not None and gap_s > self._max_gap_s() and window_end is not None:
                 # the triggerer died or stalled with the fault on: that stretch was not watched
                 applied["unguarded_s"] = max(gap_s, applied.get("unguarded_s", 0.0))
+                strict = True
                 self.log.warning("The guard did not watch ledger #%s for %.1f s (triggerer restarted or stalled)",
                                  self.revert_ledger_id, gap_s)
             if closed:  # an abort, a sweep, or this guard before a triggerer restart: the ledger has the truth
@@ -149,35 +154,39 @@ class SloGuardTrigger(_PrometheusWatch):
                     return
                 applied["first_reading_at"] = at
                 window_end = self._window_end(applied["injected_at"])
-                await self._watch_ledger(time.time())  # applying took a while: the next gap starts now
+                last_at = time.time()  # applying took a while: the next gap, and the breach clock, start now
+                await self._watch_ledger(last_at)
                 self.log.info("Steady state held (%s); fault applied, guarding until %s", verdict.reason,
                               window_end.isoformat(timespec="seconds"))
                 continue
-            was_broken, broken_since = broken_since is not None, breach_since(verdict.passed, broken_since, at)
-            if broken_since is not None:
-                applied["broken_s"] = max(applied.get("broken_s", 0.0), round(at - broken_since, 1))
-            if broken_since is not None and halt(broken_since, at, policy):
+            interval = self.poll_interval_s if last_at is None else min(max(0.0, at - last_at), self._max_gap_s())
+            last_at, was_breached = at, breached_s > 0
+            breached_s = breached_time(verdict.passed, breached_s, interval)
+            if breached_s:
+                applied["breached_s"] = round(breached_s, 1)
+            if halt(verdict.passed, breached_s, policy) or (strict and not verdict.passed):
                 reason = verdict.reason if not policy.max_breach_s else \
-                    f"{verdict.reason} (broken for {at - broken_since:.0f} s, max_breach_s {policy.max_breach_s:g})"
+                    f"{verdict.reason} (SLOs broken {breached_s:.0f} s of the {policy.max_breach_s:g} s tolerated" \
+                    + ("; none after a gap in the guard's watch)" if strict else ")")
                 self.log.warning("Halt: %s; reverting now", reason)
                 reverted = await self._revert(reason)
                 yield TriggerEvent({"status": "breach", "at": at, "reading": reading.to_dict(),
                                     "verdict": verdict.to_dict(), "readings": count, "worst": worst,
                                     "reverted": reverted, "max_breach_s": policy.max_breach_s, **applied})
                 return
-            if broken_since is not None and not was_broken:
-                self.log.warning("SLO broken (%s): tolerated for up to %g s (max_breach_s) before halting",
+            if not verdict.passed and not was_breached:
+                self.log.warning("SLO broken (%s): tolerated for up to %g s in all (max_breach_s) before halting",
                                  verdict.reason, policy.max_breach_s)
-            elif broken_since is None and was_broken:
-                self.log.info("SLOs held again after a tolerated breach")
             if datetime.now(UTC) >= window_end:
-                tolerated = f"; broken for up to {applied['broken_s']:g} s, tolerated" if "broken_s" in applied else ""
+                tolerated = f"; broken {breached_s:.0f} s in all, tolerated" if breached_s else ""
                 self.log.info("SLOs held for the whole fault window (%d readings%s)", count, tolerated)
                 reverted = await self._revert("the fault window ended", by="guard_window_end") \
                     if self.apply_fault else None
+                # still broken as the window ends: the verdict adds the recovery to the breached time
                 yield TriggerEvent({"status": "ok", "at": at, "readings": count, "worst": worst,
                                     "verdict": verdict.to_dict(), "window_reverted": reverted,
-                                    "max_breach_s": policy.max_breach_s, **applied})
+                                    "max_breach_s": policy.max_breach_s, "breached_at_end": not verdict.passed,
+                                    **applied})
                 return
 
     def _start_refusal(self, at: float, verdict: Any) -> str | None:

@@ -173,7 +173,7 @@ def test_a_crash_failover_campaign_tolerates_the_outage_it_expects_and_checks_th
     the guard tolerates them (max_breach_s 30), and the verdict checks the runbook's expectations from what
     the revert measured: the failover time, and no acknowledged write lost."""
     before = lab_state(lab)["app_db"]["roles"]["primary"]
-    dagrun, states = run(campaign_dag, environment="lab", scenarios=["postgres-failover"], duration=20,
+    dagrun, states = run(campaign_dag, environment="lab", scenarios=["postgres-failover"], duration=35,
                          max_p95_ratio=10, scenario_options={"postgres-failover": {"mode": "crash",
                                                                                    "switch_back": True}})
     assert dagrun.state == "success", states

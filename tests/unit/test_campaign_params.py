@@ -74,6 +74,8 @@ def test_form_defaults_validate_and_every_param_is_described():
         ({"max_recovery_s": 600}, None),
         ({"max_recovery_s": 601}, r"params\.max_recovery_s: 601 is looser than .*max_recovery_s allows \(<= 600\)"),
         ({"max_breach_s": 31}, r"params\.max_breach_s: 31 is looser than .*max_breach_s allows \(<= 30\)"),
+        ({"max_breach_s": 30, "duration": 30},
+         r"params\.duration: 30 s must be longer than pod-kill's max_breach_s \(30 s\): the guard could never halt"),
     ],
 )
 def test_slo_overrides_are_bounded_by_the_environments_loosest(overrides, message):
@@ -96,8 +98,8 @@ def config_with_loosest(**loosest):
 
 
 def test_a_scenarios_own_slo_looser_than_the_environment_allows_is_refused():
-    strict = config_with_loosest(min_availability_pct=99.0)  # postgres-failover's own bound is 95 %
-    run = {**GOOD, "scenarios": ["pod-kill", "postgres-failover"], "max_p95_ratio": None}
+    strict = config_with_loosest(min_availability_pct=99.0, max_breach_s=30)  # postgres-failover's own: 95 %
+    run = {**GOOD, "scenarios": ["pod-kill", "postgres-failover"], "max_p95_ratio": None, "duration": 60}
     with pytest.raises(ValueError, match=r"scenarios\.postgres-failover\.slo\.min_availability_pct: 95 "
                                          r"\(scenarios\.yaml\) is looser than environments\.lab\.slo\.loosest\."
                                          r"min_availability_pct allows \(>= 99\)"):
@@ -105,3 +107,7 @@ def test_a_scenarios_own_slo_looser_than_the_environment_allows_is_refused():
     tightened = parse_campaign_params({**run, "min_availability_pct": 99.0}, strict)  # the run may tighten it
     assert tightened.slo_overrides == {"min_availability_pct": 99.0}
     assert parse_campaign_params({**run, "scenarios": ["pod-kill"]}, strict).scenarios == ("pod-kill",)
+    # a tolerated breach only where the environment allows one (slo.loosest.max_breach_s, default 0)
+    with pytest.raises(ValueError, match=r"scenarios\.postgres-failover\.slo\.max_breach_s: 30 \(scenarios\.yaml\) is "
+                                         r"looser than environments\.lab\.slo\.loosest\.max_breach_s allows \(<= 0\)"):
+        parse_campaign_params(run, config_with_loosest())

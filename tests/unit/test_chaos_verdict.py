@@ -24,8 +24,14 @@ def verdict(**kw):
     [
         ({}, "passed", "SLOs held; recovered in 4.0 s"),
         # the disruption the scenario expects (a failover's seconds without a leader): said, not hidden
-        ({"guard": {**OK_GUARD, "broken_s": 14.2, "max_breach_s": 30.0}}, "passed",
+        ({"guard": {**OK_GUARD, "breached_s": 14.2, "max_breach_s": 30.0}}, "passed",
          "SLOs broken for 14 s, within the 30 s the scenario tolerates; recovered in 4.0 s"),
+        # a single breached reading is said too
+        ({"guard": {**OK_GUARD, "breached_s": 1.0, "max_breach_s": 30.0}}, "passed",
+         "SLOs broken for 1 s, within the 30 s the scenario tolerates; recovered in 4.0 s"),
+        # still broken when the window ended: the breach lasted until the SLOs were green again
+        ({"guard": {**OK_GUARD, "breached_s": 28.0, "max_breach_s": 30.0, "breached_at_end": True}}, "failed",
+         "SLOs broken for 32 s (4 s of it after the fault window), more than the 30 s the scenario tolerates"),
         ({"guard": BREACH}, "failed", "SLO breached: error rate 12.50 % > 1.00 % (by 11.50)"),
         ({"guard": MISSING}, "failed", "SLO breached: p95_ms missing: empty result"),
         ({"recovery": {"status": "ok", "recovery_s": 120.0}}, "passed", "SLOs held; recovered in 120.0 s"),

@@ -164,14 +164,21 @@ def test_allowed_side(bound, loosest, words):
     assert allowed_side(bound, loosest) == words
 
 
-def test_a_breach_is_timed_from_its_first_reading_and_halts_at_max_breach_s():
-    from resilience.slo import SloPolicy, breach_since, halt
+def test_breached_time_adds_up_over_the_window_and_halts_at_max_breach_s():
+    from resilience.slo import SloPolicy, breached_time, halt
 
-    since = breach_since(False, None, 100.0)
-    assert since == 100.0 and breach_since(False, since, 105.0) == 100.0  # the same breach goes on
-    assert breach_since(True, since, 106.0) is None  # it ended: the next one counts afresh
-    assert halt(100.0, 100.0, SloPolicy())  # the runbook's default: the first breached reading halts
-    tolerant = SloPolicy(max_breach_s=30)
-    assert not halt(100.0, 129.9, tolerant) and halt(100.0, 130.0, tolerant)
+    assert breached_time(False, 0.0, 1.0) == 1.0 and breached_time(True, 1.0, 1.0) == 1.0
+    assert halt(False, 1.0, SloPolicy())  # the runbook's default: the first breached reading halts
+    assert not halt(True, 99.0, SloPolicy())  # a passing reading never halts
+    tolerant, breached = SloPolicy(max_breach_s=30), 0.0
+    for _ in range(20):  # a breach that flaps (2 s broken, 1 s green) is not forgiven by its green readings
+        for passed in (False, False, True):
+            breached = breached_time(passed, breached, 1.0)
+            if halt(passed, breached, tolerant):
+                break
+        else:
+            continue
+        break
+    assert breached == 30.0, breached
     with pytest.raises(ValueError, match=r"slo\.max_breach_s: -1 is out of range"):
         SloPolicy(max_breach_s=-1)

@@ -219,18 +219,32 @@ def test_a_short_pause_between_readings_is_still_watched(open_ledger_entry):
 
 
 @mock.patch("asyncio.sleep", new=mock.AsyncMock())
-def test_a_breach_shorter_than_max_breach_s_is_tolerated_and_a_longer_one_halts():
-    """postgres-failover's crash leaves no leader for Patroni's TTL: the guard tolerates the breach it
-    expects (max_breach_s), starts counting again once the SLOs hold, and halts when one lasts too long."""
+def test_breaches_are_tolerated_up_to_max_breach_s_in_all_then_the_guard_halts():
+    """postgres-failover's crash leaves no leader for Patroni's TTL: the guard tolerates the breach it expects
+    (max_breach_s), counts breached time over the whole window (green readings in between do not reset it),
+    and halts once the total reaches the bound."""
     tolerant = {**ARGS, "policy": {"max_recovery_s": 120.0, "max_breach_s": 10.0}}
     trigger = SloGuardTrigger(**tolerant, revert_ledger_id=7, control_conn_id="ctl")
     readings = [GREEN, RED, RED, GREEN, RED, RED, RED, GREEN]
-    times = [1000.0, 1001.0, 1009.0, 1010.0, 1012.0, 1020.0, 1022.5, 1023.0]
+    times = [1000.0, 1001.0, 1003.0, 1004.0, 1005.0, 1008.0, 1011.5, 1012.0]
     with scripted(readings), mock.patch("time.time", side_effect=times), \
          mock.patch("resilience.faults.revert.revert_entry", return_value=True) as revert:
         event = asyncio.run(first_event(trigger))
-    # 1001-1009 (8 s) tolerated; the breach from 1012 halts at 1022.5 (10.5 s >= 10 s)
-    assert event["status"] == "breach" and event["readings"] == 7 and event["broken_s"] == 10.5
+    # broken: 1 + 2 (green) 1 + 3 + 3 (3.5 s since the previous reading, counted as the guard's longest watched
+    # gap, 3 s) = 10 s at the 7th reading
+    assert event["status"] == "breach" and event["readings"] == 7 and event["breached_s"] == 10.0, event
     assert event["max_breach_s"] == 10.0
-    reason = revert.call_args.args[3]
-    assert reason == "error rate 25.00 % > 1.00 % (baseline 0.00 % + 1 point) (broken for 10 s, max_breach_s 10)"
+    assert revert.call_args.args[3] == ("error rate 25.00 % > 1.00 % (baseline 0.00 % + 1 point) "
+                                        "(SLOs broken 10 s of the 10 s tolerated)")
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_resumed_guard_tolerates_nothing():
+    """After a triggerer restart the guard cannot know what it tolerated before: the first breach halts."""
+    tolerant = {**ARGS, "policy": {"max_recovery_s": 120.0, "max_breach_s": 30.0}}
+    trigger = SloGuardTrigger(**tolerant, revert_ledger_id=7, control_conn_id="ctl", apply_fault=True,
+                              duration_s=600, latest_start_epoch_s=time.time() + 600)
+    with scripted([RED]), mock.patch.object(SloGuardTrigger, "_injected_at", mock.AsyncMock(return_value=time.time())), \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True):
+        event = asyncio.run(first_event(trigger))
+    assert event["status"] == "breach" and event["resumed"] is True and event["readings"] == 1

@@ -39,9 +39,11 @@ def _flag(params: Mapping[str, Any], name: str) -> bool:
     return value
 
 
-def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], environment: Environment) -> None:
+def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], environment: Environment,
+                    duration_s: int) -> None:
     """Refuse a run whose SLO bounds are looser than the environment's ``slo.loosest``: the run's own overrides
-    (named by Param) and, for each scenario, what it would really be guarded by (runbook <- scenario <- run)."""
+    (named by Param) and, for each scenario, what it would really be guarded by (runbook <- scenario <- run).
+    A tolerated breach as long as the fault window would leave the guard nothing to halt: refused too."""
     from resilience.chaos.scenarios import load_catalogue
 
     assert environment.slo is not None
@@ -60,6 +62,9 @@ def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], 
             name = looser[0]
             raise ValueError(f"scenarios.{scenario}.slo.{name}: {getattr(policy, name):g} (scenarios.yaml) is looser "
                              f"than {where}.{name} allows ({allowed_side(name, loosest[name])})")
+        if policy.max_breach_s and policy.max_breach_s >= duration_s:
+            raise ValueError(f"params.duration: {duration_s} s must be longer than {scenario}'s max_breach_s "
+                             f"({policy.max_breach_s:g} s): the guard could never halt it")
 
 
 def parse_campaign_params(params: Mapping[str, Any], config: Config) -> CampaignParams:
@@ -91,7 +96,7 @@ def parse_campaign_params(params: Mapping[str, Any], config: Config) -> Campaign
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"params.{name}: {value!r} must be a number or empty")
         overrides[name] = float(value)
-    _within_loosest(overrides, tuple(scenarios), environment)
+    _within_loosest(overrides, tuple(scenarios), environment, duration)
     options = params.get("scenario_options") or {}
     if not isinstance(options, Mapping) or any(k not in SCENARIOS or not isinstance(v, Mapping)
                                                for k, v in options.items()):

@@ -70,10 +70,16 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
         raise ValueError(f"{scenario}: the recovery watch reported ok without recovery_s: {recovery}")
     if recovery_s > max_recovery_s:
         return ScenarioVerdict(scenario, "failed", f"recovery {recovery_s:.1f} s > {max_recovery_s:g} s", recovery_s)
-    if guard.get("broken_s"):  # a breach shorter than the scenario's max_breach_s: the expected disruption
-        return ScenarioVerdict(scenario, "passed", f"SLOs broken for {guard['broken_s']:.0f} s, within the "
-                               f"{guard.get('max_breach_s', 0):g} s the scenario tolerates; recovered in "
-                               f"{recovery_s:.1f} s", recovery_s)
+    if "breached_s" in guard:  # the disruption the scenario expects, up to its max_breach_s in all
+        tolerated = float(guard.get("max_breach_s") or 0)
+        # still broken when the window ended: the breach went on until the SLOs were green again
+        broken = guard["breached_s"] + (recovery_s if guard.get("breached_at_end") else 0.0)
+        after = f" ({recovery_s:.0f} s of it after the fault window)" if guard.get("breached_at_end") else ""
+        if broken > tolerated:
+            return ScenarioVerdict(scenario, "failed", f"SLOs broken for {broken:.0f} s{after}, more than the "
+                                   f"{tolerated:g} s the scenario tolerates", recovery_s)
+        return ScenarioVerdict(scenario, "passed", f"SLOs broken for {broken:.0f} s{after}, within the "
+                               f"{tolerated:g} s the scenario tolerates; recovered in {recovery_s:.1f} s", recovery_s)
     return ScenarioVerdict(scenario, "passed", f"SLOs held; recovered in {recovery_s:.1f} s", recovery_s)
 
 

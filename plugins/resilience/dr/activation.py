@@ -173,6 +173,9 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: RestoreMethod)
     repo = dr_repo(env)  # the primary region's repository is lost with it
     source = repo.to_dict() if repo else {"name": "repo1", "label": "the default repository (no DR-region repo "
                                           "configured)"}
+    target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
+    request = RestoreRequest(env.pgbackrest_stanza, method, target if method == decision.COMPLETE_PITR else None,
+                             repo.repo if repo else None)  # checked before anything is created
     with regions.record.step(f"restore_{method}", "dr_environment") as details:
         details["repository"] = source
         regions.record.update(restored_from=source)
@@ -180,8 +183,6 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: RestoreMethod)
                            env.dbname, regions.primary_platform.database_endpoints())
         regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
         regions.record.update(restored=box.name)
-        target = datetime.fromisoformat(run["pitr_target"]) if run.get("pitr_target") else None
-        request = RestoreRequest(env.pgbackrest_stanza, method, target, repo.repo if repo else None)
         log.info("Restoring %s into the DR database %s (%s%s) from %s", env.pgbackrest_stanza, box.name, method,
                  f" to {target.isoformat() if target else 'the end of the WAL archive'}"
                  if method == decision.COMPLETE_PITR else "", source["label"])
