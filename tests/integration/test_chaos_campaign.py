@@ -184,6 +184,12 @@ def test_a_crash_failover_campaign_tolerates_the_outage_it_expects_and_checks_th
     writes = observed["acknowledged_writes"]
     assert 0 < observed["failover_s"] < 30 and writes["lost"] == 0 and writes["acknowledged"] > 0, observed
     assert observed["switched_back"] is True and lab_state(lab)["app_db"]["roles"]["primary"] == before
+    # whole again: the crashed leader rejoined (pg_rewind or a fresh clone) and took its role back; the other
+    # node follows it as the synchronous standby, on its timeline
+    topology = observed["topology"]
+    [standby] = [m for m in topology["members"] if m["name"] != topology["leader"]]
+    [leader] = [m for m in topology["members"] if m["name"] == topology["leader"]]
+    assert standby["role"] == "sync_standby" and standby["timeline"] == leader["timeline"], topology
     report, _ = report_of(dagrun)
     [failover] = [s for s in report["scenarios"] if s["scenario"] == "postgres-failover"]
     verdict = failover["verdict"]
