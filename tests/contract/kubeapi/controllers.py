@@ -298,6 +298,11 @@ class Controllers:
                     conditions=[_cond("PodReadyToStartContainers"), _cond("Initialized"),
                                 _cond("Ready", ready), _cond("ContainersReady", ready), _cond("PodScheduled")],
                     containerStatuses=[_container_status(c, started, restarts, crashloop) for c in spec["containers"]])
+            # a condition keeps its lastTransitionTime until its status flips
+            before = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
+            for cond in status.get("conditions") or []:
+                if before.get(cond["type"], {}).get("status") == cond["status"]:
+                    cond["lastTransitionTime"] = before[cond["type"]].get("lastTransitionTime")
             if status != (pod.get("status") or {}):
                 self.store.update(key, {**pod, "status": status}, "status", check_rv=False)
         live = {pod["metadata"]["uid"] for _, pod in self.store.items(PODS)}
