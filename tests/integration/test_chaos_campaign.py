@@ -120,7 +120,7 @@ def test_harmless_fault_passes(campaign_dag, lab):
     plan, revert_info = pod_kill_entry(lab, dagrun.run_id)
     assert (plan["grace_period_s"], plan["force"], revert_info["variant"]) == (30, False, "graceful")
     [(name, ended)] = revert_info["ended"].items()
-    assert (ended["outcome"], revert_info["killed"][name]) == ("exited within grace", ended["pid"]), revert_info
+    assert (ended["outcome"], revert_info["killed"][name]) == ("exited within grace", ended["instance"]), revert_info
     report, html = report_of(dagrun)
     assert report["status"] == "completed" and report["deviated"] is False and report["resilience_score"] == 100.0
     [pod_kill] = [s for s in report["scenarios"] if s["scenario"] == "pod-kill"]

@@ -58,12 +58,13 @@ def cycle(platform, scenario, options=None):
 def test_pod_kill_replaces_the_process(platform):
     fault, plan, info = cycle(platform, "pod-kill", {"count": 1})
     [(name, old_pid)] = info["killed"].items()
-    assert dies(old_pid)
+    assert dies(int(old_pid))
     observed = fault.revert(platform, plan, info)
-    new_pid = observed["restarted"][name]
-    assert new_pid != old_pid and alive(new_pid)
-    assert {r["name"]: r["healthy"] for r in platform.replicas()}[name] is True
-    assert fault.revert(platform, plan, info)["restarted"][name] == new_pid  # idempotent
+    new_pid = observed["replicas"][name]  # the lab's supervisor restarts it under its name, with a new process
+    assert new_pid != old_pid and alive(int(new_pid))
+    assert len(observed["replicas"]) == plan["expected_ready"] and observed["ready_after_s"] >= 0
+    assert {r.name: r.ready for r in platform.replicas()}[name] is True
+    assert fault.revert(platform, plan, info)["replicas"][name] == new_pid  # idempotent
 
 
 def test_redis_unavailable_then_back(platform, lab):

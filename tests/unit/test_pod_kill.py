@@ -6,6 +6,7 @@ import pytest
 
 from resilience.faults.pod_kill import PodKill
 from resilience.lab.app_drain import Drain, still_routing
+from resilience.platforms.types import Replica
 
 
 class Replicas:
@@ -14,8 +15,8 @@ class Replicas:
     def __init__(self, down: tuple[str, ...] = ()) -> None:
         self.down = down
 
-    def replicas(self) -> list[dict]:
-        return [{"name": n, "healthy": n not in self.down} for n in ("app-1", "app-2", "app-3")]
+    def replicas(self) -> list[Replica]:
+        return [Replica(n, n not in self.down, str(100 + i)) for i, n in enumerate(("app-1", "app-2", "app-3"))]
 
 
 def plan(options: dict, down: tuple[str, ...] = ()) -> dict:
@@ -23,20 +24,20 @@ def plan(options: dict, down: tuple[str, ...] = ()) -> dict:
 
 
 @pytest.mark.parametrize(("options", "expected"), [
-    ({}, {"replicas": ["app-1"], "grace_period_s": 30, "force": False, "restart_timeout_s": 60}),
+    ({}, {"replicas": ["app-1"], "grace_period_s": 30, "force": False, "restart_timeout_s": 60, "expected_ready": 3}),
     ({"count": 1, "grace_period_s": 30, "force": False},
-     {"replicas": ["app-1"], "grace_period_s": 30, "force": False, "restart_timeout_s": 60}),
+     {"replicas": ["app-1"], "grace_period_s": 30, "force": False, "restart_timeout_s": 60, "expected_ready": 3}),
     ({"count": 2, "grace_period_s": 1}, {"replicas": ["app-1", "app-2"], "grace_period_s": 1, "force": False,
-                                         "restart_timeout_s": 60}),
+                                         "restart_timeout_s": 60, "expected_ready": 3}),
     ({"grace_period_s": 300}, {"replicas": ["app-1"], "grace_period_s": 300, "force": False,
-                               "restart_timeout_s": 60}),
+                               "restart_timeout_s": 60, "expected_ready": 3}),
     # kubectl: a grace period of 0 is a forced deletion; force ignores the grace period
-    ({"grace_period_s": 0}, {"replicas": ["app-1"], "grace_period_s": 0, "force": True, "restart_timeout_s": 60}),
-    ({"force": True}, {"replicas": ["app-1"], "grace_period_s": 0, "force": True, "restart_timeout_s": 60}),
+    ({"grace_period_s": 0}, {"replicas": ["app-1"], "grace_period_s": 0, "force": True, "restart_timeout_s": 60, "expected_ready": 3}),
+    ({"force": True}, {"replicas": ["app-1"], "grace_period_s": 0, "force": True, "restart_timeout_s": 60, "expected_ready": 3}),
     ({"force": True, "grace_period_s": 45}, {"replicas": ["app-1"], "grace_period_s": 0, "force": True,
-                                             "restart_timeout_s": 60}),
+                                             "restart_timeout_s": 60, "expected_ready": 3}),
     ({"percent": 100}, {"replicas": ["app-1", "app-2", "app-3"], "grace_period_s": 30, "force": False,
-                        "restart_timeout_s": 60}),
+                        "restart_timeout_s": 60, "expected_ready": 3}),
 ])
 def test_plan_keeps_how_the_replicas_are_deleted(options: dict, expected: dict) -> None:
     assert plan(options) == expected

@@ -95,8 +95,8 @@ def gather_facts(campaign: Campaign, lock_holder: tuple[str, str] | None) -> Pre
     return PreflightFacts(
         environment=env.name, is_production=env.is_production, chaos_enabled=env.chaos_enabled,
         allow_production=campaign.params.allow_production,
-        replicas_ready=sum(1 for r in replicas if r["healthy"]), replicas_total=len(replicas),
-        deployment_in_progress=campaign.platform.deployment_in_progress(),
+        replicas_ready=sum(1 for r in replicas if r.ready), replicas_total=len(replicas),
+        deployment_in_progress=campaign.platform.rollout_in_progress(),
         firing_alerts=_firing_alerts(campaign), lock_holder=lock_holder,
         open_faults=tuple(f"#{e.id} {e.scenario} ({e.state}, run {e.run_id})" for e in others),
     )

@@ -41,7 +41,7 @@ class MemoryPressure:
         counters = platform.memory_hog_counters(plan["name"])
         platform.stop_memory_hog(plan["name"])
         replicas = platform.replicas()
-        return {"cgroup": counters, "replicas_healthy": sum(r["healthy"] for r in replicas),
+        return {"cgroup": counters, "replicas_healthy": sum(r.ready for r in replicas),
                 "replicas_total": len(replicas),
                 "only_hog_killed": bool(counters and counters.get("oom_kill", 0) > 0)
-                and all(r["healthy"] for r in replicas)}
+                and all(r.ready for r in replicas)}

@@ -41,7 +41,7 @@ class PodKill:
         if unknown:
             raise ValueError(f"options: {unknown} not allowed for pod-kill (allowed: {list(OPTIONS)})")
         grace_period_s, force = termination_options(options)
-        healthy = sorted(r["name"] for r in platform.replicas() if r["healthy"])
+        healthy = sorted(r.name for r in platform.replicas() if r.ready)
         if not healthy:
             raise ValueError("pod-kill: no healthy replica to kill")
         if "percent" in options:
@@ -54,7 +54,7 @@ class PodKill:
             if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(healthy):
                 raise ValueError(f"options.count: {count!r} must be an integer in 1..{len(healthy)} (healthy replicas)")
         return {"replicas": healthy[:count], "grace_period_s": 0 if force else grace_period_s, "force": force,
-                "restart_timeout_s": RESTART_TIMEOUT_S}
+                "restart_timeout_s": RESTART_TIMEOUT_S, "expected_ready": len(healthy)}
 
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
         """Delete the replicas and wait until they are gone; report how each one ended."""
@@ -67,14 +67,20 @@ class PodKill:
         else:
             log.info("Injecting pod-kill (graceful): deleting %s; each leaves the load balancer, drains on SIGTERM "
                      "and is SIGKILLed if still running after %d s", ", ".join(plan["replicas"]), grace_period_s)
-        ended = platform.kill_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
+        ended = platform.delete_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
         log.info("pod-kill (%s) done: %s", variant, "; ".join(
-            f"{name} (pid {e['pid']}) {e['outcome']}" + (f" in {e['terminated_in_s']:.2f} s" if not force else "")
-            for name, e in ended.items()))
+            f"{e.name} ({e.instance}) {e.outcome}" + (f" in {e.terminated_in_s:.2f} s" if not force and
+                                                     e.terminated_in_s is not None else "") for e in ended))
         return {"variant": variant, "grace_period_s": grace_period_s,
-                "killed": {name: e["pid"] or None for name, e in ended.items()}, "ended": ended}
+                "killed": {e.name: e.instance for e in ended}, "ended": {e.name: e.to_dict() for e in ended}}
 
     def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
-        """Nothing to undo by hand: wait until each deleted replica runs again under a new PID."""
-        killed = revert_info.get("killed") or {name: None for name in plan["replicas"]}
-        return {"restarted": platform.wait_replicas_restarted(killed, timeout_s=plan["restart_timeout_s"])}
+        """Nothing to undo by hand: wait until the workload is back to the ready count it had, with new
+        replicas in place of the deleted ones (their instances, when the inject recorded them, never count)."""
+        killed = revert_info.get("killed") or {}
+        gone = {str(instance) for instance in killed.values() if instance}
+        expected = int(plan.get("expected_ready") or len(plan["replicas"]))  # plans written before it: a floor
+        ready = platform.wait_ready(expected, gone, timeout_s=plan["restart_timeout_s"])
+        log.info("pod-kill reverted: %d replica(s) ready %.1f s after the wait began", len(ready.replicas),
+                 ready.seconds)
+        return {"ready_after_s": ready.seconds, "replicas": ready.instances()}

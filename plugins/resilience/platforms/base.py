@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from resilience.config import Environment
-from resilience.platforms.types import DatabaseEndpoint, RestoreRequest, Sandbox
+from resilience.platforms.types import (
+    DatabaseEndpoint,
+    Replica,
+    ReplicaDeletion,
+    RestoreRequest,
+    Sandbox,
+    WorkloadReady,
+)
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
@@ -56,20 +63,19 @@ class Platform(Protocol):
 class ChaosPlatform(Protocol):
     """What the fault modules need from a platform (the lab's supervisor, Redis, S3 proxy, ...)."""
 
-    def replicas(self) -> list[dict[str, Any]]:
-        """App replicas: ``{"name", "pid", "healthy", ...}`` each."""
+    def replicas(self) -> list[Replica]:
+        """The app's replicas (pods / lab processes), ready or not."""
 
-    def kill_replicas(self, names: list[str], grace_period_s: int, force: bool) -> dict[str, dict[str, Any]]:
+    def delete_replicas(self, names: list[str], grace_period_s: int, force: bool) -> list[ReplicaDeletion]:
         """Delete the named replicas and wait until they are gone, like ``kubectl delete pod``: graceful
-        (out of the load balancer, SIGTERM, SIGKILL after ``grace_period_s``) or ``force`` (SIGKILL at
-        once). Returns per name ``{"pid", "outcome", "exit", ...}``; ``outcome`` is one of
-        "exited within grace", "killed after grace", "SIGKILL", "not running"."""
+        (out of the load balancer, SIGTERM, SIGKILL after ``grace_period_s``) or ``force`` (at once)."""
 
-    def wait_replicas_restarted(self, killed: dict[str, int | None], timeout_s: float) -> dict[str, int]:
-        """Wait until each killed replica is healthy again under a new identity; returns the new ones."""
+    def wait_ready(self, expected: int, not_instances: set[str], timeout_s: float) -> WorkloadReady:
+        """Wait until ``expected`` replicas are ready, none of them one of ``not_instances`` (the deleted
+        ones: their replacements must be new); raise TimeoutError naming what is missing."""
 
-    def deployment_in_progress(self) -> str | None:
-        """What is being deployed right now, or None."""
+    def rollout_in_progress(self) -> str | None:
+        """What is being rolled out right now, or None."""
 
     def cache_alive(self) -> bool: ...
     def stop_cache(self, deadline_epoch_s: float | None = None) -> None:

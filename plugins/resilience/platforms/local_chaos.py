@@ -7,10 +7,12 @@ roles come from Patroni, never from a file.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resilience.config import Environment
+from resilience.platforms.types import Replica, ReplicaDeletion, WorkloadReady
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
@@ -29,23 +31,36 @@ class LocalChaos:
 
     # -- app replicas (pod-kill) ------------------------------------------------------------
 
-    def replicas(self) -> list[dict[str, Any]]:
+    def replicas(self) -> list[Replica]:
         from resilience.lab import control
 
-        return [{"name": name, **info} for name, info in sorted(control.replicas(self._state()).items())]
+        return [Replica(name, bool(info["healthy"]), None if info["pid"] is None else str(info["pid"]),
+                        int(info["restarts"]), info.get("release"))
+                for name, info in sorted(control.replicas(self._state()).items())]
 
-    def kill_replicas(self, names: list[str], grace_period_s: int, force: bool) -> dict[str, dict[str, Any]]:
+    def delete_replicas(self, names: list[str], grace_period_s: int, force: bool) -> list[ReplicaDeletion]:
         from resilience.lab import control
 
-        return control.delete_replicas(self._state(), names, grace_period_s, force)
+        ended = control.delete_replicas(self._state(), names, grace_period_s, force)
+        return [ReplicaDeletion(name, str(e["pid"]) if e.get("pid") else None, str(e["outcome"]),
+                                e.get("terminated_in_s"), e.get("exit")) for name, e in ended.items()]
 
-    def wait_replicas_restarted(self, killed: dict[str, int | None], timeout_s: float) -> dict[str, int]:
-        from resilience.lab import control
+    def wait_ready(self, expected: int, not_instances: set[str], timeout_s: float) -> WorkloadReady:
+        """The lab's supervisor restarts a deleted replica under its name with a new PID."""
+        started = time.monotonic()
+        while True:
+            current = self.replicas()
+            ready = [r for r in current if r.ready and r.instance not in not_instances]
+            if len(ready) >= expected:
+                return WorkloadReady(round(time.monotonic() - started, 3), tuple(ready))
+            if time.monotonic() - started >= timeout_s:
+                waiting = ", ".join(f"{r.name} (pid {r.instance}, {'ready' if r.ready else 'not ready'})"
+                                    for r in current if r not in ready)
+                raise TimeoutError(f"{len(ready)} of {expected} replicas ready with new processes after "
+                                   f"{timeout_s:g} s; still waiting for {waiting}")
+            time.sleep(0.05)
 
-        state = self._state()
-        return {name: control.wait_replica_healthy(state, name, timeout_s, not_pid=pid) for name, pid in killed.items()}
-
-    def deployment_in_progress(self) -> str | None:
+    def rollout_in_progress(self) -> str | None:
         """The lab has no deployments (no rollout controller): never in progress."""
         return None
 

@@ -76,3 +76,42 @@ class RestoreRequest:
         target = self.target_time.astimezone(UTC).isoformat() if self.target_time else "the end of the WAL archive"
         what = {"latest": "latest", "fast": "latest backup only (no WAL replay)", "pitr": f"PITR to {target}"}
         return what[self.method] + (f" from repo{self.repo}" if self.repo is not None else "")
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One running copy of the app: a pod, or in the lab a process behind the load balancer."""
+
+    name: str
+    ready: bool
+    instance: str | None  # what a replacement changes: a pod's uid, a process's PID; None: not running
+    restarts: int = 0
+    release: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaDeletion:
+    """How one deleted replica ended: what the report shows, and the instance its replacement must differ from.
+
+    ``outcome``: "exited within grace" (drained and exited after SIGTERM), "killed after grace" (SIGKILLed
+    at the end of its grace period), "SIGKILL" (forced), "not running" (nothing to delete)."""
+
+    name: str
+    instance: str | None
+    outcome: str
+    terminated_in_s: float | None = None
+    detail: str | None = None  # how the process ended (exit status, signal), where the platform knows
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WorkloadReady:
+    """The workload back at its ready count after replicas were deleted: how long it took, and its replicas."""
+
+    seconds: float
+    replicas: tuple[Replica, ...]
+
+    def instances(self) -> dict[str, str | None]:
+        return {r.name: r.instance for r in self.replicas}
