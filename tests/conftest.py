@@ -34,6 +34,15 @@ for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
 LAB_PORT_BASE = int(os.environ.get("RESILIENCE_TEST_PORT_BASE", "27320"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``leaves_alerts_firing`` run after every other test (a stable move to the end).
+
+    A real outage of the shared lab (a crashed database leader) fires the runbook's alerts for
+    minutes after it has healed (``error_rate_high`` is a 5-minute rate held for 3 minutes), and
+    preflight rightly refuses chaos while an alert fires: any campaign after it would be refused."""
+    items.sort(key=lambda item: item.get_closest_marker("leaves_alerts_firing") is not None)
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """A fresh Airflow metadata DB for the session (~1 s)."""

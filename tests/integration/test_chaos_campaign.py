@@ -167,6 +167,7 @@ def test_forced_pod_kill_under_post_load_is_judged_by_the_guards_readings(campai
             "passed", "success", "completed", "guard_window_end"), (verdict, states)
 
 
+@pytest.mark.leaves_alerts_firing
 def test_a_crash_failover_campaign_tolerates_the_outage_it_expects_and_checks_the_runbook(campaign_dag, lab):
     """postgres-failover, crash: the leader's node is lost and Patroni promotes the synchronous standby after
     its TTL. The clients' errors during that are the disruption the runbook expects ("failover within 30 s"):
