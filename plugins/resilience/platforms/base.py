@@ -68,7 +68,8 @@ class ChaosPlatform(Protocol):
 
     def delete_replicas(self, names: list[str], grace_period_s: int, force: bool) -> list[ReplicaDeletion]:
         """Delete the named replicas and wait until they are gone, like ``kubectl delete pod``: graceful
-        (out of the load balancer, SIGTERM, SIGKILL after ``grace_period_s``) or ``force`` (at once)."""
+        (out of the load balancer, SIGTERM, SIGKILL after ``grace_period_s``) or ``force`` (at once).
+        A name that is not a replica raises ValueError before anything is deleted."""
 
     def wait_ready(self, expected: int, not_instances: set[str], timeout_s: float) -> WorkloadReady:
         """Wait until ``expected`` replicas are ready, none of them one of ``not_instances`` (the deleted

@@ -41,6 +41,9 @@ class LocalChaos:
     def delete_replicas(self, names: list[str], grace_period_s: int, force: bool) -> list[ReplicaDeletion]:
         from resilience.lab import control
 
+        known = {r.name for r in self.replicas()}
+        if unknown := [n for n in names if n not in known]:
+            raise ValueError(f"replicas {unknown} are not replicas of the lab's app: {sorted(known)}")
         ended = control.delete_replicas(self._state(), names, grace_period_s, force)
         return [ReplicaDeletion(name, str(e["pid"]) if e.get("pid") else None, str(e["outcome"]),
                                 e.get("terminated_in_s"), e.get("exit")) for name, e in ended.items()]

@@ -1,0 +1,50 @@
+"""An environment's ``kubernetes`` section, validated: where the app runs and how its pods are found."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# RFC 1123 label (namespaces) and subdomain (object names): what the API server accepts
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# equality-based selector terms, comma-separated (the form the runbook's `kubectl -l` uses)
+_SELECTOR = re.compile(r"^[A-Za-z0-9./_-]+(!?={1,2})[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+(!?={1,2})[A-Za-z0-9._-]*)*$")
+
+
+@dataclass(frozen=True)
+class KubernetesTarget:
+    """The cluster Connection, the namespace, and the app's Deployment and pod selector."""
+
+    conn_id: str
+    namespace: str
+    app_deployment: str
+    app_selector: str
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where}.{key}: {value!r} must be a non-empty string")
+    return value
+
+
+def parse_target(raw: Mapping[str, Any] | None, where: str) -> KubernetesTarget:
+    """``environments.<name>.kubernetes`` -> KubernetesTarget; raises ValueError naming the field."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: missing (conn_id, namespace, app.deployment, app.selector)")
+    namespace = _text(raw, "namespace", where)
+    if not _LABEL.match(namespace):
+        raise ValueError(f"{where}.namespace: {namespace!r} is not a DNS label ([a-z0-9-], at most 63)")
+    app = raw.get("app")
+    if not isinstance(app, Mapping):
+        raise ValueError(f"{where}.app: missing (deployment: the app's Deployment, selector: its pods' labels)")
+    deployment = _text(app, "deployment", f"{where}.app")
+    if not _SUBDOMAIN.match(deployment):
+        raise ValueError(f"{where}.app.deployment: {deployment!r} is not a Kubernetes object name")
+    selector = _text(app, "selector", f"{where}.app")
+    if not _SELECTOR.match(selector.replace(" ", "")):
+        raise ValueError(f"{where}.app.selector: {selector!r} is not a label selector such as 'app=ofm-social-os'")
+    return KubernetesTarget(_text(raw, "conn_id", where), namespace, deployment, selector.replace(" ", ""))
