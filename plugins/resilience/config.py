@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from resilience.platforms.kubernetes.target import KubernetesTarget, parse_target
 from resilience.slo import LOOSER_WHEN_LOWER, OVERRIDABLE_BOUNDS, SloPolicy, looser_than
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,7 @@ class Environment:
     settings: Mapping[str, Any] = field(default_factory=dict)
     slo: SloSource | None = None
     dr: DrSettings | None = None
+    kubernetes: KubernetesTarget | None = None  # platform kubernetes: the cluster, namespace and app
 
     @property
     def is_production(self) -> bool:
@@ -290,7 +292,8 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     parse_repos(pgbackrest, f"{where}.pgbackrest")  # validated here: a bad repos list fails at load
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
-    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr"}
+    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr", "kubernetes"}
+    kubernetes = parse_target(raw.get("kubernetes"), f"{where}.kubernetes") if platform == "kubernetes" else None
     return Environment(
         name=name,
         description=str(raw.get("description", "")),
@@ -306,6 +309,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         settings={k: v for k, v in raw.items() if k not in known} | {"pgbackrest": dict(pgbackrest)},
         slo=parse_slo(_section(raw, "slo", where), f"{where}.slo"),
         dr=parse_dr(_section(raw, "dr", where), f"{where}.dr"),
+        kubernetes=kubernetes,
     )
 
 

@@ -161,3 +161,18 @@ def test_loosest_exactly_at_the_runbook_slo_is_allowed():
     doc["environments"]["lab"]["slo"]["loosest"] = {"min_availability_pct": 99.5, "max_error_rate_increase_pct": 1,
                                                     "max_p95_ratio": 2, "max_recovery_s": 120}
     assert parse_config(doc).environment("lab").slo.loosest == SloLoosest(99.5, 1.0, 2.0, 120.0)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda k: k.pop("app"), r"environments\.staging\.kubernetes\.app: missing \(deployment"),
+    (lambda k: k.update(namespace="OFM_staging"), r"environments\.staging\.kubernetes\.namespace: 'OFM_staging' is not a DNS label"),
+    (lambda k: k["app"].update(selector="app in ofm"), r"environments\.staging\.kubernetes\.app\.selector: 'app in ofm' is not a label selector"),
+    (lambda k: k["app"].update(deployment="Api_1"), r"environments\.staging\.kubernetes\.app\.deployment: 'Api_1' is not a Kubernetes object name"),
+    (lambda k: k.pop("conn_id"), r"environments\.staging\.kubernetes\.conn_id: None must be a non-empty string"),
+])
+def test_a_kubernetes_environment_names_its_app_and_a_bad_section_names_the_field(change, message):
+    assert load_config().environment("staging").kubernetes.app_selector == "app=ofm-social-os"
+    doc = raw()
+    change(doc["environments"]["staging"]["kubernetes"])
+    with pytest.raises(ValueError, match=message):
+        parse_config(doc)
