@@ -7,7 +7,6 @@ roles come from Patroni, never from a file.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,18 +49,9 @@ class LocalChaos:
 
     def wait_ready(self, expected: int, not_instances: set[str], timeout_s: float) -> WorkloadReady:
         """The lab's supervisor restarts a deleted replica under its name with a new PID."""
-        started = time.monotonic()
-        while True:
-            current = self.replicas()
-            ready = [r for r in current if r.ready and r.instance not in not_instances]
-            if len(ready) >= expected:
-                return WorkloadReady(round(time.monotonic() - started, 3), tuple(ready))
-            if time.monotonic() - started >= timeout_s:
-                waiting = ", ".join(f"{r.name} (pid {r.instance}, {'ready' if r.ready else 'not ready'})"
-                                    for r in current if r not in ready)
-                raise TimeoutError(f"{len(ready)} of {expected} replicas ready with new processes after "
-                                   f"{timeout_s:g} s; still waiting for {waiting}")
-            time.sleep(0.05)
+        from resilience.platforms.readiness import wait_ready
+
+        return wait_ready(self.replicas, expected, not_instances, timeout_s, 0.05, "replicas (new processes)")
 
     def rollout_in_progress(self) -> str | None:
         """The lab has no deployments (no rollout controller): never in progress."""

@@ -125,17 +125,10 @@ class KubernetesWorkloads:
     def wait_ready(self, expected: int, not_instances: set[str], timeout_s: float) -> WorkloadReady:
         """The ReplicaSet replaces deleted pods under new names: wait until ``expected`` pods are Ready, none of
         them a deleted one (by uid)."""
-        started = time.monotonic()
-        while True:
-            current = self.replicas()
-            ready = [r for r in current if r.ready and r.instance not in not_instances]
-            if len(ready) >= expected:
-                return WorkloadReady(round(time.monotonic() - started, 3), tuple(ready))
-            if time.monotonic() - started >= timeout_s:
-                waiting = ", ".join(r.name for r in current if r not in ready)
-                raise TimeoutError(f"{len(ready)} of {expected} pods of {self.target.app_deployment} Ready after "
-                                   f"{timeout_s:g} s; not ready: {waiting}")
-            time.sleep(POLL_S)
+        from resilience.platforms.readiness import wait_ready
+
+        return wait_ready(self.replicas, expected, not_instances, timeout_s, POLL_S,
+                          f"pods of {self.target.app_deployment}")
 
     def rollout_in_progress(self) -> str | None:
         deployment = self.apps.read_namespaced_deployment(self.target.app_deployment, self.target.namespace)
