@@ -238,7 +238,7 @@ def test_redis_unavailable_ends_by_itself_at_its_deadline(platform, lab):
     assert info["restarts_by_itself_at"] == plan["deadline_epoch_s"] and not pings()
     assert until(pings, DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "Redis still down long after the fault's deadline"
     assert time.time() >= plan["deadline_epoch_s"]
-    assert fault.revert(platform, plan, info) == {"cache_alive": True}  # a clean no-op
+    assert fault.revert(platform, plan, info) == {"cache_alive": True, "replicas": 1}  # a clean no-op
     assert pings()
 
 
@@ -261,5 +261,5 @@ def test_a_deadline_in_the_past_is_refused_before_any_effect(platform, scenario)
     with pytest.raises(ValueError, match=r"plan\.deadline_epoch_s: .* s in the past .*refusing to inject"):
         fault.inject(platform, plan)
     assert platform.object_store_fault()["error_rate"] == 0.0
-    assert platform.cache_alive()
+    assert platform.cache_state().alive
     assert platform.memory_hog_counters("chaos-memory-hog") is None

@@ -169,9 +169,12 @@ def test_loosest_exactly_at_the_runbook_slo_is_allowed():
     (lambda k: k["app"].update(selector="app in ofm"), r"environments\.staging\.kubernetes\.app\.selector: 'app in ofm' is not a label selector"),
     (lambda k: k["app"].update(deployment="Api_1"), r"environments\.staging\.kubernetes\.app\.deployment: 'Api_1' is not a Kubernetes object name"),
     (lambda k: k.pop("conn_id"), r"environments\.staging\.kubernetes\.conn_id: None must be a non-empty string"),
+    (lambda k: k["cache"].update(kind="ReplicaSet"), r"environments\.staging\.kubernetes\.cache\.kind: 'ReplicaSet' is not one of \['Deployment', 'StatefulSet'\]"),
+    (lambda k: k.update(cache="redis"), r"environments\.staging\.kubernetes\.cache: must map kind"),
 ])
 def test_a_kubernetes_environment_names_its_app_and_a_bad_section_names_the_field(change, message):
-    assert load_config().environment("staging").kubernetes.app_selector == "app=ofm-social-os"
+    staging = load_config().environment("staging").kubernetes
+    assert (staging.app_selector, staging.cache_kind, staging.cache_name) == ("app=ofm-social-os", "Deployment", "redis")
     doc = raw()
     change(doc["environments"]["staging"]["kubernetes"])
     with pytest.raises(ValueError, match=message):

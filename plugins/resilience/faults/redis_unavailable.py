@@ -1,4 +1,7 @@
-"""redis-unavailable: stop the cache server; revert starts it and waits for PING.
+"""redis-unavailable: stop every replica of the cache; revert runs exactly as many as it had and waits for them.
+
+On Kubernetes the cache's Deployment/StatefulSet is scaled to 0 and back to the recorded count (not a
+blind number); the lab stops and starts its one redis-server.
 
 Dead-man switch: with the plan's ``deadline_epoch_s`` the platform starts the cache by itself at that
 moment unless the revert came first (the lab: a detached watchdog, :mod:`resilience.lab.deadman`).
@@ -21,17 +24,21 @@ class RedisUnavailable:
     def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
         if options:
             raise ValueError(f"options: redis-unavailable takes none, got {sorted(options)}")
-        if not platform.cache_alive():
+        state = platform.cache_state()
+        if not state.alive:
             raise ValueError("redis-unavailable: the cache is already down; refusing to start from a broken state")
-        return {}
+        return {"replicas": state.replicas}
 
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
         deadline = plan_deadline(plan, time.time())
         if deadline is None:
             log.warning("redis-unavailable: the plan has no deadline_epoch_s: the cache stays down until reverted")
-        platform.stop_cache(deadline)
-        return {"restarts_by_itself_at": deadline}
+        before = platform.stop_cache(deadline)
+        return {"restarts_by_itself_at": deadline, "replicas_before": before.replicas}
 
     def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
-        platform.start_cache()
-        return {"cache_alive": platform.cache_alive()}
+        """Back to the replica count recorded before the stop (the inject's, else the plan's; a plan from
+        before the count was recorded had the lab's one server)."""
+        replicas = int(revert_info.get("replicas_before") or plan.get("replicas") or 1)
+        state = platform.start_cache(replicas)
+        return {"cache_alive": state.alive, "replicas": state.replicas}

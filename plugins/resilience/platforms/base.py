@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from resilience.config import Environment
 from resilience.platforms.types import (
+    CacheState,
     DatabaseEndpoint,
     Replica,
     ReplicaDeletion,
@@ -78,13 +79,16 @@ class ChaosPlatform(Protocol):
     def rollout_in_progress(self) -> str | None:
         """What is being rolled out right now, or None."""
 
-    def cache_alive(self) -> bool: ...
-    def stop_cache(self, deadline_epoch_s: float | None = None) -> None:
-        """Stop the cache; with a deadline (UTC epoch s) it starts again by itself then unless
-        ``start_cache`` came first (the fault's dead-man switch)."""
+    def cache_state(self) -> CacheState:
+        """The cache's replicas, wanted and answering, now."""
 
-    def start_cache(self) -> None:
-        """Start the cache and wait until it answers; disarms the dead-man switch."""
+    def stop_cache(self, deadline_epoch_s: float | None = None) -> CacheState:
+        """Stop every replica of the cache and wait until none answers; return the state it had (what the
+        revert restores). With a deadline (UTC epoch s) it starts again by itself then unless
+        ``start_cache`` came first, where the platform can (the lab's dead-man switch)."""
+
+    def start_cache(self, replicas: int) -> CacheState:
+        """Run exactly ``replicas`` replicas of the cache again and wait until all answer; idempotent."""
 
     def object_store_fault(self) -> dict[str, Any]:
         """``{"error_rate", "status", "expires_at", ...}``: the fault served now (none past its expiry)."""

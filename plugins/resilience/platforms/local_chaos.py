@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resilience.config import Environment
-from resilience.platforms.types import Replica, ReplicaDeletion, WorkloadReady
+from resilience.platforms.types import CacheState, Replica, ReplicaDeletion, WorkloadReady
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
@@ -59,20 +59,27 @@ class LocalChaos:
 
     # -- cache (redis-unavailable) ------------------------------------------------------------
 
-    def cache_alive(self) -> bool:
+    def cache_state(self) -> CacheState:
+        """The lab runs one redis-server: 1 replica while it answers PING, else 0."""
         from resilience.lab import control
 
-        return control.redis_ping(self._state())
+        alive = int(control.redis_ping(self._state()))
+        return CacheState(alive, alive)
 
-    def stop_cache(self, deadline_epoch_s: float | None = None) -> None:
+    def stop_cache(self, deadline_epoch_s: float | None = None) -> CacheState:
         from resilience.lab import control
 
+        before = self.cache_state()
         control.stop_redis(self._state(), deadline_epoch_s)
+        return before
 
-    def start_cache(self) -> None:
+    def start_cache(self, replicas: int) -> CacheState:
         from resilience.lab import control
 
+        if replicas != 1:
+            raise ValueError(f"replicas: the lab runs one redis-server, not {replicas}")
         control.start_redis(self._state())
+        return self.cache_state()
 
     # -- object store (s3-5xx) ------------------------------------------------------------------
 

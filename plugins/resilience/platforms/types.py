@@ -115,3 +115,16 @@ class WorkloadReady:
 
     def instances(self) -> dict[str, str | None]:
         return {r.name: r.instance for r in self.replicas}
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """The cache as the platform runs it: replicas wanted (Kubernetes: the scale; the lab: its one
+    redis-server) and replicas answering."""
+
+    replicas: int
+    ready: int
+
+    @property
+    def alive(self) -> bool:
+        return self.ready > 0

@@ -14,14 +14,20 @@ _SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]
 _SELECTOR = re.compile(r"^[A-Za-z0-9./_-]+(!?={1,2})[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+(!?={1,2})[A-Za-z0-9._-]*)*$")
 
 
+CACHE_KINDS = ("Deployment", "StatefulSet")
+
+
 @dataclass(frozen=True)
 class KubernetesTarget:
-    """The cluster Connection, the namespace, and the app's Deployment and pod selector."""
+    """The cluster Connection, the namespace, the app's Deployment and pod selector, and the cache's
+    workload (``cache``: absent when the environment has none to stop)."""
 
     conn_id: str
     namespace: str
     app_deployment: str
     app_selector: str
+    cache_kind: str | None = None
+    cache_name: str | None = None
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
@@ -47,4 +53,14 @@ def parse_target(raw: Mapping[str, Any] | None, where: str) -> KubernetesTarget:
     selector = _text(app, "selector", f"{where}.app")
     if not _SELECTOR.match(selector.replace(" ", "")):
         raise ValueError(f"{where}.app.selector: {selector!r} is not a label selector such as 'app=ofm-social-os'")
-    return KubernetesTarget(_text(raw, "conn_id", where), namespace, deployment, selector.replace(" ", ""))
+    cache = raw.get("cache")
+    kind = name = None
+    if cache is not None:
+        if not isinstance(cache, Mapping):
+            raise ValueError(f"{where}.cache: must map kind ({' or '.join(CACHE_KINDS)}) and name")
+        kind, name = _text(cache, "kind", f"{where}.cache"), _text(cache, "name", f"{where}.cache")
+        if kind not in CACHE_KINDS:
+            raise ValueError(f"{where}.cache.kind: {kind!r} is not one of {list(CACHE_KINDS)}")
+        if not _SUBDOMAIN.match(name):
+            raise ValueError(f"{where}.cache.name: {name!r} is not a Kubernetes object name")
+    return KubernetesTarget(_text(raw, "conn_id", where), namespace, deployment, selector.replace(" ", ""), kind, name)
