@@ -220,7 +220,7 @@ def test_s3_5xx_ends_by_itself_at_its_deadline(platform, lab):
     assert info["expires_at"] == plan["deadline_epoch_s"] and not put_ok()
     assert until(put_ok, DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "S3 still failing long after the fault's deadline"
     assert time.time() >= plan["deadline_epoch_s"]
-    assert platform.object_store_fault()["expired_at"] == plan["deadline_epoch_s"]
+    assert platform.object_store_fault().expired_at == plan["deadline_epoch_s"]
     assert fault.revert(platform, plan, info)["fault"]["error_rate"] == 0.0  # a clean no-op
     assert put_ok()
 
@@ -260,6 +260,6 @@ def test_a_deadline_in_the_past_is_refused_before_any_effect(platform, scenario)
     plan = {**fault.plan(platform, {}), "deadline_epoch_s": time.time() - 5}
     with pytest.raises(ValueError, match=r"plan\.deadline_epoch_s: .* s in the past .*refusing to inject"):
         fault.inject(platform, plan)
-    assert platform.object_store_fault()["error_rate"] == 0.0
+    assert platform.object_store_fault().error_rate == 0.0
     assert platform.cache_state().alive
     assert platform.memory_hog_counters("chaos-memory-hog") is None

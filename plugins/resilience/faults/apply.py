@@ -15,6 +15,7 @@ from typing import Any
 
 from resilience.chaos.timeline import applied_deadline
 from resilience.faults.deadline import DEADLINE_KEY
+from resilience.faults.experiment import with_experiment
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def apply_entry(control_conn_id: str, ledger_id: int, by: str) -> dict[str, Any]
         fault = get_fault(entry.scenario)
         platform = get_platform(load_config().environment(entry.environment))
         injected_at = time.time()
-        plan = applied_plan(entry.plan, injected_at)
+        plan = with_experiment(applied_plan(entry.plan, injected_at), ledger_id)
         log.info("Injecting %s in %s (ledger #%d): %s", entry.scenario, entry.environment, ledger_id, plan)
         try:
             revert_info = fault.inject(platform, plan)

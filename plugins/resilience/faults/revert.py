@@ -34,6 +34,7 @@ def revert_entry(control_conn_id: str, ledger_id: int, by: str, reason: str | No
 def _revert_claimed(ledger: Ledger, ledger_id: int, by: str, reason: str | None) -> bool:
     from resilience.config import load_config
     from resilience.faults.base import get_fault
+    from resilience.faults.experiment import with_experiment
     from resilience.platforms.base import get_platform
 
     entry = ledger.get(ledger_id)
@@ -45,7 +46,8 @@ def _revert_claimed(ledger: Ledger, ledger_id: int, by: str, reason: str | None)
              entry.state, by, f": {reason}" if reason else "")
     platform = get_platform(load_config().environment(entry.environment))
     try:
-        observed = get_fault(entry.scenario).revert(platform, entry.plan, entry.revert_info) or {}
+        plan = with_experiment(entry.plan, ledger_id)  # what inject was handed: its objects carry the id
+        observed = get_fault(entry.scenario).revert(platform, plan, entry.revert_info) or {}
     except Exception as exc:
         ledger.mark_revert_failed(ledger_id, f"{type(exc).__name__}: {exc}")
         raise

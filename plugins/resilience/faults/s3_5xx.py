@@ -11,6 +11,7 @@ import time
 from typing import Any, ClassVar
 
 from resilience.faults.deadline import plan_deadline
+from resilience.faults.experiment import experiment_of
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,15 @@ class S35xx:
         return {"error_rate": float(rate), "status": status}
 
     def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+        from resilience.platforms.types import ObjectStoreFault
+
         deadline = plan_deadline(plan, time.time())
         before = platform.object_store_fault()
         if deadline is None:
             log.warning("s3-5xx: the plan has no deadline_epoch_s: this fault has no expiry of its own")
-        platform.set_object_store_fault(plan["error_rate"], plan["status"], deadline)
-        return {"previous_error_rate": before.get("error_rate", 0.0), "expires_at": deadline}
+        served = platform.fail_object_store(ObjectStoreFault(plan["error_rate"], plan["status"], deadline,
+                                                             experiment_of(plan)))
+        return {"previous_error_rate": before.error_rate, "expires_at": deadline, "served": served.to_dict()}
 
     def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
-        platform.set_object_store_fault(0.0, plan["status"])
-        return {"fault": platform.object_store_fault()}
+        return {"fault": platform.clear_object_store_fault(experiment_of(plan)).to_dict()}

@@ -12,6 +12,7 @@ from resilience.config import Environment
 from resilience.platforms.types import (
     CacheState,
     DatabaseEndpoint,
+    ObjectStoreFault,
     Replica,
     ReplicaDeletion,
     RestoreRequest,
@@ -90,11 +91,15 @@ class ChaosPlatform(Protocol):
     def start_cache(self, replicas: int) -> CacheState:
         """Run exactly ``replicas`` replicas of the cache again and wait until all answer; idempotent."""
 
-    def object_store_fault(self) -> dict[str, Any]:
-        """``{"error_rate", "status", "expires_at", ...}``: the fault served now (none past its expiry)."""
+    def object_store_fault(self) -> ObjectStoreFault:
+        """The fault the object store serves now (error rate 0: none; none past its expiry)."""
 
-    def set_object_store_fault(self, error_rate: float, status: int, expires_at: float | None = None) -> None:
-        """Fail a share of object-store requests with ``status``; none from ``expires_at`` (UTC epoch s) on."""
+    def fail_object_store(self, fault: ObjectStoreFault) -> ObjectStoreFault:
+        """Make a share of object-store requests fail with ``fault.status`` (until ``fault.expires_at`` where
+        the platform can expire it by itself), labelled with ``fault.experiment``; returns what is served."""
+
+    def clear_object_store_fault(self, experiment: str | None) -> ObjectStoreFault:
+        """Remove experiment ``experiment``'s fault (None: every fault this product set); idempotent."""
 
     def database_cluster(self) -> PatroniClient:
         """The database's Patroni REST API (topology, switchover, failover, reinitialize)."""

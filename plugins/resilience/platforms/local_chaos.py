@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resilience.config import Environment
-from resilience.platforms.types import CacheState, Replica, ReplicaDeletion, WorkloadReady
+from resilience.platforms.types import CacheState, ObjectStoreFault, Replica, ReplicaDeletion, WorkloadReady
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
@@ -83,15 +83,25 @@ class LocalChaos:
 
     # -- object store (s3-5xx) ------------------------------------------------------------------
 
-    def object_store_fault(self) -> dict[str, Any]:
+    def object_store_fault(self) -> ObjectStoreFault:
+        """The lab's fault proxy in front of moto serves one fault at a time."""
         from resilience.lab import control
 
-        return control.s3_fault(self._state())
+        served = control.s3_fault(self._state())
+        return ObjectStoreFault(float(served.get("error_rate") or 0.0), int(served.get("status") or 503),
+                                served.get("expires_at"), served.get("experiment"), served.get("expired_at"))
 
-    def set_object_store_fault(self, error_rate: float, status: int, expires_at: float | None = None) -> None:
+    def fail_object_store(self, fault: ObjectStoreFault) -> ObjectStoreFault:
         from resilience.lab import control
 
-        control.set_s3_fault(self._state(), error_rate, status, expires_at)
+        control.set_s3_fault(self._state(), fault.error_rate, fault.status, fault.expires_at)
+        return self.object_store_fault()
+
+    def clear_object_store_fault(self, experiment: str | None) -> ObjectStoreFault:
+        from resilience.lab import control
+
+        control.set_s3_fault(self._state(), 0.0)
+        return self.object_store_fault()
 
     # -- database (postgres-failover; DR regional failover) --------------------------------------
 

@@ -128,3 +128,19 @@ class CacheState:
     @property
     def alive(self) -> bool:
         return self.ready > 0
+
+
+@dataclass(frozen=True)
+class ObjectStoreFault:
+    """What the object store serves now: a share ``error_rate`` (0..1) of requests answered ``status``,
+    until ``expires_at`` (UTC epoch s; None: until cleared), for the experiment (ledger entry) that set it.
+    ``expired_at``: when an expiry switched it off by itself (the lab's proxy reports it)."""
+
+    error_rate: float = 0.0
+    status: int = 503
+    expires_at: float | None = None
+    experiment: str | None = None
+    expired_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

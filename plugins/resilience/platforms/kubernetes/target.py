@@ -28,6 +28,7 @@ class KubernetesTarget:
     app_selector: str
     cache_kind: str | None = None
     cache_name: str | None = None
+    object_store_host: str | None = None  # the S3 endpoint the app calls, as the mesh routes it (egress host)
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
@@ -63,4 +64,11 @@ def parse_target(raw: Mapping[str, Any] | None, where: str) -> KubernetesTarget:
             raise ValueError(f"{where}.cache.kind: {kind!r} is not one of {list(CACHE_KINDS)}")
         if not _SUBDOMAIN.match(name):
             raise ValueError(f"{where}.cache.name: {name!r} is not a Kubernetes object name")
-    return KubernetesTarget(_text(raw, "conn_id", where), namespace, deployment, selector.replace(" ", ""), kind, name)
+    store = raw.get("object_store")
+    host = None
+    if store is not None:
+        host = _text(store if isinstance(store, Mapping) else {}, "host", f"{where}.object_store")
+        if not _SUBDOMAIN.match(host):
+            raise ValueError(f"{where}.object_store.host: {host!r} is not a host name (s3.us-east-1.amazonaws.com)")
+    return KubernetesTarget(_text(raw, "conn_id", where), namespace, deployment, selector.replace(" ", ""), kind, name,
+                            host)

@@ -1,0 +1,81 @@
+"""The object-store fault's contract (s3-5xx): set, it is what the platform says it serves, labelled with
+its experiment; cleared, none is served; clearing twice is harmless; clearing one experiment leaves
+nothing of it behind.
+
+Parametrised over the lab (its fault proxy in front of moto, real) and the Kubernetes backend against
+the loopback API server (``tests/contract/kubeapi``: the VirtualService is stored and listed as the API
+server would; no Istio sidecar runs here, so the abort itself is not exercised on this backend).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from resilience.platforms.types import ObjectStoreFault
+from tests.contract.kubeapi import KubeApi
+
+KUBEAPI_PORT = int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + 3
+NAMESPACE, HOST = "ofm-staging", "s3.us-east-1.amazonaws.com"
+
+
+@pytest.fixture(scope="module")
+def kubeapi() -> Iterator[KubeApi]:
+    with KubeApi(port=KUBEAPI_PORT) as api:
+        yield api
+
+
+@pytest.fixture(params=["lab", "kubernetes"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    if request.param == "lab":
+        request.getfixturevalue("lab")
+        from resilience.config import load_config
+        from resilience.platforms.base import get_platform
+
+        return get_platform(load_config().environment("lab"))
+    from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
+    from resilience.platforms.kubernetes.target import KubernetesTarget
+
+    api = request.getfixturevalue("kubeapi")
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", api.connection_json(namespace=NAMESPACE))
+    return KubernetesObjectStore(KubernetesTarget("kubernetes_contract", NAMESPACE, "ofm-social-os-api",
+                                                  "app=ofm-social-os", object_store_host=HOST))
+
+
+def test_a_fault_is_served_until_cleared_and_clearing_is_idempotent(store):
+    assert store.object_store_fault().error_rate == 0.0
+    served = store.fail_object_store(ObjectStoreFault(0.3, 503, experiment="41"))
+    assert (served.error_rate, served.status) == (0.3, 503)
+    now = store.object_store_fault()
+    assert (now.error_rate, now.status) == (0.3, 503)
+    assert store.clear_object_store_fault("41").error_rate == 0.0
+    assert store.object_store_fault().error_rate == 0.0
+    assert store.clear_object_store_fault("41").error_rate == 0.0  # a revert run twice
+
+
+def test_a_retried_inject_of_the_same_experiment_serves_the_new_plan(store):
+    store.fail_object_store(ObjectStoreFault(0.3, 503, experiment="42"))
+    store.fail_object_store(ObjectStoreFault(0.5, 500, experiment="42"))
+    now = store.object_store_fault()
+    assert (now.error_rate, now.status) == (0.5, 500)
+    assert store.clear_object_store_fault("42").error_rate == 0.0
+
+
+def test_the_virtual_service_carries_its_experiment_and_is_gone_after_the_revert(kubeapi, monkeypatch):
+    """Kubernetes only: what abort and sweep find by label (runbook: delete ... -l chaos-experiment)."""
+    from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
+    from resilience.platforms.kubernetes.target import KubernetesTarget
+
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", kubeapi.connection_json(namespace=NAMESPACE))
+    store = KubernetesObjectStore(KubernetesTarget("kubernetes_contract", NAMESPACE, "ofm-social-os-api",
+                                                   "app=ofm-social-os", object_store_host=HOST))
+    store.fail_object_store(ObjectStoreFault(0.25, 503, experiment="43"))
+    [vs] = kubeapi.list("networking.istio.io/v1beta1", "virtualservices", NAMESPACE, "chaos-experiment=43")
+    assert vs["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "resilience"
+    assert vs["spec"]["hosts"] == [HOST]
+    assert vs["spec"]["http"][0]["fault"]["abort"] == {"percentage": {"value": 25.0}, "httpStatus": 503}
+    store.clear_object_store_fault(None)  # an abort: every fault this product set
+    assert kubeapi.list("networking.istio.io/v1beta1", "virtualservices", NAMESPACE, "chaos-experiment") == []
