@@ -9,6 +9,7 @@ through the scheduler to a teardown task would add seconds to every abort.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,6 +18,23 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from resilience.slo import Baseline, SloPolicy, breached_time, halt, slo_verdict
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: Prometheus answers NaN for 0/0 (no traffic),
+    and a trigger event is stored as JSON(B) in the metadata DB, which refuses NaN (PostgreSQL: the
+    triggerer dies on the write and the deferred task never resumes)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _event(payload: dict[str, Any]) -> TriggerEvent:
+    return TriggerEvent(json_safe(payload))
 
 
 def _aware(moment: datetime | str, name: str) -> datetime:
@@ -135,7 +153,7 @@ class SloGuardTrigger(_PrometheusWatch):
             if closed:  # an abort, a sweep, or this guard before a triggerer restart: the ledger has the truth
                 self.log.warning("Ledger #%s was reverted by %s (%s): the guard stops", self.revert_ledger_id,
                                  closed["reverted_by"], closed["revert_reason"])
-                yield TriggerEvent({"status": "reverted", "at": at, "readings": count, "worst": worst, **applied,
+                yield _event({"status": "reverted", "at": at, "readings": count, "worst": worst, **applied,
                                     **closed})
                 return
             if window_end is None:  # the fault is not on yet: this is the first reading
@@ -143,13 +161,13 @@ class SloGuardTrigger(_PrometheusWatch):
                 if refusal:
                     self.log.warning("Not injecting: %s", refusal)
                     await self._revert(refusal, by="guard_steady_state")
-                    yield TriggerEvent({"status": "not_injected", "at": at, "reason": refusal,
+                    yield _event({"status": "not_injected", "at": at, "reason": refusal,
                                         "reading": reading.to_dict(), "readings": count})
                     return
                 try:
                     applied = await asyncio.to_thread(_apply, *self._entry())
                 except Exception as exc:  # apply_entry reverted what it did before raising
-                    yield TriggerEvent({"status": "inject_failed", "at": at, "error": f"{type(exc).__name__}: {exc}",
+                    yield _event({"status": "inject_failed", "at": at, "error": f"{type(exc).__name__}: {exc}",
                                         "readings": count})
                     return
                 applied["first_reading_at"] = at
@@ -170,7 +188,7 @@ class SloGuardTrigger(_PrometheusWatch):
                     + ("; none after a gap in the guard's watch)" if strict else ")")
                 self.log.warning("Halt: %s; reverting now", reason)
                 reverted = await self._revert(reason)
-                yield TriggerEvent({"status": "breach", "at": at, "reading": reading.to_dict(),
+                yield _event({"status": "breach", "at": at, "reading": reading.to_dict(),
                                     "verdict": verdict.to_dict(), "readings": count, "worst": worst,
                                     "reverted": reverted, "max_breach_s": policy.max_breach_s, **applied})
                 return
@@ -183,7 +201,7 @@ class SloGuardTrigger(_PrometheusWatch):
                 reverted = await self._revert("the fault window ended", by="guard_window_end") \
                     if self.apply_fault else None
                 # still broken as the window ends: the verdict adds the recovery to the breached time
-                yield TriggerEvent({"status": "ok", "at": at, "readings": count, "worst": worst,
+                yield _event({"status": "ok", "at": at, "readings": count, "worst": worst,
                                     "verdict": verdict.to_dict(), "window_reverted": reverted,
                                     "max_breach_s": policy.max_breach_s, "breached_at_end": not verdict.passed,
                                     **applied})
@@ -278,11 +296,11 @@ class SloRecoveryTrigger(_PrometheusWatch):
             last = verdict
             if verdict.passed:
                 self.log.info("SLOs green again %.1f s after the revert", at - self.reverted_at)
-                yield TriggerEvent({"status": "ok", "at": at, "recovery_s": max(0.0, at - self.reverted_at),
+                yield _event({"status": "ok", "at": at, "recovery_s": max(0.0, at - self.reverted_at),
                                     "readings": count, "reading": reading.to_dict()})
                 return
             if datetime.now(UTC) >= self.until:
-                yield TriggerEvent({"status": "timeout", "at": at, "readings": count, "reading": reading.to_dict(),
+                yield _event({"status": "timeout", "at": at, "readings": count, "reading": reading.to_dict(),
                                     "verdict": last.to_dict()})
                 return
 
@@ -373,10 +391,10 @@ class PrimaryStableTrigger(BaseTrigger):
                           "checks": [c.to_dict() for c in checks]}
                 if all(c.passed for c in checks):
                     self.log.info("Primary stable over %s after %d poll(s)", self.window, polls)
-                    yield TriggerEvent({"status": "stable", **result})
+                    yield _event({"status": "stable", **result})
                     return
                 if datetime.now(UTC) >= self.until:
-                    yield TriggerEvent({"status": "timeout", **result})
+                    yield _event({"status": "timeout", **result})
                     return
                 self.log.info("Primary not yet stable over %s: %s", self.window,
                               "; ".join(c.detail for c in checks if not c.passed))
@@ -480,9 +498,9 @@ class CanaryRampTrigger(BaseTrigger):
         started = time.time()
 
         def event(status: str, **extra: Any) -> TriggerEvent:
-            return TriggerEvent({"status": status, "started": started, "ended": time.time(), "plan": self.plan,
-                                 "failed_checks": failed, "changes": changes, "samples": samples,
-                                 "analyses": analyses, **extra})
+            return _event({"status": status, "started": started, "ended": time.time(), "plan": self.plan,
+                           "failed_checks": failed, "changes": changes, "samples": samples,
+                           "analyses": analyses, **extra})
 
         try:
             current = await asyncio.to_thread(self._current_primary_weight)

@@ -248,3 +248,18 @@ def test_a_resumed_guard_tolerates_nothing():
          mock.patch("resilience.faults.revert.revert_entry", return_value=True):
         event = asyncio.run(first_event(trigger))
     assert event["status"] == "breach" and event["resumed"] is True and event["readings"] == 1
+
+
+def test_trigger_events_carry_no_nan_the_metadata_db_would_refuse():
+    """Prometheus answers NaN for 0/0 (no traffic); PostgreSQL's JSONB refuses NaN, and the triggerer died on
+    the write (make demo: dr_failback's stability event), leaving the deferred task waiting for good."""
+    import json
+
+    from resilience.triggers import json_safe
+
+    event = {"status": "stable", "values": {"up_min": 1.0, "error_rate_max": float("nan")},
+             "checks": [{"value": float("inf")}, (float("-inf"), 2)], "reading": None}
+    safe = json_safe(event)
+    assert safe == {"status": "stable", "values": {"up_min": 1.0, "error_rate_max": None},
+                    "checks": [{"value": None}, [None, 2]], "reading": None}
+    json.dumps(safe, allow_nan=False)  # what a strict JSON column accepts
