@@ -8,16 +8,15 @@ the count it had" is not "back to 1"; readiness comes from the fixture's kubelet
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.contract.kubeapi import KubeApi
+from tests.contract.platforms import NAMESPACE, PLATFORMS, capability, kubeapi_port
 
-KUBEAPI_PORT = int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + 2
-NAMESPACE = "ofm-staging"
+KUBEAPI_PORT = kubeapi_port(2)
 
 
 def redis_deployment(replicas: int) -> dict[str, Any]:
@@ -37,22 +36,12 @@ def kubeapi() -> Iterator[KubeApi]:
         assert api.controller_errors() == []
 
 
-@pytest.fixture(params=["lab", "kubernetes"])
+@pytest.fixture(params=PLATFORMS)
 def cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    if request.param == "lab":
-        request.getfixturevalue("lab")
-        from resilience.config import load_config
-        from resilience.platforms.base import get_platform
-
-        return get_platform(load_config().environment("lab"))
     from resilience.platforms.kubernetes.cache import KubernetesCache
-    from resilience.platforms.kubernetes.target import KubernetesTarget
 
-    api = request.getfixturevalue("kubeapi")
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", api.connection_json(namespace=NAMESPACE))
-    cache = KubernetesCache(KubernetesTarget("kubernetes_contract", NAMESPACE, "ofm-social-os-api",
-                                             "app=ofm-social-os", "Deployment", "redis"))
-    api.wait(lambda: cache.cache_state().ready == 2, timeout_s=30)
+    cache = capability(request, monkeypatch, KubernetesCache, cache_kind="Deployment", cache_name="redis")
+    KubeApi.wait(lambda: (state := cache.cache_state()).ready == state.replicas > 0, timeout_s=30)
     return cache
 
 

@@ -9,7 +9,6 @@ server would; no Istio sidecar runs here, so the abort itself is not exercised o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +16,10 @@ import pytest
 
 from resilience.platforms.types import ObjectStoreFault
 from tests.contract.kubeapi import KubeApi
+from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubeapi_port, kubernetes_target
 
-KUBEAPI_PORT = int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + 3
-NAMESPACE, HOST = "ofm-staging", "s3.us-east-1.amazonaws.com"
+KUBEAPI_PORT = kubeapi_port(3)
+HOST = "s3.us-east-1.amazonaws.com"
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +28,11 @@ def kubeapi() -> Iterator[KubeApi]:
         yield api
 
 
-@pytest.fixture(params=["lab", "kubernetes"])
+@pytest.fixture(params=PLATFORMS)
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    if request.param == "lab":
-        request.getfixturevalue("lab")
-        from resilience.config import load_config
-        from resilience.platforms.base import get_platform
-
-        return get_platform(load_config().environment("lab"))
     from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
-    from resilience.platforms.kubernetes.target import KubernetesTarget
 
-    api = request.getfixturevalue("kubeapi")
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", api.connection_json(namespace=NAMESPACE))
-    return KubernetesObjectStore(KubernetesTarget("kubernetes_contract", NAMESPACE, "ofm-social-os-api",
-                                                  "app=ofm-social-os", object_store_host=HOST))
+    return capability(request, monkeypatch, KubernetesObjectStore, object_store_host=HOST)
 
 
 def test_a_fault_is_served_until_cleared_and_clearing_is_idempotent(store):
@@ -67,11 +57,9 @@ def test_a_retried_inject_of_the_same_experiment_serves_the_new_plan(store):
 def test_the_virtual_service_carries_its_experiment_and_is_gone_after_the_revert(kubeapi, monkeypatch):
     """Kubernetes only: what abort and sweep find by label (runbook: delete ... -l chaos-experiment)."""
     from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
-    from resilience.platforms.kubernetes.target import KubernetesTarget
 
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", kubeapi.connection_json(namespace=NAMESPACE))
-    store = KubernetesObjectStore(KubernetesTarget("kubernetes_contract", NAMESPACE, "ofm-social-os-api",
-                                                   "app=ofm-social-os", object_store_host=HOST))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", kubeapi.connection_json(namespace=NAMESPACE))
+    store = KubernetesObjectStore(kubernetes_target(object_store_host=HOST))
     store.fail_object_store(ObjectStoreFault(0.25, 503, experiment="43"))
     [vs] = kubeapi.list("networking.istio.io/v1beta1", "virtualservices", NAMESPACE, "chaos-experiment=43")
     assert vs["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "resilience"

@@ -6,7 +6,6 @@ Role, and every rule the Role grants is used. Checked against the loopback API s
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,12 +18,12 @@ from resilience.platforms.kubernetes.target import KubernetesTarget
 from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
 from resilience.platforms.types import ObjectStoreFault
 from tests.contract.kubeapi import KubeApi
+from tests.contract.platforms import NAMESPACE, kubeapi_port
 from tests.contract.test_cache import redis_deployment
 from tests.contract.test_workloads import app_deployment
 
 ROLE = Path(__file__).resolve().parents[2] / "include" / "kubernetes" / "role.yaml"
-KUBEAPI_PORT = int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + 4
-NAMESPACE = "ofm-staging"
+KUBEAPI_PORT = kubeapi_port(4)
 # /api/v1/namespaces/ns/pods[/name[/sub]] and /apis/group/version/namespaces/ns/plural[/name[/sub]]
 PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?P<plural>[^/]+)"
                   r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")

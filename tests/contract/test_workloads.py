@@ -8,16 +8,24 @@ ReplicaSet controllers and the kubelet, scaling grace periods by 0.1).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.contract.kubeapi import KubeApi
+from tests.contract.platforms import (
+    APP_DEPLOYMENT,
+    CONN_ID,
+    NAMESPACE,
+    PLATFORMS,
+    capability,
+    kubeapi_port,
+    kubernetes_target,
+)
 
-KUBEAPI_PORT = int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + 1
-NAMESPACE, DEPLOYMENT, SELECTOR = "ofm-staging", "ofm-social-os-api", "app=ofm-social-os"
+KUBEAPI_PORT = kubeapi_port(1)
+DEPLOYMENT = APP_DEPLOYMENT
 REPLICAS = 3
 
 
@@ -40,20 +48,11 @@ def kubeapi() -> Iterator[KubeApi]:
         assert api.controller_errors() == []
 
 
-@pytest.fixture(params=["lab", "kubernetes"])
+@pytest.fixture(params=PLATFORMS)
 def workloads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    if request.param == "lab":
-        request.getfixturevalue("lab")
-        from resilience.config import load_config
-        from resilience.platforms.base import get_platform
-
-        return get_platform(load_config().environment("lab"))
-    from resilience.platforms.kubernetes.target import KubernetesTarget
     from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
 
-    api = request.getfixturevalue("kubeapi")
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", api.connection_json(namespace=NAMESPACE))
-    return KubernetesWorkloads(KubernetesTarget("kubernetes_contract", NAMESPACE, DEPLOYMENT, SELECTOR))
+    return capability(request, monkeypatch, KubernetesWorkloads)
 
 
 def whole(workloads: Any) -> list:
@@ -97,11 +96,10 @@ def test_a_name_that_is_not_a_replica_is_refused_before_anything_is_deleted(work
 
 def test_a_template_change_is_a_rollout_in_progress_until_every_replica_is_updated(kubeapi, monkeypatch):
     """Kubernetes only: the lab has no rollout controller (it reports none in progress, as tested above)."""
-    from resilience.platforms.kubernetes.target import KubernetesTarget
     from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
 
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_CONTRACT", kubeapi.connection_json(namespace=NAMESPACE))
-    workloads = KubernetesWorkloads(KubernetesTarget("kubernetes_contract", NAMESPACE, DEPLOYMENT, SELECTOR))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", kubeapi.connection_json(namespace=NAMESPACE))
+    workloads = KubernetesWorkloads(kubernetes_target())
     whole(workloads)
     workloads.apps.patch_namespaced_deployment(DEPLOYMENT, NAMESPACE, {"spec": {"template": {"spec": {
         "containers": [{"name": "api", "image": "registry.local/ofm-social-os:1.4.3"}]}}}})

@@ -1,0 +1,40 @@
+"""The two platforms every contract test runs on: the lab's, and a Kubernetes capability against the
+module's loopback API server (its ``kubeapi`` fixture), reached through a Kubernetes Connection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from resilience.platforms.kubernetes.target import KubernetesTarget
+
+PLATFORMS = ["lab", "kubernetes"]
+CONN_ID, NAMESPACE = "kubernetes_contract", "ofm-staging"
+APP_DEPLOYMENT, APP_SELECTOR = "ofm-social-os-api", "app=ofm-social-os"
+
+
+def kubeapi_port(offset: int) -> int:
+    """A port per module's API server (``RESILIENCE_TEST_KUBEAPI_PORT``, default 31500, plus ``offset``)."""
+    return int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + offset
+
+
+def kubernetes_target(**capabilities: Any) -> KubernetesTarget:
+    return KubernetesTarget(CONN_ID, NAMESPACE, APP_DEPLOYMENT, APP_SELECTOR, **capabilities)
+
+
+def capability(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+               build: Callable[[KubernetesTarget], Any], **capabilities: Any) -> Any:
+    """The capability under test on the platform ``request.param`` names: the lab's platform (the session's
+    lab), or ``build`` of a Kubernetes target with ``capabilities`` against the module's ``kubeapi``."""
+    if request.param == "lab":
+        request.getfixturevalue("lab")
+        from resilience.config import load_config
+        from resilience.platforms.base import get_platform
+
+        return get_platform(load_config().environment("lab"))
+    api = request.getfixturevalue("kubeapi")
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", api.connection_json(namespace=NAMESPACE))
+    return build(kubernetes_target(**capabilities))
