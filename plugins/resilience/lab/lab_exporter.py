@@ -140,7 +140,6 @@ class ComponentProbes(Collector):
     """Probe threads plus the collector that reports their latest results."""
 
     def __init__(self, layout: LabLayout, password: str, stop: threading.Event) -> None:
-        self.layout = layout
         self.stop = stop
         self.results: dict[str, object] = {}
         self.probes: dict[str, Callable[[], object]] = {

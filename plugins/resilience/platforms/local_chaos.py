@@ -39,11 +39,13 @@ class LocalChaos:
 
     def delete_replicas(self, names: list[str], grace_period_s: int, force: bool) -> list[ReplicaDeletion]:
         from resilience.lab import control
+        from resilience.lab.state import layout_of
 
-        known = {r.name for r in self.replicas()}
+        state = self._state()
+        known = layout_of(state).replica_names  # the names, without probing every replica's /health
         if unknown := [n for n in names if n not in known]:
             raise ValueError(f"replicas {unknown} are not replicas of the lab's app: {sorted(known)}")
-        ended = control.delete_replicas(self._state(), names, grace_period_s, force)
+        ended = control.delete_replicas(state, names, grace_period_s, force)
         return [ReplicaDeletion(name, str(e["pid"]) if e.get("pid") else None, str(e["outcome"]),
                                 e.get("terminated_in_s"), e.get("exit")) for name, e in ended.items()]
 
