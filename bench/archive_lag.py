@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-from benchlib import isolated_airflow_home, own_lab
+from benchlib import isolated_airflow_home, lab_arguments, own_lab
 
 isolated_airflow_home()
 
@@ -49,9 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=300)
     parser.add_argument("--interval", type=float, default=5)
-    parser.add_argument("--lab-dir")
-    parser.add_argument("--port-base", type=int, default=26720)
-    parser.add_argument("--keep-lab", action="store_true")
+    lab_arguments(parser, 26720)
     args = parser.parse_args()
     import psycopg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -30,6 +31,14 @@ def isolated_airflow_home() -> Path:
 def _lab(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "resilience.cli", "lab", *args], check=True, capture_output=True,
                    timeout=600)
+
+
+def lab_arguments(parser: argparse.ArgumentParser, port_base: int) -> None:
+    """``--lab-dir``, ``--port-base`` (each benchmark its own default, so two can run at once) and
+    ``--keep-lab``: what :func:`own_lab` takes."""
+    parser.add_argument("--lab-dir", help="reuse or keep the lab in this directory (default: a temporary one)")
+    parser.add_argument("--port-base", type=int, default=port_base, help=f"the lab's first port (default {port_base})")
+    parser.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
 
 
 @contextlib.contextmanager

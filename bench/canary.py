@@ -27,7 +27,7 @@ import time
 import urllib.request
 from dataclasses import asdict
 
-from benchlib import isolated_airflow_home, own_lab, quiet_stdout
+from benchlib import isolated_airflow_home, lab_arguments, own_lab, quiet_stdout
 
 isolated_airflow_home()
 
@@ -86,9 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--interval", type=float, default=10.0, help="analysis interval of the healthy ramp (s)")
-    parser.add_argument("--lab-dir")
-    parser.add_argument("--port-base", type=int, default=22320)
-    parser.add_argument("--keep-lab", action="store_true")
+    lab_arguments(parser, 22320)
     args = parser.parse_args()
     with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab, quiet_stdout():
         from resilience.lab import control

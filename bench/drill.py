@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, isolated_airflow_home, own_lab, quiet_stdout
+from benchlib import ROOT, isolated_airflow_home, lab_arguments, own_lab, quiet_stdout
 
 HOME = isolated_airflow_home()
 
@@ -130,9 +130,7 @@ def posix_repository(lab: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
-    parser.add_argument("--lab-dir")
-    parser.add_argument("--port-base", type=int, default=29320)
-    parser.add_argument("--keep-lab", action="store_true")
+    lab_arguments(parser, 29320)
     args = parser.parse_args()
 
     with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import isolated_airflow_home, own_lab, quiet_stdout
+from benchlib import isolated_airflow_home, lab_arguments, own_lab, quiet_stdout
 
 isolated_airflow_home()
 
@@ -103,9 +103,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--modes", default="switchover,crash")
     parser.add_argument("--replication", default="sync,async")
-    parser.add_argument("--lab-dir")
-    parser.add_argument("--port-base", type=int, default=26920)
-    parser.add_argument("--keep-lab", action="store_true")
+    lab_arguments(parser, 26920)
     args = parser.parse_args()
     results: dict[tuple[str, str], Series] = {}
     with quiet_stdout(), own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import own_lab
+from benchlib import lab_arguments, own_lab
 
 FAULTS = ("pod-kill", "redis-unavailable", "s3-5xx", "postgres-failover", "memory-pressure")
 POINTS = ("injecting", "active", "guard", "revert")
@@ -507,8 +507,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=40, help="fault duration (s) of each campaign")
     parser.add_argument("--case-timeout-s", type=float, default=480,
                         help="longest wait after the kill for the run to end (heartbeat timeout 300 s + margin)")
-    parser.add_argument("--lab-dir"), parser.add_argument("--port-base", type=int, default=25600)
-    parser.add_argument("--keep-lab", action="store_true")
+    lab_arguments(parser, 25600)
     parser.add_argument("--airflow-home"), parser.add_argument("--airflow-port", type=int, default=28180)
     parser.add_argument("--keep-airflow", action="store_true")
     parser.add_argument("--results", help="append each case as one JSON line to this file")
