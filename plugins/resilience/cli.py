@@ -193,7 +193,7 @@ def _platform(environment: str):
 def cmd_sandbox_list(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    boxes = _platform(args.environment).list_sandboxes()
+    boxes = _platform(args.environment).sandboxes.list_sandboxes()
     if not boxes:
         print(f"no sandboxes in {args.environment}")
     for box, created in boxes:
@@ -204,10 +204,10 @@ def cmd_sandbox_list(args: argparse.Namespace) -> int:
 
 def cmd_sandbox_drop(args: argparse.Namespace) -> int:
     platform = _platform(args.environment)
-    boxes = {box.name: box for box, _ in platform.list_sandboxes()}
+    boxes = {box.name: box for box, _ in platform.sandboxes.list_sandboxes()}
     if args.name not in boxes:
         raise ValueError(f"sandbox {args.name!r} does not exist in {args.environment} (have: {sorted(boxes)})")
-    platform.drop_sandbox(boxes[args.name])
+    platform.sandboxes.drop_sandbox(boxes[args.name])
     return 0
 
 

@@ -215,7 +215,7 @@ def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
     from resilience.config import load_config
     from resilience.platforms.base import get_platform
 
-    assert get_platform(load_config().environment("lab")).object_store_fault().error_rate == 0.0
+    assert get_platform(load_config().environment("lab")).object_store.object_store_fault().error_rate == 0.0
 
 
 def test_production_is_refused_before_any_fault(campaign_dag, lab, capfd):

@@ -166,7 +166,7 @@ def test_turning_chaos_off_mid_fault_does_not_block_the_revert_teardown(lab, tmp
     run_id = f"kill-switch-{time.time_ns()}"
     platform = get_platform(load_config().environment("lab"))
     entry_id = ledger.record_intent(run_id, "chaos_campaign", "lab", "redis-unavailable", {}, 120)
-    platform.stop_cache()
+    platform.cache.stop_cache()
     ledger.mark_active(entry_id, {})
     config = tmp_path / "environments.yaml"
     doc = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())

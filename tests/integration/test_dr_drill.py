@@ -159,7 +159,7 @@ def test_pitr_shows_the_first_marker_and_not_the_second(drill_dag, lab):
         assert f"{sandbox.name}  created" in listed and sandbox.dsn("postgres") in listed
         subprocess.run([sys.executable, "-m", "resilience.cli", "sandbox", "drop", sandbox.name], check=True)
     finally:
-        get_platform(load_config().environment("lab")).drop_sandbox(sandbox)  # no-op once dropped
+        get_platform(load_config().environment("lab")).sandboxes.drop_sandbox(sandbox)  # no-op once dropped
     assert sandbox.name not in sandboxes(lab)
 
 
@@ -257,7 +257,7 @@ def test_restore_from_the_dr_regions_repository(drill_dag, lab):
             found = sandbox_db.execute("SELECT count(*) FROM accounts WHERE email = %s", (marker,)).fetchone()[0]
         assert found == 1  # written after the backup: replayed from repo2's WAL
     finally:
-        get_platform(load_config().environment("lab")).drop_sandbox(sandbox)
+        get_platform(load_config().environment("lab")).sandboxes.drop_sandbox(sandbox)
 
 
 @pytest.mark.parametrize(

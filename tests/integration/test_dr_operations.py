@@ -306,7 +306,7 @@ def test_emergency_rollback_of_the_database_into_a_new_environment(dags, lab):
         from resilience.platforms.base import get_platform
         from resilience.platforms.types import Sandbox
 
-        get_platform(load_config().environment("lab")).drop_sandbox(Sandbox.from_dict(box))
+        get_platform(load_config().environment("lab")).sandboxes.drop_sandbox(Sandbox.from_dict(box))
 
 
 def test_a_failed_step_leaves_dns_on_a_healthy_region(dags, lab):

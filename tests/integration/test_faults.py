@@ -63,7 +63,7 @@ def test_pod_kill_replaces_the_process(platform):
     new_pid = observed["replicas"][name]  # the lab's supervisor restarts it under its name, with a new process
     assert new_pid != old_pid and alive(int(new_pid))
     assert len(observed["replicas"]) == plan["expected_ready"] and observed["ready_after_s"] >= 0
-    assert {r.name: r.ready for r in platform.replicas()}[name] is True
+    assert {r.name: r.ready for r in platform.workloads.replicas()}[name] is True
     assert fault.revert(platform, plan, info)["replicas"][name] == new_pid  # idempotent
 
 
@@ -102,7 +102,7 @@ def test_postgres_switchover_moves_writes_and_revert_measures_the_runbook_expect
     from resilience.faults.postgres_failover import expectation_failures
     from resilience.lab.state import load_lab_state, with_current_roles
 
-    before = platform.database_roles()
+    before = platform.database.database_roles()
     assert before["primary_up"] and before["replica_streaming"]
     fault, plan, info = cycle(platform, "postgres-failover", {"mode": "switchover"})
     assert info["new_leader"] == plan["candidate"] != plan["old_leader"] == before["primary"]
@@ -139,12 +139,12 @@ def test_a_crash_failover_killed_before_its_inject_returned_is_healed_by_its_rev
     fault = get_fault("postgres-failover")
     plan = fault.plan(platform, {"mode": "crash", "switch_back": True})
     crashed_at = time.time()
-    platform.crash_database_node(plan["old_leader"])  # what inject does, then its process dies
+    platform.database_hosts.crash_database_node(plan["old_leader"])  # what inject does, then its process dies
     # the revert comes at the window's end, after Patroni has promoted the standby
-    wait_new_leader(platform.database_cluster(), plan["old_leader"], crashed_at, timeout_s=45)
+    wait_new_leader(platform.database.database_cluster(), plan["old_leader"], crashed_at, timeout_s=45)
     observed = fault.revert(platform, plan, {})
     assert observed["switched_back"] is True and observed["leader"] == plan["old_leader"], observed
-    roles = platform.database_roles()
+    roles = platform.database.database_roles()
     assert roles["primary"] == plan["old_leader"] and roles["primary_up"] and roles["replica_streaming"], roles
     assert "failover_s" not in observed  # no inject time recorded: not measured, so not judged as passed
     from resilience.faults.postgres_failover import expectation_failures
@@ -220,7 +220,7 @@ def test_s3_5xx_ends_by_itself_at_its_deadline(platform, lab):
     assert info["expires_at"] == plan["deadline_epoch_s"] and not put_ok()
     assert until(put_ok, DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "S3 still failing long after the fault's deadline"
     assert time.time() >= plan["deadline_epoch_s"]
-    assert platform.object_store_fault().expired_at == plan["deadline_epoch_s"]
+    assert platform.object_store.object_store_fault().expired_at == plan["deadline_epoch_s"]
     assert fault.revert(platform, plan, info)["fault"]["error_rate"] == 0.0  # a clean no-op
     assert put_ok()
 
@@ -260,6 +260,6 @@ def test_a_deadline_in_the_past_is_refused_before_any_effect(platform, scenario)
     plan = {**fault.plan(platform, {}), "deadline_epoch_s": time.time() - 5}
     with pytest.raises(ValueError, match=r"plan\.deadline_epoch_s: .* s in the past .*refusing to inject"):
         fault.inject(platform, plan)
-    assert platform.object_store_fault().error_rate == 0.0
-    assert platform.cache_state().alive
+    assert platform.object_store.object_store_fault().error_rate == 0.0
+    assert platform.cache.cache_state().alive
     assert platform.memory_hog_counters("chaos-memory-hog") is None

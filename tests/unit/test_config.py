@@ -13,7 +13,6 @@ from resilience.config import (
     load_config,
     parse_config,
 )
-from resilience.platforms.base import get_platform
 
 
 def test_packaged_file_has_the_runbook_environments():
@@ -56,11 +55,6 @@ def test_bad_config_names_the_field(mutate, message):
 def test_unknown_environment_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"params\.environment: 'qa' is not one of \['dr-sandbox', 'lab', "):
         load_config().environment("qa", "params.environment")
-
-
-def test_kubernetes_platform_is_refused_clearly():
-    with pytest.raises(ValueError, match=r"environments\.staging\.platform: 'kubernetes' is not available"):
-        get_platform(load_config().environment("staging"))
 
 
 def test_lab_slo_source():

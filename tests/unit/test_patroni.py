@@ -115,15 +115,3 @@ def test_a_failover_that_held_its_slos_still_fails_on_a_lost_acknowledged_write(
     assert _with_expectations("pod-kill", held, None) == held  # no runbook checks there yet
     breached = ScenarioVerdict("postgres-failover", "failed", "SLO breached: availability", 4.0)
     assert _with_expectations("postgres-failover", breached, observed) == breached  # the first failure stands
-
-
-def test_a_non_lab_environment_is_refused_naming_what_is_missing_and_what_is_ready() -> None:
-    from resilience.config import load_config
-    from resilience.platforms.base import get_platform
-
-    with pytest.raises(ValueError) as refused:
-        get_platform(load_config().environment("staging"))
-    assert str(refused.value) == (
-        "environments.staging.platform: 'kubernetes' is not available in this release (available: ['local']): "
-        "its workloads, cache, object-store faults and traffic have no implementation yet; configured already: "
-        "database through Patroni (Connection ofm_staging_patroni), 2 pgBackRest repositories")

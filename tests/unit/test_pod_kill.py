@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from resilience.faults.pod_kill import PodKill
@@ -20,7 +22,7 @@ class Replicas:
 
 
 def plan(options: dict, down: tuple[str, ...] = ()) -> dict:
-    return PodKill().plan(Replicas(down), options)
+    return PodKill().plan(SimpleNamespace(workloads=Replicas(down)), options)
 
 
 @pytest.mark.parametrize(("options", "expected"), [
@@ -75,7 +77,7 @@ def test_bad_options_are_refused_before_the_platform_is_asked() -> None:
             raise AssertionError("plan() asked the platform before validating its options")
 
     with pytest.raises(ValueError, match=r"options\.force"):
-        PodKill().plan(Unreachable(), {"force": "no"})
+        PodKill().plan(SimpleNamespace(workloads=Unreachable()), {"force": "no"})
 
 
 @pytest.mark.parametrize(("views", "now", "expected"), [

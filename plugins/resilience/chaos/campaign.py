@@ -14,12 +14,14 @@ from typing import Any
 
 from resilience.chaos.params import CampaignParams, parse_campaign_params
 from resilience.chaos.preflight import PreflightFacts, preflight_checks
+from resilience.chaos.scenarios import load_catalogue
 from resilience.checks import summary
 from resilience.config import Config, Environment, load_config
 from resilience.errors import RefusedError
+from resilience.faults.base import needed_capabilities
 from resilience.ledger import RUN_LOCK
 from resilience.notify import require_connection
-from resilience.platforms.base import ChaosPlatform, get_chaos_platform, get_platform
+from resilience.platforms.base import Platform, get_platform
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,8 @@ class Campaign:
         return self.config.environment(self.params.environment)
 
     @cached_property
-    def platform(self) -> ChaosPlatform:
-        return get_chaos_platform(self.environment)
+    def platform(self) -> Platform:
+        return get_platform(self.environment)
 
     @cached_property
     def record(self):
@@ -70,7 +72,11 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     config = load_config()
     params = parse_campaign_params(raw_params, config)
     environment = config.environment(params.environment)
-    get_platform(environment)
+    platform = get_platform(environment)
+    catalogue = load_catalogue()
+    for scenario in params.scenarios:
+        options = {**catalogue[scenario].options, **params.scenario_options.get(scenario, {})}
+        platform.require(needed_capabilities(scenario, options), f"scenario {scenario}")
     require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
     require_connection(environment.slo_source().prometheus_conn_id,
                        f"environments.{environment.name}.slo.prometheus_conn_id")
@@ -90,13 +96,13 @@ def _firing_alerts(campaign: Campaign) -> tuple[str, ...]:
 
 def gather_facts(campaign: Campaign, lock_holder: tuple[str, str] | None) -> PreflightFacts:
     env = campaign.environment
-    replicas = campaign.platform.replicas()
+    replicas = campaign.platform.workloads.replicas()
     others = [e for e in campaign.ledger.open_entries() if e.run_id != campaign.run_id]
     return PreflightFacts(
         environment=env.name, is_production=env.is_production, chaos_enabled=env.chaos_enabled,
         allow_production=campaign.params.allow_production,
         replicas_ready=sum(1 for r in replicas if r.ready), replicas_total=len(replicas),
-        deployment_in_progress=campaign.platform.rollout_in_progress(),
+        deployment_in_progress=campaign.platform.workloads.rollout_in_progress(),
         firing_alerts=_firing_alerts(campaign), lock_holder=lock_holder,
         open_faults=tuple(f"#{e.id} {e.scenario} ({e.state}, run {e.run_id})" for e in others),
     )

@@ -38,7 +38,7 @@ def _context(run: dict[str, Any], run_id: str) -> tuple[ActivationParams, Region
 def _assess(regions: Regions, params: ActivationParams, now: datetime) -> tuple[decision.DrPath, dict[str, Any]]:
     """Answer the decision tree's questions (Param, or detected for auto) and pick the path."""
     answers: dict[str, Any] = {}
-    health = regions.primary_platform.region_health("primary")
+    health = regions.primary_platform.regions.region_health("primary")
     seen = decision.detect_primary_accessible(health["entry_point_up"], health["healthy_replicas"],
                                               health["replicas"])
     accessible = decision.resolve_answer(params.primary_accessible, seen.answer, "primary_accessible")
@@ -50,7 +50,7 @@ def _assess(regions: Regions, params: ActivationParams, now: datetime) -> tuple[
 
         stanza = regions.environment.pgbackrest_stanza
         # the primary region is lost: judge the backups its loss leaves, those of the DR region's repository
-        info = parse_info(regions.dr_platform.pgbackrest(["info", "--output=json", f"--stanza={stanza}",
+        info = parse_info(regions.dr_platform.backups.pgbackrest(["info", "--output=json", f"--stanza={stanza}",
                                                           *repo_arg(dr_repo(regions.environment))], 60), stanza)
         latest = info.latest
         loss = decision.detect_data_loss_acceptable(latest.stop if latest else None, now,
@@ -150,16 +150,16 @@ def regional_failover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     params, regions = _context(run, run_id)
     platform = regions.primary_platform
     with regions.record.step("regional_failover", "dr_environment") as details:
-        before = platform.database_roles()
+        before = platform.database.database_roles()
         started = time.monotonic()
-        new_primary = platform.failover_database()
+        new_primary = platform.database.failover_database()
         details["failover_s"] = round(time.monotonic() - started, 3)
-        url = platform.region_url("primary")
+        url = platform.regions.region_url("primary")
         details["app_ready_s"] = _wait_http_ok(f"{url}/api/health/database", HEALTH_TIMEOUT_S)
         log.info("Promoted %s (was replica of %s); the app answers through it after %.1f s", new_primary,
                  before.get("primary"), details["app_ready_s"])
-        platform.rebuild_database_replica()
-        details.update(roles_before=before, roles_after=platform.database_roles())
+        platform.database.rebuild_database_replica()
+        details.update(roles_before=before, roles_after=platform.database.database_roles())
         return {"new_primary": new_primary, **details}
 
 
@@ -180,14 +180,14 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: RestoreMethod)
         details["repository"] = source
         regions.record.update(restored_from=source)
         box = open_sandbox(regions.dr_platform, sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
-                           env.dbname, regions.primary_platform.database_endpoints())
+                           env.dbname, regions.primary_platform.backups.database_endpoints())
         regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
         regions.record.update(restored=box.name)
         log.info("Restoring %s into the DR database %s (%s%s) from %s", env.pgbackrest_stanza, box.name, method,
                  f" to {target.isoformat() if target else 'the end of the WAL archive'}"
                  if method == decision.COMPLETE_PITR else "", source["label"])
         started = time.monotonic()
-        size = regions.dr_platform.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
+        size = regions.dr_platform.sandboxes.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
         newest = regions.wait_writable(box, details, WRITABLE_TIMEOUT_S)
         episode = regions.record.dr_episode(env.name)
@@ -239,7 +239,7 @@ def deploy_app(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> di
     params, regions = _context(run, run_id)
     db = restored["database"]
     with regions.record.step("deploy_app", "application") as details:
-        deployed = regions.dr_platform.start_dr_app(regions.dsn(db["host"], db["port"], db["dbname"]),
+        deployed = regions.dr_platform.regions.start_dr_app(regions.dsn(db["host"], db["port"], db["dbname"]),
                                                     params.dr_replicas)
         regions.state.set(params.environment, app_url=deployed["url"])
         details.update(url=deployed["url"], replicas=len(deployed["replicas"]))
@@ -258,7 +258,7 @@ def verify_dr(run: dict[str, Any], run_id: str, deployed: dict[str, Any]) -> dic
         for path in ("/health", "/api/health/database"):
             status, seconds, _ = http_probe(f"{deployed['url']}{path}")
             checks.append(Check(f"GET {path}", status == 200, f"HTTP {status} in {seconds * 1000:.0f} ms"))
-        health = regions.dr_platform.region_health("dr")
+        health = regions.dr_platform.regions.region_health("dr")
         checks.append(Check("replicas ready", health["healthy_replicas"] == params.dr_replicas,
                             f"{health['healthy_replicas']}/{params.dr_replicas} replicas healthy"))
         details["checks"] = [c.to_dict() for c in checks]

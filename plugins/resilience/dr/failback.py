@@ -231,8 +231,8 @@ def decommission_dr(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         regions.state.set(params.environment, dr_active=False)
         raise AirflowSkipException(f"decommission_dr is false: DR app and database {state['database']['name']} kept")
     with regions.record.step("decommission_dr", "cutover") as details:
-        regions.dr_platform.stop_dr_app()
-        regions.dr_platform.drop_sandbox(Sandbox.from_dict(state["database"]))
+        regions.dr_platform.regions.stop_dr_app()
+        regions.dr_platform.sandboxes.drop_sandbox(Sandbox.from_dict(state["database"]))
         regions.state.set(params.environment, dr_active=False, database=None, app_url=None)
         details["dropped"] = state["database"]["name"]
         return details

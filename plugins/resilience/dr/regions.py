@@ -13,11 +13,14 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilience.config import REGIONS, Config, DrSettings, Environment
 from resilience.dr.operation import ControlTables, DnsLog, OperationRecord, RegionState
 from resilience.notify import require_connection
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +42,18 @@ class Regions:
         return self.config.environment(self.dr.dr_environment)
 
     @cached_property
-    def primary_platform(self) -> Any:
+    def primary_platform(self) -> Platform:
         from resilience.platforms.base import get_platform
 
         return get_platform(self.environment)
 
     @cached_property
-    def dr_platform(self) -> Any:
+    def dr_platform(self) -> Platform:
         from resilience.platforms.base import get_platform
 
         return get_platform(self.dr_environment)
 
-    def platform(self, region: str) -> Any:
+    def platform(self, region: str) -> Platform:
         return self.primary_platform if region == "primary" else self.dr_platform
 
     @cached_property
@@ -104,7 +107,7 @@ class Regions:
         return max(REGIONS, key=lambda r: (weights[r], r == "primary"))
 
     def healthy(self, region: str) -> tuple[bool, dict[str, Any]]:
-        health = self.platform(region).region_health(region)
+        health = self.platform(region).regions.region_health(region)
         return bool(health["entry_point_up"] and health["healthy_replicas"] > 0), health
 
     # -- the database credentials (the restored DR database has the primary's roles) -------------
@@ -156,7 +159,7 @@ class Regions:
 
     def primary_conn(self) -> Any:
         """The primary region's writable database as its platform knows it now (it follows a failover)."""
-        endpoint = self.primary_platform.database_endpoints()[0]
+        endpoint = self.primary_platform.backups.database_endpoints()[0]
         return self.connect(endpoint.host, endpoint.port, self.environment.dbname)
 
 

@@ -23,7 +23,7 @@ def create_sandbox(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     drill = Drill.from_xcom(params, run_id)
     with drill.record.phase("create_sandbox") as details:
         source_platform = get_platform(drill.source)
-        sources = source_platform.database_endpoints()
+        sources = source_platform.backups.database_endpoints()
         name = sandbox_name("drill", run_id, datetime.now(UTC))
         sandbox = open_sandbox(drill.platform, name, drill.source.dbname, sources)
         details.update(sandbox.to_dict())
@@ -49,7 +49,7 @@ def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dic
         log.info("Restoring %s into sandbox %s (%s) from %s", request.stanza, box.name, request.describe(),
                  repo.label if repo else "repo1")
         started = time.monotonic()
-        size = drill.platform.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
+        size = drill.platform.sandboxes.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
         details["restore_s"] = round(time.monotonic() - started, 3)
         details["restored_bytes"] = size
         details["restore_mb_per_s"] = round(size / 1e6 / max(details["restore_s"], 1e-6), 1)
@@ -98,8 +98,8 @@ def cleanup_sandbox(params: dict[str, Any] | None, run_id: str, sandbox: dict[st
         drill.record.skip_phase("cleanup_sandbox", reason)
         raise AirflowSkipException(reason)
     if drill is None:  # the drill never opened its record: nothing to report the cleanup to
-        get_platform(load_config().environment(box.environment)).drop_sandbox(box)
+        get_platform(load_config().environment(box.environment)).sandboxes.drop_sandbox(box)
         return
     with drill.record.phase("cleanup_sandbox") as details:  # a required step: a sandbox left behind fails the drill
-        get_platform(load_config().environment(box.environment)).drop_sandbox(box)
+        get_platform(load_config().environment(box.environment)).sandboxes.drop_sandbox(box)
         details["dropped"] = box.name

@@ -38,7 +38,7 @@ def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     regions.validate()
     plan: dict[str, Any] = {}
     if params.application:
-        release = regions.platform(params.app_region).app_release(params.app_region)
+        release = regions.platform(params.app_region).releases.app_release(params.app_region)
         if not release.get("previous"):
             raise RefusedError(f"params.application: the {params.app_region} region has no previous release to roll "
                                f"back to (current {release.get('current')})")
@@ -61,7 +61,8 @@ def _check_backups_cover(regions: Regions, target: datetime | None) -> dict[str,
 
     assert target is not None
     stanza = regions.environment.pgbackrest_stanza
-    info = parse_info(regions.primary_platform.pgbackrest(["info", "--output=json", f"--stanza={stanza}"], 60), stanza)
+    backups = regions.primary_platform.backups
+    info = parse_info(backups.pgbackrest(["info", "--output=json", f"--stanza={stanza}"], 60), stanza)
     usable = [b for b in info.backups if b.stop <= target]
     if not usable:
         oldest = info.backups[0].stop.isoformat() if info.backups else "none"
@@ -92,7 +93,7 @@ def rollback_application(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         raise AirflowSkipException("application rollback not selected")
     with regions.record.step("rollback_application", "application") as details:
         started = time.monotonic()
-        release = regions.platform(params.app_region).rollback_app(params.app_region)
+        release = regions.platform(params.app_region).releases.rollback_app(params.app_region)
         details.update(region=params.app_region, release=release.get("current"),
                        rolled_back_from=run["plan"]["application"]["from"],
                        seconds=round(time.monotonic() - started, 2))
@@ -116,11 +117,11 @@ def rollback_database(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     platform = regions.primary_platform
     with regions.record.step("rollback_database", "database") as details:
         name = f"rollback-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-        box = open_sandbox(platform, name, env.dbname, platform.database_endpoints())
+        box = open_sandbox(platform, name, env.dbname, platform.backups.database_endpoints())
         log.info("Point-in-time recovery of %s to %s into new environment %s", env.pgbackrest_stanza,
                  params.pitr_target.isoformat(), name)
         started = time.monotonic()
-        platform.restore_sandbox(box, RestoreRequest(env.pgbackrest_stanza, "pitr", params.pitr_target),
+        platform.sandboxes.restore_sandbox(box, RestoreRequest(env.pgbackrest_stanza, "pitr", params.pitr_target),
                                  timeout_s=3600)
         newest = regions.wait_writable(box)
         user, _ = regions.credentials

@@ -55,8 +55,8 @@ def sandbox_conflicts(candidate: DatabaseEndpoint, sources: list[DatabaseEndpoin
 def open_sandbox(platform: Platform, name: str, dbname: str, sources: list[DatabaseEndpoint]) -> Sandbox:
     """A new empty sandbox on ``platform`` that is provably none of ``sources``: planned, checked, then
     created. Raises RefusedError naming every conflict before anything is created."""
-    planned = platform.plan_sandbox(name, dbname)
+    planned = platform.sandboxes.plan_sandbox(name, dbname)
     problems = sandbox_conflicts(planned.endpoint(), sources)
     if problems:
         raise RefusedError(f"sandbox {name} refused: " + "; ".join(problems))
-    return platform.create_sandbox(planned)
+    return platform.sandboxes.create_sandbox(planned)

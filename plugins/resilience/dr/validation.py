@@ -10,10 +10,13 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilience.checks import Check
 from resilience.dr.regions import Regions, http_probe
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ def checklist(regions: Regions, region: str, database: dict[str, Any] | None, ex
               recovery_point: str | None) -> list[Check]:
     """All pods healthy, database with the expected data, API < 2 s, auth, uploads, webhooks, monitoring."""
     platform = regions.platform(region)
-    url = platform.region_url(region)
+    url = platform.regions.region_url(region)
     checks = [_replicas(platform, region, expected_replicas), _database(regions, database, recovery_point),
               _dns_serves(regions, region)]
     status, seconds, _ = http_probe(f"{url}/api/posts?limit=20")
@@ -42,8 +45,8 @@ def checklist(regions: Regions, region: str, database: dict[str, Any] | None, ex
     return checks
 
 
-def _replicas(platform: Any, region: str, expected: int | None) -> Check:
-    health = platform.region_health(region)
+def _replicas(platform: Platform, region: str, expected: int | None) -> Check:
+    health = platform.regions.region_health(region)
     wanted = expected or health["replicas"]
     return Check("all app replicas healthy", health["healthy_replicas"] >= wanted > 0,
                  f"{health['healthy_replicas']}/{wanted} replicas healthy, entry point "

@@ -48,8 +48,8 @@ def _newest_wal_at(drill: Drill, repo: BackupRepo | None, stanza: str, info: pgb
     path = pgbackrest.wal_listing_path(stanza, info)
     if path is not None and info.archive_max:
         try:
-            listing = drill.platform.pgbackrest([f"--stanza={stanza}", *repo_arg(repo), "repo-ls", "--output=json",
-                                                 path], timeout_s=INFO_TIMEOUT_S)
+            listing = drill.platform.backups.pgbackrest(
+                [f"--stanza={stanza}", *repo_arg(repo), "repo-ls", "--output=json", path], timeout_s=INFO_TIMEOUT_S)
             found = pgbackrest.newest_wal_time(listing, info.archive_max)
             if found is not None:
                 return found
@@ -66,7 +66,7 @@ def _verify_one(drill: Drill, repo: BackupRepo | None, stanza: str, archiver: pg
     name = _name(repo)
     details: dict[str, Any] = repo.to_dict() if repo else {"name": name}
     try:
-        info = pgbackrest.parse_info(drill.platform.pgbackrest(
+        info = pgbackrest.parse_info(drill.platform.backups.pgbackrest(
             ["info", "--output=json", f"--stanza={stanza}", *repo_arg(repo)], timeout_s=INFO_TIMEOUT_S), stanza)
     except Exception as exc:
         check = Check(f"{name}: reachable, stanza readable", False, f"{type(exc).__name__}: {exc}")
@@ -143,7 +143,7 @@ def _pitr_window_checks(target: datetime, info: pgbackrest.StanzaInfo, newest_wa
 def _verify_repository(drill: Drill, repo: BackupRepo | None, stanza: str) -> Check:
     started = time.monotonic()
     try:
-        output = drill.platform.pgbackrest(["verify", f"--stanza={stanza}", *repo_arg(repo),
+        output = drill.platform.backups.pgbackrest(["verify", f"--stanza={stanza}", *repo_arg(repo),
                                             "--log-level-console=info"], timeout_s=RESTORE_TIMEOUT_S)
     except Exception as exc:
         return Check("pgbackrest verify", False, str(exc))

@@ -23,7 +23,7 @@ def check_integrity(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]
     box = Sandbox.from_dict(sandbox)
     with drill.record.phase("integrity") as details:
         user, password = drill.source_credentials
-        clean, amcheck_summary = drill.platform.amcheck(box, user, password, timeout_s=RESTORE_TIMEOUT_S)
+        clean, amcheck_summary = drill.platform.sandboxes.amcheck(box, user, password, timeout_s=RESTORE_TIMEOUT_S)
         checks = [Check("pg_amcheck (heap and B-tree indexes)", clean, amcheck_summary)]
         with drill.sandbox_conn(box) as conn:
             checks += integrity.run_sql_checks(conn)
@@ -72,7 +72,7 @@ def check_app(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> d
 
         dsn = make_conninfo(host=box.host, port=box.port, dbname=box.dbname, user=user, password=password or "",
                             connect_timeout=2)
-        url = drill.platform.start_app(box, dsn)
+        url = drill.platform.sandboxes.start_app(box, dsn)
         details["app_url"] = url
         checks = [_http_check(url, path) for path in ("/health", "/api/health/database")]
         for check in checks:

@@ -8,8 +8,12 @@ triggerer, ``chaos_abort``) can revert from the ledger row alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import import_module
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Capability, Platform
 
 # scenario -> "module:Class"; imported only when used (DAG files list the names, not the code)
 SCENARIOS: dict[str, str] = {
@@ -21,16 +25,34 @@ SCENARIOS: dict[str, str] = {
 }
 
 
+# scenario -> what it needs from the platform, checked when the run starts (before any side effect)
+_CAPABILITIES: dict[str, tuple[Capability, ...]] = {
+    "pod-kill": ("workloads",),
+    "redis-unavailable": ("cache",),
+    "s3-5xx": ("object_store",),
+    "postgres-failover": ("database", "write_probe"),  # its verdict counts acknowledged writes lost
+    "memory-pressure": ("memory", "workloads"),  # app replicas' restarts prove only the hog was killed
+}
+
+
+def needed_capabilities(scenario: str, options: Mapping[str, Any]) -> tuple[Capability, ...]:
+    """What ``scenario`` run with ``options`` needs from the platform."""
+    needed = _CAPABILITIES[scenario]
+    if scenario == "postgres-failover" and options.get("mode") == "crash":
+        needed += ("database_hosts",)  # the crash variant loses a host: only where the platform can
+    return needed
+
+
 class Fault(Protocol):
     scenario: ClassVar[str]
 
-    def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         """Validate ``options`` against the platform and decide the targets; no side effect."""
 
-    def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         """Cause the fault; return what revert needs to know about what was done."""
 
-    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+    def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         """Undo the fault and wait until the system is whole again; safe to call twice.
 
         Returns what was observed while undoing it (new PIDs, OOM counters), kept in the ledger."""

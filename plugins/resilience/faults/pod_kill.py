@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +37,14 @@ def termination_options(options: dict[str, Any]) -> tuple[int, bool]:
 class PodKill:
     scenario: ClassVar[str] = "pod-kill"
 
-    def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         """Pick ``count`` replicas (or ``percent`` of them, at least one) among the healthy ones, and how
         they are deleted (``grace_period_s``, ``force``). Options are checked before the platform is asked."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise ValueError(f"options: {unknown} not allowed for pod-kill (allowed: {list(OPTIONS)})")
         grace_period_s, force = termination_options(options)
-        healthy = sorted(r.name for r in platform.replicas() if r.ready)
+        healthy = sorted(r.name for r in platform.workloads.replicas() if r.ready)
         if not healthy:
             raise ValueError("pod-kill: no healthy replica to kill")
         if "percent" in options:
@@ -56,7 +59,7 @@ class PodKill:
         return {"replicas": healthy[:count], "grace_period_s": 0 if force else grace_period_s, "force": force,
                 "restart_timeout_s": RESTART_TIMEOUT_S, "expected_ready": len(healthy)}
 
-    def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         """Delete the replicas and wait until they are gone; report how each one ended."""
         force = bool(plan.get("force", True))  # a plan from before graceful deletion existed was a SIGKILL
         grace_period_s = int(plan.get("grace_period_s", 0))
@@ -67,20 +70,20 @@ class PodKill:
         else:
             log.info("Injecting pod-kill (graceful): deleting %s; each leaves the load balancer, drains on SIGTERM "
                      "and is SIGKILLed if still running after %d s", ", ".join(plan["replicas"]), grace_period_s)
-        ended = platform.delete_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
+        ended = platform.workloads.delete_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
         log.info("pod-kill (%s) done: %s", variant, "; ".join(
             f"{e.name} ({e.instance}) {e.outcome}" + (f" in {e.terminated_in_s:.2f} s" if not force and
                                                      e.terminated_in_s is not None else "") for e in ended))
         return {"variant": variant, "grace_period_s": grace_period_s,
                 "killed": {e.name: e.instance for e in ended}, "ended": {e.name: e.to_dict() for e in ended}}
 
-    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+    def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         """Nothing to undo by hand: wait until the workload is back to the ready count it had, with new
         replicas in place of the deleted ones (their instances, when the inject recorded them, never count)."""
         killed = revert_info.get("killed") or {}
         gone = {str(instance) for instance in killed.values() if instance}
         expected = int(plan.get("expected_ready") or len(plan["replicas"]))  # plans written before it: a floor
-        ready = platform.wait_ready(expected, gone, timeout_s=plan["restart_timeout_s"])
+        ready = platform.workloads.wait_ready(expected, gone, timeout_s=plan["restart_timeout_s"])
         log.info("pod-kill reverted: %d replica(s) ready %.1f s after the wait began", len(ready.replicas),
                  ready.seconds)
         return {"ready_after_s": ready.seconds, "replicas": ready.instances()}

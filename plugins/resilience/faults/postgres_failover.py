@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +67,20 @@ def expectation_failures(observed: dict[str, Any]) -> list[str]:
     return failures
 
 
-def _writes_after(platform: Any, since_epoch_s: float, wait_s: float = RECONNECT_WAIT_S) -> int:
+def _down_nodes_starter(platform: Platform) -> Callable[[], list[str]]:
+    """Starts the database nodes that are down where the platform can (the lab); elsewhere Patroni's own
+    restarts bring them back and ``heal`` reinitialises a member that does not rejoin."""
+    if platform.missing(["database_hosts"]):
+        return lambda: []
+    return platform.database_hosts.start_database_nodes
+
+
+def _writes_after(platform: Platform, since_epoch_s: float, wait_s: float = RECONNECT_WAIT_S) -> int:
     """Writes acknowledged since ``since_epoch_s``, waiting up to ``wait_s`` for the first one (clients
     reconnect with a backoff)."""
     deadline = time.monotonic() + wait_s
     while True:
-        count = platform.acknowledged_writes(since_epoch_s)
+        count = platform.write_probe.acknowledged_writes(since_epoch_s)
         if count or time.monotonic() >= deadline:
             return int(count)
         time.sleep(0.5)
@@ -88,38 +100,38 @@ class PostgresFailover:
     expectation_failures = staticmethod(expectation_failures)
     expectation_summary = staticmethod(expectation_summary)
 
-    def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         from resilience.ha_database import DatabaseHAError, require_failover_ready
 
         mode, switch_back = validate_options(options)
-        client = platform.database_cluster()
+        client = platform.database.database_cluster()
         topology, synchronous = client.topology(), client.synchronous_mode()
         try:
             leader, candidate = require_failover_ready(topology, synchronous)
         except DatabaseHAError as exc:
             raise ValueError(f"postgres-failover: {exc}") from None
         return {"mode": mode, "switch_back": switch_back, "old_leader": leader, "candidate": candidate,
-                "synchronous_mode": synchronous, "replicas": platform.database_replicas_expected(),
+                "synchronous_mode": synchronous, "replicas": platform.database.database_replicas_expected(),
                 "topology": topology.to_dict()}
 
-    def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         from resilience.ha_database import switchover
 
         started = time.time()
         if plan["mode"] == "crash":
-            killed = platform.crash_database_node(plan["old_leader"])
+            killed = platform.database_hosts.crash_database_node(plan["old_leader"])
             return {"mode": "crash", "changed_at": started, "crashed": plan["old_leader"], "killed": killed}
-        timing = switchover(platform.database_cluster(), SWITCHOVER_TIMEOUT_S)
+        timing = switchover(platform.database.database_cluster(), SWITCHOVER_TIMEOUT_S)
         return {"mode": "switchover", "changed_at": started, "new_leader": timing.new_leader,
                 "failover_s": timing.writable_after_s}
 
-    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+    def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         """Idempotent: a healthy cluster (either node leading) needs nothing but the measurements."""
         from resilience.ha_database import heal
 
-        client = platform.database_cluster()
+        client = platform.database.database_cluster()
         replicas, sync = int(plan.get("replicas", 1)), bool(plan.get("synchronous_mode"))
-        topology = heal(client, platform.start_database_nodes, replicas, HEAL_TIMEOUT_S, sync_standby=sync)
+        topology = heal(client, _down_nodes_starter(platform), replicas, HEAL_TIMEOUT_S, sync_standby=sync)
         changed_at = revert_info.get("changed_at")
         observed: dict[str, Any] = {"mode": plan.get("mode"), "synchronous_mode": plan.get("synchronous_mode"),
                                     "leader": topology.leader.name if topology.leader else None,
@@ -134,7 +146,8 @@ class PostgresFailover:
         return observed
 
     @staticmethod
-    def _switch_back(platform: Any, client: Any, plan: dict[str, Any], replicas: int, sync: bool) -> dict[str, Any]:
+    def _switch_back(platform: Platform, client: Any, plan: dict[str, Any], replicas: int,
+                     sync: bool) -> dict[str, Any]:
         """Hand the role back to the original leader. The fault is reverted already (the cluster is whole):
         a refused switch-back is reported, not raised, so the revert is not retried for it."""
         from resilience.ha_database import heal
@@ -148,13 +161,13 @@ class PostgresFailover:
             log.warning("Switch-back refused: %s", exc)
             return {"switched_back": False, "switch_back_error": str(exc)}
         back = client.wait_writable_leader(SWITCHOVER_TIMEOUT_S, not_named=topology.leader.name)
-        topology = heal(client, platform.start_database_nodes, replicas, HEAL_TIMEOUT_S, sync_standby=sync)
+        topology = heal(client, _down_nodes_starter(platform), replicas, HEAL_TIMEOUT_S, sync_standby=sync)
         leader = topology.leader.name if topology.leader else None
         return {"switched_back": back is not None and leader == plan["old_leader"], "leader": leader,
                 "topology": topology.to_dict()}
 
     @staticmethod
-    def _measure(platform: Any, client: Any, plan: dict[str, Any], revert_info: dict[str, Any],
+    def _measure(platform: Platform, client: Any, plan: dict[str, Any], revert_info: dict[str, Any],
                  changed_at: float) -> dict[str, Any]:
         """Failover time (switchover: measured by inject; crash: Patroni's timeline switch after the kill)
         and the acknowledged writes lost around the change."""
@@ -166,7 +179,7 @@ class PostgresFailover:
             promoted_at = recorded_promotion(client, changed_at)
             if promoted_at is not None:
                 failover_s = round(max(0.0, promoted_at - changed_at), 3)
-        writes = platform.acknowledged_writes_lost(changed_at - LOSS_WINDOW_BEFORE_S)
+        writes = platform.write_probe.acknowledged_writes_lost(changed_at - LOSS_WINDOW_BEFORE_S)
         if writes is not None and promoted_at is not None:
             writes = {**writes, "after_failover": _writes_after(platform, promoted_at)}
         log.info("postgres-failover (%s): new writable leader after %s s; acknowledged writes %s",

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from resilience.faults.deadline import plan_deadline
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -21,24 +24,24 @@ log = logging.getLogger(__name__)
 class RedisUnavailable:
     scenario: ClassVar[str] = "redis-unavailable"
 
-    def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         if options:
             raise ValueError(f"options: redis-unavailable takes none, got {sorted(options)}")
-        state = platform.cache_state()
+        state = platform.cache.cache_state()
         if not state.alive:
             raise ValueError("redis-unavailable: the cache is already down; refusing to start from a broken state")
         return {"replicas": state.replicas}
 
-    def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         deadline = plan_deadline(plan, time.time())
         if deadline is None:
             log.warning("redis-unavailable: the plan has no deadline_epoch_s: the cache stays down until reverted")
-        before = platform.stop_cache(deadline)
+        before = platform.cache.stop_cache(deadline)
         return {"restarts_by_itself_at": deadline, "replicas_before": before.replicas}
 
-    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+    def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         """Back to the replica count recorded before the stop (the inject's, else the plan's; a plan from
         before the count was recorded had the lab's one server)."""
         replicas = int(revert_info.get("replicas_before") or plan.get("replicas") or 1)
-        state = platform.start_cache(replicas)
+        state = platform.cache.start_cache(replicas)
         return {"cache_alive": state.alive, "replicas": state.replicas}

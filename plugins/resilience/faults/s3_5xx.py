@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from resilience.faults.deadline import plan_deadline
 from resilience.faults.experiment import experiment_of
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,7 @@ log = logging.getLogger(__name__)
 class S35xx:
     scenario: ClassVar[str] = "s3-5xx"
 
-    def plan(self, platform: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         rate, status = options.get("error_rate", 0.3), options.get("status", 503)
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
             raise ValueError(f"options.error_rate: {rate!r} must be > 0 and <= 1")
@@ -27,16 +30,16 @@ class S35xx:
             raise ValueError(f"options.status: {status!r} must be an HTTP status in 500..599")
         return {"error_rate": float(rate), "status": status}
 
-    def inject(self, platform: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         from resilience.platforms.types import ObjectStoreFault
 
         deadline = plan_deadline(plan, time.time())
-        before = platform.object_store_fault()
+        before = platform.object_store.object_store_fault()
         if deadline is None:
             log.warning("s3-5xx: the plan has no deadline_epoch_s: this fault has no expiry of its own")
-        served = platform.fail_object_store(ObjectStoreFault(plan["error_rate"], plan["status"], deadline,
+        served = platform.object_store.fail_object_store(ObjectStoreFault(plan["error_rate"], plan["status"], deadline,
                                                              experiment_of(plan)))
         return {"previous_error_rate": before.error_rate, "expires_at": deadline, "served": served.to_dict()}
 
-    def revert(self, platform: Any, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
-        return {"fault": platform.clear_object_store_fault(experiment_of(plan)).to_dict()}
+    def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
+        return {"fault": platform.object_store.clear_object_store_fault(experiment_of(plan)).to_dict()}

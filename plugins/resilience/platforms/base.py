@@ -1,18 +1,27 @@
-"""What an environment runs on: one interface, one implementation per kind of platform.
+"""What an environment runs on: one typed interface per capability, composed per environment.
 
-The DAGs and the DR/chaos logic speak only to this interface; ``local`` drives the lab on
-this machine, ``kubernetes`` (Kubernetes + AWS hooks) a real cluster.
+The DAGs and the DR/chaos logic speak only to these interfaces, through :class:`Platform`: the lab
+(``local``) provides every capability; a ``kubernetes`` environment composes the Kubernetes API (its
+workloads, cache, mesh faults, memory hogs, releases), Patroni (its database), Route53 (traffic) and
+pgBackRest (backups) from the sections ``environments.yaml`` gives it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args
 
 from resilience.config import Environment
+from resilience.errors import RefusedError
 from resilience.platforms.types import (
+    AppRelease,
     CacheState,
     DatabaseEndpoint,
+    DrApp,
+    MemoryHog,
     ObjectStoreFault,
+    RegionHealth,
     Replica,
     ReplicaDeletion,
     RestoreRequest,
@@ -22,13 +31,10 @@ from resilience.platforms.types import (
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
-    from resilience.platforms.local import LocalPlatform
 
 
-class Platform(Protocol):
-    """The operations the DAGs need from an environment's platform."""
-
-    environment: Environment
+class Backups(Protocol):
+    """The database's pgBackRest repositories, and the servers a restore must never overwrite."""
 
     def database_endpoints(self) -> list[DatabaseEndpoint]:
         """Every server of the environment's database (primary first): what a sandbox must never be."""
@@ -36,6 +42,10 @@ class Platform(Protocol):
     def pgbackrest(self, args: list[str], timeout_s: float) -> str:
         """Run pgBackRest against the environment's repositories (``--repo=N`` in ``args`` picks one);
         return stdout, raise on failure."""
+
+
+class Sandboxes(Protocol):
+    """Throw-away databases (and apps) restored from backups, owned by one run."""
 
     def plan_sandbox(self, name: str, dbname: str) -> Sandbox:
         """Where a new sandbox ``name`` would live (host, port, data directory), creating nothing: the
@@ -62,8 +72,8 @@ class Platform(Protocol):
         """Stop and delete everything the sandbox holds; idempotent."""
 
 
-class ChaosPlatform(Protocol):
-    """What the fault modules need from a platform (the lab's supervisor, Redis, S3 proxy, ...)."""
+class Workloads(Protocol):
+    """The app's replicas (pods, or the lab's processes) and its rollouts: pod-kill and preflight."""
 
     def replicas(self) -> list[Replica]:
         """The app's replicas (pods / lab processes), ready or not."""
@@ -80,6 +90,10 @@ class ChaosPlatform(Protocol):
     def rollout_in_progress(self) -> str | None:
         """What is being rolled out right now, or None."""
 
+
+class Cache(Protocol):
+    """The app's cache (Redis): redis-unavailable."""
+
     def cache_state(self) -> CacheState:
         """The cache's replicas, wanted and answering, now."""
 
@@ -91,6 +105,10 @@ class ChaosPlatform(Protocol):
     def start_cache(self, replicas: int) -> CacheState:
         """Run exactly ``replicas`` replicas of the cache again and wait until all answer; idempotent."""
 
+
+class ObjectStore(Protocol):
+    """Faults on the app's calls to its object store (S3): s3-5xx."""
+
     def object_store_fault(self) -> ObjectStoreFault:
         """The fault the object store serves now (error rate 0: none; none past its expiry)."""
 
@@ -101,24 +119,15 @@ class ChaosPlatform(Protocol):
     def clear_object_store_fault(self, experiment: str | None) -> ObjectStoreFault:
         """Remove experiment ``experiment``'s fault (None: every fault this product set); idempotent."""
 
+
+class Database(Protocol):
+    """The app's highly available database, through Patroni's REST API: postgres-failover, DR failover."""
+
     def database_cluster(self) -> PatroniClient:
         """The database's Patroni REST API (topology, switchover, failover, reinitialize)."""
 
-    def crash_database_node(self, member: str) -> dict[str, int | None]:
-        """Lose the member's host (its Patroni and PostgreSQL die at once); returns what was killed."""
-
-    def start_database_nodes(self) -> list[str]:
-        """Start the database nodes that are down (they rejoin as replicas); returns their names."""
-
     def database_replicas_expected(self) -> int:
         """How many replicas stream from the leader when the cluster is whole."""
-
-    def acknowledged_writes(self, since_epoch_s: float) -> int:
-        """How many writes a client was told were committed since ``since_epoch_s``."""
-
-    def acknowledged_writes_lost(self, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
-        """``{"acknowledged", "lost"}``: writes a client was told were committed in the window, and how
-        many of them the database no longer has."""
 
     def database_roles(self) -> dict[str, Any]:
         """``{"primary", "replica", "primary_up", "replica_streaming"}`` (member names), from Patroni."""
@@ -129,65 +138,184 @@ class ChaosPlatform(Protocol):
     def rebuild_database_replica(self) -> None:
         """Back to a writable leader with every replica streaming."""
 
-    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int,
-                         deadline_epoch_s: float | None = None) -> dict[str, Any]:
-        """Start the hog; with a deadline (UTC epoch s) it ends by itself then."""
+
+class DatabaseHosts(Protocol):
+    """The database's hosts themselves: postgres-failover's crash variant loses one."""
+
+    def crash_database_node(self, member: str) -> dict[str, int | None]:
+        """Lose the member's host (its Patroni and PostgreSQL die at once); returns what was killed."""
+
+    def start_database_nodes(self) -> list[str]:
+        """Start the database nodes that are down (they rejoin as replicas); returns their names."""
+
+
+class WriteProbe(Protocol):
+    """A client that writes steadily and remembers what it was told was committed: lost writes are counted."""
+
+    def acknowledged_writes(self, since_epoch_s: float) -> int:
+        """How many writes a client was told were committed since ``since_epoch_s``."""
+
+    def acknowledged_writes_lost(self, since_epoch_s: float, until_epoch_s: float | None = None) -> dict[str, int]:
+        """``{"acknowledged", "lost"}``: writes a client was told were committed in the window, and how
+        many of them the database no longer has."""
+
+
+class MemoryPressure(Protocol):
+    """A memory hog next to the app, in its own memory limit (the lab: a cgroup; Kubernetes: a stress pod's
+    container limit), so the OOM killer acts on it alone: memory-pressure."""
+
+    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int, deadline_epoch_s: float | None = None,
+                         experiment: str | None = None) -> MemoryHog:
+        """Start a hog of ``hog_mb`` MiB limited to ``limit_mb`` MiB, labelled with ``experiment`` (its ledger
+        entry); idempotent by name (a running hog of that name is returned as it is). With a deadline (UTC epoch
+        s) it ends by itself then: the dead-man switch."""
 
     def stop_memory_hog(self, name: str) -> None:
         """Kill the hog and remove what holds it, found by ``name`` alone (idempotent)."""
 
-    def memory_hog_counters(self, name: str) -> dict[str, Any] | None:
-        """The hog's cgroup counters (``oom_kill``, ``failcnt``), None when it is gone."""
+    def memory_hog(self, name: str) -> MemoryHog | None:
+        """The hog now (running or ended, its OOM kills), None when nothing of it is left."""
 
 
-class RegionPlatform(Protocol):
-    """What the DR DAGs need from a platform hosting a region (``primary`` or ``dr``)."""
+class Regions(Protocol):
+    """The environment's regions (``primary``, ``dr``): their health, entry points and the DR app. The lab is
+    both regions; a Kubernetes environment is one region (a DR environment is region ``dr``)."""
 
-    def region_health(self, region: str) -> dict[str, Any]:
-        """``{"entry_point_up", "healthy_replicas", "replicas"}`` measured now."""
+    def region_health(self, region: str) -> RegionHealth:
+        """The region's entry point and app replicas, measured now."""
 
     def region_url(self, region: str) -> str:
-        """The region's entry point (its DNS answer plus the service port)."""
+        """The region's entry point (its DNS answer plus the service port; on Kubernetes ``kubernetes.app.url``)."""
 
-    def start_dr_app(self, dsn: str, replicas: int) -> dict[str, Any]:
-        """Deploy the app in the DR region against ``dsn``; ``{"url", "replicas"}`` once healthy."""
+    def start_dr_app(self, dsn: str, replicas: int) -> DrApp:
+        """Run ``replicas`` replicas of the app in the DR region against ``dsn`` and wait until every one is
+        healthy; idempotent."""
 
-    def stop_dr_app(self) -> None: ...
+    def stop_dr_app(self) -> None:
+        """Stop the DR region's app (scale it to zero); idempotent."""
 
-    def app_release(self, region: str) -> dict[str, Any]:
-        """``{"current", "previous", "history"}`` of the region's app releases."""
 
-    def rollback_app(self, region: str) -> dict[str, Any]:
-        """Roll the region's app back to its previous release; returns :meth:`app_release`."""
+class Releases(Protocol):
+    """The app's releases per region: the emergency rollback."""
+
+    def app_release(self, region: str) -> AppRelease:
+        """The region's current and previous revisions, and its history."""
+
+    def rollback_app(self, region: str) -> AppRelease:
+        """Roll the region's app back to its previous revision and wait until every replica runs it; returns
+        :meth:`app_release`. A region whose current revision is already a rollback only has that rollback
+        finished (a retried task never goes one release further back); RefusedError when
+        ``rollback_blocker`` is set."""
+
+
+Capability = Literal["workloads", "cache", "object_store", "memory", "database", "database_hosts", "write_probe",
+                     "backups", "sandboxes", "regions", "releases"]
+CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
+
+
+class MissingCapabilityError(RefusedError):
+    """The environment does not configure what a run needs; raised at its start, before any side effect."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """What provides a capability (for reports and plans), and how to build it: on first use, so a run
+    builds only the clients its steps need."""
+
+    name: str
+    build: Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An environment's platform: one implementation per capability, composed by :func:`get_platform` from
+    what ``environments.yaml`` configures (the lab provides them all; a Kubernetes environment may take its
+    database from Patroni and its traffic from Route53). A capability it lacks raises
+    :class:`MissingCapabilityError` naming it and the setting that would provide it."""
+
+    environment: Environment
+    provided: Mapping[Capability, Provider]
+    how_to_configure: Mapping[Capability, str] = field(default_factory=dict)
+    _built: dict[Capability, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def missing(self, needed: Iterable[Capability]) -> list[Capability]:
+        return [c for c in needed if c not in self.provided]
+
+    def require(self, needed: Iterable[Capability], purpose: str) -> None:
+        """Refuse at a run's start when a capability ``purpose`` needs is not configured."""
+        if missing := self.missing(needed):
+            raise MissingCapabilityError(
+                f"environments.{self.environment.name}: {purpose} needs "
+                + "; ".join(f"capability {c!r}, which this environment does not provide"
+                            + (f" ({self.how_to_configure[c]})" if c in self.how_to_configure else "")
+                            for c in missing))
+
+    def describe(self) -> dict[str, str]:
+        """Capability -> what provides it (reports, plans)."""
+        return {c: provider.name for c, provider in self.provided.items()}
+
+    def _get(self, capability: Capability) -> object:
+        if capability not in self._built:
+            self.require([capability], f"this step ({capability})")
+            self._built[capability] = self.provided[capability].build()
+        return self._built[capability]
+
+    @property
+    def workloads(self) -> Workloads:
+        return cast(Workloads, self._get("workloads"))
+
+    @property
+    def cache(self) -> Cache:
+        return cast(Cache, self._get("cache"))
+
+    @property
+    def object_store(self) -> ObjectStore:
+        return cast(ObjectStore, self._get("object_store"))
+
+    @property
+    def memory(self) -> MemoryPressure:
+        return cast(MemoryPressure, self._get("memory"))
+
+    @property
+    def database(self) -> Database:
+        return cast(Database, self._get("database"))
+
+    @property
+    def database_hosts(self) -> DatabaseHosts:
+        return cast(DatabaseHosts, self._get("database_hosts"))
+
+    @property
+    def write_probe(self) -> WriteProbe:
+        return cast(WriteProbe, self._get("write_probe"))
+
+    @property
+    def backups(self) -> Backups:
+        return cast(Backups, self._get("backups"))
+
+    @property
+    def sandboxes(self) -> Sandboxes:
+        return cast(Sandboxes, self._get("sandboxes"))
+
+    @property
+    def regions(self) -> Regions:
+        return cast(Regions, self._get("regions"))
+
+    @property
+    def releases(self) -> Releases:
+        return cast(Releases, self._get("releases"))
 
 
 def get_platform(environment: Environment) -> Platform:
-    """The platform implementation for ``environment`` (validated before any side effect)."""
-    return _implementation(environment)
-
-
-def get_chaos_platform(environment: Environment) -> ChaosPlatform:
-    """:func:`get_platform` as the chaos faults and preflight drive it."""
-    return _implementation(environment)
-
-
-def _implementation(environment: Environment) -> LocalPlatform:
+    """The platform of ``environment``, composed from its configuration (validated before any side effect)."""
     if environment.platform == "local":
         from resilience.platforms.local import LocalPlatform
 
-        return LocalPlatform(environment)
-    raise ValueError(not_available(environment))
+        lab = LocalPlatform(environment)
+        return Platform(environment, {capability: Provider("the lab", lambda: lab) for capability in CAPABILITIES})
+    if environment.platform == "kubernetes":
+        from resilience.platforms.kubernetes.compose import kubernetes_capabilities
 
-
-def not_available(environment: Environment) -> str:
-    """Why a non-lab environment is refused (before any side effect), naming what is missing and what
-    is configured already."""
-    ready = []
-    if environment.patroni_conn_id:
-        ready.append(f"database through Patroni (Connection {environment.patroni_conn_id})")
-    repos = environment.settings.get("pgbackrest", {}).get("repos") or []
-    if repos:
-        ready.append(f"{len(repos)} pgBackRest repositories")
-    return (f"environments.{environment.name}.platform: {environment.platform!r} is not available in this "
-            f"release (available: ['local']): its workloads, cache, object-store faults and traffic have no "
-            f"implementation yet" + (f"; configured already: {', '.join(ready)}" if ready else ""))
+        provided, how = kubernetes_capabilities(environment)
+        return Platform(environment, provided, how)
+    raise ValueError(f"environments.{environment.name}.platform: {environment.platform!r} is not one of "
+                     f"['local', 'kubernetes']")

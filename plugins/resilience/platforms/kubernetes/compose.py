@@ -1,0 +1,75 @@
+"""A Kubernetes environment's capabilities, from the sections of ``environments.yaml`` that configure them.
+
+The cluster (``kubernetes``) provides the app's workloads, memory hogs and releases, the cache and the
+mesh's object-store faults where those are named; the database comes from Patroni
+(``database.patroni_conn_id``). What is not configured is absent, and :class:`Platform` refuses a
+run that needs it with the setting that would provide it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from resilience.platforms.base import Capability, Provider
+
+if TYPE_CHECKING:
+    from resilience.config import Environment
+    from resilience.platforms.kubernetes.target import KubernetesTarget
+
+HOW_TO_CONFIGURE: dict[Capability, str] = {
+    "workloads": "kubernetes.app: deployment, selector",
+    "cache": "kubernetes.cache: kind (Deployment or StatefulSet), name",
+    "object_store": "kubernetes.object_store.host: the S3 egress host the mesh routes",
+    "memory": "kubernetes.namespace",
+    "database": "database.patroni_conn_id: an HTTP Connection to every Patroni member",
+    "database_hosts": "losing a database host is done only in the lab; on a cluster use the switchover variant",
+    "write_probe": "acknowledged writes are counted only by the lab's writer",
+    "backups": "pgbackrest.repos",
+    "sandboxes": "sandbox.allowed: true",
+    "regions": "dr: dr_environment, dns, metrics",
+    "releases": "kubernetes.app.deployment",
+}
+
+
+def kubernetes_capabilities(environment: Environment) -> tuple[dict[Capability, Provider], dict[Capability, str]]:
+    """Capability -> provider for a ``platform: kubernetes`` environment, and how to configure the rest."""
+    target = environment.kubernetes
+    if target is None:  # parse_environment requires the section for this platform
+        raise ValueError(f"environments.{environment.name}.kubernetes: missing")
+    where = f"namespace {target.namespace} through Connection {target.conn_id}"
+    provided: dict[Capability, Provider] = {
+        "workloads": Provider(f"Deployment {target.app_deployment} ({where})", lambda: _workloads(target)),
+    }
+    if target.cache_kind and target.cache_name:
+        provided["cache"] = Provider(f"{target.cache_kind} {target.cache_name} ({where})", lambda: _cache(target))
+    if target.object_store_host:
+        provided["object_store"] = Provider(f"Istio VirtualService on {target.object_store_host} ({where})",
+                                            lambda: _object_store(target))
+    if environment.patroni_conn_id:
+        conn_id = environment.patroni_conn_id
+        provided["database"] = Provider(f"Patroni (Connection {conn_id})", lambda: _database(conn_id))
+    return provided, {c: how for c, how in HOW_TO_CONFIGURE.items() if c not in provided}
+
+
+def _workloads(target: KubernetesTarget) -> object:
+    from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
+
+    return KubernetesWorkloads(target)
+
+
+def _cache(target: KubernetesTarget) -> object:
+    from resilience.platforms.kubernetes.cache import KubernetesCache
+
+    return KubernetesCache(target)
+
+
+def _object_store(target: KubernetesTarget) -> object:
+    from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
+
+    return KubernetesObjectStore(target)
+
+
+def _database(conn_id: str) -> object:
+    from resilience.platforms.patroni_database import PatroniDatabase
+
+    return PatroniDatabase.from_connection(conn_id)
