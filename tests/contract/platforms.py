@@ -32,9 +32,9 @@ def capability(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
     if request.param == "lab":
         request.getfixturevalue("lab")
         from resilience.config import load_config
-        from resilience.platforms.base import get_platform
+        from resilience.platforms.local import LocalPlatform
 
-        return get_platform(load_config().environment("lab"))
+        return LocalPlatform(load_config().environment("lab"))  # the lab provides every capability
     api = request.getfixturevalue("kubeapi")
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", api.connection_json(namespace=NAMESPACE))
     return build(kubernetes_target(**capabilities))
