@@ -68,7 +68,7 @@ def spec_for(lab: dict) -> dict:
     from resilience.canary import FailbackPolicy
     from resilience.dr.failback import window_seconds
 
-    return {"aws_conn_id": dr.aws_conn_id, "record": asdict(record), "warmup_s": window_seconds(metrics.window)
+    return {"aws_conn_id": dr.aws_conn_id, "record": record.to_dict(), "warmup_s": window_seconds(metrics.window)
             + 2 * metrics.scrape_interval_s, "threshold": 2, "prometheus_conn_id": metrics.prometheus_conn_id,
             "primary_queries": {m: metrics.query(m, "primary") for m in ("error_rate_pct", "p95_ms")},
             "dr_queries": {m: metrics.query(m, "dr") for m in ("error_rate_pct", "p95_ms")},
@@ -79,7 +79,7 @@ def spec_for(lab: dict) -> dict:
 def set_weights(spec: dict, primary: int) -> None:
     from resilience.dns import Route53Weights, WeightedRecord
 
-    Route53Weights(spec["aws_conn_id"], WeightedRecord(**spec["record"])).set_weights(primary, 100 - primary)
+    Route53Weights(spec["aws_conn_id"], WeightedRecord.from_dict(spec["record"])).set_weights(primary, 100 - primary)
 
 
 def main() -> int:

@@ -425,8 +425,7 @@ class CanaryRampTrigger(BaseTrigger):
         from resilience.canary import FailbackPolicy, ramp_plan
         from resilience.dns import WeightedRecord
 
-        self.record = dict(record)
-        WeightedRecord(**self.record)
+        self.record = WeightedRecord.from_dict(record).to_dict()  # checked, and JSON-safe for serialize()
         self.plan = list(ramp_plan(plan))
         self.interval_s = _positive(interval_s, "interval_s")
         self.warmup_s = float(warmup_s)
@@ -459,12 +458,12 @@ class CanaryRampTrigger(BaseTrigger):
     def _current_primary_weight(self) -> int:
         from resilience.dns import Route53Weights, WeightedRecord
 
-        return Route53Weights(self.aws_conn_id, WeightedRecord(**self.record)).weights()["primary"]
+        return Route53Weights(self.aws_conn_id, WeightedRecord.from_dict(self.record)).weights()["primary"]
 
     async def _set_weights(self, primary: int, reason: str, changes: list[dict[str, Any]]) -> None:
         from resilience.dns import Route53Weights, WeightedRecord
 
-        dns = Route53Weights(self.aws_conn_id, WeightedRecord(**self.record))
+        dns = Route53Weights(self.aws_conn_id, WeightedRecord.from_dict(self.record))
         before = await asyncio.to_thread(dns.weights)
         after = await asyncio.to_thread(dns.set_weights, primary, 100 - primary)
         change = {"at": time.time(), "before": before, "after": after, "reason": reason, "audited": False}
