@@ -15,8 +15,9 @@ Before any fault, **preflight** takes the chaos/DR lock and checks the runbook's
 rules (environment allows chaos, >= 80 % replicas ready, no deployment, no alert firing, no
 other chaos or DR run, no fault left open). After the last scenario the lock is released and
 **write_report** writes JSON + HTML (error-rate and p95 charts, fault window shaded) with the
-weighted resilience score; **notify_slack** posts the summary. `dry_run` stops after the
-baselines. `chaos_abort` reverts anything a dead run leaves behind.
+weighted resilience score; **notify_slack** posts the summary. `dry_run` is plan mode: it
+stops after the baselines and writes into the report every call (and API request) each fault
+would make, making none. `chaos_abort` reverts anything a dead run leaves behind.
 """
 
 from __future__ import annotations

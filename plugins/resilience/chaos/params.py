@@ -151,7 +151,9 @@ def campaign_params() -> dict[str, Any]:
         "allow_production": Param(False, type="boolean", title="Allow production",
                                   description="Required (with the environment's chaos.enabled) to touch production.",
                                   section="Advanced"),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Run preflight and measure baselines only; inject nothing.",
+        "dry_run": Param(False, type="boolean", title="Dry run (plan)",
+                         description="Plan mode: validate, run preflight, measure baselines and list in the report "
+                                     "every call (and API request) each fault would make; change nothing. Review a "
+                                     "production run this way before allowing it.",
                          section="Advanced"),
     }

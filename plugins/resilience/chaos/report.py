@@ -56,12 +56,17 @@ def _scenario_html(s: dict[str, Any]) -> str:
     baseline = (s.get("baseline") or {}).get("baseline", {})
     observed = (s.get("revert") or {}).get("observed", {})
     css = {"passed": "pass", "failed": "fail", "aborted": "fail"}.get(verdict["status"], "")
+    planned = "".join(f"<tr><td>{escape(c['step'])}</td><td><code>{escape(c['call'])}</code></td><td>"
+                      + "<br>".join(escape(r) for r in c["requests"]) + "</td></tr>"
+                      for c in s.get("planned_calls") or [])
+    plan_table = ("<h3>Plan: the calls this run would make (none was made)</h3><table><tr><th>step</th><th>call</th>"
+                  f"<th>requests</th></tr>{planned}</table>") if planned else ""
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(json.dumps(v, default=str))}</td></tr>"
                    for k, v in (("baseline", baseline), ("bounds", bounds),
                                 ("plan", (s.get("fault") or {}).get("plan")), ("observed during revert", observed),
                                 ("recovery_s", verdict.get("recovery_s"))))
     return (f"<h2>{escape(s['scenario'])} — <span class='{css}'>{escape(verdict['status'].upper())}</span></h2>"
-            f"<p>{escape(verdict['reason'])}</p><table>{rows}</table>"
+            f"<p>{escape(verdict['reason'])}</p><table>{rows}</table>{plan_table}"
             f"<h3>Error rate (fault window shaded)</h3>{_chart(s, 'error_rate_pct', '%', bounds.get('error_rate_pct'))}"
             f"<h3>p95 latency</h3>{_chart(s, 'p95_ms', 'ms', bounds.get('p95_ms'))}")
 

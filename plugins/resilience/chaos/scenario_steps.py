@@ -15,6 +15,7 @@ from resilience.chaos.scenarios import load_catalogue
 from resilience.chaos.timeline import fault_timeline
 from resilience.chaos.verdict import scenario_verdict
 from resilience.faults.base import get_fault
+from resilience.plan import PlannedCall, plan_document
 from resilience.slo import baseline_from
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,12 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
     from resilience.ledger import InjectRefused
 
     campaign = Campaign.from_xcom(params, run_id)
-    if campaign.params.dry_run:
-        _skip(f"dry run: {scenario} not injected")
     fault = get_fault(scenario)
     options = {**load_catalogue()[scenario].options, **campaign.params.scenario_options.get(scenario, {})}
     plan = fault.plan(campaign.platform, options)
+    if campaign.params.dry_run:
+        _record_plan(campaign, scenario, fault.planned_calls(plan))
+        _skip(f"dry run: {scenario} planned, not injected")
     timeline = fault_timeline(time.time(), campaign.params.duration_s, campaign.environment.orphan_grace_s)
     plan["deadline_epoch_s"] = timeline.deadline_epoch_s
     plan["duration_s"] = campaign.params.duration_s  # the guard tightens the deadline to it when it applies
@@ -85,6 +87,16 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
               "latest_start_epoch_s": timeline.planned_end_epoch_s - campaign.params.duration_s}
     campaign.record.step(scenario, "plan", result)
     return result
+
+
+def _record_plan(campaign: Campaign, scenario: str, calls: list[PlannedCall]) -> None:
+    """Plan mode: the calls inject and revert would make, and the requests each would send, in the report."""
+    planned = plan_document(campaign.platform, calls)
+    for call in planned:
+        log.info("Plan (%s): %s", call["step"], call["call"])
+        for request in call["requests"]:
+            log.info("    %s", request)
+    campaign.record.step(scenario, "planned_calls", planned)
 
 
 def _utc(epoch_s: float) -> str:

@@ -13,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from resilience.plan import PlannedCall
     from resilience.platforms.base import Capability, Platform
 
 # scenario -> "module:Class"; imported only when used (DAG files list the names, not the code)
@@ -48,6 +49,9 @@ class Fault(Protocol):
 
     def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         """Validate ``options`` against the platform and decide the targets; no side effect."""
+
+    def planned_calls(self, plan: dict[str, Any]) -> list[PlannedCall]:
+        """The platform calls inject and revert would make for ``plan`` (plan mode lists them, makes none)."""
 
     def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         """Cause the fault; return what revert needs to know about what was done."""

@@ -12,6 +12,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from resilience.plan import PlannedCall
+
 if TYPE_CHECKING:
     from resilience.platforms.base import Platform
 
@@ -58,6 +60,12 @@ class PodKill:
                 raise ValueError(f"options.count: {count!r} must be an integer in 1..{len(healthy)} (healthy replicas)")
         return {"replicas": healthy[:count], "grace_period_s": 0 if force else grace_period_s, "force": force,
                 "restart_timeout_s": RESTART_TIMEOUT_S, "expected_ready": len(healthy)}
+
+    def planned_calls(self, plan: dict[str, Any]) -> list[PlannedCall]:
+        return [PlannedCall("inject", "workloads", "delete_replicas", {
+                    "names": plan["replicas"], "grace_period_s": plan["grace_period_s"], "force": plan["force"]}),
+                PlannedCall("revert", "workloads", "wait_ready", {
+                    "expected": plan["expected_ready"], "timeout_s": plan["restart_timeout_s"]})]
 
     def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         """Delete the replicas and wait until they are gone; report how each one ended."""

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from resilience.plan import PlannedCall
+
 if TYPE_CHECKING:
     from resilience.platforms.base import Platform
 
@@ -113,6 +115,16 @@ class PostgresFailover:
         return {"mode": mode, "switch_back": switch_back, "old_leader": leader, "candidate": candidate,
                 "synchronous_mode": synchronous, "replicas": platform.database.database_replicas_expected(),
                 "topology": topology.to_dict()}
+
+    def planned_calls(self, plan: dict[str, Any]) -> list[PlannedCall]:
+        inject = (PlannedCall("inject", "database_hosts", "crash_database_node", {"member": plan["old_leader"]})
+                  if plan["mode"] == "crash" else
+                  PlannedCall("inject", "database", "switchover", {"leader": plan["old_leader"],
+                                                                   "candidate": plan["candidate"]}))
+        revert = [PlannedCall("revert", "database", "rebuild_database_replica", {"replicas": plan["replicas"]})]
+        if plan.get("switch_back"):
+            revert.append(PlannedCall("revert", "database", "switchover", {"candidate": plan["old_leader"]}))
+        return [inject, *revert]
 
     def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         from resilience.ha_database import switchover

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from resilience.faults.deadline import plan_deadline
+from resilience.plan import PlannedCall
 
 if TYPE_CHECKING:
     from resilience.platforms.base import Platform
@@ -31,6 +32,10 @@ class RedisUnavailable:
         if not state.alive:
             raise ValueError("redis-unavailable: the cache is already down; refusing to start from a broken state")
         return {"replicas": state.replicas}
+
+    def planned_calls(self, plan: dict[str, Any]) -> list[PlannedCall]:
+        return [PlannedCall("inject", "cache", "stop_cache", {"deadline_epoch_s": plan.get("deadline_epoch_s")}),
+                PlannedCall("revert", "cache", "start_cache", {"replicas": plan["replicas"]})]
 
     def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         deadline = plan_deadline(plan, time.time())

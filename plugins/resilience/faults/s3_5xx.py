@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from resilience.faults.deadline import plan_deadline
 from resilience.faults.experiment import experiment_of
+from resilience.plan import PlannedCall
 
 if TYPE_CHECKING:
     from resilience.platforms.base import Platform
@@ -29,6 +30,12 @@ class S35xx:
         if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
             raise ValueError(f"options.status: {status!r} must be an HTTP status in 500..599")
         return {"error_rate": float(rate), "status": status}
+
+    def planned_calls(self, plan: dict[str, Any]) -> list[PlannedCall]:
+        experiment = experiment_of(plan)
+        return [PlannedCall("inject", "object_store", "fail_object_store", {
+                    "error_rate": plan["error_rate"], "status": plan["status"], "experiment": experiment}),
+                PlannedCall("revert", "object_store", "clear_object_store_fault", {"experiment": experiment})]
 
     def inject(self, platform: Platform, plan: dict[str, Any]) -> dict[str, Any]:
         from resilience.platforms.types import ObjectStoreFault

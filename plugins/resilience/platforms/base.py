@@ -254,6 +254,10 @@ class Platform:
         """Capability -> what provides it (reports, plans)."""
         return {c: provider.name for c, provider in self.provided.items()}
 
+    def capability(self, capability: Capability) -> object:
+        """The implementation providing ``capability`` (built on first use; refused when not configured)."""
+        return self._get(capability)
+
     def _get(self, capability: Capability) -> object:
         if capability not in self._built:
             self.require([capability], f"this step ({capability})")

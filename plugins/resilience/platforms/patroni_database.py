@@ -6,7 +6,7 @@ member's API) share it; only how the client is found and how dead nodes are star
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,19 @@ class PatroniDatabase:
         from resilience.patroni import client_from_connection
 
         return cls(lambda: client_from_connection(conn_id))
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: the Patroni REST requests ``intent`` would send."""
+        if intent == "switchover":
+            leader = arguments.get("leader") or "<the leader then>"
+            return [f"POST /switchover {{leader: {leader}, candidate: {arguments.get('candidate')}}}",
+                    "GET /cluster until a new leader accepts writes"]
+        if intent == "failover_database":
+            return ["POST /failover {candidate: the healthiest replica}", "GET /cluster until it accepts writes"]
+        if intent == "rebuild_database_replica":
+            return [f"GET /cluster until a writable leader and {arguments.get('replicas')} replica(s) stream; "
+                    "POST /reinitialize on a member that does not rejoin"]
+        return [f"{intent}: reads only"]
 
     def database_cluster(self) -> PatroniClient:
         return self._client()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from resilience.platforms.types import CacheState
@@ -42,6 +42,16 @@ class KubernetesCache:
                  else self.apps.patch_namespaced_stateful_set_scale)
         log.info("Scaling %s/%s %s to %d replica(s)", self.namespace, self.name, self.kind, replicas)
         patch(self.name, self.namespace, {"spec": {"replicas": replicas}})
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: the API requests ``intent`` would send."""
+        plural = "deployments" if self.kind == "Deployment" else "statefulsets"
+        path = f"/apis/apps/v1/namespaces/{self.namespace}/{plural}/{self.name}"
+        replicas = 0 if intent == "stop_cache" else arguments.get("replicas")
+        if intent in ("stop_cache", "start_cache"):
+            return [f"PATCH {path}/scale spec.replicas={replicas} (the count before is read first and kept)",
+                    f"GET {path} until status.readyReplicas={replicas} (at most {SCALE_TIMEOUT_S:g} s)"]
+        return [f"{intent}: reads only"]
 
     def cache_state(self) -> CacheState:
         workload = self._read()

@@ -10,6 +10,7 @@ A VirtualService cannot expire by itself: an abandoned one is removed by ``chaos
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from resilience.platforms.types import ObjectStoreFault
@@ -61,6 +62,17 @@ class KubernetesObjectStore:
         listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
                                                            label_selector=selector)
         return [i for i in listed.get("items", []) if i["metadata"]["name"].startswith(PREFIX)]
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: the API requests ``intent`` would send."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        name = f"{PREFIX}{arguments.get('experiment') or '<ledger id>'}"
+        if intent == "fail_object_store":
+            return [f"POST {path} {name}: abort {100 * float(arguments.get('error_rate') or 0):g} % of calls to "  # type: ignore[arg-type]
+                    f"{self.host} with HTTP {arguments.get('status')} (labels {EXPERIMENT_LABEL}, {MANAGED})"]
+        if intent == "clear_object_store_fault":
+            return [f"GET {path}?labelSelector={MANAGED},{EXPERIMENT_LABEL}=<ledger id>", f"DELETE {path}/{name}"]
+        return [f"{intent}: reads only"]
 
     def object_store_fault(self) -> ObjectStoreFault:
         """The fault served now: ours with the highest error rate (one per experiment; normally one)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from resilience.platforms.types import Replica, ReplicaDeletion, WorkloadReady
@@ -129,6 +130,19 @@ class KubernetesWorkloads:
 
         return wait_ready(self.replicas, expected, not_instances, timeout_s, POLL_S,
                           f"pods of {self.target.app_deployment}")
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: the API requests ``intent`` would send (reads that only wait are listed once)."""
+        pods = f"/api/v1/namespaces/{self.target.namespace}/pods"
+        if intent == "delete_replicas":
+            grace = 0 if arguments.get("force") else arguments.get("grace_period_s")
+            names = list(arguments.get("names") or [])  # type: ignore[call-overload]
+            return [f"DELETE {pods}/{name} (gracePeriodSeconds={grace}, preconditions.uid = its uid now)"
+                    for name in names] + [f"GET {pods}/<name> until 404, for each of the {len(names)} pod(s)"]
+        if intent == "wait_ready":
+            return [f"GET {pods}?labelSelector={self.target.app_selector} until {arguments.get('expected')} new pods "
+                    f"are Ready (at most {arguments.get('timeout_s')} s)"]
+        return [f"{intent}: reads only"]
 
     def rollout_in_progress(self) -> str | None:
         deployment = self.apps.read_namespaced_deployment(self.target.app_deployment, self.target.namespace)
