@@ -14,6 +14,8 @@ import yaml
 
 from resilience.platforms.kubernetes.cache import KubernetesCache
 from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
+from resilience.platforms.kubernetes.regions import KubernetesRegions
+from resilience.platforms.kubernetes.releases import KubernetesReleases
 from resilience.platforms.kubernetes.target import KubernetesTarget
 from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
 from resilience.platforms.types import ObjectStoreFault
@@ -61,6 +63,14 @@ def test_the_role_grants_exactly_what_the_kubernetes_platform_calls(monkeypatch)
         monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_RBAC", api.connection_json(namespace=NAMESPACE))
         target = KubernetesTarget("kubernetes_rbac", NAMESPACE, "ofm-social-os-api", "app=ofm-social-os",
                                   "Deployment", "redis", "s3.us-east-1.amazonaws.com")
+        dr_app = {**app_deployment(), "metadata": {"name": "ofm-dr", "namespace": NAMESPACE, "labels": {"app": "ofm-dr"}}}
+        dr_app["spec"] = {**dr_app["spec"], "replicas": 0, "selector": {"matchLabels": {"app": "ofm-dr"}},
+                          "template": {**dr_app["spec"]["template"], "metadata": {"labels": {"app": "ofm-dr"}}}}
+        api.create(dr_app)
+        releases = KubernetesReleases(target, "primary")  # a second release rolled out (not the product's call)
+        releases.apps.patch_namespaced_deployment("ofm-social-os-api", NAMESPACE, {"spec": {"template": {"spec": {
+            "containers": [{"name": "api", "image": "registry.local/ofm-social-os:1.4.3"}]}}}})
+        releases._wait_rollout("primary")
         before = len(api.requests())
         workloads = KubernetesWorkloads(target)  # pod-kill and preflight
         victim = workloads.wait_ready(3, set(), timeout_s=30).replicas[0]
@@ -75,6 +85,13 @@ def test_the_role_grants_exactly_what_the_kubernetes_platform_calls(monkeypatch)
         store.fail_object_store(ObjectStoreFault(0.3, 503, experiment="7"))
         store.fail_object_store(ObjectStoreFault(0.3, 503, experiment="7"))
         store.clear_object_store_fault("7")
+        releases.app_release("primary")  # emergency rollback: its plan, then rollout undo
+        releases.rollback_app("primary")
+        dr = KubernetesRegions(KubernetesTarget("kubernetes_rbac", NAMESPACE, "ofm-dr", "app=ofm-dr",
+                                                app_url="http://127.0.0.1:9"), "dr")  # DR activation, failback
+        dr.start_dr_app("postgresql://app@db:5432/app", 2)
+        dr.region_health("dr")
+        dr.stop_dr_app()
         made = {rbac_request(method, path) for method, path in api.requests()[before:]}
     allowed = granted()
     assert made <= allowed, f"calls the Role does not allow: {sorted(made - allowed)}"

@@ -39,8 +39,7 @@ def _assess(regions: Regions, params: ActivationParams, now: datetime) -> tuple[
     """Answer the decision tree's questions (Param, or detected for auto) and pick the path."""
     answers: dict[str, Any] = {}
     health = regions.primary_platform.regions.region_health("primary")
-    seen = decision.detect_primary_accessible(health["entry_point_up"], health["healthy_replicas"],
-                                              health["replicas"])
+    seen = decision.detect_primary_accessible(health.entry_point_up, health.healthy_replicas, health.replicas)
     accessible = decision.resolve_answer(params.primary_accessible, seen.answer, "primary_accessible")
     answers["primary_accessible"] = {"answer": accessible, "param": params.primary_accessible,
                                      "evidence": seen.evidence}
@@ -241,10 +240,10 @@ def deploy_app(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> di
     with regions.record.step("deploy_app", "application") as details:
         deployed = regions.dr_platform.regions.start_dr_app(regions.dsn(db["host"], db["port"], db["dbname"]),
                                                     params.dr_replicas)
-        regions.state.set(params.environment, app_url=deployed["url"])
-        details.update(url=deployed["url"], replicas=len(deployed["replicas"]))
-        log.info("App deployed in DR: %d replicas behind %s", len(deployed["replicas"]), deployed["url"])
-        return {"url": deployed["url"], "replicas": len(deployed["replicas"])}
+        regions.state.set(params.environment, app_url=deployed.url)
+        details.update(url=deployed.url, replicas=len(deployed.replicas))
+        log.info("App deployed in DR: %d replicas behind %s", len(deployed.replicas), deployed.url)
+        return {"url": deployed.url, "replicas": len(deployed.replicas)}
 
 
 def verify_dr(run: dict[str, Any], run_id: str, deployed: dict[str, Any]) -> dict[str, Any]:
@@ -259,8 +258,8 @@ def verify_dr(run: dict[str, Any], run_id: str, deployed: dict[str, Any]) -> dic
             status, seconds, _ = http_probe(f"{deployed['url']}{path}")
             checks.append(Check(f"GET {path}", status == 200, f"HTTP {status} in {seconds * 1000:.0f} ms"))
         health = regions.dr_platform.regions.region_health("dr")
-        checks.append(Check("replicas ready", health["healthy_replicas"] == params.dr_replicas,
-                            f"{health['healthy_replicas']}/{params.dr_replicas} replicas healthy"))
+        checks.append(Check("replicas ready", health.healthy_replicas == params.dr_replicas,
+                            f"{health.healthy_replicas}/{params.dr_replicas} replicas healthy"))
         details["checks"] = [c.to_dict() for c in checks]
         for check in checks:
             log.info("%s", check)

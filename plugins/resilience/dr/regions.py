@@ -108,7 +108,7 @@ class Regions:
 
     def healthy(self, region: str) -> tuple[bool, dict[str, Any]]:
         health = self.platform(region).regions.region_health(region)
-        return bool(health["entry_point_up"] and health["healthy_replicas"] > 0), health
+        return health.serving, health.to_dict()
 
     # -- the database credentials (the restored DR database has the primary's roles) -------------
 

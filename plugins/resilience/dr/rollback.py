@@ -39,10 +39,16 @@ def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     plan: dict[str, Any] = {}
     if params.application:
         release = regions.platform(params.app_region).releases.app_release(params.app_region)
-        if not release.get("previous"):
+        if release.rollback_blocker:
+            raise RefusedError(f"params.application: the {params.app_region} region's app cannot be rolled back "
+                               f"from here: {release.rollback_blocker}")
+        current = release.current
+        if release.previous is None or current.rollback_of:
             raise RefusedError(f"params.application: the {params.app_region} region has no previous release to roll "
-                               f"back to (current {release.get('current')})")
-        plan["application"] = {"from": release["current"], "to": release["previous"]}
+                               f"back to (current {current.release}, revision {current.number}"
+                               + (f", itself a rollback of {current.rollback_of})" if current.rollback_of else ")"))
+        plan["application"] = {"from": release.current.to_dict(), "to": release.previous.to_dict(),
+                               "managed_by": release.managed_by}
     if params.database:
         plan["database"] = _check_backups_cover(regions, params.pitr_target)
     if params.traffic:
@@ -94,10 +100,10 @@ def rollback_application(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     with regions.record.step("rollback_application", "application") as details:
         started = time.monotonic()
         release = regions.platform(params.app_region).releases.rollback_app(params.app_region)
-        details.update(region=params.app_region, release=release.get("current"),
+        details.update(region=params.app_region, release=release.current.to_dict(),
                        rolled_back_from=run["plan"]["application"]["from"],
                        seconds=round(time.monotonic() - started, 2))
-        log.info("%s region rolled back to release %s in %.1f s", params.app_region, release.get("current"),
+        log.info("%s region rolled back to release %s in %.1f s", params.app_region, release.current.release,
                  details["seconds"])
         return details
 

@@ -47,10 +47,10 @@ def checklist(regions: Regions, region: str, database: dict[str, Any] | None, ex
 
 def _replicas(platform: Platform, region: str, expected: int | None) -> Check:
     health = platform.regions.region_health(region)
-    wanted = expected or health["replicas"]
-    return Check("all app replicas healthy", health["healthy_replicas"] >= wanted > 0,
-                 f"{health['healthy_replicas']}/{wanted} replicas healthy, entry point "
-                 f"{'up' if health['entry_point_up'] else 'DOWN'}")
+    wanted = expected or health.replicas
+    return Check("all app replicas healthy", health.healthy_replicas >= wanted > 0,
+                 f"{health.healthy_replicas}/{wanted} replicas healthy, entry point "
+                 f"{'up' if health.entry_point_up else 'DOWN'}")
 
 
 def _serving_conn(regions: Regions, database: dict[str, Any] | None) -> Any:

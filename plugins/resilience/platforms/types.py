@@ -144,3 +144,68 @@ class ObjectStoreFault:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of the app in a region (``kubectl rollout history``'s row): what it runs (``release``: the
+    lab's release name; on Kubernetes the image(s) of its pod template), its number (increasing; a rollback is a
+    new revision), when it was deployed (UTC epoch s, None: unknown), why (``change_cause``), and the release
+    it rolled back when it is a rollback (``rollback_of``)."""
+
+    release: str
+    number: int
+    deployed_at: float | None = None
+    change_cause: str | None = None
+    rollback_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AppRelease:
+    """A region's app releases: the revision running (``current``), the one a rollback returns to (``previous``,
+    None: nothing to roll back to), every revision kept (oldest first), who owns the releases (``managed_by``:
+    None, or e.g. ``"Helm release ofm"``) and why a rollback cannot be done from here (``rollback_blocker``:
+    None when it can; refused before any side effect)."""
+
+    region: str
+    current: Revision
+    previous: Revision | None
+    history: tuple[Revision, ...]
+    managed_by: str | None = None
+    rollback_blocker: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RegionHealth:
+    """A region measured now: its entry point answers (``/health`` 200 through the load balancer), and its
+    app's replicas, healthy and wanted (0 and 0 for a DR app scaled to zero)."""
+
+    region: str
+    entry_point_up: bool
+    healthy_replicas: int
+    replicas: int
+
+    @property
+    def serving(self) -> bool:
+        """The region can take traffic: its entry point answers and at least one replica is healthy."""
+        return self.entry_point_up and self.healthy_replicas > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DrApp:
+    """The app running in the DR region once healthy: its entry point and its replicas (names, all ready)."""
+
+    url: str
+    replicas: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

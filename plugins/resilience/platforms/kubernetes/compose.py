@@ -26,7 +26,7 @@ HOW_TO_CONFIGURE: dict[Capability, str] = {
     "write_probe": "acknowledged writes are counted only by the lab's writer",
     "backups": "pgbackrest.repos",
     "sandboxes": "sandbox.allowed: true",
-    "regions": "dr: dr_environment, dns, metrics",
+    "regions": "kubernetes.app.url: the region's entry point (its load balancer's URL)",
     "releases": "kubernetes.app.deployment",
 }
 
@@ -45,6 +45,12 @@ def kubernetes_capabilities(environment: Environment) -> tuple[dict[Capability, 
     if target.object_store_host:
         provided["object_store"] = Provider(f"Istio VirtualService on {target.object_store_host} ({where})",
                                             lambda: _object_store(target))
+    region = "dr" if environment.tier == "dr" else "primary"  # a DR environment (tier dr) is region dr
+    provided["releases"] = Provider(f"rollout undo / helm rollback of Deployment {target.app_deployment} ({where})",
+                                    lambda: _releases(target, region))
+    if target.app_url:
+        provided["regions"] = Provider(f"region {region}: Deployment {target.app_deployment} behind "
+                                       f"{target.app_url} ({where})", lambda: _regions(target, region))
     if environment.patroni_conn_id:
         conn_id = environment.patroni_conn_id
         provided["database"] = Provider(f"Patroni (Connection {conn_id})", lambda: _database(conn_id))
@@ -61,6 +67,18 @@ def _cache(target: KubernetesTarget) -> object:
     from resilience.platforms.kubernetes.cache import KubernetesCache
 
     return KubernetesCache(target)
+
+
+def _releases(target: KubernetesTarget, region: str) -> object:
+    from resilience.platforms.kubernetes.releases import KubernetesReleases
+
+    return KubernetesReleases(target, region)
+
+
+def _regions(target: KubernetesTarget, region: str) -> object:
+    from resilience.platforms.kubernetes.regions import KubernetesRegions
+
+    return KubernetesRegions(target, region)
 
 
 def _object_store(target: KubernetesTarget) -> object:

@@ -29,6 +29,7 @@ class KubernetesTarget:
     cache_kind: str | None = None
     cache_name: str | None = None
     object_store_host: str | None = None  # the S3 endpoint the app calls, as the mesh routes it (egress host)
+    app_url: str | None = None  # the region's entry point (its load balancer's URL): region_url, region_health
 
 
 def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
@@ -36,6 +37,25 @@ def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{where}.{key}: {value!r} must be a non-empty string")
     return value
+
+
+def _entry_point(app: Mapping[str, Any], where: str) -> str | None:
+    """``app.url``: an http(s) URL with a host and no credentials, query or fragment (None when absent)."""
+    from urllib.parse import urlsplit
+
+    if app.get("url") is None:
+        return None
+    url = _text(app, "url", where)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError as exc:
+        raise ValueError(f"{where}.url: {url!r} is not a URL ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
+            or parts.query or parts.fragment:
+        raise ValueError(f"{where}.url: {url!r} must be http(s)://host[:port][/path], without credentials, query "
+                         f"or fragment (the region's entry point, e.g. its load balancer's URL)")
+    return url.rstrip("/")
 
 
 def parse_target(raw: Mapping[str, Any] | None, where: str) -> KubernetesTarget:
@@ -71,4 +91,4 @@ def parse_target(raw: Mapping[str, Any] | None, where: str) -> KubernetesTarget:
         if not _SUBDOMAIN.match(host):
             raise ValueError(f"{where}.object_store.host: {host!r} is not a host name (s3.us-east-1.amazonaws.com)")
     return KubernetesTarget(_text(raw, "conn_id", where), namespace, deployment, selector.replace(" ", ""), kind, name,
-                            host)
+                            host, _entry_point(app, f"{where}.app"))
