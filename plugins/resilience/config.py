@@ -95,6 +95,19 @@ class DrSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSandboxSettings:
+    """Where a non-lab environment's sandboxes live on the Airflow worker (``environments.<name>.sandbox``):
+    one PostgreSQL data directory per sandbox under ``root``, served by ``pg_bindir``'s server as ``os_user``
+    (None: the worker's own user; required when the worker runs as root, which PostgreSQL refuses) on the
+    first free port from ``port_min``. The lab's sandboxes live where its lab.json says instead."""
+
+    root: str
+    pg_bindir: str
+    os_user: str | None = None
+    port_min: int = 25432  # below the kernel's ephemeral range (field-notes: ports)
+
+
+@dataclass(frozen=True)
 class Environment:
     """One environment of environments.yaml, validated."""
 
@@ -113,6 +126,7 @@ class Environment:
     slo: SloSource | None = None
     dr: DrSettings | None = None
     kubernetes: KubernetesTarget | None = None  # platform kubernetes: the cluster, namespace and app
+    worker_sandbox: WorkerSandboxSettings | None = None  # sandbox.root/pg_bindir: sandboxes on the worker
 
     @property
     def is_production(self) -> bool:
@@ -166,6 +180,47 @@ def _section(mapping: Mapping[str, Any], key: str, where: str) -> Mapping[str, A
     if not isinstance(value, Mapping):
         raise ValueError(f"{where}.{key} must be a mapping, got {type(value).__name__}")
     return value
+
+
+SANDBOX_KEYS = ("allowed", "root", "pg_bindir", "os_user", "port_min")
+
+
+def parse_worker_sandbox(raw: Mapping[str, Any], platform: str, where: str) -> WorkerSandboxSettings | None:
+    """The ``sandbox`` section's place on the Airflow worker (``root``, ``pg_bindir``, ``os_user``, ``port_min``).
+
+    The lab's sandboxes live where its lab.json says: a ``local`` environment takes none of these. A
+    ``kubernetes`` environment that allows sandboxes needs ``root`` and ``pg_bindir`` (absolute paths)."""
+    unknown = sorted(set(raw) - set(SANDBOX_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(SANDBOX_KEYS)}")
+    allowed = raw.get("allowed", False)
+    if not isinstance(allowed, bool):
+        raise ValueError(f"{where}.allowed: {allowed!r} must be true or false")
+    placed = [k for k in SANDBOX_KEYS[1:] if k in raw]
+    if platform == "local":
+        if placed:
+            raise ValueError(f"{where}: {placed} are not taken by a local environment (the lab's sandboxes live "
+                             "under its lab.json sandbox_root, served by its pg_bindir)")
+        return None
+    if not placed and not allowed:
+        return None
+    paths = {}
+    for key in ("root", "pg_bindir"):
+        value = _optional_str(raw, key, where)
+        if value is None:
+            raise ValueError(f"{where}.{key} is missing: a {platform} environment's sandboxes are restored on the "
+                             "Airflow worker, which needs root (their directory) and pg_bindir (the server's binaries)")
+        if not value.startswith("/"):
+            raise ValueError(f"{where}.{key}: {value!r} must be an absolute path on the Airflow worker")
+        paths[key] = value.rstrip("/") or "/"
+    if paths["root"] == "/":
+        raise ValueError(f"{where}.root: '/' is not a sandbox root: give a directory of its own")
+    port_min = raw.get("port_min", WorkerSandboxSettings.port_min)
+    if isinstance(port_min, bool) or not isinstance(port_min, int) or not 1024 <= port_min <= 65335:
+        raise ValueError(f"{where}.port_min: {port_min!r} must be an integer from 1024 to 65335 (200 ports are "
+                         "tried from it)")
+    return WorkerSandboxSettings(root=paths["root"], pg_bindir=paths["pg_bindir"],
+                                 os_user=_optional_str(raw, "os_user", where), port_min=port_min)
 
 
 SLO_METRICS = ("availability_pct", "error_rate_pct", "p95_ms")
@@ -310,6 +365,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         slo=parse_slo(_section(raw, "slo", where), f"{where}.slo"),
         dr=parse_dr(_section(raw, "dr", where), f"{where}.dr"),
         kubernetes=kubernetes,
+        worker_sandbox=parse_worker_sandbox(sandbox, platform, f"{where}.sandbox"),
     )
 
 

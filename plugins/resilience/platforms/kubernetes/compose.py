@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from resilience.dr.backup_repos import environment_repos
 from resilience.platforms.base import Capability, Provider
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ HOW_TO_CONFIGURE: dict[Capability, str] = {
     "database_hosts": "losing a database host is done only in the lab; on a cluster use the switchover variant",
     "write_probe": "acknowledged writes are counted only by the lab's writer",
     "backups": "pgbackrest.repos",
-    "sandboxes": "sandbox.allowed: true",
+    "sandboxes": "sandbox: allowed: true, root and pg_bindir on the Airflow worker; and pgbackrest.repos",
     "regions": "kubernetes.app.url: the region's entry point (its load balancer's URL)",
     "releases": "kubernetes.app.deployment",
 }
@@ -51,6 +52,14 @@ def kubernetes_capabilities(environment: Environment) -> tuple[dict[Capability, 
     if target.app_url:
         provided["regions"] = Provider(f"region {region}: Deployment {target.app_deployment} behind "
                                        f"{target.app_url} ({where})", lambda: _regions(target, region))
+    repos = environment_repos(environment)
+    if repos:
+        provided["backups"] = Provider(f"pgBackRest on the Airflow worker, stanza {environment.pgbackrest_stanza}: "
+                                       + ", ".join(r.label for r in repos), lambda: _backups(environment))
+    sandbox = environment.worker_sandbox
+    if environment.sandbox_allowed and sandbox is not None and repos:
+        provided["sandboxes"] = Provider(f"PostgreSQL data directories under {sandbox.root} on the Airflow worker",
+                                         lambda: _sandboxes(environment))
     if environment.patroni_conn_id:
         conn_id = environment.patroni_conn_id
         provided["database"] = Provider(f"Patroni (Connection {conn_id})", lambda: _database(conn_id))
@@ -79,6 +88,19 @@ def _regions(target: KubernetesTarget, region: str) -> object:
     from resilience.platforms.kubernetes.regions import KubernetesRegions
 
     return KubernetesRegions(target, region)
+
+
+def _backups(environment: Environment) -> object:
+    from resilience.platforms.worker_backups import WorkerBackups
+
+    sandbox = environment.worker_sandbox  # restores run as the sandbox servers' OS user
+    return WorkerBackups(environment, os_user=sandbox.os_user if sandbox else None)
+
+
+def _sandboxes(environment: Environment) -> object:
+    from resilience.platforms.worker_sandboxes import worker_sandboxes
+
+    return worker_sandboxes(environment)
 
 
 def _object_store(target: KubernetesTarget) -> object:
