@@ -81,7 +81,7 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     require_connection(environment.slo_source().prometheus_conn_id,
                        f"environments.{environment.name}.slo.prometheus_conn_id")
     log.info("Chaos campaign %s in %s: %s, %d s each%s", run_id, environment.name, ", ".join(params.scenarios),
-             params.duration_s, " (plan mode: preflight, baselines and the planned calls only)" if params.dry_run else "")
+             params.duration_s, " (plan mode: preflight, baselines, planned calls)" if params.dry_run else "")
     campaign = Campaign(params, run_id, config)
     campaign.record.start(dag_id, environment.name, params.to_dict(), started_at)
     return params.to_dict()
