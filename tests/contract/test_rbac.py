@@ -7,12 +7,14 @@ Role, and every rule the Role grants is used. Checked against the loopback API s
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
 from resilience.platforms.kubernetes.cache import KubernetesCache
+from resilience.platforms.kubernetes.memory import KubernetesMemory
 from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
 from resilience.platforms.kubernetes.regions import KubernetesRegions
 from resilience.platforms.kubernetes.releases import KubernetesReleases
@@ -85,6 +87,13 @@ def test_the_role_grants_exactly_what_the_kubernetes_platform_calls(monkeypatch)
         store.fail_object_store(ObjectStoreFault(0.3, 503, experiment="7"))
         store.fail_object_store(ObjectStoreFault(0.3, 503, experiment="7"))
         store.clear_object_store_fault("7")
+        memory = KubernetesMemory(target)  # memory-pressure: inject, a retried inject, observe, revert twice
+        memory.start_memory_hog("chaos-memory-hog", 32, 96, time.time() + 60, experiment="8")
+        memory.start_memory_hog("chaos-memory-hog", 32, 96, time.time() + 60, experiment="8")
+        api.wait(lambda: (hog := memory.memory_hog("chaos-memory-hog")) is not None and hog.oom_kills > 0,
+                 timeout_s=30)
+        memory.stop_memory_hog("chaos-memory-hog")
+        memory.stop_memory_hog("chaos-memory-hog")
         releases.app_release("primary")  # emergency rollback: its plan, then rollout undo
         releases.rollback_app("primary")
         dr = KubernetesRegions(KubernetesTarget("kubernetes_rbac", NAMESPACE, "ofm-dr", "app=ofm-dr",

@@ -156,17 +156,30 @@ def test_a_crash_failover_killed_before_its_inject_returned_is_healed_by_its_rev
         assert replica.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
 
 
+def hog_record(name):
+    """The lab's record of the hog (its PID and cgroup): read with the test's own eyes, not the platform's."""
+    from resilience.lab import memhog
+    from resilience.lab.state import layout_of, load_lab_state
+
+    return memhog.read_record(layout_of(load_lab_state()), name)
+
+
 def test_memory_pressure_only_the_hog_is_oom_killed(platform):
+    from resilience.faults.memory_pressure import expectation_failures
+
     fault, plan, info = cycle(platform, "memory-pressure", {"limit_mb": 64, "hog_mb": 256})
+    assert info["hog"]["running"] and set(info["app_before"]) == {r.name for r in platform.workloads.replicas()}
+    cgroup = Path(hog_record(plan["name"])["cgroup"])
     deadline = time.monotonic() + 15
-    while (platform.memory_hog_counters(plan["name"]) or {}).get("oom_kill", 0) == 0:
+    while (hog := platform.memory.memory_hog(plan["name"])) is None or hog.oom_kills == 0:
         assert time.monotonic() < deadline, "the hog was never OOM-killed"
         time.sleep(0.2)
     observed = fault.revert(platform, plan, info)
-    assert observed["cgroup"]["oom_kill"] > 0
-    assert observed["only_hog_killed"] is True
-    assert observed["replicas_healthy"] == observed["replicas_total"]
-    assert platform.memory_hog_counters(plan["name"]) is None  # cgroup removed
+    assert observed["hog"]["oom_kills"] > 0 and observed["hog"]["limit_mb"] == 64
+    assert observed["only_hog_killed"] is True and expectation_failures(observed) == []
+    assert observed["app_after"] == observed["app_before"]  # no replica restarted or replaced
+    assert observed["replicas_ready"] == observed["replicas_total"]
+    assert platform.memory.memory_hog(plan["name"]) is None and not cgroup.exists()  # cgroup removed
     fault.revert(platform, plan, info)  # idempotent
 
 
@@ -244,14 +257,17 @@ def test_redis_unavailable_ends_by_itself_at_its_deadline(platform, lab):
 
 def test_memory_pressure_hog_ends_by_itself_at_its_deadline(platform):
     fault, plan, info = cycle_with_deadline(platform, "memory-pressure", {"limit_mb": 64, "hog_mb": 256})
-    procs = Path(info["cgroup"], "cgroup.procs")
-    assert alive(info["pid"])
-    assert until(lambda: not alive(info["pid"]) and not procs.read_text().split(),
+    record = hog_record(plan["name"])
+    procs = Path(record["cgroup"], "cgroup.procs")
+    assert alive(record["pid"]) and info["hog"]["expires_at"] == plan["deadline_epoch_s"]
+    assert until(lambda: not alive(record["pid"]) and not procs.read_text().split(),
                  DEADMAN_AHEAD_S + DEADMAN_SLACK_S), "the hog still runs long after the fault's deadline"
     assert time.time() >= plan["deadline_epoch_s"] - 1  # --timeout is whole seconds, rounded down: never late
+    ended = platform.memory.memory_hog(plan["name"])
+    assert ended is not None and not ended.running and ended.ended == "DeadlineExceeded"
     observed = fault.revert(platform, plan, info)  # removes the empty cgroup; nothing left to kill
-    assert observed["replicas_healthy"] == observed["replicas_total"]
-    assert platform.memory_hog_counters(plan["name"]) is None and not os.path.exists(info["cgroup"])
+    assert observed["replicas_ready"] == observed["replicas_total"]
+    assert platform.memory.memory_hog(plan["name"]) is None and not os.path.exists(record["cgroup"])
 
 
 @pytest.mark.parametrize("scenario", ["s3-5xx", "redis-unavailable", "memory-pressure"])
@@ -262,4 +278,4 @@ def test_a_deadline_in_the_past_is_refused_before_any_effect(platform, scenario)
         fault.inject(platform, plan)
     assert platform.object_store.object_store_fault().error_rate == 0.0
     assert platform.cache.cache_state().alive
-    assert platform.memory_hog_counters("chaos-memory-hog") is None
+    assert platform.memory.memory_hog("chaos-memory-hog") is None

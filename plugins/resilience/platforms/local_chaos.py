@@ -7,11 +7,20 @@ roles come from Patroni, never from a file.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resilience.config import Environment
-from resilience.platforms.types import CacheState, ObjectStoreFault, Replica, ReplicaDeletion, WorkloadReady
+from resilience.platforms.types import (
+    CacheState,
+    MemoryHog,
+    ObjectStoreFault,
+    Replica,
+    ReplicaDeletion,
+    WorkloadReady,
+)
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
@@ -181,22 +190,46 @@ class LocalChaos:
 
     # -- memory (memory-pressure) -------------------------------------------------------------
 
-    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int,
-                         deadline_epoch_s: float | None = None) -> dict[str, Any]:
+    def start_memory_hog(self, name: str, limit_mb: int, hog_mb: int, deadline_epoch_s: float | None = None,
+                         experiment: str | None = None) -> MemoryHog:
+        """stress-ng in a child cgroup limited to ``limit_mb`` (the lab's memhog); the experiment is not stored:
+        the lab finds its hog by name."""
         from resilience.lab import control
 
-        return control.start_memory_hog(self._state(), name, limit_mb, hog_mb, deadline_epoch_s)
+        control.start_memory_hog(self._state(), name, limit_mb, hog_mb, deadline_epoch_s)
+        hog = self.memory_hog(name)
+        if hog is None:
+            raise RuntimeError(f"memory hog {name} started but its cgroup is gone")
+        return replace(hog, experiment=experiment)
 
     def stop_memory_hog(self, name: str) -> None:
         from resilience.lab import control
 
         control.stop_memory_hog(self._state(), name)
 
-    def memory_hog_counters(self, name: str) -> dict[str, Any] | None:
-        from resilience.lab import control
+    def memory_hog(self, name: str) -> MemoryHog | None:
+        """The hog from its cgroup (OOM kills: ``memory.oom_control``'s ``oom_kill``; stress-ng reports success even
+        when its workers die) and its record; None when its cgroup is gone."""
+        from resilience.lab import control, memhog
         from resilience.lab.errors import LabError
+        from resilience.lab.state import layout_of
 
+        state = self._state()
+        layout = layout_of(state)
         try:
-            return control.memory_hog_counters(self._state(), name)
+            counters = control.memory_hog_counters(state, name)
+            cgroup = memhog._cgroup(layout, name)
+            if cgroup is None:
+                return None
+            limit_mb = int((cgroup / "memory.limit_in_bytes").read_text()) // (1024 * 1024)
+            procs = memhog._procs(cgroup)
         except (LabError, FileNotFoundError):
             return None  # no hog (never started, or already removed)
+        record = memhog.read_record(layout, name) or {}
+        deadline = record.get("deadline_epoch_s")
+        running = bool(procs)
+        ended = None if running else ("DeadlineExceeded" if deadline is not None and time.time() >= deadline - 1
+                                      else "exited")  # stress-ng's --timeout is whole seconds, rounded down
+        return MemoryHog(name, limit_mb, int(record.get("hog_mb") or 0), running, int(counters["oom_kill"]),
+                         deadline, ended=ended,
+                         where=f"stress-ng (pid {procs[0] if procs else record.get('pid')}) in cgroup {cgroup}")

@@ -147,6 +147,38 @@ class ObjectStoreFault:
 
 
 @dataclass(frozen=True)
+class MemoryHog:
+    """A memory hog next to the app in its own memory limit (memory-pressure), as the platform runs it.
+
+    ``running``: it is in place and holding memory (a pod not yet ended, a process in its cgroup);
+    ``oom_kills``: how many times the OOM killer killed it inside its limit (the lab: the cgroup's
+    ``oom_kill`` counter; Kubernetes: its container's terminations with reason ``OOMKilled``);
+    ``expires_at``: when it ends by itself (UTC epoch s; None: only when stopped); ``experiment``: the
+    ledger entry that started it; ``ended``: why it no longer runs, where the platform says
+    (``DeadlineExceeded``, ``OOMKilled``, ``Completed``); ``where``: what holds it, for reports."""
+
+    name: str
+    limit_mb: int
+    hog_mb: int
+    running: bool
+    oom_kills: int = 0
+    expires_at: float | None = None
+    experiment: str | None = None
+    ended: str | None = None
+    where: str | None = None
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``chaos-memory-hog: 256 MiB in a 64 MiB limit, OOM-killed 3 times,
+        running``."""
+        state = "running" if self.running else f"ended ({self.ended})" if self.ended else "ended"
+        return (f"{self.name}: {self.hog_mb} MiB in a {self.limit_mb} MiB limit, OOM-killed {self.oom_kills} "
+                f"time{'' if self.oom_kills == 1 else 's'}, {state}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Revision:
     """One revision of the app in a region (``kubectl rollout history``'s row): what it runs (``release``: the
     lab's release name; on Kubernetes the image(s) of its pod template), its number (increasing; a rollback is a

@@ -21,7 +21,12 @@
 * Scheduler + kubelet: binds a pod to node `kubeapi-node`, makes it Running and Ready `ready_delay_s`
   after it was created (annotation `kubeapi.test/crashloop: "true"` in the pod keeps it not Ready,
   in CrashLoopBackOff with a growing restartCount), and removes terminating pods when their grace
-  period is over (`Store.deadlines`).
+  period is over (`Store.deadlines`). Memory: a `stress` container (polinux/stress: `--vm N --vm-bytes
+  SIZE`) asking for more than its `resources.limits.memory` is OOM-killed `ready_delay_s` after each
+  start (state terminated, reason OOMKilled, exit code 137); with restartPolicy OnFailure/Always it is
+  restarted `ready_delay_s` later (restartCount + 1, lastState the OOM kill), with Never the pod is Failed.
+  `spec.activeDeadlineSeconds` (wall seconds from the pod's start) ends the pod: phase Failed, reason
+  DeadlineExceeded, its containers terminated.
 * Garbage collector: deletes objects whose owners are gone (Background propagation) and finishes
   Foreground deletions. https://kubernetes.io/docs/concepts/architecture/garbage-collection/
 """
@@ -288,16 +293,25 @@ class Controllers:
             if status.get("phase") in ("Succeeded", "Failed"):
                 continue
             crashloop = (pod["metadata"].get("annotations") or {}).get(CRASHLOOP) == "true"
-            if now - born >= self.ready_delay_s and (status.get("phase") != "Running" or crashloop):
+            oom = any(_oom_killed(c) for c in spec["containers"])
+            active_deadline = spec.get("activeDeadlineSeconds")
+            if active_deadline is not None and now - born >= active_deadline:
+                status = _deadline_exceeded(status, spec)
+            elif now - born >= self.ready_delay_s and (status.get("phase") != "Running" or crashloop or oom):
                 started = status.get("startTime") or now_rfc3339()
                 restarts = int((now - born) / self.ready_delay_s) - 1 if crashloop else 0
-                ready = "False" if crashloop else "True"
+                since_start_s, policy = now - born - self.ready_delay_s, spec.get("restartPolicy", "Always")
+                containers = [_oom_status(c, since_start_s, self.ready_delay_s, policy) if _oom_killed(c)
+                              else _container_status(c, started, restarts, crashloop) for c in spec["containers"]]
+                ready = "False" if crashloop or not all("running" in c["state"] for c in containers) else "True"
                 status.update(
                     phase="Running", hostIP="10.0.0.1", podIP=_pod_ip(uid), startTime=started,
                     podIPs=[{"ip": _pod_ip(uid)}],
                     conditions=[_cond("PodReadyToStartContainers"), _cond("Initialized"),
                                 _cond("Ready", ready), _cond("ContainersReady", ready), _cond("PodScheduled")],
-                    containerStatuses=[_container_status(c, started, restarts, crashloop) for c in spec["containers"]])
+                    containerStatuses=containers)
+                if policy == "Never" and all("terminated" in c["state"] for c in containers):
+                    status["phase"] = "Failed"  # every container ended in failure and none is restarted
             # a condition keeps its lastTransitionTime until its status flips
             before = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
             for cond in status.get("conditions") or []:
@@ -349,3 +363,95 @@ def _container_status(container: dict[str, Any], started: str, restarts: int, cr
     return {"name": container["name"], "image": container.get("image", ""), "imageID": "", "containerID":
             f"containerd://{container['name']}", "ready": not crashloop, "started": not crashloop,
             "restartCount": max(0, restarts), "state": state}
+
+
+# ---- memory: stress containers over their limit, activeDeadlineSeconds -----------------------------
+# ContainerStatus (state / lastState: running{startedAt}, waiting{reason}, terminated{exitCode, reason,
+# startedAt, finishedAt}; restartCount; ready) and PodStatus (phase, reason, message):
+# https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#PodStatus
+# An OOM kill as the kubelet reports it (terminated, reason OOMKilled, exit code 137; restarted under
+# OnFailure): https://kubernetes.io/docs/tasks/configure-pod-container/assign-memory-resource/#exceed-a-container-s-memory-limit
+
+OOM_EXIT_CODE = 137  # 128 + SIGKILL
+_QUANTITY = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_STRESS_SIZE = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}  # stress(1)'s --vm-bytes suffixes, powers of 1024
+
+
+def memory_quantity(value: str | int) -> int:
+    """Bytes of a Kubernetes quantity such as `64Mi`, `1G`, `134217728` (the suffixes memory limits use)."""
+    text = str(value).strip()
+    number = text.rstrip("".join({c for k in _QUANTITY for c in k}))
+    return int(float(number) * _QUANTITY[text[len(number):]])
+
+
+def stress_demand_bytes(container: dict[str, Any]) -> int | None:
+    """What a polinux/stress container allocates: `--vm N` (`-m N`) workers of `--vm-bytes SIZE` each
+    (default 256M); None when the container is not stress or starts no vm worker."""
+    argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    if "stress" not in container.get("image", "") and not (argv and argv[0].rsplit("/", 1)[-1] == "stress"):
+        return None
+    workers, size = 0, 256 * 2**20
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("--vm", "-m"):
+            workers = int(value)
+        elif flag == "--vm-bytes":
+            suffix = value[-1].lower() if value[-1].isalpha() else "b"
+            size = int(value.rstrip("bBkKmMgG")) * _STRESS_SIZE[suffix]
+    return workers * size if workers else None
+
+
+def _oom_killed(container: dict[str, Any]) -> bool:
+    """A stress container asking for more memory than its limit: the kernel OOM-kills it in its cgroup."""
+    demand, limit = stress_demand_bytes(container), ((container.get("resources") or {}).get("limits") or {}).get(
+        "memory")
+    return demand is not None and limit is not None and demand > memory_quantity(limit)
+
+
+def _rfc3339(epoch_s: float) -> str:
+    return now_rfc3339(epoch_s - time.time())
+
+
+def _oom_status(container: dict[str, Any], since_start_s: float, delay_s: float, restart_policy: str) -> dict[str, Any]:
+    """The container's status `since_start_s` after its first start: it runs `delay_s`, is OOM-killed, and (not
+    under Never) is restarted `delay_s` later, again and again; Never: it stays terminated."""
+    cycle_s = 2 * delay_s
+    restarts = 0 if restart_policy == "Never" else int(since_start_s // cycle_s)
+    started = time.time() - (since_start_s - restarts * cycle_s)  # this run's start (wall clock)
+
+    def killed(run_started: float) -> dict[str, Any]:
+        return {"terminated": {"exitCode": OOM_EXIT_CODE, "reason": "OOMKilled", "startedAt": _rfc3339(run_started),
+                               "finishedAt": _rfc3339(run_started + delay_s)}}
+
+    status: dict[str, Any] = {"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                              "containerID": f"containerd://{container['name']}-{restarts}",
+                              "restartCount": restarts}
+    if restarts:
+        status["lastState"] = killed(started - cycle_s)
+    if time.time() < started + delay_s:
+        status.update(state={"running": {"startedAt": _rfc3339(started)}}, ready=True, started=True)
+    else:
+        status.update(state=killed(started), ready=False, started=False)
+    return status
+
+
+def _deadline_exceeded(status: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The kubelet ends a pod active longer than `activeDeadlineSeconds`: phase Failed, reason DeadlineExceeded,
+    every container killed (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/
+    `PodSpec.activeDeadlineSeconds`)."""
+    previous = {c["name"]: c for c in status.get("containerStatuses") or []}
+    containers = []
+    for c in spec["containers"]:
+        was = previous.get(c["name"], {"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                                       "restartCount": 0, "state": {}})
+        running = was.get("state", {}).get("running")
+        terminated = was.get("state", {}).get("terminated") or {
+            "exitCode": OOM_EXIT_CODE, "reason": "Error", "finishedAt": now_rfc3339(),
+            **({"startedAt": running["startedAt"]} if running else {})}
+        containers.append({**was, "state": {"terminated": terminated}, "ready": False, "started": False})
+    return {**status, "phase": "Failed", "reason": "DeadlineExceeded",
+            "message": "Pod was active on the node longer than the specified deadline",
+            "conditions": [{**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
+                           for c in status.get("conditions") or []],
+            "containerStatuses": containers}
+

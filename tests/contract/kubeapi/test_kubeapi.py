@@ -503,6 +503,63 @@ def test_other_builtin_kinds_and_empty_lists(flavour: Cluster):
     assert net.list_namespaced_network_policy(c.ns).items == []
 
 
+# ---- 8b. the kubelet's memory limits and activeDeadlineSeconds ---------------------------------------
+
+def stress_pod(name: str, vm_bytes: str, limit: str, restart_policy: str, **spec: Any) -> dict[str, Any]:
+    """The Kubernetes documentation's memory-limit example: polinux/stress allocating `vm_bytes` under `limit`."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": restart_policy, **spec, "containers": [{
+                "name": "stress", "image": "polinux/stress", "command": ["stress"],
+                "args": ["--vm", "1", "--vm-bytes", vm_bytes, "--vm-hang", "1"],
+                "resources": {"limits": {"memory": limit}, "requests": {"memory": limit}}}]}}
+
+
+@pytest.mark.parametrize(("quantity", "size"), [("64Mi", 64 * 2**20), ("1Gi", 2**30), ("128M", 128 * 10**6),
+                                                ("134217728", 2**27), ("0.5Gi", 2**29)])
+def test_memory_quantities(quantity, size):
+    from .controllers import memory_quantity
+
+    assert memory_quantity(quantity) == size
+
+
+@BOTH
+def test_a_stress_container_over_its_memory_limit_is_oom_killed(flavour: Cluster):
+    from .controllers import stress_demand_bytes
+
+    c = flavour
+    assert stress_demand_bytes(stress_pod("x", "256M", "64Mi", "Never")["spec"]["containers"][0]) == 256 * 2**20
+    assert stress_demand_bytes(container()) is None  # not stress: never OOM-killed
+    c.core.create_namespaced_pod(c.ns, stress_pod("restarted", "256M", "64Mi", "OnFailure"))
+    c.core.create_namespaced_pod(c.ns, stress_pod("once", "256M", "64Mi", "Never"))
+    c.core.create_namespaced_pod(c.ns, stress_pod("fits", "32M", "64Mi", "OnFailure"))
+    c.core.create_namespaced_pod(c.ns, stress_pod("deadline", "32M", "64Mi", "OnFailure", activeDeadlineSeconds=2))
+
+    def status(name: str) -> Any:
+        return c.core.read_namespaced_pod(name, c.ns).status
+
+    killed_now = c.api.wait(lambda: (s := status("restarted").container_statuses) and s[0].state.terminated and s[0])
+    assert (killed_now.state.terminated.reason, killed_now.state.terminated.exit_code) == ("OOMKilled", 137)
+    assert not killed_now.ready
+    again = c.api.wait(lambda: (s := status("restarted").container_statuses) and s[0].restart_count >= 2 and s[0])
+    assert (again.last_state.terminated.reason, again.last_state.terminated.exit_code) == ("OOMKilled", 137)
+    assert status("restarted").phase == "Running"  # OnFailure: restarted, not failed
+
+    once = c.api.wait(lambda: (s := status("once")).phase == "Failed" and s)
+    [stress] = once.container_statuses
+    assert (stress.state.terminated.reason, stress.state.terminated.exit_code, stress.restart_count) == (
+        "OOMKilled", 137, 0)
+
+    fits = status("fits")
+    assert fits.phase == "Running" and fits.container_statuses[0].restart_count == 0
+    assert fits.container_statuses[0].state.running is not None and fits.container_statuses[0].last_state is None
+
+    ended = c.api.wait(lambda: (s := status("deadline")).phase == "Failed" and s, timeout_s=10)
+    assert (ended.reason, ended.container_statuses[0].state.terminated is not None) == ("DeadlineExceeded", True)
+    assert not [cond for cond in ended.conditions if cond.type == "Ready" and cond.status == "True"]
+    for name in ("restarted", "once", "fits", "deadline"):
+        c.core.delete_namespaced_pod(name, c.ns, grace_period_seconds=0)
+
+
 # ---- 9. injected failures and the request log -----------------------------------------------------
 
 def test_fail_next_answers_the_status_and_changes_nothing(flavour: Cluster):

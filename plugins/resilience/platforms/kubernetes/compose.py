@@ -41,6 +41,7 @@ def kubernetes_capabilities(environment: Environment) -> tuple[dict[Capability, 
     provided: dict[Capability, Provider] = {
         "workloads": Provider(f"Deployment {target.app_deployment} ({where})", lambda: _workloads(target)),
     }
+    provided["memory"] = Provider(f"stress pods with a memory limit ({where})", lambda: _memory(target))
     if target.cache_kind and target.cache_name:
         provided["cache"] = Provider(f"{target.cache_kind} {target.cache_name} ({where})", lambda: _cache(target))
     if target.object_store_host:
@@ -101,6 +102,12 @@ def _sandboxes(environment: Environment) -> object:
     from resilience.platforms.worker_sandboxes import worker_sandboxes
 
     return worker_sandboxes(environment)
+
+
+def _memory(target: KubernetesTarget) -> object:
+    from resilience.platforms.kubernetes.memory import KubernetesMemory
+
+    return KubernetesMemory(target)
 
 
 def _object_store(target: KubernetesTarget) -> object:
