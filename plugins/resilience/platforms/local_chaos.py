@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from resilience.platforms.types import (
 
 if TYPE_CHECKING:
     from resilience.patroni import PatroniClient
+    from resilience.platforms.patroni_database import PatroniDatabase
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,27 @@ class LocalChaos:
         from resilience.lab.state import load_lab_state
 
         return load_lab_state(self.lab_dir)
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: what the lab would do for ``intent`` (its supervisor, proxy and servers, not an API)."""
+        if intent in ("switchover", "failover_database", "rebuild_database_replica"):
+            return self._patroni().requests_for(intent, arguments)
+        lab = {
+            "delete_replicas": f"the lab's supervisor takes {arguments.get('names')} out of the load balancer, "
+                               f"SIGTERMs them and SIGKILLs any still running after {arguments.get('grace_period_s')} s"
+                               + (" (force: SIGKILL at once)" if arguments.get("force") else ""),
+            "wait_ready": f"GET /health of each replica until {arguments.get('expected')} new processes answer",
+            "stop_cache": "stop the lab's redis-server (its dead-man switch starts it again at the deadline)",
+            "start_cache": "start the lab's redis-server and wait until it answers PING",
+            "fail_object_store": f"the lab's S3 proxy answers {arguments.get('error_rate')} of requests with HTTP "
+                                 f"{arguments.get('status')} (its own expiry at the deadline)",
+            "clear_object_store_fault": "the lab's S3 proxy serves every request again",
+            "crash_database_node": f"SIGKILL {arguments.get('member')}'s Patroni and postmaster",
+            "start_memory_hog": f"stress-ng allocating {arguments.get('hog_mb')} MB in a new cgroup limited to "
+                                f"{arguments.get('limit_mb')} MB (it ends by itself at the deadline)",
+            "stop_memory_hog": "kill the hog and remove its cgroup",
+        }
+        return [lab.get(intent, f"{intent}: reads only")]
 
     # -- app replicas (pod-kill) ------------------------------------------------------------
 
@@ -142,11 +165,6 @@ class LocalChaos:
 
         return control.start_postgres_nodes(self._state())
 
-    def database_replicas_expected(self) -> int:
-        from resilience.lab.layout import NODES
-
-        return len(NODES) - 1
-
     def acknowledged_writes(self, since_epoch_s: float) -> int:
         """Commits the lab writer was told succeeded since ``since_epoch_s``."""
         from resilience.lab import control
@@ -160,33 +178,23 @@ class LocalChaos:
 
         return control.acknowledged_writes_lost(self._state(), since_epoch_s, until_epoch_s)
 
-    def database_roles(self) -> dict[str, Any]:
-        """``{"primary", "replica", "primary_up", "replica_streaming", "topology"}`` from Patroni."""
-        from resilience.ha_database import healthy_replica_count
-        from resilience.patroni import PatroniError
+    def _patroni(self) -> PatroniDatabase:
+        from resilience.lab.layout import NODES
+        from resilience.platforms.patroni_database import PatroniDatabase
 
-        try:
-            topology = self.database_cluster().topology()
-        except PatroniError as exc:
-            return {"primary": None, "replica": None, "primary_up": False, "replica_streaming": False,
-                    "error": str(exc).splitlines()[0]}
-        leader = topology.leader
-        return {"primary": leader.name if leader else None,
-                "replica": next((m.name for m in topology.replicas), None),
-                "primary_up": leader is not None, "replica_streaming": healthy_replica_count(topology) > 0,
-                "topology": topology.to_dict()}
+        return PatroniDatabase(self.database_cluster, self.start_database_nodes, len(NODES) - 1)
+
+    def database_replicas_expected(self) -> int:
+        return self._patroni().database_replicas_expected()
+
+    def database_roles(self) -> dict[str, Any]:
+        return self._patroni().database_roles()
 
     def failover_database(self) -> str:
-        """Promote the best replica now (Patroni ``/failover``); returns the new leader's member name."""
-        from resilience.ha_database import failover
-
-        return failover(self.database_cluster()).new_leader
+        return self._patroni().failover_database()
 
     def rebuild_database_replica(self) -> None:
-        """Back to a writable leader with every replica streaming (nodes that are down are started)."""
-        from resilience.ha_database import heal
-
-        heal(self.database_cluster(), self.start_database_nodes, self.database_replicas_expected())
+        self._patroni().rebuild_database_replica()
 
     # -- memory (memory-pressure) -------------------------------------------------------------
 
