@@ -69,7 +69,8 @@ def test_the_role_grants_exactly_what_the_kubernetes_platform_calls(monkeypatch)
         dr_app["spec"] = {**dr_app["spec"], "replicas": 0, "selector": {"matchLabels": {"app": "ofm-dr"}},
                           "template": {**dr_app["spec"]["template"], "metadata": {"labels": {"app": "ofm-dr"}}}}
         api.create(dr_app)
-        releases = KubernetesReleases(target, "primary")  # a second release rolled out (not the product's call)
+        releases = KubernetesReleases(target, "primary")  # a second release rolled out (not the product's call),
+        releases._wait_rollout("primary")  # once the first has its ReplicaSet: else there is one revision only
         releases.apps.patch_namespaced_deployment("ofm-social-os-api", NAMESPACE, {"spec": {"template": {"spec": {
             "containers": [{"name": "api", "image": "registry.local/ofm-social-os:1.4.3"}]}}}})
         releases._wait_rollout("primary")

@@ -80,6 +80,7 @@ def deploy(kind: str, request: pytest.FixtureRequest, release: str) -> None:
     from resilience.platforms.kubernetes.releases import KubernetesReleases
 
     releases = KubernetesReleases(kubernetes_target(), "primary")
+    releases._wait_rollout("primary")  # the release before has its ReplicaSet: else it leaves no revision
     releases.apps.patch_namespaced_deployment(releases.target.app_deployment, NAMESPACE, {
         "metadata": {"annotations": {"kubernetes.io/change-cause": f"deploy {release}"}},
         "spec": {"template": {"spec": {"containers": [{"name": "api", "image": release}]}}}})
