@@ -12,7 +12,7 @@ memory-pressure), in its own task group:
 6. **verdict** — passed / failed (which SLO, by how much) / aborted.
 
 Before any fault, **preflight** takes the chaos/DR lock and checks the runbook's safety
-rules (environment allows chaos, >= 80 % replicas ready, no deployment, no alert firing, no
+rules (environment allows chaos, >= 80 % of the pods ready, no deployment, no alert firing, no
 other chaos or DR run, no fault left open). After the last scenario the lock is released and
 **write_report** writes JSON + HTML (error-rate and p95 charts, fault window shaded) with the
 weighted resilience score; **notify_slack** posts the summary. `dry_run` is plan mode: it

@@ -65,6 +65,8 @@ def test_replicas_are_ready_each_with_its_own_instance(workloads):
     assert len(replicas) == REPLICAS and all(r.ready for r in replicas)
     assert len({r.instance for r in replicas}) == REPLICAS and None not in {r.instance for r in replicas}
     assert workloads.rollout_in_progress() is None  # steady state: nothing being rolled out
+    census = workloads.pod_census()  # preflight's ">= 80 % of the pods ready", here every one
+    assert census.total >= REPLICAS and census.ready == census.total, census
 
 
 def test_a_graceful_deletion_is_replaced_by_a_new_instance_and_the_wait_is_idempotent(workloads):

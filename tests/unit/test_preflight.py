@@ -9,7 +9,7 @@ import pytest
 from resilience.chaos.preflight import PreflightFacts, preflight_checks
 
 OK = PreflightFacts(environment="lab", is_production=False, chaos_enabled=True, allow_production=False,
-                    replicas_ready=3, replicas_total=3)
+                    pods_ready=3, pods_total=3, pods_scope="namespace ofm-staging")
 
 
 def failing(facts):
@@ -26,8 +26,8 @@ def test_healthy_lab_passes():
         ({"chaos_enabled": False}, {"environment allows chaos": "environments.lab.chaos.enabled is false: chaos refused"}),
         ({"environment": "production", "is_production": True},
          {"environment allows chaos": "production is production: the run must set allow_production to true"}),
-        ({"replicas_ready": 2}, {">= 80 % replicas ready": "2 of 3 ready (67 %)"}),
-        ({"replicas_ready": 0, "replicas_total": 0}, {">= 80 % replicas ready": "0 of 0 ready (0 %)"}),
+        ({"pods_ready": 2}, {">= 80 % pods ready": "2 of 3 Running and Ready in namespace ofm-staging (67 %)"}),
+        ({"pods_ready": 0, "pods_total": 0}, {">= 80 % pods ready": "0 of 0 Running and Ready in namespace ofm-staging (0 %)"}),
         ({"deployment_in_progress": "app rollout 2 of 3"}, {"no deployment in progress": "app rollout 2 of 3"}),
         ({"firing_alerts": ("error_rate_high", "api_down")}, {"no alert firing": "error_rate_high, api_down"}),
         ({"lock_holder": ("manual__1", "dr_monthly_drill")},
@@ -40,7 +40,7 @@ def test_refusals(changes, expected):
 
 
 def test_exactly_80_percent_ready_passes():
-    assert failing(replace(OK, replicas_ready=4, replicas_total=5)) == {}
+    assert failing(replace(OK, pods_ready=4, pods_total=5)) == {}
 
 
 def test_production_with_both_switches_passes():

@@ -96,12 +96,12 @@ def _firing_alerts(campaign: Campaign) -> tuple[str, ...]:
 
 def gather_facts(campaign: Campaign, lock_holder: tuple[str, str] | None) -> PreflightFacts:
     env = campaign.environment
-    replicas = campaign.platform.workloads.replicas()
+    pods = campaign.platform.workloads.pod_census()
     others = [e for e in campaign.ledger.open_entries() if e.run_id != campaign.run_id]
     return PreflightFacts(
         environment=env.name, is_production=env.is_production, chaos_enabled=env.chaos_enabled,
         allow_production=campaign.params.allow_production,
-        replicas_ready=sum(1 for r in replicas if r.ready), replicas_total=len(replicas),
+        pods_ready=pods.ready, pods_total=pods.total, pods_scope=pods.scope,
         deployment_in_progress=campaign.platform.workloads.rollout_in_progress(),
         firing_alerts=_firing_alerts(campaign), lock_holder=lock_holder,
         open_faults=tuple(f"#{e.id} {e.scenario} ({e.state}, run {e.run_id})" for e in others),

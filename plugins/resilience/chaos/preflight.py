@@ -17,8 +17,9 @@ class PreflightFacts:
     is_production: bool
     chaos_enabled: bool
     allow_production: bool
-    replicas_ready: int
-    replicas_total: int
+    pods_ready: int
+    pods_total: int
+    pods_scope: str  # what was counted: "namespace ofm-staging", "the lab's app replicas"
     deployment_in_progress: str | None = None  # what is deploying, or None
     firing_alerts: tuple[str, ...] = ()
     lock_holder: tuple[str, str] | None = None  # (run_id, dag_id) of another run holding the lock
@@ -37,11 +38,11 @@ def preflight_checks(facts: PreflightFacts) -> list[Check]:
         note = " (production, allowed by this run)" if facts.is_production else ""
         allowed = Check("environment allows chaos", True, f"chaos enabled in {env}{note}")
     holder = f"{facts.lock_holder[1]} run {facts.lock_holder[0]} holds the lock" if facts.lock_holder else "lock free"
-    ready_pct = 100.0 * facts.replicas_ready / facts.replicas_total if facts.replicas_total else 0.0
+    ready_pct = 100.0 * facts.pods_ready / facts.pods_total if facts.pods_total else 0.0
     return [
         allowed,
-        Check(f">= {MIN_READY_PCT:g} % replicas ready", facts.replicas_total > 0 and ready_pct >= MIN_READY_PCT,
-              f"{facts.replicas_ready} of {facts.replicas_total} ready ({ready_pct:.0f} %)"),
+        Check(f">= {MIN_READY_PCT:g} % pods ready", facts.pods_total > 0 and ready_pct >= MIN_READY_PCT,
+              f"{facts.pods_ready} of {facts.pods_total} Running and Ready in {facts.pods_scope} ({ready_pct:.0f} %)"),
         Check("no deployment in progress", facts.deployment_in_progress is None,
               facts.deployment_in_progress or "none"),
         Check("no alert firing", not facts.firing_alerts,

@@ -21,6 +21,7 @@ from resilience.platforms.types import (
     DrApp,
     MemoryHog,
     ObjectStoreFault,
+    PodCensus,
     RegionHealth,
     Replica,
     ReplicaDeletion,
@@ -89,6 +90,9 @@ class Workloads(Protocol):
 
     def rollout_in_progress(self) -> str | None:
         """What is being rolled out right now, or None."""
+
+    def pod_census(self) -> PodCensus:
+        """The environment's pods that should be running, and how many of them are Running and Ready."""
 
 
 class Cache(Protocol):

@@ -18,6 +18,7 @@ from resilience.platforms.types import (
     CacheState,
     MemoryHog,
     ObjectStoreFault,
+    PodCensus,
     Replica,
     ReplicaDeletion,
     WorkloadReady,
@@ -86,6 +87,11 @@ class LocalChaos:
         from resilience.platforms.readiness import wait_ready
 
         return wait_ready(self.replicas, expected, not_instances, timeout_s, 0.05, "replicas (new processes)")
+
+    def pod_census(self) -> PodCensus:
+        """The lab has no namespace: its app replicas are what runs."""
+        replicas = self.replicas()
+        return PodCensus(sum(r.ready for r in replicas), len(replicas), "the lab's app replicas")
 
     def rollout_in_progress(self) -> str | None:
         """The lab has no deployments (no rollout controller): never in progress."""

@@ -241,3 +241,13 @@ class DrApp:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PodCensus:
+    """How many of the pods that should be running are Running and Ready (preflight: >= 80 %), and over
+    what: a Kubernetes namespace's pods (completed Job pods left out), or the lab's app replicas."""
+
+    ready: int
+    total: int
+    scope: str

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from resilience.platforms.types import Replica, ReplicaDeletion, WorkloadReady
+from resilience.platforms.types import PodCensus, Replica, ReplicaDeletion, WorkloadReady
 
 if TYPE_CHECKING:
     from resilience.platforms.kubernetes.target import KubernetesTarget
@@ -143,6 +143,13 @@ class KubernetesWorkloads:
             return [f"GET {pods}?labelSelector={self.target.app_selector} until {arguments.get('expected')} new pods "
                     f"are Ready (at most {arguments.get('timeout_s')} s)"]
         return [f"{intent}: reads only"]
+
+    def pod_census(self) -> PodCensus:
+        """Every pod of the namespace, as the runbook's `kubectl get pods -n <ns>` shows them; a completed
+        Job's pod (phase Succeeded) is not one that should be running."""
+        pods = [p for p in self.core.list_namespaced_pod(self.target.namespace).items
+                if (p.status and p.status.phase) != "Succeeded"]
+        return PodCensus(sum(pod_ready(p) for p in pods), len(pods), f"namespace {self.target.namespace}")
 
     def rollout_in_progress(self) -> str | None:
         deployment = self.apps.read_namespaced_deployment(self.target.app_deployment, self.target.namespace)
