@@ -132,3 +132,34 @@ def test_a_campaign_kills_pods_and_stops_the_cache_then_restores_both(campaign_d
     assert len(scaled) >= 2  # to 0, and back
     verdicts = {s["scenario"]: s["verdict"]["status"] for s in report_of(dagrun)["scenarios"]}
     assert verdicts == {"pod-kill": "passed", "redis-unavailable": "passed"}
+
+
+def test_immediate_abort_removes_every_labelled_object_not_only_the_open_experiments(cluster_config, kubeapi, lab):
+    """Immediate Abort on staging: the open s3-5xx entry is reverted through the ledger, and a VirtualService
+    the product labelled for another experiment (its entry lost, say) goes too, as the runbook's
+    `kubectl delete ... -l chaos-experiment` would; the app's own objects are left alone."""
+    import psycopg
+
+    from resilience.chaos.abort import abort_everything
+    from resilience.ledger import Ledger
+    from resilience.platforms.kubernetes.object_store import KubernetesObjectStore
+    from resilience.platforms.kubernetes.target import KubernetesTarget
+    from resilience.platforms.types import ObjectStoreFault
+
+    ledger = Ledger(lambda: psycopg.connect(lab["connections"]["resilience_control_db"]))
+    entry_id = ledger.record_intent("manual__abort_test", "chaos_campaign", "staging", "s3-5xx",
+                                    {"error_rate": 0.5, "status": 503}, expires_in_s=600)
+    store = KubernetesObjectStore(KubernetesTarget(CONN_ID, NAMESPACE, "ofm-social-os-api", "app=ofm-social-os",
+                                                   object_store_host="s3.us-east-1.amazonaws.com"))
+    store.fail_object_store(ObjectStoreFault(0.5, 503, experiment=str(entry_id)))
+    ledger.mark_active(entry_id, {"previous_error_rate": 0.0})
+    store.fail_object_store(ObjectStoreFault(0.2, 500, experiment="stray"))
+    before = len(kubeapi.list("apps/v1", "deployments", NAMESPACE, None))
+
+    done = abort_everything("resilience_control_db", ledger, by="chaos_abort:abort_all", reason="test")
+
+    assert done["reverted"] == [entry_id] and done["failed"] == [], done
+    assert done["leftovers_removed"] == ["staging: every object_store leftover", "staging: every memory leftover"]
+    assert kubeapi.list("networking.istio.io/v1beta1", "virtualservices", NAMESPACE, None) == []
+    assert ledger.get(entry_id).state == "reverted"
+    assert len(kubeapi.list("apps/v1", "deployments", NAMESPACE, None)) == before

@@ -9,10 +9,14 @@ fault's expiry ends it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from resilience.ledger import RUN_LOCK, Ledger, LedgerEntry
 from resilience.run_state import RunStateReader, liveness, lock_staleness, state_name
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Capability
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +86,37 @@ def abort_everything(control_conn_id: str, ledger: Ledger, by: str, reason: str)
             log.warning("Immediate Abort: %s taken from %s run %s; it injects nothing more", lock.name,
                         lock.dag_id, lock.run_id)
             released = lock.run_id
-    done = revert_all(control_conn_id, [(e, reason) for e in ledger.open_entries()], by)
-    return {**done, "lock_released_from": released}
+    open_entries = ledger.open_entries()
+    done = revert_all(control_conn_id, [(e, reason) for e in open_entries], by)
+    leftovers = [removed for environment in sorted({e.environment for e in open_entries})
+                 for removed in remove_leftovers(environment, done["failed"])]
+    return {**done, "leftovers_removed": leftovers, "lock_released_from": released}
+
+
+def remove_leftovers(environment: str, failed: list[Any]) -> list[str]:
+    """Past the ledger, as the runbook's Immediate Abort deletes everything labelled ``chaos-experiment``:
+    every object-store fault this product set in ``environment`` and its memory hog, whatever experiment
+    they belong to (a revert of one experiment removes only its own). Failures go to ``failed``."""
+    from resilience.config import load_config
+    from resilience.faults.memory_pressure import HOG_NAME
+    from resilience.platforms.base import get_platform
+
+    platform = get_platform(load_config().environment(environment))
+    removed = []
+    removals: tuple[tuple[Capability, Callable[[], object]], ...] = (
+        ("object_store", lambda: platform.object_store.clear_object_store_fault(None)),
+        ("memory", lambda: platform.memory.stop_memory_hog(HOG_NAME)))
+    for capability, remove in removals:
+        if platform.missing([capability]):
+            continue
+        try:
+            remove()
+            removed.append(f"{environment}: every {capability} leftover")
+        except Exception as exc:
+            log.error("Immediate Abort: removing %s leftovers in %s failed: %s", capability, environment, exc)
+            failed.append({"environment": environment, "capability": capability,
+                           "error": f"{type(exc).__name__}: {exc}"})
+    return removed
 
 
 def abort_or_sweep(mode: str, reason: str, by_run_id: str) -> dict[str, Any]:
