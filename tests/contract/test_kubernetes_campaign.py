@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, NAMESPACE, kubeapi_port
+from tests.contract.platforms import CONN_ID, NAMESPACE, cluster_config, kubeapi_port
 from tests.contract.test_cache import redis_deployment
 from tests.contract.test_workloads import REPLICAS, app_deployment
 from tests.integration.dagkit import load_dag
@@ -40,31 +39,24 @@ def kubeapi() -> Iterator[KubeApi]:
         assert api.controller_errors() == []
 
 
-@pytest.fixture(scope="module")
-def cluster_config(kubeapi: KubeApi, lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The packaged environments.yaml with staging on the loopback cluster, the lab's SLO source and Patroni."""
-    from resilience.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH
-
-    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    lab_env, staging = config["environments"]["lab"], config["environments"]["staging"]
+def on_the_loopback_cluster(environments: dict[str, Any]) -> None:
+    """staging's workloads and cache on the loopback cluster; its SLOs from the lab's Prometheus, its database
+    the lab's Patroni."""
+    lab_env, staging = environments["lab"], environments["staging"]
     staging["kubernetes"]["conn_id"] = CONN_ID
     staging["slo"] = lab_env["slo"]
     staging["database"]["patroni_conn_id"] = lab_env["database"]["patroni_conn_id"]
-    path = tmp_path_factory.mktemp("cluster") / "environments.yaml"
-    path.write_text(yaml.safe_dump(config))
-    saved = {k: os.environ.get(k) for k in (CONFIG_ENV_VAR, f"AIRFLOW_CONN_{CONN_ID.upper()}")}
-    os.environ[CONFIG_ENV_VAR] = str(path)
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = kubeapi.connection_json(namespace=NAMESPACE)
-    yield path
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def cluster(kubeapi: KubeApi, lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with cluster_config(tmp_path_factory.mktemp("cluster"), kubeapi.connection_json(namespace=NAMESPACE),
+                        on_the_loopback_cluster) as path:
+        yield path
 
 
 @pytest.fixture
-def campaign_dag(airflow_db, cluster_config):
+def campaign_dag(airflow_db, cluster):
     """Loaded per test: dag.test() leaves a run's conf in the DAG's params (a dry run would stay one)."""
     return load_dag("chaos_campaign")
 
@@ -134,7 +126,7 @@ def test_a_campaign_kills_pods_and_stops_the_cache_then_restores_both(campaign_d
     assert verdicts == {"pod-kill": "passed", "redis-unavailable": "passed"}
 
 
-def test_immediate_abort_removes_every_labelled_object_not_only_the_open_experiments(cluster_config, kubeapi, lab):
+def test_immediate_abort_removes_every_labelled_object_not_only_the_open_experiments(cluster, kubeapi, lab):
     """Immediate Abort on staging: the open s3-5xx entry is reverted through the ledger, and a VirtualService
     the product labelled for another experiment (its entry lost, say) goes too, as the runbook's
     `kubectl delete ... -l chaos-experiment` would; the app's own objects are left alone."""
