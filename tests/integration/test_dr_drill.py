@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.fakes.slack import SlackWebhookServer
+from tests.integration.restorekit import insert_marker, wait_archived_after
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,36 +107,18 @@ def test_latest_restore_passes_and_cleans_up(drill_dag, lab):
     assert "<svg" in html and "PASSED" in html
 
 
-def _insert_marker(conn, label: str) -> str:
-    email = f"marker-{label}-{uuid.uuid4().hex[:8]}@drill.test"
-    conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, %s)", (email, label))
-    return email
-
-
-def _wait_archived_after(conn, moment: datetime, timeout_s: float = 60) -> None:
-    """Force a WAL switch on the source (test set-up, not the drill) and wait until it is archived."""
-    conn.execute("SELECT pg_switch_wal()")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        archived = conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
-        if archived and archived > moment:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"WAL not archived past {moment} within {timeout_s} s")
-
-
 def test_pitr_shows_the_first_marker_and_not_the_second(drill_dag, lab):
     from resilience.config import load_config
     from resilience.platforms.base import get_platform
     from resilience.platforms.types import Sandbox
 
     with source_conn(lab) as conn:
-        first = _insert_marker(conn, "before")
+        first = insert_marker(conn, "before")
         time.sleep(1.5)
         target = datetime.now(UTC)
         time.sleep(1.5)
-        second = _insert_marker(conn, "after")
-        _wait_archived_after(conn, datetime.now(UTC))
+        second = insert_marker(conn, "after")
+        wait_archived_after(conn, datetime.now(UTC))
     dagrun, states = run_drill(drill_dag, pitr_target=target.isoformat(), no_cleanup=True)
     report = report_of(dagrun)
     sandbox = Sandbox.from_dict({k: v for k, v in report["sandbox"].items() if k not in ("dsn", "kept", "app_url")})
@@ -238,8 +220,8 @@ def test_restore_from_the_dr_regions_repository(drill_dag, lab):
     from resilience.platforms.types import Sandbox
 
     with source_conn(lab) as conn:
-        marker = _insert_marker(conn, "repo2")
-        _wait_archived_after(conn, datetime.now(UTC))
+        marker = insert_marker(conn, "repo2")
+        wait_archived_after(conn, datetime.now(UTC))
     dagrun, states = run_drill(drill_dag, repo=2, no_cleanup=True)
     report = report_of(dagrun)
     sandbox = Sandbox.from_dict({k: v for k, v in report["sandbox"].items() if k not in ("dsn", "kept", "app_url")})

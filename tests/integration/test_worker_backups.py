@@ -32,6 +32,7 @@ from resilience.platforms.base import Platform, get_platform
 from resilience.platforms.types import DatabaseEndpoint, RestoreRequest, Sandbox
 from resilience.platforms.worker_backups import REMOTE_DATA_DIR, WorkerBackups, repo_options, s3_endpoint
 from resilience.platforms.worker_sandboxes import AppNotAvailableError
+from tests.integration.restorekit import insert_marker, wait_archived_after
 
 pytestmark = pytest.mark.integration
 
@@ -103,24 +104,6 @@ class ArgvWatch:
 
 def source(lab) -> psycopg.Connection:
     return psycopg.connect(lab["app_db"]["read_write_dsn"], autocommit=True)
-
-
-def insert_marker(conn: psycopg.Connection, label: str) -> str:
-    email = f"worker-{label}-{uuid.uuid4().hex[:8]}@drill.test"
-    conn.execute("INSERT INTO accounts (email, display_name) VALUES (%s, %s)", (email, label))
-    return email
-
-
-def wait_archived_after(conn: psycopg.Connection, moment: datetime, timeout_s: float = 60) -> None:
-    """Test set-up: switch WAL on the source and wait until the segment is archived."""
-    conn.execute("SELECT pg_switch_wal()")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        archived = conn.execute("SELECT last_archived_time FROM pg_stat_archiver").fetchone()[0]
-        if archived and archived > moment:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"WAL not archived past {moment} within {timeout_s} s")
 
 
 def sandbox_db(lab, box: Sandbox, timeout_s: float = 120) -> psycopg.Connection:
