@@ -25,12 +25,12 @@ SCALE_TIMEOUT_S = 300.0  # a Redis pod pulling its image on a new node: minutes,
 
 class KubernetesCache:
     def __init__(self, target: KubernetesTarget) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from resilience.platforms.kubernetes.api import kubernetes_hook
 
         if not target.cache_kind or not target.cache_name:
             raise ValueError(f"namespace {target.namespace}: no cache configured (kubernetes.cache: kind, name)")
         self.kind, self.name, self.namespace = target.cache_kind, target.cache_name, target.namespace
-        self.apps = KubernetesHook(conn_id=target.conn_id).apps_v1_client
+        self.apps = kubernetes_hook(target).apps_v1_client
 
     def _read(self) -> Any:
         read = (self.apps.read_namespaced_deployment if self.kind == "Deployment"

@@ -129,9 +129,9 @@ class KubernetesMemory:
     def core(self) -> Any:
         """The CoreV1 client, built on first use."""
         if self._core is None:
-            from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+            from resilience.platforms.kubernetes.api import kubernetes_hook
 
-            self._core = KubernetesHook(conn_id=self.target.conn_id).core_v1_client
+            self._core = kubernetes_hook(self.target).core_v1_client
         return self._core
 
     def _read(self, name: str) -> Any | None:

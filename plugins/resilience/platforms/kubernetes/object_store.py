@@ -50,12 +50,12 @@ def served(item: dict[str, Any]) -> ObjectStoreFault:
 
 class KubernetesObjectStore:
     def __init__(self, target: KubernetesTarget) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from resilience.platforms.kubernetes.api import kubernetes_hook
 
         if not target.object_store_host:
             raise ValueError(f"namespace {target.namespace}: no object store configured (kubernetes.object_store.host)")
         self.host, self.namespace = target.object_store_host, target.namespace
-        self.custom = KubernetesHook(conn_id=target.conn_id).custom_object_client
+        self.custom = kubernetes_hook(target).custom_object_client
 
     def _ours(self, experiment: str | None = None) -> list[dict[str, Any]]:
         selector = MANAGED + (f",{EXPERIMENT_LABEL}={experiment}" if experiment else f",{EXPERIMENT_LABEL}")

@@ -68,12 +68,12 @@ class KubernetesRegions:
     """Region ``region`` of the environment: its app's Deployment and its entry point."""
 
     def __init__(self, target: KubernetesTarget, region: str) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from resilience.platforms.kubernetes.api import kubernetes_hook
 
         if not target.app_url:
             raise ValueError(f"namespace {target.namespace}: no entry point configured (kubernetes.app.url)")
         self.target, self.region, self.url = target, region, target.app_url
-        hook = KubernetesHook(conn_id=target.conn_id)
+        hook = kubernetes_hook(target)
         self.apps, self.core = hook.apps_v1_client, hook.core_v1_client
 
     def _check_region(self, region: str) -> None:
@@ -143,11 +143,10 @@ class KubernetesRegions:
         return DrApp(self.url, tuple(pods))
 
     def _ready_pods(self) -> list[str]:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
+        from resilience.platforms.kubernetes.api import kubernetes_hook
         from resilience.platforms.kubernetes.workloads import pod_ready
 
-        core = KubernetesHook(conn_id=self.target.conn_id).core_v1_client
+        core = kubernetes_hook(self.target).core_v1_client
         pods = core.list_namespaced_pod(self.target.namespace, label_selector=self.target.app_selector).items
         return sorted(p.metadata.name for p in pods if pod_ready(p))
 

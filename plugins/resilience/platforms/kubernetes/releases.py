@@ -177,10 +177,10 @@ class KubernetesReleases:
     """The app's Deployment (``kubernetes.app.deployment``) in one namespace; the environment is one region."""
 
     def __init__(self, target: KubernetesTarget, region: str) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from resilience.platforms.kubernetes.api import kubernetes_hook
 
         self.target, self.region = target, region
-        self.hook = KubernetesHook(conn_id=target.conn_id)
+        self.hook = kubernetes_hook(target)
         self.apps = self.hook.apps_v1_client
 
     def _check_region(self, region: str) -> None:

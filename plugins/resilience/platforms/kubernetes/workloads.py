@@ -58,10 +58,10 @@ class KubernetesWorkloads:
     """The app's pods and Deployment in one namespace (``environments.<name>.kubernetes``)."""
 
     def __init__(self, target: KubernetesTarget) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from resilience.platforms.kubernetes.api import kubernetes_hook
 
         self.target = target
-        hook = KubernetesHook(conn_id=target.conn_id)
+        hook = kubernetes_hook(target)
         self.core, self.apps = hook.core_v1_client, hook.apps_v1_client
 
     def _pods(self) -> list[Any]:
