@@ -18,11 +18,6 @@ CONN_ID, NAMESPACE = "kubernetes_contract", "ofm-staging"
 APP_DEPLOYMENT, APP_SELECTOR = "ofm-social-os-api", "app=ofm-social-os"
 
 
-def kubeapi_port(offset: int) -> int:
-    """A port per module's API server (``RESILIENCE_TEST_KUBEAPI_PORT``, default 31500, plus ``offset``)."""
-    return int(os.environ.get("RESILIENCE_TEST_KUBEAPI_PORT", "31500")) + offset
-
-
 def kubernetes_target(**capabilities: Any) -> KubernetesTarget:
     return KubernetesTarget(CONN_ID, NAMESPACE, APP_DEPLOYMENT, APP_SELECTOR, **capabilities)
 

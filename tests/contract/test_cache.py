@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import NAMESPACE, PLATFORMS, capability, kubeapi_port
-
-KUBEAPI_PORT = kubeapi_port(2)
+from tests.contract.platforms import NAMESPACE, PLATFORMS, capability
 
 
 def redis_deployment(replicas: int) -> dict[str, Any]:
@@ -30,7 +28,7 @@ def redis_deployment(replicas: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(redis_deployment(2))
         yield api
         assert api.controller_errors() == []

@@ -1,7 +1,6 @@
 """EKS access (``kubernetes.eks``) against moto's EKS: what ``kubernetes_hook(target)`` builds for a cluster.
 
-An in-process moto server (``ThreadedMotoServer`` on 127.0.0.1, ``RESILIENCE_TEST_MOTO_EKS_PORT``, default
-14399) holds the cluster; the Amazon Connection points at it (``endpoint_url``). What is checked: the
+An in-process moto server (``ThreadedMotoServer`` on 127.0.0.1, on a free port) holds the cluster; the Amazon Connection points at it (``endpoint_url``). What is checked: the
 kubeconfig the Amazon provider's EksHook generated names moto's endpoint and CA for that cluster and the
 target's namespace, and authenticates with the exec plugin's token (an STS presigned URL), with no static
 secret in the kubeconfig; the client refreshes that token after the hook is gone; a missing cluster is a
@@ -32,7 +31,6 @@ import yaml
 
 from resilience.platforms.kubernetes.target import EksCluster, KubernetesTarget
 
-MOTO_PORT = int(os.environ.get("RESILIENCE_TEST_MOTO_EKS_PORT", "14399"))
 AWS_CONN, CLUSTER, REGION, NAMESPACE = "aws_eks_contract", "ofm-dr-cluster", "us-west-2", "ofm-dr-sandbox"
 ACCESS_KEY, SECRET_KEY = "AKIDEKSCONTRACT", "eks-contract-secret-key"
 
@@ -48,10 +46,10 @@ def moto_eks() -> Iterator[tuple[str, dict[str, Any]]]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # a free port the kernel picks
     server.start()
     try:
-        url = f"http://127.0.0.1:{MOTO_PORT}"
+        url = f"http://127.0.0.1:{server._server.server_port}"
         eks = boto3.client("eks", region_name=REGION, endpoint_url=url, aws_access_key_id=ACCESS_KEY,
                            aws_secret_access_key=SECRET_KEY)
         cluster = eks.create_cluster(name=CLUSTER, roleArn="arn:aws:iam::123456789012:role/eks-cluster",

@@ -19,20 +19,19 @@ from typing import Any
 import pytest
 
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, NAMESPACE, cluster_config, kubeapi_port
+from tests.contract.platforms import CONN_ID, NAMESPACE, cluster_config
 from tests.contract.test_cache import redis_deployment
 from tests.contract.test_workloads import REPLICAS, app_deployment
 from tests.integration.dagkit import load_dag
 
 pytestmark = pytest.mark.integration
-KUBEAPI_PORT = kubeapi_port(8)
 CACHE_REPLICAS = 2
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(app_deployment())
         api.create(redis_deployment(CACHE_REPLICAS))
         yield api

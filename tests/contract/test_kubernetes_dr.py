@@ -18,19 +18,18 @@ from typing import Any
 import pytest
 
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, cluster_config, kubeapi_port
+from tests.contract.platforms import CONN_ID, cluster_config
 from tests.contract.test_workloads import REPLICAS, app_deployment
 from tests.integration.dagkit import DR_ACTIVATE, dr_report_of, lab_state, load_dag, notification_fakes
 
 pytestmark = pytest.mark.integration
-KUBEAPI_PORT = kubeapi_port(9)
 PRIMARY, DR = "ofm-production", "ofm-production-dr"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PRIMARY}})
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DR}})
         primary = app_deployment()

@@ -18,10 +18,9 @@ import pytest
 
 from resilience.errors import RefusedError
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubeapi_port, kubernetes_target
+from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubernetes_target
 from tests.contract.test_workloads import REPLICAS, app_deployment
 
-KUBEAPI_PORT = kubeapi_port(5)
 HOG = "contract-hog"
 OOM_WITHIN_S = 30.0  # the lab: stress-ng touching 96 MiB under 32 MiB is killed within a second; slack for 2 busy cores
 DEADLINE_AHEAD_S = 3.0
@@ -30,7 +29,7 @@ DEADLINE_SLACK_S = 15.0
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(app_deployment())
         yield api
         assert api.controller_errors() == []

@@ -16,15 +16,14 @@ import pytest
 
 from resilience.platforms.types import ObjectStoreFault
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubeapi_port, kubernetes_target
+from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubernetes_target
 
-KUBEAPI_PORT = kubeapi_port(3)
 HOST = "s3.us-east-1.amazonaws.com"
 
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         yield api
 
 

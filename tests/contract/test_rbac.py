@@ -22,12 +22,11 @@ from resilience.platforms.kubernetes.target import KubernetesTarget
 from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
 from resilience.platforms.types import ObjectStoreFault
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import NAMESPACE, kubeapi_port
+from tests.contract.platforms import NAMESPACE
 from tests.contract.test_cache import redis_deployment
 from tests.contract.test_workloads import app_deployment
 
 ROLE = Path(__file__).resolve().parents[2] / "include" / "kubernetes" / "role.yaml"
-KUBEAPI_PORT = kubeapi_port(4)
 # /api/v1/namespaces/ns/pods[/name[/sub]] and /apis/group/version/namespaces/ns/plural[/name[/sub]]
 PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?P<plural>[^/]+)"
                   r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
@@ -53,7 +52,7 @@ def granted() -> set[tuple[str, str, str]]:
 
 
 def test_the_role_grants_exactly_what_the_kubernetes_platform_calls(monkeypatch):
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(app_deployment())
         api.create(redis_deployment(2))
         statefulset = {**redis_deployment(1), "kind": "StatefulSet", "metadata": {

@@ -21,10 +21,9 @@ import pytest
 from resilience.platforms.types import DrApp, RegionHealth
 from tests.contract.kubeapi import KubeApi
 from tests.contract.kubeapi.controllers import is_ready
-from tests.contract.platforms import APP_SELECTOR, CONN_ID, NAMESPACE, PLATFORMS, capability, kubeapi_port
+from tests.contract.platforms import APP_SELECTOR, CONN_ID, NAMESPACE, PLATFORMS, capability
 from tests.contract.test_workloads import app_deployment
 
-KUBEAPI_PORT = kubeapi_port(7)
 DR_REPLICAS = 2
 DSN = "postgresql://app:s3cret-pw@db.ofm-production-dr.svc:5432/ofm_social_os?sslmode=require"
 
@@ -69,7 +68,7 @@ class EntryPoint:
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(dr_deployment())
         yield api
         assert api.controller_errors() == []

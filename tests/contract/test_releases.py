@@ -23,10 +23,9 @@ import pytest
 
 from resilience.platforms.types import AppRelease
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubeapi_port, kubernetes_target
+from tests.contract.platforms import CONN_ID, NAMESPACE, PLATFORMS, capability, kubernetes_target
 from tests.contract.test_workloads import app_deployment
 
-KUBEAPI_PORT = kubeapi_port(6)
 FIRST, SECOND = "registry.local/ofm-social-os:1.4.2", "registry.local/ofm-social-os:1.4.3"
 HELM_DEPLOYMENT, HELM_SELECTOR, HELM_RELEASE = "ofm-social-os-helm", "app=ofm-social-os-helm", "ofm"
 HELM_FIRST, HELM_SECOND = "registry.local/ofm-social-os:2.0.0", "registry.local/ofm-social-os:2.0.1"
@@ -47,7 +46,7 @@ def helm_deployment() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(app_deployment(FIRST))
         api.create(helm_deployment())
         yield api

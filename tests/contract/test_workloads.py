@@ -20,11 +20,9 @@ from tests.contract.platforms import (
     NAMESPACE,
     PLATFORMS,
     capability,
-    kubeapi_port,
     kubernetes_target,
 )
 
-KUBEAPI_PORT = kubeapi_port(1)
 DEPLOYMENT = APP_DEPLOYMENT
 REPLICAS = 3
 
@@ -42,7 +40,7 @@ def app_deployment(image: str = "registry.local/ofm-social-os:1.4.2") -> dict[st
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
-    with KubeApi(port=KUBEAPI_PORT) as api:
+    with KubeApi() as api:
         api.create(app_deployment())
         yield api
         assert api.controller_errors() == []

@@ -5,7 +5,7 @@ Airflow's `KubernetesHook`) would deadlock if they ran on its loop, so the loop 
 of its own. Everything that touches the state runs on that loop (`_call`), so the test thread,
 the HTTP handlers and the controllers never race.
 
-    with KubeApi(port=31500) as api:
+    with KubeApi() as api:  # on a free port the kernel picks (api.port, api.url)
         os.environ["AIRFLOW_CONN_K8S"] = api.connection_json(namespace="shop")
         api.create({...Deployment...})
         api.wait(lambda: api.list("v1", "pods", "shop", "app=web"), timeout_s=10)
@@ -36,12 +36,12 @@ class KubeApi:
     second of a pod's grace period (0.1: the default 30 s grace lasts 3 s). `tick_s`: controller period.
     """
 
-    def __init__(self, port: int, ready_delay_s: float = 0.5, grace_scale: float = 0.1, tick_s: float = 0.1):
-        self.port, self.url = port, f"http://127.0.0.1:{port}"
+    def __init__(self, port: int = 0, ready_delay_s: float = 0.5, grace_scale: float = 0.1, tick_s: float = 0.1):
+        self.port, self.url = port, f"http://127.0.0.1:{port}"  # port 0: set once the server listens
         self._settings = {"ready_delay_s": ready_delay_s, "grace_scale": grace_scale, "tick_s": tick_s}
         self._loop = asyncio.new_event_loop()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, name=f"kubeapi-{port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"kubeapi-{id(self):x}", daemon=True)
         self._stop: asyncio.Event | None = None
         self.emulator: ClusterEmulator
         self.controllers: Controllers
@@ -58,7 +58,9 @@ class KubeApi:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         try:
-            async with ClusterEmulator() as emulator, kmock.Server(emulator, port=self.port):
+            async with ClusterEmulator() as emulator, kmock.Server(emulator, port=self.port or None) as server:
+                self.port = server.port
+                self.url = f"http://127.0.0.1:{self.port}"
                 emulator.setup(self._settings["grace_scale"])
                 self.emulator = emulator
                 self.controllers = Controllers(emulator.store, self._settings["tick_s"],

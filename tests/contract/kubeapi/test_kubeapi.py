@@ -2,7 +2,7 @@
 
 Every behaviour runs twice: through `kubernetes.client` on a plain `Configuration`, and through
 Airflow's `KubernetesHook(conn_id=...)` reading `AIRFLOW_CONN_<ID>` (the `flavour` parameter).
-One server (port 31500) serves the module; each test works in a namespace of its own.
+One server (on a free port) serves the module; each test works in a namespace of its own.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from kubernetes.watch import Watch
 
 from . import KubeApi
 
-PORT = 31500
 _namespaces = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def api():
-    with KubeApi(port=PORT) as server:
+    with KubeApi() as server:
         yield server
         assert server.controller_errors() == []
 
@@ -602,7 +601,7 @@ def test_request_log_and_dry_run(flavour: Cluster):
 # ---- lifecycle -----------------------------------------------------------------------------------
 
 def test_stop_ends_watches_and_leaves_no_thread():
-    with KubeApi(port=PORT + 1) as server:
+    with KubeApi() as server:
         core = k.CoreV1Api(k.ApiClient(k.Configuration(host=server.url)))
         ended: list[str] = []
 
@@ -618,6 +617,6 @@ def test_stop_ends_watches_and_leaves_no_thread():
         server.wait(lambda: any("watch" in p for _, p in server.requests("GET")))
     watcher.join(10)
     assert not watcher.is_alive()
-    assert not [t for t in threading.enumerate() if t.name == f"kubeapi-{PORT + 1}"]
+    assert server._thread not in threading.enumerate()
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", PORT + 1)) != 0  # nobody listens any more
+        assert s.connect_ex(("127.0.0.1", server.port)) != 0  # nobody listens any more
