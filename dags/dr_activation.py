@@ -30,6 +30,13 @@ Phases and their budgets (scaled to the RTO target; runbook minutes for 30):
 `ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed. The report gives
 the path taken, the RTO achieved and each phase against its budget. A Deadline Alert posts
 to Slack when the activation is still running 30 minutes after it was queued.
+
+**Plan mode** (`dry_run`): `start_activation` validates and answers the decision tree as above
+(reading only), then lists every call the run would make on its path, with the requests each
+would send: the Statuspage incident and Slack post, the restore (repository, method, target,
+the `pgbackrest restore` arguments), the sequence moves, the DR app's replicas, the exact
+Route53 `ChangeBatch` of the cutover. The list is in its log and the report; it takes no lock,
+`plan_gate` skips every acting task and `ensure_traffic` does not touch DNS.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from resilience.context import pulled, run_id
 from resilience.dr.activation_params import activation_params
 from resilience.dr.closing_tasks import closing_tasks
 from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
+from resilience.dr.plan import plan_gate
 from resilience.platforms.types import RESTORE_METHODS, RestoreMethod
 
 RESTORES = tuple(f"restore_{method}" for method in RESTORE_METHODS)
@@ -142,7 +150,9 @@ def dr_activation():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from resilience.dr import activation
+        from resilience.dr.plan import skip_in_plan_mode
 
+        skip_in_plan_mode(run, "nothing was restored to deploy against")  # its trigger rule passes start's success
         restored = restored_or_none()
         if restored is None:  # the regional-failover branch restores nothing in DR
             raise AirflowSkipException("no DR database was restored: nothing to deploy in DR")
@@ -167,7 +177,9 @@ def dr_activation():
     def final_validation(run: dict) -> list:
         """The runbook's Recovery Validation Checklist against the serving region."""
         from resilience.dr import operation_conclude
+        from resilience.dr.plan import skip_in_plan_mode
 
+        skip_in_plan_mode(run, "nothing was done to validate")  # its trigger rule passes start's success
         if run["path"]["kind"] == "regional_failover":
             return operation_conclude.final_validation(run, run_id(), "primary", None, None, None)
         restored = restored_database()
@@ -176,6 +188,7 @@ def dr_activation():
 
     run = start_activation()
     declared = declare_incident(run)
+    plan_gate()(run) >> declared  # plan mode (dry_run) stops here
     accessible = primary_region_accessible(run)
     declared >> accessible
     failover = regional_failover(run)

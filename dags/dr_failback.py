@@ -21,6 +21,12 @@ The runbook's "DR Recovery (Returning to Primary)", run once the primary region 
 `ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed, and a run that did
 not reach the cutover (a failed step, a lost triggerer) puts all traffic back on DR. The report
 charts the weights and both regions' gate metrics over the ramp.
+
+**Plan mode** (`dry_run`): `start_failback` validates as above, then lists every call the run
+would make: the data sync (which DR database, into which primary), the exact Route53
+`ChangeBatch` of each canary step (and of the rollback to DR), the cutover, the final sync and
+the decommission. The list is in its log and the report; it takes no lock, `plan_gate` skips
+every acting task (the sensors included) and `ensure_traffic` does not touch DNS.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from airflow.sdk import dag, get_current_context, task
 from resilience.context import run_id
 from resilience.dr.closing_tasks import closing_tasks
 from resilience.dr.failback_params import failback_params
+from resilience.dr.plan import plan_gate
 from resilience.sensors import CanaryRampSensor, PrimaryStableSensor
 
 
@@ -97,6 +104,7 @@ def dr_failback():
     stable = PrimaryStableSensor(task_id="wait_primary_stable", spec=run["stability"])
     ramp = CanaryRampSensor(task_id="canary_ramp", spec=run["canary"])
     synced = sync_dr_writes(run)
+    plan_gate()(run) >> stable  # plan mode (dry_run) stops here
     stable >> synced >> ramp
     cutover = dns_cutover(run)
     ramp >> cutover

@@ -21,6 +21,12 @@ Runs the runbook's "Monthly DR Drill" end to end:
 
 A Deadline Alert posts to Slack when a run is still going 30 minutes (the default RTO
 target) after it was queued. Nothing is written to the source: every write goes to the sandbox.
+
+**Plan mode** (`dry_run`): `start_drill` validates as above and checks where the sandbox would
+live against the source, then lists every call the drill would make: `pgbackrest info` (and
+`verify`) per repository, the sandbox, the `pgbackrest restore` arguments, the checks, the
+cleanup. The list is in its log and the report (status PLANNED, kept out of the RTO/RPO trend);
+it takes no lock and `plan_gate` skips every other step: no sandbox is created.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from airflow.sdk import (  # type: ignore[attr-defined]  # airflow.sdk's __init_
 
 from resilience.context import pulled, run_id
 from resilience.dr.params import DEFAULT_RTO_TARGET_MIN, drill_params
+from resilience.dr.plan import plan_gate
 
 
 @dag(
@@ -153,7 +160,9 @@ def dr_monthly_drill():
 
     run = start_drill()
     sandbox = create_sandbox(run)
-    verify_backups(run) >> sandbox
+    verified = verify_backups(run)
+    plan_gate()(run) >> verified  # plan mode (dry_run) stops here
+    verified >> sandbox
     restored = restore(run, sandbox)
     app = check_app(run, sandbox)
     check_integrity(run, sandbox, restored) >> app

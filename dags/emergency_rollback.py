@@ -14,6 +14,12 @@ The runbook's "Rollback Procedures" as one form; tick the parts to roll back:
 `start_rollback` validates every selected part before anything changes (a previous release
 exists, backups cover the target, there is a DNS change to go back to) and takes the
 chaos/DR lock. `ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed.
+
+**Plan mode** (`dry_run`): `start_rollback` validates every selected part as above, then lists
+the calls the run would make: the release it would roll back to and how (`rollout undo`
+through the Kubernetes API, or `helm rollback`), the new environment and the `pgbackrest
+restore` arguments of the PITR, the exact Route53 `ChangeBatch`. The list is in its log and
+the report; it takes no lock, `plan_gate` skips every part and `ensure_traffic` does not touch DNS.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from resilience.context import run_id
 from resilience.dr.closing_tasks import closing_tasks
+from resilience.dr.plan import plan_gate
 from resilience.dr.rollback_params import rollback_params
 
 
@@ -73,6 +80,7 @@ def emergency_rollback():
 
     run = start_rollback()
     parts = [rollback_application(run), rollback_database(run), rollback_traffic(run)]
+    plan_gate()(run) >> parts  # plan mode (dry_run) stops here
     parts >> closing_tasks("start_rollback")
 
 

@@ -87,13 +87,26 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
         log.info("%s? %s (%s; %s)", question.replace("_", " ").capitalize(), "YES" if given["answer"] else "NO",
                  "detected" if given["param"] == "auto" else f"param {given['param']}", given["evidence"])
     log.info("Decision: %s", path.reason)
-    take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation", break_reason=params.break_lock_reason)
+    if path.kind == "regional_failover":
+        regions.primary_platform.require(["database", "regions"], "a regional failover")
+    else:
+        regions.primary_platform.require(["backups"], "a full DR activation (the sources a restore must not be)")
+        regions.dr_platform.require(["sandboxes", "regions"], "a full DR activation (restore, DR app)")
+    pitr = params.pitr_target if path.restore == decision.COMPLETE_PITR else None
+    planned = None
+    if params.dry_run:  # no lock: a plan changes nothing
+        from resilience.dr.plan import PLAN_KEY, activation_plan, log_plan
+
+        planned = {PLAN_KEY: activation_plan(regions, params, path, pitr, run_id, now)}
+        log_plan(f"DR activation of {params.environment} ({path.kind})", planned[PLAN_KEY])
+    else:
+        take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation",
+                      break_reason=params.break_lock_reason)
     regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
     regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers,
-                          dns_before=regions.dns.weights())
-    pitr = params.pitr_target if path.restore == decision.COMPLETE_PITR else None
+                          dns_before=regions.dns.weights(), **(planned or {}))
     return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
-            "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr)}
+            "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr), "dry_run": params.dry_run}
 
 
 def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:

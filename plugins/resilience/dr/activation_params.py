@@ -28,6 +28,7 @@ class ActivationParams:
     dr_replicas: int
     incident_name: str
     break_lock_reason: str | None = None  # set: take the chaos/DR lock from a live holder (audited)
+    dry_run: bool = False  # plan mode: validate, decide, list the calls; make none
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -71,7 +72,32 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
         dr_replicas=replicas,
         incident_name=name,
         break_lock_reason=break_reason,
+        dry_run=dry_run_flag(params),
     )
+
+
+def dry_run_flag(params: Mapping[str, Any]) -> bool:
+    """``dry_run`` (plan mode) of any DR DAG's Params: a boolean, false when absent."""
+    value = params.get("dry_run", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"params.dry_run: {value!r} must be true or false")
+    return value
+
+
+DRY_RUN_DESCRIPTION = (
+    "Plan mode: validate everything as a real run does{also}, then write into the log and the report every call "
+    "the run would make on its path (objects, counts and the requests each would send) and make none: every "
+    "acting task is skipped and no lock is taken; the report and Slack summary still come. Review a production "
+    "run this way before allowing it.")
+
+
+def dry_run_param(also: str = "", section: str | None = None) -> Any:
+    """The ``dry_run`` Param every DR DAG's form has (``also``: what this DAG's validation adds)."""
+    from airflow.sdk import Param
+
+    extra: dict[str, Any] = {"section": section} if section else {}
+    return Param(False, type="boolean", title="Dry run (plan)", description=DRY_RUN_DESCRIPTION.format(also=also),
+                 **extra)
 
 
 MIN_BREAK_REASON_CHARS = 10
@@ -140,4 +166,5 @@ def activation_params() -> dict[str, Any]:
         "break_lock_reason": Param("", type="string", maxLength=500, title="Why break the lock", section="Lock",
                                    description="Required with break_lock (at least 10 characters): kept in the "
                                                "lock's audit trail and the report."),
+        "dry_run": dry_run_param(" (and answer the decision tree, reading only)", "Plan"),
     }

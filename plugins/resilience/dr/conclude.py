@@ -73,6 +73,10 @@ def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, 
     """Runbook step 8: the summary to Slack (logged instead when the Connection is absent)."""
     from resilience.notify import drill_message, post_report
 
+    if written and written["status"] == "planned":
+        from resilience.dr.plan import plan_message
+
+        return post_report(written, lambda report, html: plan_message("DR drill", report, html))
     return post_report(written, drill_message)
 
 
@@ -80,6 +84,9 @@ def final_verdict(written: dict[str, Any] | None) -> str:
     """Fail the run when the drill failed, so the Airflow UI shows the verdict."""
     if not written:
         raise ChecksFailedError("the drill did not complete: no report was written (see the failed task)")
+    if written["status"] == "planned":
+        log.info("Plan run: nothing was changed; the planned calls are in %s", written["report_html"])
+        return written["status"]
     if written["status"] != "passed":
         raise ChecksFailedError(f"DR drill failed; see {written['report_html']}")
     return written["status"]

@@ -98,8 +98,19 @@ def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at
         f"point-in-time ({params.pitr_target.isoformat()})" if params.pitr_target else "latest",
         params.rto_target_min, params.rpo_target_min, ", full drill" if params.full_drill else "",
     )
-    _take_run_lock(config.control_db_conn_id, run_id, dag_id)
     drill = Drill(params, run_id, config)
+    drill.platform.require(["backups", "sandboxes"], "a DR drill (verify the repositories, restore a sandbox)")
+    get_platform(source).require(["backups"], "a DR drill (the source servers a sandbox must not be)")
+    if params.dry_run:  # no lock: a plan changes nothing
+        from resilience.dr.plan import PLAN_KEY, drill_plan, log_plan
+
+        planned = drill_plan(drill, run_id, datetime.now(UTC))
+        log_plan(f"the DR drill of {source.name} into {target.name}", planned)
+        drill.record.start(dag_id, source.name, target.name, params.to_dict(), started_at)
+        with drill.record.phase("plan") as details:
+            details[PLAN_KEY] = planned
+        return params.to_dict()
+    _take_run_lock(config.control_db_conn_id, run_id, dag_id)
     drill.record.start(dag_id, source.name, target.name, params.to_dict(), started_at)
     return params.to_dict()
 

@@ -61,9 +61,20 @@ def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     if not state["dr_active"] or not state["database"]:
         raise RefusedError(f"DR is not active for {params.environment}: nothing to fail back (run dr_activation "
                            "first, or the last failback already completed)")
-    take_run_lock(config.control_db_conn_id, run_id, dag_id, "failback")
+    regions.primary_platform.require(["backups", "regions"], "a failback (the primary's database and app)")
+    if params.decommission_dr:
+        regions.dr_platform.require(["regions", "sandboxes"], "decommission_dr (stop the DR app, drop its database)")
+    planned = None
+    if params.dry_run:  # no lock: a plan changes nothing
+        from resilience.dr.plan import PLAN_KEY, failback_plan, log_plan
+
+        planned = {PLAN_KEY: failback_plan(regions, params, state, run_id)}
+        log_plan(f"the failback of {params.environment}", planned[PLAN_KEY])
+    else:
+        take_run_lock(config.control_db_conn_id, run_id, dag_id, "failback")
     regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
-    regions.record.update(kind="dr_failback", dr_since=iso(state["activated_at"]), dns_before=regions.dns.weights())
+    regions.record.update(kind="dr_failback", dr_since=iso(state["activated_at"]), dns_before=regions.dns.weights(),
+                          **(planned or {}))
     stable_s = params.stable_hours * 3600
     step = f"{metrics.scrape_interval_s:g}s"
     stability = {
@@ -94,7 +105,7 @@ def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
              params.environment, iso(state["activated_at"]), iso(state["recovery_point"]), params.stable_hours,
              list(params.steps), params.interval_s)
     return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
-            "stability": stability, "canary": canary}
+            "stability": stability, "canary": canary, "dry_run": params.dry_run}
 
 
 def record_stability(run: dict[str, Any], run_id: str, event: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from resilience.canary import DEFAULT_STEPS, FailbackPolicy, ramp_plan
 from resilience.config import Config
-from resilience.dr.activation_params import dr_environment_of
+from resilience.dr.activation_params import dr_environment_of, dry_run_flag, dry_run_param
 
 MAX_STABLE_HOURS = 7 * 24
 POLICIES = ("primary_wins", "dr_wins")  # who wins a row both regions changed while DR served
@@ -28,6 +28,7 @@ class FailbackParams:
     max_p95_ratio: float
     conflict_policy: str
     decommission_dr: bool
+    dry_run: bool = False  # plan mode: validate, list the calls; make none
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -70,6 +71,7 @@ def parse_failback_params(params: Mapping[str, Any], config: Config) -> Failback
         max_p95_ratio=_number(params, "max_p95_ratio", 2.0, 1, 100),
         conflict_policy=policy,
         decommission_dr=decommission,
+        dry_run=dry_run_flag(params),
     )
 
 
@@ -113,4 +115,5 @@ def failback_params() -> dict[str, Any]:
         "decommission_dr": Param(True, type="boolean", title="Decommission DR after cutover", section="Data sync",
                                  description="Stop the DR app and drop the DR database once all traffic is back "
                                              "and the final sync is done."),
+        "dry_run": dry_run_param(" (DR serves, the canary's weights are valid)", "Plan"),
     }

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from resilience.config import load_config
+from resilience.dr.plan import skip_in_plan_mode
 from resilience.dr.regions import Regions
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def final_validation(run: dict[str, Any], run_id: str, region: str, database: di
     from resilience.dr.validation import checklist
     from resilience.errors import ChecksFailedError
 
+    skip_in_plan_mode(run, "nothing was done to validate")
     regions = regions_of(run, run_id)
     with regions.record.step("final_validation", "traffic_cutover") as details:
         checks = checklist(regions, region, database, expected_replicas, recovery_point)
@@ -44,6 +46,7 @@ def ensure_traffic(run: dict[str, Any] | None, run_id: str, home: str | None = N
     if not run:
         log.info("The run stopped before it validated anything: DNS was not touched")
         return None
+    skip_in_plan_mode(run, "DNS is not touched")
     regions = regions_of(run, run_id)
     from resilience.dr.validation import ensure_healthy_traffic, return_home
 
@@ -100,6 +103,9 @@ def verdict(written: dict[str, Any] | None) -> str:
 
     if not written:
         raise ChecksFailedError("the operation was refused or failed before its record was opened")
+    if written["status"] == "planned":
+        log.info("Plan run: nothing was changed; the planned calls are in %s", written["report_html"])
+        return written["status"]
     if written["status"] != "passed":
         raise ChecksFailedError(f"operation {written['status']}: see {Path(written['report_html']).name}")
     return written["status"]

@@ -15,6 +15,7 @@ from resilience import charts
 from resilience.checks import Check
 from resilience.dr.activation_params import QUESTIONS
 from resilience.dr.decision import phase_report
+from resilience.dr.plan import PLAN_KEY, PLANNED, plan_html, plan_message
 from resilience.dr.report import CSS
 from resilience.dr.required_steps import Recorded, operation_steps, step_checks
 
@@ -33,15 +34,16 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
     ended = _moment(record["finished_at"]) if record.get("finished_at") else now
     failed = [s for s in steps if s["status"] == "failed"]
     checks = [*details.get("checks", []), *deletion_checks(details.get("sync"))]
-    required = required_step_checks(record)
+    planned = details.get(PLAN_KEY) is not None  # plan mode: no step was meant to run
+    required = [] if planned else required_step_checks(record)
     canary = details.get("canary")
     rolled_back = bool(canary and canary.get("status") == "rolled_back")
-    status = "rolled_back" if rolled_back else (
+    status = PLANNED if planned and not failed else "rolled_back" if rolled_back else (
         "failed" if failed or any(not c["passed"] for c in [*checks, *required]) else "passed")
     report: dict[str, Any] = {
         "kind": details.get("kind", record["dag_id"]),
         "run_id": record["run_id"], "dag_id": record["dag_id"], "environment": record["environment"],
-        "status": status, "deviated": status != "passed",
+        "status": status, "deviated": status not in ("passed", PLANNED),
         "start": started.isoformat(), "end": ended.isoformat(), "duration": (ended - started).total_seconds(),
         "params": record["params"],
         "steps": [{**s, "offset_s": (_moment(s["start"]) - started).total_seconds()} for s in steps],
@@ -50,7 +52,7 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
         "dns_changes": dns_changes,
         **{k: v for k, v in details.items() if k not in ("kind", "checks")},
     }
-    if report["kind"] == "dr_activation":
+    if report["kind"] == "dr_activation" and not planned:
         target = float(record["params"].get("rto_target", 30))
         validated = next((s for s in steps if s["step"] == "final_validation" and s["status"] == "success"), None)
         rto_s = (_moment(validated["end"]) - started).total_seconds() if validated and status == "passed" else None
@@ -180,7 +182,7 @@ def _sync(sync: dict[str, Any] | None) -> str:
 def render_html(report: dict[str, Any]) -> str:
     title = TITLES.get(report["kind"], report["kind"])
     status = report["status"]
-    css_status = "passed" if status == "passed" else "failed"
+    css_status = "passed" if status in ("passed", PLANNED) else "failed"
     path = report.get("path")
     answers = report.get("answers") or {}
     decision = ""
@@ -207,7 +209,7 @@ def render_html(report: dict[str, Any]) -> str:
 <h1>{title} <span class="{css_status}">{status.upper().replace('_', ' ')}</span></h1>
 <p>Environment {escape(report['environment'])}; run <code>{escape(report['run_id'])}</code>, {escape(report['start'])}
 to {escape(report['end'])} ({report['duration']:.1f} s).</p>
-{decision}{_phases(report)}
+{decision}{plan_html(report.get(PLAN_KEY))}{_phases(report)}
 <h2>Required steps</h2><table>{_checks(report.get('required_steps', []))}</table>
 <h2>Validation</h2><table>{_checks(report['checks']) or '<tr><td>no checks ran</td></tr>'}</table>
 {_canary(report.get('canary'))}{_sync(report.get('sync'))}
@@ -220,6 +222,8 @@ to {escape(report['end'])} ({report['duration']:.1f} s).</p>
 
 def slack_message(report: dict[str, Any], html_path: str) -> str:
     title = TITLES.get(report["kind"], report["kind"])
+    if report["status"] == PLANNED:
+        return plan_message(title, report, html_path)
     icon = ":white_check_mark:" if report["status"] == "passed" else ":rotating_light:"
     lines = [f"{icon} {title} *{report['status'].upper().replace('_', ' ')}* — {report['environment']}"]
     if report.get("path"):

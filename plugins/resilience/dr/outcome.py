@@ -57,19 +57,24 @@ def drill_outcome(record: dict[str, Any], now: datetime, task_states: dict[str, 
                 for p in record["phases"]}
     # a record without no_cleanup is held to the stricter rule: the sandbox must have been dropped
     checks = step_checks(drill_steps(bool(params.get("no_cleanup", False))), recorded, task_states)
-    checks.append(target_check("RTO within target", rto_s, float(params["rto_target"])))
-    checks.append(target_check("RPO within target", rpo_s, float(params["rpo_target"])))
+    rto_check = target_check("RTO within target", rto_s, float(params["rto_target"]))
+    rpo_check = target_check("RPO within target", rpo_s, float(params["rpo_target"]))
+    checks += [rto_check, rpo_check]
     passed = all(c.passed for c in checks)
+    status = "passed" if passed else "failed"
+    if params.get("dry_run"):  # plan mode: only the plan phase ran, and that is the whole outcome
+        checks = []
+        status = "planned" if recorded.get("plan", Recorded("absent")).status == "success" else "failed"
     ends = [s.ended_at for s in spans if s.ended_at] or [now]
     return {
-        "status": "passed" if passed else "failed",
-        "deviated": not passed,
+        "status": status,
+        "deviated": status not in ("passed", "planned"),
         "start": started.isoformat(),
         "end": max(ends).isoformat(),
         "duration": round((max(ends) - started).total_seconds(), 3),
         "rto": {"measured_s": rto_s, "target_min": float(params["rto_target"]),
-                "passed": checks[-2].passed, "app_healthy_at": healthy_at.isoformat() if healthy_at else None},
-        "rpo": {"measured_s": rpo_s, "target_min": float(params["rpo_target"]), "passed": checks[-1].passed,
+                "passed": rto_check.passed, "app_healthy_at": healthy_at.isoformat() if healthy_at else None},
+        "rpo": {"measured_s": rpo_s, "target_min": float(params["rpo_target"]), "passed": rpo_check.passed,
                 "reference": reference.isoformat() if reference else None,
                 "restored_latest_write": restored_latest.isoformat() if restored_latest else None},
         "phases": phase_breakdown(spans, started, now),

@@ -26,6 +26,7 @@ class DrillParams:
     pitr_target: datetime | None
     no_cleanup: bool
     repo: int = 1
+    dry_run: bool = False  # plan mode: validate, list the calls; make none
 
     def to_dict(self) -> dict[str, Any]:
         """Back to the Params' own names and JSON types (for XCom and the record)."""
@@ -38,6 +39,7 @@ class DrillParams:
             "pitr_target": self.pitr_target.isoformat() if self.pitr_target else None,
             "no_cleanup": self.no_cleanup,
             "repo": self.repo,
+            "dry_run": self.dry_run,
         }
 
 
@@ -116,6 +118,7 @@ def parse_drill_params(params: Mapping[str, Any], config: Config, now: datetime)
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
         no_cleanup=_flag(params, "no_cleanup"),
         repo=parse_repo(params, environment),
+        dry_run=_flag(params, "dry_run"),
     )
 
 
@@ -124,6 +127,7 @@ def drill_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     from resilience.config import ENVIRONMENT_NAMES, SANDBOX_ENVIRONMENT_NAMES
+    from resilience.dr.activation_params import dry_run_param
 
     return {
         "environment": Param("lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Source environment",
@@ -149,4 +153,5 @@ def drill_params() -> dict[str, Any]:
         "no_cleanup": Param(False, type="boolean", title="Keep the sandbox",
                             description="Keep the sandbox (database and app) after the drill; the report "
                                         "gives its DSN. Drop it with `resilience sandbox drop NAME`."),
+        "dry_run": dry_run_param(" (the sandbox's place is checked not to be the source)"),
     }

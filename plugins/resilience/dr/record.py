@@ -139,13 +139,14 @@ class DrillRecord:
         return record
 
     def history(self, environment: str, limit: int = 12) -> list[dict[str, Any]]:
-        """Earlier finished drills of ``environment``, oldest first (for the trend chart)."""
+        """Earlier finished drills of ``environment``, oldest first (for the trend chart; plan runs measured
+        nothing and are left out)."""
         rows = self._execute(
             """
             SELECT run_id, started_at, status, rto_s, rpo_s,
                    (params->>'rto_target')::float, (params->>'rpo_target')::float
             FROM drill_runs
-            WHERE environment = %s AND status <> 'running' AND run_id <> %s
+            WHERE environment = %s AND status NOT IN ('running', 'planned') AND run_id <> %s
             ORDER BY started_at DESC LIMIT %s
             """,
             (environment, self.run_id, limit),

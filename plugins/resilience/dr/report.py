@@ -8,6 +8,7 @@ from typing import Any
 
 from resilience import charts
 from resilience.dr.outcome import required_datetime
+from resilience.dr.plan import PLAN_KEY, plan_html
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
@@ -20,7 +21,8 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd
 
 def build_report(record: dict[str, Any], outcome: dict[str, Any], history: list[dict[str, Any]],
                  sandbox: dict[str, Any] | None, kept: bool) -> dict[str, Any]:
-    """The report document: outcome + what was run + the sandbox when it is kept."""
+    """The report document: outcome + what was run + the sandbox when it is kept (+ the plan of a plan run)."""
+    planned = next(((p["details"] or {}).get(PLAN_KEY) for p in record["phases"] if p["phase"] == "plan"), None)
     return {
         "kind": "dr_drill",
         "run_id": record["run_id"],
@@ -32,6 +34,7 @@ def build_report(record: dict[str, Any], outcome: dict[str, Any], history: list[
         "phase_details": {p["phase"]: {"status": p["status"], "error": p["error"], **p["details"]}
                           for p in record["phases"]},
         "sandbox": {**(sandbox or {}), "kept": kept} if sandbox else None,
+        **({PLAN_KEY: planned} if planned is not None else {}),
         "history": [
             {"run_id": h["run_id"],
              "started_at": required_datetime(h["started_at"], f"drill {h['run_id']}'s started_at").isoformat(),
@@ -95,6 +98,7 @@ run <code>{escape(report['run_id'])}</code>, {escape(report['start'])} to {escap
 <td>target {rpo['target_min']:g} min; newest restored write {escape(str(rpo['restored_latest_write']))}
 vs {escape(str(rpo['reference']))}</td></tr>
 </table>
+{plan_html(report.get(PLAN_KEY))}
 <h2>Verdict</h2><table>{_check_rows(report['checks'])}</table>
 <h2>Timeline</h2>{charts.timeline(report['phases'])}
 <h2>RTO/RPO trend</h2>{trend_svg}

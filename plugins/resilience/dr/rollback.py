@@ -38,6 +38,7 @@ def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     regions.validate()
     plan: dict[str, Any] = {}
     if params.application:
+        regions.platform(params.app_region).require(["releases"], f"an application rollback in {params.app_region}")
         release = regions.platform(params.app_region).releases.app_release(params.app_region)
         if release.rollback_blocker:
             raise RefusedError(f"params.application: the {params.app_region} region's app cannot be rolled back "
@@ -50,15 +51,24 @@ def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
         plan["application"] = {"from": release.current.to_dict(), "to": release.previous.to_dict(),
                                "managed_by": release.managed_by}
     if params.database:
+        regions.primary_platform.require(["backups", "sandboxes"], "a database rollback (PITR into a new environment)")
         plan["database"] = _check_backups_cover(regions, params.pitr_target)
     if params.traffic:
         plan["traffic"] = _traffic_target(regions, params.traffic_to)
     for part, what in plan.items():
         log.info("Will roll back %s: %s", part, what)
-    take_run_lock(config.control_db_conn_id, run_id, dag_id, "emergency rollback")
+    planned = None
+    if params.dry_run:  # no lock: a plan changes nothing
+        from resilience.dr.plan import PLAN_KEY, log_plan, rollback_plan
+
+        planned = {PLAN_KEY: rollback_plan(regions, params, plan, datetime.now(UTC))}
+        log_plan(f"the emergency rollback of {params.environment} ({', '.join(plan)})", planned[PLAN_KEY])
+    else:
+        take_run_lock(config.control_db_conn_id, run_id, dag_id, "emergency rollback")
     regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
-    regions.record.update(kind="emergency_rollback", plan=plan)
-    return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(), "plan": plan}
+    regions.record.update(kind="emergency_rollback", plan=plan, **(planned or {}))
+    return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(), "plan": plan,
+            "dry_run": params.dry_run}
 
 
 def _check_backups_cover(regions: Regions, target: datetime | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from resilience.config import REGIONS, Config
-from resilience.dr.activation_params import dr_environment_of
+from resilience.dr.activation_params import dr_environment_of, dry_run_flag, dry_run_param
 from resilience.dr.params import parse_pitr_target
 
 DEFAULT_PITR_AGO = timedelta(minutes=30)
@@ -24,6 +24,7 @@ class RollbackParams:
     pitr_target: datetime | None
     traffic: bool
     traffic_to: str
+    dry_run: bool = False  # plan mode: validate each part, list the calls; make none
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -55,6 +56,7 @@ def parse_rollback_params(params: Mapping[str, Any], config: Config, now: dateti
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
         traffic=_flag(params, "traffic"),
         traffic_to=_choice(params, "traffic_to", TRAFFIC_TARGETS, "previous"),
+        dry_run=dry_run_flag(params),
     )
     if not (parsed.application or parsed.database or parsed.traffic):
         raise ValueError("params: choose at least one of application, database, traffic to roll back")
@@ -87,4 +89,6 @@ def rollback_params() -> dict[str, Any]:
                             section="Traffic",
                             description="previous: the weights before the last recorded change; primary / dr: all "
                                         "traffic to that region."),
+        "dry_run": dry_run_param(" (a previous release, backups covering the target, a DNS change to go back to)",
+                                 "Plan"),
     }

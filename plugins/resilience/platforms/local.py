@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,27 @@ class LocalPlatform(LocalRegions, LocalChaos):
             tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"{Path(cmd[0]).name} exited {result.returncode}: {' | '.join(tail)}")
         return result.stdout
+
+    # -- plan mode ---------------------------------------------------------------------------
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: what the lab would do for ``intent``: its DR region, releases, pgBackRest and sandboxes
+        here, its chaos primitives in :meth:`LocalChaos.requests_for`."""
+        if intent == "pgbackrest":
+            args = " ".join(str(a) for a in arguments.get("args") or [])  # type: ignore[attr-defined]
+            return [f"pgbackrest --config={self.lab['pgbackrest']['config']} {args} (as {self.os_user})"]
+        if intent in ("create_sandbox", "restore_sandbox", "amcheck", "start_app", "drop_sandbox"):
+            return self._sandboxes.requests_for(intent, arguments)
+        if intent == "start_dr_app":
+            return [f"start {arguments.get('replicas')} app replica(s) and the DR load balancer on "
+                    f"{self.region_url('dr')} against {arguments.get('dsn')} (the DSN in their environment), "
+                    "then GET /health of each until it answers"]
+        if intent == "stop_dr_app":
+            return ["stop the DR region's load balancer and app replicas"]
+        if intent == "rollback_app":
+            return [f"deploy release {arguments.get('to_release')} again to region {arguments.get('region')}, one "
+                    "replica at a time (each restarted and waited for on /health), and record the rollback"]
+        return LocalChaos.requests_for(self, intent, arguments)
 
     # -- Platform --------------------------------------------------------------------------
 

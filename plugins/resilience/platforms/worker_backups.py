@@ -208,6 +208,16 @@ class WorkerBackups:
             env.update(access.secret_env)
         return env
 
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: the pgBackRest command ``pgbackrest`` would run (``arguments["args"]``), with the
+        repositories' options and without their keys (those go in the process environment)."""
+        if intent != "pgbackrest":
+            return [f"{intent}: reads only"]
+        options = " ".join(o for repo in self.repos for o in repo_options(repo))
+        args = " ".join(str(a) for a in arguments.get("args") or [])  # type: ignore[attr-defined]
+        user = f" as {self.os_user}" if self.os_user else ""
+        return [f"pgbackrest --no-config --log-level-file=off {options} {args}{user}"]
+
     # -- Backups -----------------------------------------------------------------------------
 
     def database_endpoints(self) -> list[DatabaseEndpoint]:

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -148,6 +149,42 @@ class DataDirSandboxes:
             raise RuntimeError(f"cannot {action} sandbox {sandbox.name}: {root} holds no sandbox on "
                                f"{socket.gethostname()} (created on another worker, or already dropped)")
         return root
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: what ``intent`` would run on this machine (``arguments``: the sandbox's ``sandbox`` name,
+        ``data_dir``, ``port``; a restore's ``stanza``, ``method``, ``target_time`` (ISO), ``repo``)."""
+        from resilience.dr.pgbackrest import restore_args
+        from resilience.plan import ExplainsRequests
+
+        name, data_dir, port = arguments.get("sandbox"), str(arguments.get("data_dir")), arguments.get("port")
+        root = Path(data_dir).parent
+        user = f" as {self.os_user}" if self.os_user else ""
+        if intent == "create_sandbox":
+            return [f"mkdir {root} (pgdata, sock) and write its {MARKER} (name {name}, port {port}){user}"]
+        if intent == "restore_sandbox":
+            target = arguments.get("target_time")
+            request = RestoreRequest(str(arguments.get("stanza")), arguments.get("method"),  # type: ignore[arg-type]
+                                     datetime.fromisoformat(str(target)) if target else None,
+                                     arguments.get("repo"))  # type: ignore[arg-type]
+            args = [*restore_args(request, data_dir), "--recovery-option=restore_command=<async archive-get from "
+                    f"{'repo' + str(request.repo) if request.repo else 'the same repositories'} into {root / 'spool'}>"]
+            restorer = self.restorer
+            restore = (restorer.requests_for("pgbackrest", {"args": args}) if isinstance(restorer, ExplainsRequests)
+                       else [f"pgbackrest {' '.join(args)}{user}"])
+            return [*restore,
+                    f"pg_ctl -D {data_dir} -o '-p {port} -c listen_addresses=127.0.0.1 -c archive_mode=off "
+                    f"-c synchronous_standby_names=' -w start{user}"]
+        if intent == "amcheck":
+            return [f"pg_amcheck -h 127.0.0.1 -p {port} --all --install-missing --heapallindexed (reads)"]
+        if intent == "start_app":
+            if self.app is None:
+                return [f"none: {self.no_app_reason}"]
+            return [f"start the app on port {self.port_min + APP_PORT_OFFSET} or the next free one, against "
+                    f"sandbox {name}"]
+        if intent == "drop_sandbox":
+            return [f"stop the sandbox's app if any; pg_ctl -D {data_dir} -m immediate -w stop{user}",
+                    f"rm -r {root}"]
+        return [f"{intent}: reads only"]
 
     # -- Sandboxes -------------------------------------------------------------------------
 

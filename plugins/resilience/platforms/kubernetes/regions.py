@@ -24,6 +24,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -89,6 +90,21 @@ class KubernetesRegions:
         deployment = self._deployment()
         wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
         return int(wanted), int((deployment.status.ready_replicas if deployment.status else 0) or 0)
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: the API requests ``intent`` would send (reads that only wait are listed once)."""
+        path = f"/apis/apps/v1/namespaces/{self.target.namespace}/deployments/{self.target.app_deployment}"
+        if intent == "start_dr_app":
+            replicas = arguments.get("replicas")
+            return [f"PATCH {path} metadata.annotations.{DR_DATABASE}={arguments.get('dsn')} (no password)",
+                    f"PATCH {path}/scale spec.replicas={replicas}",
+                    f"GET {path} until {replicas} replica(s) are ready and the rollout is complete (at most "
+                    f"{SCALE_TIMEOUT_S:g} s)",
+                    f"GET /api/v1/namespaces/{self.target.namespace}/pods?labelSelector={self.target.app_selector}"]
+        if intent == "stop_dr_app":
+            return [f"GET {path} (already at 0 replicas: nothing is sent)", f"PATCH {path}/scale spec.replicas=0",
+                    f"GET {path} until status.replicas=0 (at most {SCALE_TIMEOUT_S:g} s)"]
+        return [f"{intent}: reads only"]
 
     def region_url(self, region: str) -> str:
         self._check_region(region)

@@ -41,7 +41,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +201,27 @@ class KubernetesReleases:
                  if any(ref.get("uid") == uid and ref.get("controller") for ref in rs["metadata"].get("ownerReferences")
                         or [])]
         return deployment, owned
+
+    def requests_for(self, intent: str, arguments: Mapping[str, object]) -> list[str]:
+        """Plan mode: what ``rollback_app`` would send, by who manages the Deployment (``managed_by`` from
+        :meth:`app_release`: a Helm release, or none: ``kubectl rollout undo`` through the API)."""
+        ns, name = self.target.namespace, self.target.app_deployment
+        path = f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+        if intent != "rollback_app":
+            return [f"{intent}: reads only"]
+        wait = f"GET {path} until every replica runs the restored template (at most {ROLLOUT_TIMEOUT_S:g} s)"
+        reads = [f"GET {path}", f"GET /apis/apps/v1/namespaces/{ns}/replicasets (the Deployment's ReplicaSets)"]
+        target = f"revision {arguments.get('to_revision')} ({arguments.get('to_release')})"
+        managed_by = str(arguments.get("managed_by") or "")
+        if managed_by.startswith("Helm release "):
+            helm = managed_by.removeprefix("Helm release ")
+            return [*reads, f"PATCH {path} metadata.annotations {ROLLED_BACK_REVISION}, {ROLLED_BACK_TO} (the "
+                            "rollback's marks, so a retried task only waits)",
+                    f"helm rollback {helm} --namespace {ns} --wait --timeout {int(ROLLOUT_TIMEOUT_S)}s (the "
+                    f"Connection's kubeconfig) -> {target}", wait]
+        return [*reads, f"PATCH {path} (JSON patch, rollout undo: test metadata.resourceVersion, replace "
+                        f"spec.template with {target}'s ReplicaSet template, replace metadata.annotations with "
+                        "the rollback's marks)", wait]
 
     def app_release(self, region: str) -> AppRelease:
         self._check_region(region)
