@@ -37,7 +37,9 @@ def kubernetes_capabilities(environment: Environment) -> tuple[dict[Capability, 
     target = environment.kubernetes
     if target is None:  # parse_environment requires the section for this platform
         raise ValueError(f"environments.{environment.name}.kubernetes: missing")
-    where = f"namespace {target.namespace} through Connection {target.conn_id}"
+    where = (f"namespace {target.namespace} of EKS cluster {target.eks.cluster} through Connection "
+             f"{target.eks.aws_conn_id}" if target.eks else f"namespace {target.namespace} through Connection "
+             f"{target.conn_id}")
     provided: dict[Capability, Provider] = {
         "workloads": Provider(f"Deployment {target.app_deployment} ({where})", lambda: _workloads(target)),
     }
