@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -112,7 +113,8 @@ def batch_weights(batch: dict) -> dict[str, int]:
     return {c["ResourceRecordSet"]["SetIdentifier"]: c["ResourceRecordSet"]["Weight"] for c in batch["Changes"]}
 
 
-def test_activation_plan_lists_the_pitr_restore_and_the_cutover_and_changes_nothing(lab, airflow_db, fakes):
+def test_activation_plan_lists_the_pitr_restore_and_the_cutover_and_changes_nothing(lab, airflow_db, fakes,
+                                                                                     dr_inactive):
     statuspage, slack = fakes
     before = world(lab, statuspage)
     target = (datetime.now(UTC) - timedelta(minutes=2)).replace(microsecond=0)
@@ -156,7 +158,7 @@ def report_html(dagrun) -> str:
     raise AssertionError(f"no report for {dagrun.run_id}")
 
 
-def test_activation_plan_of_a_regional_failover_lists_patroni_requests(lab, airflow_db, fakes):
+def test_activation_plan_of_a_regional_failover_lists_patroni_requests(lab, airflow_db, fakes, dr_inactive):
     statuspage, _ = fakes
     before = world(lab, statuspage)
     dagrun, states = run("dr_activation", {**DR_ACTIVATE, "primary_accessible": "yes"})
@@ -171,28 +173,44 @@ def test_activation_plan_of_a_regional_failover_lists_patroni_requests(lab, airf
     assert world(lab, statuspage) == before  # the Patroni leader among the rest
 
 
-@pytest.fixture
-def dr_active(lab, fakes):
-    """The region state of a DR episode (DR serves lab, its database recorded), put back as it was afterwards.
-    Planning a failback reads it and nothing else of DR's database."""
+@contextmanager
+def region_state(lab, **fields):
+    """The lab's DR region state set to ``fields`` while the block runs, put back as it was afterwards (an
+    earlier module may leave DR active: a plan is judged on the state it is given)."""
     from resilience.config import load_config
     from resilience.dr.operation import ControlTables, RegionState
 
     regions = RegionState(ControlTables.for_conn(load_config().control_db_conn_id))
     had = control_rows(lab, "SELECT count(*) FROM dr_regions WHERE environment = 'lab'") == [(1,)]
     saved = regions.get("lab")
-    database = {"name": "dr-lab-plan-test", "environment": "lab", "host": "127.0.0.1", "port": 1, "dbname": "app",
-                "data_dir": str(Path(lab["sandbox_root"]) / "dr-lab-plan-test" / "pgdata"), "app_url": None}
-    regions.set("lab", serving="dr", dr_active=True, run_id="plan-test-activation",
-                activated_at=datetime.now(UTC) - timedelta(hours=1), recovery_point=datetime.now(UTC) - timedelta(hours=1),
-                database=database)
+    regions.set("lab", **fields)
     try:
-        yield database
+        yield
     finally:
         if had:
             regions.set("lab", **saved)
         else:
             control_rows(lab, "DELETE FROM dr_regions WHERE environment = 'lab' RETURNING environment")
+
+
+@pytest.fixture
+def dr_inactive(lab, fakes):
+    """No DR episode on: what an activation starts from."""
+    with region_state(lab, serving="primary", dr_active=False, run_id=None, activated_at=None, recovery_point=None,
+                      database=None, app_url=None):
+        yield
+
+
+@pytest.fixture
+def dr_active(lab, fakes):
+    """The region state of a DR episode (DR serves lab, its database recorded).
+    Planning a failback reads it and nothing else of DR's database."""
+    database = {"name": "dr-lab-plan-test", "environment": "lab", "host": "127.0.0.1", "port": 1, "dbname": "app",
+                "data_dir": str(Path(lab["sandbox_root"]) / "dr-lab-plan-test" / "pgdata"), "app_url": None}
+    with region_state(lab, serving="dr", dr_active=True, run_id="plan-test-activation",
+                      activated_at=datetime.now(UTC) - timedelta(hours=1),
+                      recovery_point=datetime.now(UTC) - timedelta(hours=1), database=database):
+        yield database
 
 
 def test_failback_plan_lists_each_canary_step_and_changes_nothing(lab, airflow_db, fakes, dr_active):
