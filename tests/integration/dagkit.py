@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.fakes.slack import SlackWebhookServer
 from tests.fakes.statuspage import StatuspageServer
@@ -62,3 +63,21 @@ def lab_state(lab) -> dict:
     from resilience.lab.state import load_lab_state, with_current_roles
 
     return with_current_roles(load_lab_state(Path(lab["lab_dir"])))
+
+
+def route53(lab) -> tuple[Any, dict]:
+    """A Route53 client on the lab's moto, and the lab's DNS facts (zone id, record)."""
+    import boto3
+
+    dns = lab["dns"]
+    client = boto3.client("route53", endpoint_url=dns["aws_endpoint"], region_name="us-east-1",
+                          aws_access_key_id=lab["s3"]["access_key"], aws_secret_access_key=lab["s3"]["secret_key"])
+    return client, dns
+
+
+def weights(lab) -> dict[str, int]:
+    """The API record's weight per region, read straight from the lab's Route53."""
+    client, dns = route53(lab)
+    sets = client.list_resource_record_sets(HostedZoneId=dns["zone_id"])["ResourceRecordSets"]
+    return {s["SetIdentifier"]: s["Weight"] for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
+

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.dagkit import dr_report_of as report_of
-from tests.integration.dagkit import load_dag, notification_fakes
+from tests.integration.dagkit import load_dag, notification_fakes, weights
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,16 +35,6 @@ def fakes(lab):
         yield servers
 
 
-
-
-def weights(lab) -> dict[str, int]:
-    import boto3
-
-    dns = lab["dns"]
-    client = boto3.client("route53", endpoint_url=dns["aws_endpoint"], region_name="us-east-1",
-                          aws_access_key_id=lab["s3"]["access_key"], aws_secret_access_key=lab["s3"]["secret_key"])
-    sets = client.list_resource_record_sets(HostedZoneId=dns["zone_id"])["ResourceRecordSets"]
-    return {s["SetIdentifier"]: s["Weight"] for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
 
 
 def test_an_activation_whose_restore_never_reported_fails_and_names_it(airflow_db, lab, fakes):

@@ -19,14 +19,13 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import psycopg
 import pytest
 
 from tests.integration.dagkit import DR_ACTIVATE as ACTIVATE
 from tests.integration.dagkit import DR_FAILBACK as FAILBACK
 from tests.integration.dagkit import dr_report_of as report_of
-from tests.integration.dagkit import lab_state, load_dag, notification_fakes
+from tests.integration.dagkit import lab_state, load_dag, notification_fakes, route53, weights
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,19 +54,6 @@ EPISODES: dict[str, int] = {}  # DR episodes of this module's activations (other
 def run(dag, conf):
     dagrun = dag.test(run_conf=conf)
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
-
-
-def route53(lab):
-    dns = lab["dns"]
-    client = boto3.client("route53", endpoint_url=dns["aws_endpoint"], region_name="us-east-1",
-                          aws_access_key_id=lab["s3"]["access_key"], aws_secret_access_key=lab["s3"]["secret_key"])
-    return client, dns
-
-
-def weights(lab) -> dict[str, int]:
-    client, dns = route53(lab)
-    sets = client.list_resource_record_sets(HostedZoneId=dns["zone_id"])["ResourceRecordSets"]
-    return {s["SetIdentifier"]: s["Weight"] for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
 
 
 

@@ -16,11 +16,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import psycopg
 import pytest
 
-from tests.integration.dagkit import DR_ACTIVATE, DR_FAILBACK, dr_report_of, lab_state, load_dag, notification_fakes
+from tests.integration.dagkit import (
+    DR_ACTIVATE,
+    DR_FAILBACK,
+    dr_report_of,
+    lab_state,
+    load_dag,
+    notification_fakes,
+    weights,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +50,6 @@ def fakes(lab):
     ledger_for(conn_id).ensure_schema()
     with notification_fakes() as servers:
         yield servers
-
-
-def weights(lab) -> dict[str, int]:
-    dns = lab["dns"]
-    client = boto3.client("route53", endpoint_url=dns["aws_endpoint"], region_name="us-east-1",
-                          aws_access_key_id=lab["s3"]["access_key"], aws_secret_access_key=lab["s3"]["secret_key"])
-    sets = client.list_resource_record_sets(HostedZoneId=dns["zone_id"])["ResourceRecordSets"]
-    return {s["SetIdentifier"]: s["Weight"] for s in sets if s.get("SetIdentifier") and s["Name"] == dns["record"]}
 
 
 def control_rows(lab, sql: str, args: tuple = ()) -> list[tuple]:
