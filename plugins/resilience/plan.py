@@ -8,12 +8,15 @@ report, so a production run can be reviewed before it is allowed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypedDict, runtime_checkable
 
 if TYPE_CHECKING:
     from resilience.platforms.base import Capability, Platform
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,25 @@ def planned_requests(platform: Platform, call: PlannedCall) -> list[str]:
     return [f"{call.describe()} ({type(implementation).__name__} lists no requests for it)"]
 
 
-class PlannedRequests(TypedDict):
+class PlannedStep(TypedDict):
+    """One call of a plan as the log and the report show it: the step that would make it, where, the call,
+    and the requests it would send."""
+
     step: str
+    where: str
     call: str
     requests: list[str]
 
 
-def plan_document(platform: Platform, calls: list[PlannedCall]) -> list[PlannedRequests]:
+def plan_document(platform: Platform, calls: list[PlannedCall], where: str) -> list[PlannedStep]:
     """The plan as the report shows it: each call, its step, and the requests it would send."""
-    return [PlannedRequests(step=c.step, call=c.describe(), requests=planned_requests(platform, c)) for c in calls]
+    return [PlannedStep(step=c.step, where=where, call=c.describe(), requests=planned_requests(platform, c))
+            for c in calls]
+
+
+def log_plan(what: str, calls: list[PlannedStep]) -> None:
+    log.info("Plan mode: %s would make %d call(s); none is made", what, len(calls))
+    for number, call in enumerate(calls, start=1):
+        log.info("Plan %d. [%s] %s: %s", number, call["step"], call["where"], call["call"])
+        for request in call["requests"]:
+            log.info("Plan %d.    %s", number, request)

@@ -15,7 +15,7 @@ from resilience.chaos.scenarios import load_catalogue
 from resilience.chaos.timeline import fault_timeline
 from resilience.chaos.verdict import scenario_verdict
 from resilience.faults.base import get_fault
-from resilience.plan import PlannedCall, plan_document
+from resilience.plan import PlannedCall, log_plan, plan_document
 from resilience.slo import baseline_from
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,8 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
 
 def _record_plan(campaign: Campaign, scenario: str, calls: list[PlannedCall]) -> None:
     """Plan mode: the calls inject and revert would make, and the requests each would send, in the report."""
-    planned = plan_document(campaign.platform, calls)
-    for call in planned:
-        log.info("Plan (%s): %s", call["step"], call["call"])
-        for request in call["requests"]:
-            log.info("    %s", request)
+    planned = plan_document(campaign.platform, calls, f"environment {campaign.environment.name}")
+    log_plan(f"{scenario} in {campaign.environment.name}", planned)
     campaign.record.step(scenario, "planned_calls", planned)
 
 

@@ -95,7 +95,8 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
     pitr = params.pitr_target if path.restore == decision.COMPLETE_PITR else None
     planned = None
     if params.dry_run:  # no lock: a plan changes nothing
-        from resilience.dr.plan import PLAN_KEY, activation_plan, log_plan
+        from resilience.dr.plan import PLAN_KEY, activation_plan
+        from resilience.plan import log_plan
 
         planned = {PLAN_KEY: activation_plan(regions, params, path, pitr, run_id, now)}
         log_plan(f"DR activation of {params.environment} ({path.kind})", planned[PLAN_KEY])

@@ -102,7 +102,8 @@ def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at
     drill.platform.require(["backups", "sandboxes"], "a DR drill (verify the repositories, restore a sandbox)")
     get_platform(source).require(["backups"], "a DR drill (the source servers a sandbox must not be)")
     if params.dry_run:  # no lock: a plan changes nothing
-        from resilience.dr.plan import PLAN_KEY, drill_plan, log_plan
+        from resilience.dr.plan import PLAN_KEY, drill_plan
+        from resilience.plan import log_plan
 
         planned = drill_plan(drill, run_id, datetime.now(UTC))
         log_plan(f"the DR drill of {source.name} into {target.name}", planned)

@@ -66,7 +66,8 @@ def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
         regions.dr_platform.require(["regions", "sandboxes"], "decommission_dr (stop the DR app, drop its database)")
     planned = None
     if params.dry_run:  # no lock: a plan changes nothing
-        from resilience.dr.plan import PLAN_KEY, failback_plan, log_plan
+        from resilience.dr.plan import PLAN_KEY, failback_plan
+        from resilience.plan import log_plan
 
         planned = {PLAN_KEY: failback_plan(regions, params, state, run_id)}
         log_plan(f"the failback of {params.environment}", planned[PLAN_KEY])

@@ -9,8 +9,8 @@ pgBackRest arguments, the lab's processes), or to a service (Route53's exact ``C
 the run's record (so its report shows it) and the log; the DAG's ``plan_gate`` then skips every
 acting task, and the closing tasks write the report without touching DNS.
 
-This module is imported while DAG files are parsed (:func:`plan_gate`): it imports only the
-standard library at the top.
+This module is imported while DAG files are parsed (:func:`plan_gate`): at the top it imports only
+the standard library and ``resilience.plan`` (which imports nothing else).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
+
+from resilience.plan import PlannedStep
 
 if TYPE_CHECKING:
     from resilience.dr.activation_params import ActivationParams
@@ -37,35 +39,18 @@ PLAN_KEY = "planned_calls"  # where the plan is kept: the operation record's det
 PLANNED = "planned"  # the status of a plan run (its report, its record, its verdict)
 
 
-class PlannedStep(TypedDict):
-    """One call of the plan as the report shows it: the task that would make it, where, and what it sends."""
-
-    step: str
-    where: str
-    call: str
-    requests: list[str]
-
-
 def capability_call(platform: Platform, where: str, step: str, capability: Capability, intent: str,
                     **arguments: object) -> PlannedStep:
     """``platform.<capability>.<intent>(**arguments)`` and the requests its implementation would send."""
-    from resilience.plan import PlannedCall, planned_requests
+    from resilience.plan import PlannedCall, plan_document
 
-    call = PlannedCall(step, capability, intent, arguments)
-    return PlannedStep(step=step, where=where, call=call.describe(), requests=planned_requests(platform, call))
+    [planned] = plan_document(platform, [PlannedCall(step, capability, intent, arguments)], where)
+    return planned
 
 
 def service_call(step: str, where: str, call: str, requests: list[str]) -> PlannedStep:
     """A call to a service that is no platform capability (Route53, Statuspage, Slack, SQL)."""
     return PlannedStep(step=step, where=where, call=call, requests=requests)
-
-
-def log_plan(what: str, calls: list[PlannedStep]) -> None:
-    log.info("Plan mode: %s would make %d call(s); none is made", what, len(calls))
-    for number, call in enumerate(calls, start=1):
-        log.info("Plan %d. [%s] %s: %s", number, call["step"], call["where"], call["call"])
-        for request in call["requests"]:
-            log.info("Plan %d.    %s", number, request)
 
 
 # -- the services every DR operation talks to ----------------------------------------------------------
@@ -325,11 +310,17 @@ def drill_plan(drill: Drill, run_id: str, now: datetime) -> list[PlannedStep]:
 
 # -- the DAGs' gate and the reports ---------------------------------------------------------------------
 
+def is_plan_run(run: Mapping[str, Any] | None) -> bool:
+    """Whether the start task's result is a plan run's: ``dry_run`` in it, or in its ``params`` (the drill
+    returns its Params themselves)."""
+    return run is not None and bool((run.get("params") or run).get("dry_run"))
+
+
 def skip_in_plan_mode(run: Mapping[str, Any] | None, why: str) -> None:
     """Skip the calling task in a plan run. For the tasks ``plan_gate``'s skip does not reach: a task whose
     trigger rule lets it run after a skipped upstream (none_failed_min_one_success, all_done) while the start
     task, also its upstream, succeeded."""
-    if run and (run.get("dry_run") or (run.get("params") or {}).get("dry_run")):
+    if is_plan_run(run):
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(f"plan mode (dry_run): {why}")
@@ -344,7 +335,7 @@ def plan_gate() -> Any:
     @task.short_circuit(task_id="plan_gate", ignore_downstream_trigger_rules=False)
     def gate(run: dict) -> bool:
         """Plan mode (dry_run) stops here: every acting task is skipped; the report shows the plan."""
-        planned = bool((run.get("params") or run).get("dry_run"))
+        planned = is_plan_run(run)
         if planned:
             log.warning("Not acting: this is a plan run (dry_run); its calls are in the log of the first task "
                         "and in the report")

@@ -59,7 +59,8 @@ def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
         log.info("Will roll back %s: %s", part, what)
     planned = None
     if params.dry_run:  # no lock: a plan changes nothing
-        from resilience.dr.plan import PLAN_KEY, log_plan, rollback_plan
+        from resilience.dr.plan import PLAN_KEY, rollback_plan
+        from resilience.plan import log_plan
 
         planned = {PLAN_KEY: rollback_plan(regions, params, plan, datetime.now(UTC))}
         log_plan(f"the emergency rollback of {params.environment} ({', '.join(plan)})", planned[PLAN_KEY])
