@@ -140,6 +140,82 @@ class Environment:
         return self.slo
 
 
+SEVERITIES = ("P0", "P1", "P2", "P3")  # the runbook's "Severity Levels"
+
+
+@dataclass(frozen=True)
+class SeverityRoute:
+    """Who hears of an incident of one severity: Slack channels (the first is the incident's own channel,
+    where its post-mortem reminders go) and, when ``pagerduty``, the on-call through PagerDuty."""
+
+    channels: tuple[str, ...]
+    pagerduty: bool = False
+
+    @property
+    def incident_channel(self) -> str:
+        return self.channels[0]
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """``defaults.escalation``: the runbook's severity levels and escalation ladder (Level 2 the on-call SRE
+    in #ops-alerts, Level 3 the engineering manager in #incident-response, P0 pages through PagerDuty).
+
+    ``slack_conn_ids``: channel -> the Slack incoming-webhook Connection posting there (a webhook posts to
+    the channel it was made for). An absent Connection is logged, never fatal."""
+
+    severities: Mapping[str, SeverityRoute]
+    slack_conn_ids: Mapping[str, str]
+    pagerduty_conn_id: str | None = None
+
+    def route(self, severity: str) -> SeverityRoute:
+        if severity not in self.severities:
+            raise ValueError(f"severity: {severity!r} is not one of {sorted(self.severities)}")
+        return self.severities[severity]
+
+
+DEFAULT_ESCALATION = Escalation(
+    severities={"P0": SeverityRoute(("#incident-response", "#ops-alerts"), pagerduty=True),
+                "P1": SeverityRoute(("#incident-response", "#ops-alerts")),
+                "P2": SeverityRoute(("#ops-alerts",)), "P3": SeverityRoute(("#ops-alerts",))},
+    slack_conn_ids={"#ops-alerts": "resilience_slack_ops_alerts",
+                    "#incident-response": "resilience_slack_incident_response"},
+    pagerduty_conn_id="resilience_pagerduty",
+)
+
+
+def parse_escalation(raw: Mapping[str, Any], where: str) -> Escalation:
+    """The ``escalation`` section: a route for each of P0-P3, every channel named with its Connection."""
+    if not raw:
+        return DEFAULT_ESCALATION
+    unknown = sorted(set(raw) - {"severities", "slack_channels", "pagerduty_conn_id"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: severities, slack_channels, pagerduty_conn_id")
+    channels = _section(raw, "slack_channels", where)
+    for channel, conn_id in channels.items():
+        if not str(channel).startswith("#") or not isinstance(conn_id, str) or not conn_id:
+            raise ValueError(f"{where}.slack_channels: {channel!r}: {conn_id!r} must map a '#channel' to a "
+                             "Slack webhook Connection id")
+    severities = _section(raw, "severities", where)
+    if sorted(severities) != list(SEVERITIES):
+        raise ValueError(f"{where}.severities: {sorted(severities)} must be exactly {list(SEVERITIES)}")
+    routes = {}
+    for level in SEVERITIES:
+        entry = _section(severities, level, f"{where}.severities")
+        named = entry.get("channels")
+        if not isinstance(named, list) or not named or any(c not in channels for c in named):
+            raise ValueError(f"{where}.severities.{level}.channels: {named!r} must be a non-empty list of channels "
+                             f"named in {where}.slack_channels {sorted(channels)}")
+        page = entry.get("pagerduty", False)
+        if not isinstance(page, bool):
+            raise ValueError(f"{where}.severities.{level}.pagerduty: {page!r} must be true or false")
+        routes[level] = SeverityRoute(tuple(named), page)
+    pagerduty = _optional_str(raw, "pagerduty_conn_id", where)
+    if pagerduty is None and any(r.pagerduty for r in routes.values()):
+        raise ValueError(f"{where}.pagerduty_conn_id is missing: a severity pages through PagerDuty")
+    return Escalation(routes, {str(c): str(i) for c, i in channels.items()}, pagerduty)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole file: defaults plus environments by name."""
@@ -148,6 +224,7 @@ class Config:
     slack_conn_id: str | None
     report_dir: Path
     environments: Mapping[str, Environment]
+    escalation: Escalation = DEFAULT_ESCALATION
 
     def environment(self, name: str, field_name: str = "environment") -> Environment:
         """The environment called ``name``; ``field_name`` names the input in the error."""
@@ -383,6 +460,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         slack_conn_id=defaults.get("slack_conn_id") or None,
         report_dir=report_dir if report_dir.is_absolute() else PROJECT_ROOT / report_dir,
         environments=_check_dr_targets({name: parse_environment(name, env) for name, env in environments.items()}),
+        escalation=parse_escalation(_section(defaults, "escalation", "defaults"), "defaults.escalation"),
     )
 
 
