@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resilience.platforms.kubernetes.target import KubernetesTarget, parse_target
+from resilience.schedules import Schedule, parse_schedules
 from resilience.slo import LOOSER_WHEN_LOWER, OVERRIDABLE_BOUNDS, SloPolicy, looser_than
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +128,7 @@ class Environment:
     dr: DrSettings | None = None
     kubernetes: KubernetesTarget | None = None  # platform kubernetes: the cluster, namespace and app
     worker_sandbox: WorkerSandboxSettings | None = None  # sandbox.root/pg_bindir: sandboxes on the worker
+    slack_conn_id: str | None = None  # its runs' alerts (Deadline Alerts); None: defaults.slack_conn_id
 
     @property
     def is_production(self) -> bool:
@@ -225,6 +227,13 @@ class Config:
     report_dir: Path
     environments: Mapping[str, Environment]
     escalation: Escalation = DEFAULT_ESCALATION
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)  # scheduled DAG -> environment(s) it acts on
+
+    def slack_conn_id_for(self, environment: str) -> str | None:
+        """The Slack Connection of ``environment``'s alerts: its own ``slack_conn_id``, else the default's
+        (an environment not in the file: the default)."""
+        env = self.environments.get(environment)
+        return (env.slack_conn_id if env else None) or self.slack_conn_id
 
     def environment(self, name: str, field_name: str = "environment") -> Environment:
         """The environment called ``name``; ``field_name`` names the input in the error."""
@@ -424,7 +433,8 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     parse_repos(pgbackrest, f"{where}.pgbackrest")  # validated here: a bad repos list fails at load
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
-    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr", "kubernetes"}
+    known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr", "kubernetes",
+             "slack_conn_id"}
     kubernetes = parse_target(raw.get("kubernetes"), f"{where}.kubernetes") if platform == "kubernetes" else None
     return Environment(
         name=name,
@@ -443,6 +453,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         dr=parse_dr(_section(raw, "dr", where), f"{where}.dr"),
         kubernetes=kubernetes,
         worker_sandbox=parse_worker_sandbox(sandbox, platform, f"{where}.sandbox"),
+        slack_conn_id=_optional_str(raw, "slack_conn_id", where),
     )
 
 
@@ -455,12 +466,14 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     if not environments:
         raise ValueError("environments is empty: at least one environment is required")
     report_dir = Path(os.environ.get(REPORT_DIR_ENV_VAR) or str(defaults.get("report_dir", "reports")))
+    parsed = _check_dr_targets({name: parse_environment(name, env) for name, env in environments.items()})
     return Config(
         control_db_conn_id=_require(defaults, "control_db_conn_id", "defaults"),
         slack_conn_id=defaults.get("slack_conn_id") or None,
         report_dir=report_dir if report_dir.is_absolute() else PROJECT_ROOT / report_dir,
-        environments=_check_dr_targets({name: parse_environment(name, env) for name, env in environments.items()}),
+        environments=parsed,
         escalation=parse_escalation(_section(defaults, "escalation", "defaults"), "defaults.escalation"),
+        schedules=parse_schedules(raw.get("schedules") or {}, parsed),
     )
 
 
