@@ -17,6 +17,7 @@ from typing import Any
 from resilience.platforms.kubernetes.target import KubernetesTarget, parse_target
 from resilience.schedules import Schedule, parse_schedules
 from resilience.slo import LOOSER_WHEN_LOWER, OVERRIDABLE_BOUNDS, SloPolicy, looser_than
+from resilience.slo_verify.settings import SloVerifySettings, parse_slo_verify
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "include" / "config" / "environments.yaml"
@@ -128,6 +129,7 @@ class Environment:
     dr: DrSettings | None = None
     kubernetes: KubernetesTarget | None = None  # platform kubernetes: the cluster, namespace and app
     worker_sandbox: WorkerSandboxSettings | None = None  # sandbox.root/pg_bindir: sandboxes on the worker
+    slo_verify: SloVerifySettings | None = None  # verify-slo's Key Metrics and business metrics (slo_verify DAG)
     slack_conn_id: str | None = None  # its runs' alerts (Deadline Alerts); None: defaults.slack_conn_id
 
     @property
@@ -434,7 +436,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
     known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr", "kubernetes",
-             "slack_conn_id"}
+             "slack_conn_id", "slo_verify"}
     kubernetes = parse_target(raw.get("kubernetes"), f"{where}.kubernetes") if platform == "kubernetes" else None
     return Environment(
         name=name,
@@ -453,6 +455,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         dr=parse_dr(_section(raw, "dr", where), f"{where}.dr"),
         kubernetes=kubernetes,
         worker_sandbox=parse_worker_sandbox(sandbox, platform, f"{where}.sandbox"),
+        slo_verify=parse_slo_verify(raw.get("slo_verify"), f"{where}.slo_verify"),
         slack_conn_id=_optional_str(raw, "slack_conn_id", where),
     )
 
@@ -506,3 +509,4 @@ def load_config(path: Path | None = None) -> Config:
 ENVIRONMENT_NAMES = ("lab", "staging", "production", "dr-sandbox", "production-dr")
 SANDBOX_ENVIRONMENT_NAMES = ("lab", "dr-sandbox")
 DR_ENVIRONMENT_NAMES = ("lab", "production")  # those with a ``dr`` section: DR activation, failback, rollback
+SLO_VERIFY_ENVIRONMENT_NAMES = ("lab", "production")  # those with a ``slo_verify`` section (slo_verify DAG)
