@@ -56,6 +56,13 @@ class SloSource:
     query_timeout_s: float
     queries: Mapping[str, str]
     loosest: SloLoosest = SloLoosest()
+    # the scenarios' runbook checks measured over the fault window: measure -> PromQL with {range}
+    window_queries: Mapping[str, str] = field(default_factory=dict)
+
+    def window_query(self, measure: str, range_s: float) -> str:
+        """``measure``'s query over the last ``range_s`` seconds (evaluated at the fault window's end)."""
+        return self.window_queries[measure].replace("{range}", f"{max(1, math.ceil(range_s))}s").replace(
+            "{window}", self.window)
 
 
 REGIONS = ("primary", "dr")
@@ -369,8 +376,24 @@ def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
         window=_require(raw, "window", where),
         queries={m: str(queries[m]) for m in SLO_METRICS},
         loosest=parse_loosest(_section(raw, "loosest", where), f"{where}.loosest"),
+        window_queries=parse_window_queries(_section(raw, "window_queries", where), f"{where}.window_queries"),
         **timings,
     )
+
+
+def parse_window_queries(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """``slo.window_queries``: a query per window measure of the scenarios' checks, each over ``{range}``."""
+    from resilience.chaos.expectations import MEASURES
+
+    allowed = sorted(m for m, spec in MEASURES.items() if spec.source == "window")
+    queries = {}
+    for measure, query in raw.items():
+        if measure not in allowed:
+            raise ValueError(f"{where}.{measure}: not a window measure (allowed: {allowed})")
+        if not isinstance(query, str) or "{range}" not in query:
+            raise ValueError(f"{where}.{measure}: must be a PromQL string over {{range}} (the fault window)")
+        queries[measure] = query
+    return queries
 
 
 def _fqdn(mapping: Mapping[str, Any], key: str, where: str) -> str:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from resilience.faults.memory_pressure import expectation_failures, expectation_summary
+from resilience.faults.memory_pressure import measurements
 from resilience.platforms.kubernetes.memory import active_deadline_s, as_memory_hog, oom_kills, stress_pod
 
 HOG = {"name": "chaos-memory-hog", "limit_mb": 64, "hog_mb": 256, "running": True, "oom_kills": 3}
@@ -14,35 +14,44 @@ APP = {"api-1": {"instance": "101", "restarts": 0}, "api-2": {"instance": "102",
 
 
 @pytest.mark.parametrize(
-    ("observed", "failures"),
+    ("observed", "kills", "disturbed", "detail"),
     [
-        ({"hog": HOG, "app_before": APP, "app_after": APP}, []),
-        ({"hog": {**HOG, "oom_kills": 1}, "app_before": APP, "app_after": APP}, []),  # exactly one kill is enough
-        ({"hog": {**HOG, "oom_kills": 0}, "app_before": APP, "app_after": APP},
-         ["the hog was never OOM-killed (256 MiB in a 64 MiB limit): the memory limit did not bite, so nothing was tested"]),
-        ({"hog": None, "app_before": APP, "app_after": APP},
-         ["the hog's OOM kills not measured (it was gone before the revert read it)"]),
-        ({"hog": HOG, "app_before": APP, "app_after": {**APP, "api-2": {"instance": "102", "restarts": 3}}},
-         ["app replica api-2 restarted 2 -> 3 times during memory pressure: not only the hog was hit"]),
-        ({"hog": HOG, "app_before": APP, "app_after": {**APP, "api-1": {"instance": "201", "restarts": 0}}},
-         ["app replica api-1 was replaced (101 -> 201)"]),
-        ({"hog": HOG, "app_before": APP, "app_after": {"api-1": APP["api-1"]}},
-         ["app replica api-2 is gone (evicted or replaced)"]),
-        ({"hog": HOG, "app_after": APP}, ["app replicas' restart counts before the fault not recorded"]),
-        ({"hog": HOG, "app_before": APP}, ["app replicas' restart counts after the fault not measured"]),
-        ({}, ["the hog's OOM kills not measured (it was gone before the revert read it)",
-              "app replicas' restart counts before the fault not recorded"]),
+        ({"hog": HOG, "app_before": APP, "app_after": APP}, 3, 0, "2 replica(s), restart counts unchanged"),
+        ({"hog": {**HOG, "oom_kills": 0}, "app_before": APP, "app_after": APP}, 0, 0,
+         "2 replica(s), restart counts unchanged"),
+        ({"hog": None, "app_before": APP, "app_after": APP}, None, 0, "2 replica(s), restart counts unchanged"),
+        ({"hog": HOG, "app_before": APP, "app_after": {**APP, "api-2": {"instance": "102", "restarts": 3}}}, 3, 1,
+         "api-2 restarted (2 -> 3)"),
+        ({"hog": HOG, "app_before": APP, "app_after": {**APP, "api-1": {"instance": "201", "restarts": 0}}}, 3, 1,
+         "api-1 was replaced (101 -> 201)"),
+        ({"hog": HOG, "app_before": APP, "app_after": {"api-1": APP["api-1"]}}, 3, 1,
+         "api-2 is gone (evicted or replaced)"),
+        ({"hog": HOG, "app_after": APP}, 3, None, "restart counts before the fault not recorded"),
+        ({"hog": HOG, "app_before": APP}, 3, None, "restart counts after the fault not measured"),
     ],
-    ids=["met", "one-kill", "never-killed", "hog-gone", "app-restarted", "app-replaced", "app-gone", "no-before",
-         "no-after", "nothing"],
+    ids=["met", "never-killed", "hog-gone", "app-restarted", "app-replaced", "app-gone", "no-before", "no-after"],
 )
-def test_only_the_hog_was_oom_killed(observed, failures):
-    assert expectation_failures(observed) == failures
+def test_the_hog_kills_and_the_disturbed_replicas_are_measured(observed, kills, disturbed, detail):
+    measured = measurements(observed)
+    assert measured["hog_oom_kills"].value == kills
+    assert (measured["app_replicas_disturbed"].value, measured["app_replicas_disturbed"].detail) == (disturbed, detail)
 
 
-def test_summary_names_the_kills_and_the_replicas():
-    assert expectation_summary({"hog": HOG, "app_before": APP, "app_after": APP}) == (
-        "hog OOM-killed 3 time(s) (256 MiB in a 64 MiB limit); 2 app replica(s), restart counts unchanged")
+def test_the_checks_fail_when_the_limit_did_not_bite_or_a_replica_restarted():
+    from resilience.chaos.expectations import check_expectation, failures
+    from resilience.chaos.scenarios import load_catalogue
+
+    checks = load_catalogue()["memory-pressure"].checks
+
+    def failed(observed):
+        measured = measurements(observed)
+        return failures([check_expectation(c, measured.get(c.measure), {}) for c in checks])
+
+    assert failed({"hog": HOG, "app_before": APP, "app_after": APP}) == []
+    assert failed({"hog": {**HOG, "oom_kills": 0}, "app_before": APP, "app_after": APP}) == [
+        "OOM kills of the test process 0 (at least 1)"]
+    assert failed({}) == ["OOM kills of the test process no data (at least 1)",
+                          "app replicas restarted, replaced or gone no data (at most 0)"]
 
 
 @pytest.mark.parametrize(("deadline", "now", "seconds"), [(110.9, 100.0, 10), (100.5, 100.0, 1), (101.0, 100.0, 1)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from resilience.faults.postgres_failover import expectation_failures, validate_options
+from resilience.faults.postgres_failover import measurements, validate_options
 from resilience.ha_database import DatabaseHAError, require_failover_ready
 from resilience.lab.writer import Journal, read_journal
 from resilience.patroni import parse_cluster, parse_history
@@ -68,17 +68,19 @@ def test_options_are_checked_before_the_cluster_is_asked() -> None:
         validate_options({"count": 1})
 
 
-def test_the_runbook_expectations_fail_on_loss_on_slowness_and_on_missing_data() -> None:
-    good = {"failover_s": 10.6, "synchronous_mode": True,
+def test_the_runbook_measures_come_from_what_revert_observed_and_missing_ones_have_no_value() -> None:
+    good = {"mode": "crash", "failover_s": 10.6, "synchronous_mode": True,
             "acknowledged_writes": {"acknowledged": 427, "lost": 0, "after_failover": 153}}
-    assert expectation_failures(good) == []
-    assert expectation_failures({**good, "failover_s": 31.0}) == ["failover took 31.0 s > 30 s"]
-    lost = {**good, "synchronous_mode": False, "acknowledged_writes": {"acknowledged": 427, "lost": 2,
-                                                                       "after_failover": 153}}
-    assert expectation_failures(lost) == ["2 of 427 acknowledged writes lost (asynchronous replication)"]
-    stuck = {**good, "acknowledged_writes": {"acknowledged": 200, "lost": 0, "after_failover": 0}}
-    assert expectation_failures(stuck) == ["no write was acknowledged after the failover: connections did not recover"]
-    assert expectation_failures({}) == ["failover time not measured", "acknowledged writes not checked"]
+    measured = measurements(good)
+    assert {k: m.value for k, m in measured.items()} == {"failover_s": 10.6, "acked_writes_lost": 0,
+                                                         "writes_after_failover": 153}
+    assert measured["acked_writes_lost"].detail == "of 427 acknowledged (synchronous replication)"
+    lost = measurements({**good, "synchronous_mode": False,
+                         "acknowledged_writes": {"acknowledged": 427, "lost": 2, "after_failover": 0}})
+    assert lost["acked_writes_lost"].value == 2 and "asynchronous" in lost["acked_writes_lost"].detail
+    assert lost["writes_after_failover"].detail == "connections did not recover"
+    assert {k: m.value for k, m in measurements({}).items()} == {
+        "failover_s": None, "acked_writes_lost": None, "writes_after_failover": None}
 
 
 def test_the_writer_journal_keeps_what_was_acknowledged_across_a_rotation(tmp_path: Path,
@@ -97,21 +99,15 @@ def test_the_writer_journal_keeps_what_was_acknowledged_across_a_rotation(tmp_pa
 
 
 def test_a_failover_that_held_its_slos_still_fails_on_a_lost_acknowledged_write() -> None:
-    from resilience.chaos.scenario_steps import _with_expectations
-    from resilience.chaos.verdict import ScenarioVerdict
+    from resilience.chaos.expectations import check_expectation, failures
+    from resilience.chaos.scenarios import load_catalogue
 
-    held = ScenarioVerdict("postgres-failover", "passed", "SLOs held; recovered in 4.0 s", 4.0)
+    checks = load_catalogue()["postgres-failover"].checks
     observed = {"mode": "crash", "failover_s": 10.6, "synchronous_mode": False,
                 "acknowledged_writes": {"acknowledged": 427, "lost": 3, "after_failover": 153}}
-    failed = _with_expectations("postgres-failover", held, observed)
-    assert (failed.status, failed.reason) == (
-        "failed", "runbook expectation not met: 3 of 427 acknowledged writes lost (asynchronous replication)")
-    kept = _with_expectations("postgres-failover", held, {**observed, "synchronous_mode": True,
-                                                          "acknowledged_writes": {"acknowledged": 427, "lost": 0,
-                                                                                  "after_failover": 153}})
-    assert kept.status == "passed" and kept.reason.endswith(
-        "crash failover 10.6 s (target < 30 s), 0 of 427 acknowledged writes lost (synchronous replication), "
-        "153 acknowledged after it")
-    assert _with_expectations("pod-kill", held, None) == held  # no runbook checks there yet
-    breached = ScenarioVerdict("postgres-failover", "failed", "SLO breached: availability", 4.0)
-    assert _with_expectations("postgres-failover", breached, observed) == breached  # the first failure stands
+    measured = measurements(observed)
+    results = [check_expectation(c, measured.get(c.measure), {}) for c in checks]
+    assert failures(results) == ["acknowledged writes lost 3 (at most 0)"]
+    kept = {**observed, "acknowledged_writes": {"acknowledged": 427, "lost": 0, "after_failover": 153}}
+    measured = measurements(kept)
+    assert failures([check_expectation(c, measured.get(c.measure), {}) for c in checks]) == []

@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from resilience.chaos.measure import missing_window_queries
 from resilience.chaos.params import CampaignParams, parse_campaign_params
 from resilience.chaos.preflight import PreflightFacts, preflight_checks
 from resilience.chaos.scenarios import load_catalogue
@@ -77,6 +78,9 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     for scenario in params.scenarios:
         options = {**catalogue[scenario].options, **params.scenario_options.get(scenario, {})}
         platform.require(needed_capabilities(scenario, options), f"scenario {scenario}")
+        if missing := missing_window_queries(environment, catalogue[scenario].checks):
+            raise ValueError(f"scenario {scenario}: its runbook checks need {', '.join(missing)} (a PromQL query "
+                             "over {range}, the fault window; see the lab's for the shape)")
     require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
     require_connection(environment.slo_source().prometheus_conn_id,
                        f"environments.{environment.name}.slo.prometheus_conn_id")

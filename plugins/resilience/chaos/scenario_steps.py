@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilience.chaos.campaign import Campaign
 from resilience.chaos.scenarios import load_catalogue
 from resilience.chaos.timeline import fault_timeline
-from resilience.chaos.verdict import scenario_verdict
+from resilience.chaos.verdict import ScenarioVerdict, scenario_verdict
 from resilience.faults.base import get_fault
 from resilience.plan import PlannedCall, log_plan, plan_document
 from resilience.slo import baseline_from
+
+if TYPE_CHECKING:
+    from resilience.chaos.expectations import CheckResult
+    from resilience.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +148,26 @@ def _why_not_injected(campaign: Campaign, scenario: str, guard: dict | None) -> 
     return "inject failed or did not run (see the inject and guard_slo logs)"
 
 
-def _with_expectations(scenario: str, verdict: Any, observed: dict[str, Any] | None) -> Any:
-    """A scenario whose fault checks the runbook's own expectations (``expectation_failures`` over what
-    its revert measured) fails when one is not met, even with the SLOs held."""
+def _with_expectations(campaign: Campaign, scenario: str, verdict: ScenarioVerdict,
+                       entry: LedgerEntry | None) -> tuple[ScenarioVerdict, list[CheckResult]]:
+    """The runbook's checks of ``scenario`` (scenarios.yaml) measured over its fault window: a verdict that
+    held its SLOs fails when one is not met or has no data. Not measured when the fault never went on."""
     from dataclasses import replace
 
-    fault = get_fault(scenario)
-    check = getattr(fault, "expectation_failures", None)
-    if check is None or verdict.status != "passed":
-        return verdict
-    failures = check(observed or {})
-    if not failures:
-        summary = getattr(fault, "expectation_summary", lambda _: "met")(observed or {})
-        return replace(verdict, reason=f"{verdict.reason}; runbook expectations: {summary}")
-    return replace(verdict, status="failed", reason="runbook expectation not met: " + "; ".join(failures))
+    from resilience.chaos.expectations import failures, summary
+    from resilience.chaos.measure import measure_checks
+
+    checks = load_catalogue()[scenario].checks
+    if not checks or entry is None or entry.injected_at is None or entry.reverted_at is None:
+        return verdict, []
+    baseline = ((campaign.record.load_scenario(scenario).get("baseline") or {}).get("baseline") or {})
+    window = (entry.injected_at.timestamp(), entry.reverted_at.timestamp())
+    results = measure_checks(campaign.environment, scenario, checks, entry.observed, window, baseline)
+    if verdict.status != "passed":
+        return verdict, results
+    if failed := failures(results):
+        return replace(verdict, status="failed", reason="runbook expectation not met: " + "; ".join(failed)), results
+    return replace(verdict, reason=f"{verdict.reason}; runbook expectations met: {summary(results)}"), results
 
 
 def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | None, guard: dict | None,
@@ -180,10 +190,11 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         revert_error=None if reverted else (last.error if last and last.error else "revert failed (see its log)"),
         recovery=recovery, max_recovery_s=policy.max_recovery_s,
         reverted_by=last.reverted_by if last else None, revert_reason=last.revert_reason if last else None)
-    verdict = _with_expectations(scenario, verdict, last.observed if last else None)
+    verdict, checks = _with_expectations(campaign, scenario, verdict, last)
     for step, value in (("guard", guard), ("recovery", recovery)):
         if value is not None:
             campaign.record.step(scenario, step, value)
+    campaign.record.step(scenario, "checks", [c.to_dict() for c in checks])
     campaign.record.step(scenario, "verdict", verdict.to_dict())
     (log.info if verdict.status == "passed" else log.warning)("%s %s: %s", scenario, verdict.status.upper(),
                                                               verdict.reason)

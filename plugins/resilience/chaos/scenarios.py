@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from resilience.chaos.expectations import Expectation, parse_expectations
 from resilience.config import PROJECT_ROOT
 from resilience.faults.base import SCENARIOS
 from resilience.slo import SloPolicy
@@ -23,6 +24,7 @@ class Scenario:
     weight: float
     options: Mapping[str, Any]
     slo: Mapping[str, Any]
+    checks: tuple[Expectation, ...] = ()
 
     def policy(self, run_overrides: Mapping[str, Any] | None = None) -> SloPolicy:
         """Runbook defaults <- this scenario's overrides <- the run's overrides."""
@@ -42,7 +44,8 @@ def parse_catalogue(raw: Mapping[str, Any]) -> dict[str, Scenario]:
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
             raise ValueError(f"scenarios.{name}.weight: {weight!r} must be a number > 0")
         scenario = Scenario(name, str(entry.get("title", name)), str(entry.get("expect", "")), float(weight),
-                            dict(entry.get("options") or {}), dict(entry.get("slo") or {}))
+                            dict(entry.get("options") or {}), dict(entry.get("slo") or {}),
+                            parse_expectations(f"scenarios.{name}.checks", entry.get("checks")))
         scenario.policy()  # SLO overrides validated here, named by key
         catalogue[name] = scenario
     return catalogue

@@ -13,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from resilience.chaos.expectations import Measurement
     from resilience.plan import PlannedCall
     from resilience.platforms.base import Capability, Platform
 
@@ -60,6 +61,10 @@ class Fault(Protocol):
         """Undo the fault and wait until the system is whole again; safe to call twice.
 
         Returns what was observed while undoing it (new PIDs, OOM counters), kept in the ledger."""
+
+    def measurements(self, observed: dict[str, Any]) -> dict[str, Measurement]:
+        """The runbook expectations' measures (``chaos.expectations.MEASURES``, source ``fault``) read from what
+        revert observed; pure."""
 
 
 def get_fault(scenario: str) -> Fault:

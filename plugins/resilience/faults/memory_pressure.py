@@ -4,9 +4,9 @@ The lab runs stress-ng in a memory-limited cgroup; Kubernetes a stress pod with 
 namespace, labelled with its experiment. The runbook expects "OOM killer terminates only test pods; application
 pods remain stable": the inject records every app replica's instance and restart count before the hog starts,
 and the revert reads the hog's OOM kills (the platform's own counters: the cgroup's ``oom_kill``, the pod's
-``OOMKilled`` terminations) and the replicas again before stopping it. :func:`expectation_failures` is the
-verdict's check: the hog was OOM-killed at least once AND every replica is the same instance with the same
-restart count (a replica restarted or replaced during the fault was hit too).
+``OOMKilled`` terminations) and the replicas again before stopping it. :func:`measurements` feeds the
+scenario's checks (scenarios.yaml): the hog was OOM-killed at least once AND every replica is the same instance
+with the same restart count (a replica restarted or replaced during the fault was hit too).
 
 Dead-man switch: with the plan's ``deadline_epoch_s`` the hog ends by itself then (stress-ng ``--timeout``;
 the pod's ``activeDeadlineSeconds``); revert still removes what is left. The hog is found by its name (from
@@ -19,6 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from resilience.chaos.expectations import Measurement
 from resilience.faults.deadline import plan_deadline
 from resilience.faults.experiment import experiment_of
 from resilience.plan import PlannedCall
@@ -37,46 +38,40 @@ def replica_restarts(replicas: list[Replica]) -> dict[str, dict[str, Any]]:
     return {r.name: {"instance": r.instance, "restarts": r.restarts} for r in replicas}
 
 
-def expectation_failures(observed: dict[str, Any]) -> list[str]:
-    """The runbook's expectations that ``observed`` (what revert measured) does not meet: the hog must have
-    been OOM-killed, and no app replica restarted or replaced. A measurement that is missing is a failure."""
-    failures = []
+def disturbed_replicas(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The app replicas that restarted, were replaced or are gone between ``before`` and ``after``."""
+    disturbed = []
+    for name, was in sorted(before.items()):
+        now = after.get(name)
+        if now is None:
+            disturbed.append(f"{name} is gone (evicted or replaced)")
+        elif now.get("instance") != was.get("instance"):
+            disturbed.append(f"{name} was replaced ({was.get('instance')} -> {now.get('instance')})")
+        elif (now.get("restarts") or 0) != (was.get("restarts") or 0):
+            disturbed.append(f"{name} restarted ({was.get('restarts')} -> {now.get('restarts')})")
+    return disturbed
+
+
+def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
+    """The runbook's expectations as measured by revert: the hog's OOM kills (it must have been killed, or
+    the limit did not bite and nothing was tested) and the app replicas disturbed (must be none)."""
     hog = observed.get("hog")
-    if not isinstance(hog, dict):
-        failures.append("the hog's OOM kills not measured (it was gone before the revert read it)")
-    elif not hog.get("oom_kills"):
-        failures.append(f"the hog was never OOM-killed ({hog.get('hog_mb')} MiB in a {hog.get('limit_mb')} MiB "
-                        "limit): the memory limit did not bite, so nothing was tested")
+    kills = (Measurement(hog.get("oom_kills") or 0, f"{hog.get('hog_mb')} MiB in a {hog.get('limit_mb')} MiB limit")
+             if isinstance(hog, dict) else Measurement(None, "the hog was gone before the revert read it"))
     before, after = observed.get("app_before"), observed.get("app_after")
     if not isinstance(before, dict) or not before:
-        failures.append("app replicas' restart counts before the fault not recorded")
+        disturbed = Measurement(None, "restart counts before the fault not recorded")
     elif not isinstance(after, dict):
-        failures.append("app replicas' restart counts after the fault not measured")
+        disturbed = Measurement(None, "restart counts after the fault not measured")
     else:
-        for name, was in sorted(before.items()):
-            now = after.get(name)
-            if now is None:
-                failures.append(f"app replica {name} is gone (evicted or replaced)")
-            elif now.get("instance") != was.get("instance"):
-                failures.append(f"app replica {name} was replaced ({was.get('instance')} -> {now.get('instance')})")
-            elif (now.get("restarts") or 0) != (was.get("restarts") or 0):
-                failures.append(f"app replica {name} restarted {was.get('restarts')} -> {now.get('restarts')} times "
-                                "during memory pressure: not only the hog was hit")
-    return failures
-
-
-def expectation_summary(observed: dict[str, Any]) -> str:
-    """The measured expectations in one line, for the verdict and the report."""
-    hog = observed.get("hog") or {}
-    before = observed.get("app_before") or {}
-    return (f"hog OOM-killed {hog.get('oom_kills')} time(s) ({hog.get('hog_mb')} MiB in a {hog.get('limit_mb')} MiB "
-            f"limit); {len(before)} app replica(s), restart counts unchanged")
+        names = disturbed_replicas(before, after)
+        disturbed = Measurement(len(names), "; ".join(names) or f"{len(before)} replica(s), restart counts unchanged")
+    return {"hog_oom_kills": kills, "app_replicas_disturbed": disturbed}
 
 
 class MemoryPressure:
     scenario: ClassVar[str] = "memory-pressure"
-    expectation_failures = staticmethod(expectation_failures)
-    expectation_summary = staticmethod(expectation_summary)
+    measurements = staticmethod(measurements)
 
     def plan(self, platform: Platform, options: dict[str, Any]) -> dict[str, Any]:
         limit_mb, hog_mb = options.get("limit_mb", 128), options.get("hog_mb", 256)
@@ -119,8 +114,10 @@ class MemoryPressure:
         observed = {"hog": hog.to_dict() if hog else None, "app_before": revert_info.get("app_before"),
                     "app_after": replica_restarts(replicas), "replicas_ready": sum(r.ready for r in replicas),
                     "replicas_total": len(replicas)}
-        failures = expectation_failures(observed)
-        observed["only_hog_killed"] = not failures
-        if failures:
-            log.warning("memory-pressure: %s", "; ".join(failures))
+        measured = measurements(observed)
+        observed["only_hog_killed"] = bool(measured["hog_oom_kills"].value) and \
+            measured["app_replicas_disturbed"].value == 0
+        if not observed["only_hog_killed"]:
+            log.warning("memory-pressure: not only the hog was OOM-killed, or it was not: %s",
+                        "; ".join(f"{k} {m.value} ({m.detail})" for k, m in measured.items()))
         return observed

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from resilience.chaos.expectations import Measurement
 from resilience.plan import PlannedCall
 
 if TYPE_CHECKING:
     from resilience.platforms.base import Platform
+    from resilience.platforms.types import Replica
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +81,12 @@ class PodKill:
         else:
             log.info("Injecting pod-kill (graceful): deleting %s; each leaves the load balancer, drains on SIGTERM "
                      "and is SIGKILLed if still running after %d s", ", ".join(plan["replicas"]), grace_period_s)
+        deleted_at = time.time()
         ended = platform.workloads.delete_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
         log.info("pod-kill (%s) done: %s", variant, "; ".join(
             f"{e.name} ({e.instance}) {e.outcome}" + (f" in {e.terminated_in_s:.2f} s" if not force and
                                                      e.terminated_in_s is not None else "") for e in ended))
-        return {"variant": variant, "grace_period_s": grace_period_s,
+        return {"variant": variant, "grace_period_s": grace_period_s, "deleted_at": deleted_at,
                 "killed": {e.name: e.instance for e in ended}, "ended": {e.name: e.to_dict() for e in ended}}
 
     def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +96,24 @@ class PodKill:
         gone = {str(instance) for instance in killed.values() if instance}
         expected = int(plan.get("expected_ready") or len(plan["replicas"]))  # plans written before it: a floor
         ready = platform.workloads.wait_ready(expected, gone, timeout_s=plan["restart_timeout_s"])
-        log.info("pod-kill reverted: %d replica(s) ready %.1f s after the wait began", len(ready.replicas),
-                 ready.seconds)
-        return {"ready_after_s": ready.seconds, "replicas": ready.instances()}
+        replaced_in_s = replacements_ready_s(revert_info.get("deleted_at"), gone, ready.replicas)
+        log.info("pod-kill reverted: %d replica(s) ready %.1f s after the wait began; the replacements were ready "
+                 "%s after the deletion", len(ready.replicas), ready.seconds,
+                 "(unknown)" if replaced_in_s is None else f"{replaced_in_s:.1f} s")
+        return {"ready_after_s": ready.seconds, "replicas": ready.instances(), "replacements_ready_s": replaced_in_s}
+
+    @staticmethod
+    def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
+        return {"replacements_ready_s": Measurement(observed.get("replacements_ready_s"),
+                                                    "" if observed.get("replacements_ready_s") is not None else
+                                                    "the deletion time or a replacement's readiness time is unknown")}
+
+
+def replacements_ready_s(deleted_at: float | None, gone: set[str], ready: tuple[Replica, ...]) -> float | None:
+    """Seconds from the deletion until the last replacement became ready: the latest readiness among the ready
+    replicas that are not a deleted instance (one never deleted became ready earlier, so the latest is a
+    replacement's). None when the deletion time or any of their readiness times is unknown."""
+    replacements = [r for r in ready if r.instance not in gone] if gone else list(ready)
+    if deleted_at is None or not replacements or any(r.ready_since is None for r in replacements):
+        return None
+    return round(max(0.0, max(float(r.ready_since or 0) for r in replacements) - float(deleted_at)), 2)

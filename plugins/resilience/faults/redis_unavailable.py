@@ -17,6 +17,7 @@ from resilience.faults.deadline import plan_deadline
 from resilience.plan import PlannedCall
 
 if TYPE_CHECKING:
+    from resilience.chaos.expectations import Measurement
     from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
@@ -50,3 +51,7 @@ class RedisUnavailable:
         replicas = int(revert_info.get("replicas_before") or plan.get("replicas") or 1)
         state = platform.cache.start_cache(replicas)
         return {"cache_alive": state.alive, "replicas": state.replicas}
+
+    @staticmethod
+    def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
+        return {}  # its expectations are measured over the fault window (Prometheus)

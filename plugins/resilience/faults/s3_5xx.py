@@ -15,6 +15,7 @@ from resilience.faults.experiment import experiment_of
 from resilience.plan import PlannedCall
 
 if TYPE_CHECKING:
+    from resilience.chaos.expectations import Measurement
     from resilience.platforms.base import Platform
 
 log = logging.getLogger(__name__)
@@ -50,3 +51,7 @@ class S35xx:
 
     def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         return {"fault": platform.object_store.clear_object_store_fault(experiment_of(plan)).to_dict()}
+
+    @staticmethod
+    def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
+        return {}  # its expectations are measured over the fault window (Prometheus)

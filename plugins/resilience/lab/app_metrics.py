@@ -38,6 +38,8 @@ class AppMetrics:
                                   ["method", "path"], buckets=BUCKETS_S, registry=reg)
         self.uploads = Counter("upload_requests", "POST /api/uploads answers, by status code", ["status"],
                                registry=reg)
+        for status in ("201", "503"):  # at 0 from the start: increase() misses a series' first sample
+            self.uploads.labels(status=status)
         self.s3_retries = Counter("s3_retries", "S3 PUT attempts retried after a retryable failure", registry=reg)
         self.s3_attempts = Counter("s3_requests", "S3 PUT attempts, by HTTP status ('error': no answer)",
                                    ["status"], registry=reg)

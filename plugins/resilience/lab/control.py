@@ -46,8 +46,9 @@ State = dict[str, Any]
 # -- app replicas ----------------------------------------------------------------------------
 
 def replicas(state: State) -> dict[str, dict[str, Any]]:
-    """``{name: {"pid": int|None, "port", "url", "healthy", "restarts", "release"}}`` from the supervisor
-    and ``/health`` (``release``: what the supervisor started the process with)."""
+    """``{name: {"pid": int|None, "port", "url", "healthy", "restarts", "release", "healthy_since"}}`` from the
+    supervisor and ``/health`` (``release``: what the supervisor started the process with; ``healthy_since``:
+    when its /health last started answering, as the supervisor's probe saw it)."""
     layout = layout_of(state)
     recorded = supervisor_state(layout)
     found = {}
@@ -58,7 +59,8 @@ def replicas(state: State) -> dict[str, dict[str, Any]]:
         url = f"http://{HOST}:{layout.replica_port(name)}"
         found[name] = {"pid": live, "port": layout.replica_port(name), "url": url,
                        "healthy": live is not None and http_ok(f"{url}/health", 0.5),
-                       "restarts": int(entry.get("restarts", 0)), "release": entry.get("release") if live else None}
+                       "restarts": int(entry.get("restarts", 0)), "release": entry.get("release") if live else None,
+                       "healthy_since": entry.get("healthy_since") if live else None}
     return found
 
 

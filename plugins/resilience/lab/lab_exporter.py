@@ -30,12 +30,17 @@ PROBE_INTERVAL_S = 0.5
 
 
 class PostgresProbe:
-    """``pg_is_in_recovery()`` of one node over a kept connection: True/False, None when down."""
+    """``pg_is_in_recovery()`` of one node over a kept connection: True/False, None when down; and its
+    client connections against ``max_connections`` (the database load a chaos check bounds)."""
+
+    QUERY = ("SELECT pg_is_in_recovery(), (SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+             "'client backend'), current_setting('max_connections')::int")
 
     def __init__(self, port: int, password: str) -> None:
         self.port = port
         self.password = password
         self.conn: psycopg.Connection | None = None
+        self.connections: tuple[int, int] | None = None  # (in use, max_connections) at the last answer
 
     def __call__(self) -> bool | None:
         try:
@@ -44,12 +49,14 @@ class PostgresProbe:
                                             dbname="postgres", connect_timeout=2, autocommit=True,
                                             application_name="resilience-lab-exporter",
                                             options="-c statement_timeout=1000")
-            row = self.conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            row = self.conn.execute(self.QUERY).fetchone()
+            self.connections = (int(row[1]), int(row[2])) if row else None
             return bool(row[0]) if row else None
         except psycopg.Error:
             if self.conn is not None:
                 self.conn.close()
             self.conn = None
+            self.connections = None
             return None
 
 
@@ -182,5 +189,16 @@ class ComponentProbes(Collector):
             node_up.add_metric([node], 0.0 if in_recovery is None else 1.0)
             if in_recovery is not None:
                 recovery.add_metric([node], 1.0 if in_recovery else 0.0)
+        connections = GaugeMetricFamily("lab_postgres_connections", "Client connections open on the node",
+                                        labels=["node"])
+        limit = GaugeMetricFamily("lab_postgres_max_connections", "max_connections of the node", labels=["node"])
+        for node in NODES:
+            probe = self.probes[f"node_{node}"]
+            counts = probe.connections if isinstance(probe, PostgresProbe) else None
+            if counts is not None:
+                connections.add_metric([node], float(counts[0]))
+                limit.add_metric([node], float(counts[1]))
         yield node_up
         yield recovery
+        yield connections
+        yield limit

@@ -103,6 +103,7 @@ class Replica:
     next_start_at: float = 0.0
     quick_deaths: int = 0
     healthy: bool = False
+    healthy_since: float | None = None  # when /health last started answering (a pod's Ready transition)
     answered: bool = False
     health_failures: int = 0
     argv: list[str] = field(default_factory=list)
@@ -117,7 +118,8 @@ class Replica:
 
     def record(self) -> dict[str, object]:
         return {"pid": self.pid, "port": self.port, "restarts": self.restarts, "healthy": self.healthy,
-                "started_at": self.started_at, "argv": self.argv, "release": self.release,
+                "started_at": self.started_at, "healthy_since": self.healthy_since, "argv": self.argv,
+                "release": self.release,
                 "terminating": self.terminating is not None, "termination": self.termination}
 
 
@@ -152,6 +154,7 @@ class Supervisor(Collector):
         replica.started_at = time.time()
         replica.release = env[ENV_RELEASE]
         replica.healthy = replica.answered = False
+        replica.healthy_since = None
         replica.health_failures = 0
         log.info("Started %s on %s:%d (pid %d, restarts %d, release %s)", replica.name, HOST, replica.port,
                  replica.proc.pid, replica.restarts, replica.release)
@@ -237,6 +240,8 @@ class Supervisor(Collector):
         proc = replica.proc  # the main thread may replace it meanwhile
         replica.health = replica.health or HttpProbe(replica.port, "/health")
         ok = proc is not None and proc.poll() is None and replica.health()
+        if ok and not replica.healthy:
+            replica.healthy_since = time.time()
         replica.healthy = ok
         replica.answered = replica.answered or ok
         replica.health_failures = 0 if ok else replica.health_failures + 1

@@ -67,7 +67,7 @@ class LocalChaos:
         from resilience.lab import control
 
         return [Replica(name, bool(info["healthy"]), None if info["pid"] is None else str(info["pid"]),
-                        int(info["restarts"]), info.get("release"))
+                        int(info["restarts"]), info.get("release"), info.get("healthy_since"))
                 for name, info in sorted(control.replicas(self._state()).items())]
 
     def delete_replicas(self, names: list[str], grace_period_s: int, force: bool) -> list[ReplicaDeletion]:

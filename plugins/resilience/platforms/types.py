@@ -87,6 +87,7 @@ class Replica:
     instance: str | None  # what a replacement changes: a pod's uid, a process's PID; None: not running
     restarts: int = 0
     release: str | None = None
+    ready_since: float | None = None  # epoch s it last became ready (a pod's Ready transition), where known
 
 
 @dataclass(frozen=True)

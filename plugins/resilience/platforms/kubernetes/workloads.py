@@ -30,11 +30,20 @@ def pod_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def ready_since(pod: Any) -> float | None:
+    """When the pod's Ready condition last turned True (epoch s), or None while it is not Ready."""
+    if not pod_ready(pod):
+        return None
+    conditions = (pod.status.conditions or []) if pod.status else []
+    changed = next((c.last_transition_time for c in conditions if c.type == "Ready"), None)
+    return changed.timestamp() if changed is not None else None
+
+
 def as_replica(pod: Any) -> Replica:
     statuses = (pod.status.container_statuses or []) if pod.status else []
     labels = pod.metadata.labels or {}
     return Replica(pod.metadata.name, pod_ready(pod), pod.metadata.uid, sum(s.restart_count or 0 for s in statuses),
-                   labels.get("pod-template-hash"))
+                   labels.get("pod-template-hash"), ready_since(pod))
 
 
 def rollout_state(deployment: Any) -> str | None:

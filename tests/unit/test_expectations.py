@@ -1,0 +1,102 @@
+"""The runbook's checks of each scenario: parsed from scenarios.yaml, judged with no data failing, read by people."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilience.chaos.expectations import (
+    Expectation,
+    Measurement,
+    check_expectation,
+    failures,
+    fmt,
+    parse_expectations,
+)
+from resilience.chaos.scenarios import load_catalogue
+from resilience.faults.pod_kill import replacements_ready_s
+from resilience.platforms.types import Replica
+
+
+def test_every_scenario_declares_the_runbooks_expectations():
+    declared = {name: [(c.measure, c.op, c.bound) for c in s.checks] for name, s in load_catalogue().items()}
+    assert declared == {
+        "pod-kill": [("replacements_ready_s", "max", 30), ("error_rate_pct", "max", 1), ("p95_ms", "max", 10000)],
+        "redis-unavailable": [("http_5xx", "max", 0), ("p95_ms", "max_x_baseline", 2),
+                              ("db_connections_pct", "max", 80), ("db_cpu_pct", "max", 80)],
+        "s3-5xx": [("upload_success_pct", "min", 98), ("s3_retries", "min", 1)],
+        "postgres-failover": [("failover_s", "max", 30), ("writes_after_failover", "min", 1),
+                              ("acked_writes_lost", "max", 0)],
+        "memory-pressure": [("hog_oom_kills", "min", 1), ("app_replicas_disturbed", "max", 0)],
+    }
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"measure": "p95_ms"}, r"checks\[0\]: exactly one of \['max', 'min', 'max_x_baseline'\] is needed, got \[\]"),
+    ({"measure": "latency", "max": 1}, r"checks\[0\]\.measure: 'latency' is not one of"),
+    ({"measure": "p95_ms", "max": -1}, r"checks\[0\]\.max: -1 must be a number >= 0"),
+    ({"measure": "p95_ms", "max": 1, "min": 0}, r"exactly one of .* got \['max', 'min'\]"),
+    ({"measure": "http_5xx", "max_x_baseline": 2}, r"max_x_baseline: only p95_ms has a baseline"),
+    ({"measure": "http_5xx", "max": 0, "optional": "yes"}, r"optional: 'yes' must be true or false"),
+    ({"measure": "http_5xx", "maximum": 0}, r"unknown keys \['maximum'\]"),
+])
+def test_a_bad_check_is_refused_naming_the_entry(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_expectations("checks", [raw])
+
+
+P95_2X = Expectation("p95_ms", "max_x_baseline", 2.0, "p95 < 2x baseline")
+NO_5XX = Expectation("http_5xx", "max", 0.0, "no 5xx")
+RETRIES = Expectation("s3_retries", "min", 1.0, "retries observed")
+DB_CPU = Expectation("db_cpu_pct", "max", 80.0, "DB CPU within limits", optional=True)
+
+
+def test_bounds_hold_at_the_limit_and_fail_past_it():
+    assert check_expectation(NO_5XX, Measurement(0.0), {}).passed is True
+    assert check_expectation(NO_5XX, Measurement(1.0), {}).passed is False
+    assert check_expectation(RETRIES, Measurement(1.0), {}).passed is True
+    assert check_expectation(RETRIES, Measurement(0.0), {}).passed is False
+
+
+def test_no_data_fails_and_says_so():
+    result = check_expectation(NO_5XX, None, {})
+    assert (result.passed, result.measured, result.detail) == (False, None, "no data")
+    assert failures([result]) == ["5xx answers to clients during the fault no data (at most 0)"]
+    assert check_expectation(NO_5XX, Measurement(None, "query failed: timeout"), {}).detail == "query failed: timeout"
+
+
+def test_a_required_check_the_platform_cannot_measure_fails_an_optional_one_is_left_undecided():
+    why = "environments.staging.slo.window_queries.db_cpu_pct is not set"
+    optional = check_expectation(DB_CPU, None, {}, not_provided=why)
+    assert (optional.passed, optional.summary) == (None, f"database CPU (peak): not measured ({why})")
+    assert failures([optional]) == []
+    required = check_expectation(NO_5XX, None, {}, not_provided=why)
+    assert (required.passed, required.detail) == (False, why)
+
+
+def test_a_baseline_relative_bound_doubles_the_baseline_with_a_floor_for_noise():
+    assert check_expectation(P95_2X, Measurement(90.0), {"p95_ms": 40.0}).bound == 80.0
+    assert check_expectation(P95_2X, Measurement(90.0), {"p95_ms": 40.0}).passed is False
+    tiny = check_expectation(P95_2X, Measurement(30.0), {"p95_ms": 4.9})  # 2 x 4.9 ms is noise: the floor is 50 ms
+    assert (tiny.bound, tiny.passed) == (50.0, True)
+    no_base = check_expectation(P95_2X, Measurement(30.0), {})
+    assert (no_base.passed, no_base.detail) == (False, "no baseline to compare with")
+
+
+@pytest.mark.parametrize(("value", "unit", "shown"), [
+    (4.912, "ms", "4.9 ms"), (1520.0, "ms", "1.52 s"), (0.3148, "%", "0.31 %"), (99.214, "%", "99.2 %"),
+    (0.0, "%", "0 %"), (12.44, "s", "12.4 s"), (3.0, "", "3"), (2.4, "", "2.4"), (342.7, "s", "343 s"),
+])
+def test_values_read_with_their_units(value, unit, shown):
+    assert fmt(value, unit) == shown
+
+
+def ready(name, instance, since):
+    return Replica(name, True, instance, ready_since=since)
+
+
+def test_the_replacements_time_is_from_the_deletion_to_the_last_replacement_ready():
+    replicas = (ready("api-1", "11", 100.0), ready("api-2", "22", 1012.5), ready("api-3", "33", 1009.0))
+    assert replacements_ready_s(1000.0, {"2", "3"}, replicas) == 12.5  # api-1 was never deleted: earlier
+    assert replacements_ready_s(None, {"2"}, replicas) is None
+    unknown = (ready("api-1", "11", 100.0), ready("api-2", "22", None))
+    assert replacements_ready_s(1000.0, {"2"}, unknown) is None  # not measured is not 0
