@@ -1,4 +1,4 @@
-"""Slack (incoming webhook through the Slack provider) and, later, Statuspage.
+"""Slack (incoming webhook through the Slack provider), PagerDuty (the PagerDuty provider) and escalation.
 
 A missing Slack Connection is not an error: the message is logged and the run goes on.
 """
@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilience.config import Escalation
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +101,73 @@ async def drill_deadline_missed(slack_conn_id: str, rto_target_min: float, conte
 async def activation_deadline_missed(slack_conn_id: str, rto_target_min: float, context: dict | None = None) -> None:
     """The DR activation's Deadline Alert: service not restored within the RTO target."""
     await deadline_missed(slack_conn_id, ":rotating_light: DR activation", rto_target_min, context)
+
+
+# -- escalation of a declared incident (runbook "Severity Levels", "Escalation", "PagerDuty Escalation") ----------
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com"
+
+
+def page_pagerduty(conn_id: str | None, summary: str, dedup_key: str, source: str,
+                   details: dict[str, str]) -> str | None:
+    """Trigger a critical PagerDuty alert (Events API v2) through the PagerDuty provider; the dedup key
+    PagerDuty answered, or None (logged) when the Connection is absent. The dedup key makes a retried
+    task update the same alert instead of paging twice."""
+    if not conn_id or not connection_defined(conn_id):
+        log.warning("Not paging PagerDuty: Connection %r is not defined. Alert was: %s", conn_id, summary)
+        return None
+    import asyncio
+
+    from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsAsyncHook
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    hook = PagerdutyEventsAsyncHook(integration_key=conn.password)
+    # The sync PagerdutyEventsHook builds pagerduty.EventsApiV2Client on the fixed events URL (its setter refuses
+    # anything but https://); the async hook's base_url is an attribute: the Connection's host overrides it.
+    hook.base_url = (conn.host or PAGERDUTY_EVENTS_URL).rstrip("/")
+    answered = asyncio.run(hook.send_event(summary=summary, severity="critical", source=source, dedup_key=dedup_key,
+                                           custom_details=details))
+    log.info("Paged the on-call through PagerDuty (Connection %s): dedup key %s", conn_id, answered)
+    return str(answered)
+
+
+@dataclass(frozen=True)
+class Escalated:
+    """What the escalation of one incident reached: each channel (posted or not) and PagerDuty's dedup key."""
+
+    severity: str
+    channels: dict[str, bool]
+    pagerduty: str | None
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"severity": self.severity, "channels": self.channels, "pagerduty": self.pagerduty,
+                "errors": list(self.errors)}
+
+
+def escalate(escalation: Escalation, severity: str, text: str, dedup_key: str, source: str,
+             details: dict[str, str]) -> Escalated:
+    """The runbook's escalation ladder for a declared incident: every Slack channel of its severity, and
+    PagerDuty when the severity pages (P0). Recovery never waits on it: failures are logged and returned."""
+    route = escalation.route(severity)
+    channels: dict[str, bool] = {}
+    errors: list[str] = []
+    for channel in route.channels:
+        try:
+            channels[channel] = post_slack(escalation.slack_conn_ids.get(channel), f"[{severity}] {text}")
+        except Exception as exc:
+            log.error("Slack post to %s failed (%s: %s)", channel, type(exc).__name__, exc)
+            channels[channel] = False
+            errors.append(f"{channel}: {type(exc).__name__}: {exc}")
+    paged = None
+    if route.pagerduty:
+        try:
+            paged = page_pagerduty(escalation.pagerduty_conn_id, f"[{severity}] {text}", dedup_key, source, details)
+        except Exception as exc:
+            log.error("PagerDuty alert failed (%s: %s)", type(exc).__name__, exc)
+            errors.append(f"pagerduty: {type(exc).__name__}: {exc}")
+    log.info("Escalated %s: %s; PagerDuty %s", severity,
+             ", ".join(f"{c} {'posted' if ok else 'not posted'}" for c, ok in channels.items()),
+             paged or ("not paged" if route.pagerduty else "not for this severity"))
+    return Escalated(severity, channels, paged, tuple(errors))

@@ -87,6 +87,10 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
         log.info("%s? %s (%s; %s)", question.replace("_", " ").capitalize(), "YES" if given["answer"] else "NO",
                  "detected" if given["param"] == "auto" else f"param {given['param']}", given["evidence"])
     log.info("Decision: %s", path.reason)
+    from resilience.incidents.severity import incident_severity
+
+    severity = incident_severity(params.severity, path.kind)
+    log.info("Severity of the incident to declare: %s (%s)", severity.level, severity.reason)
     if path.kind == "regional_failover":
         regions.primary_platform.require(["database", "regions"], "a regional failover")
     else:
@@ -104,15 +108,18 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
         take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation",
                       break_reason=params.break_lock_reason)
     regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
-    regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers,
+    regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers, severity=severity.to_dict(),
                           dns_before=regions.dns.weights(), **(planned or {}))
     return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
-            "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr), "dry_run": params.dry_run}
+            "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr), "dry_run": params.dry_run,
+            "severity": severity.to_dict()}
 
 
 def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Statuspage incident (investigating) and the Slack message, before any recovery work."""
-    from resilience.notify import post_slack
+    """Statuspage incident (investigating), then the incident recorded and escalated by its severity (Slack
+    channels, PagerDuty for P0), before any recovery work."""
+    from resilience.incidents.declare import Declaration, declare
+    from resilience.incidents.severity import Severity
     from resilience.statuspage import open_incident
 
     params, regions = _context(run, run_id)
@@ -121,12 +128,14 @@ def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         # recovery never waits on communication: a failed post is logged and reported, and the run goes on
         incident = _best_effort("Statuspage", details, open_incident, regions.dr.statuspage_conn_id,
                                 regions.dr.statuspage_page_id, params.incident_name, body)
-        slack = _best_effort("Slack", details, post_slack, regions.config.slack_conn_id,
-                             f":rotating_light: DR activation initiated for {params.environment} — {body} "
-                             f"(run {run_id})")
-        details.update(statuspage=incident, slack=slack)
-        regions.record.update(incident=incident)
-        return {"incident": incident, "slack": slack}
+        declaration = Declaration(run.get("dag_id", ""), run_id, datetime.fromisoformat(run["started_at"]),
+                                  params.environment, params.incident_name, Severity(**run["severity"]),
+                                  f":rotating_light: DR activation initiated for {params.environment} — {body} "
+                                  f"(run {run_id})")
+        escalation = _best_effort("Escalation", details, declare, regions.config, declaration, datetime.now(UTC))
+        details.update(statuspage=incident, escalation=escalation)
+        regions.record.update(incident=incident, escalation=escalation)
+        return {"incident": incident, "escalation": escalation}
 
 
 def _best_effort(what: str, details: dict[str, Any], call: Any, *args: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from resilience.config import Config, Environment
 from resilience.dr.params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN, _target_minutes, parse_pitr_target
+from resilience.incidents.severity import SEVERITY_CHOICES
 
 ANSWERS = ("auto", "yes", "no")
 QUESTIONS = ("primary_accessible", "data_loss_acceptable", "time_critical")
@@ -27,6 +28,7 @@ class ActivationParams:
     rpo_target_min: float
     dr_replicas: int
     incident_name: str
+    severity: str = "auto"  # P0-P3, or auto: P0 for a full DR (complete outage), P1 for a regional failover
     break_lock_reason: str | None = None  # set: take the chaos/DR lock from a live holder (audited)
     dry_run: bool = False  # plan mode: validate, decide, list the calls; make none
 
@@ -63,6 +65,9 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
     if not isinstance(name, str) or len(name) > 200:
         raise ValueError(f"params.incident_name: {name!r} must be a string of at most 200 characters")
     break_reason = _break_lock_reason(params)
+    severity = params.get("severity", "auto")
+    if severity not in SEVERITY_CHOICES:
+        raise ValueError(f"params.severity: {severity!r} is not one of {list(SEVERITY_CHOICES)}")
     return ActivationParams(
         environment=environment.name,
         **{q: _answer(params, q) for q in QUESTIONS},
@@ -71,6 +76,7 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
         rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
         dr_replicas=replicas,
         incident_name=name,
+        severity=str(severity),
         break_lock_reason=break_reason,
         dry_run=dry_run_flag(params),
     )
@@ -159,6 +165,14 @@ def activation_params() -> dict[str, Any]:
                              section="Targets", description="How many app replicas to deploy in the DR region."),
         "incident_name": Param(DEFAULT_INCIDENT, type="string", maxLength=200, title="Statuspage incident name",
                                section="Targets", description="The incident declared on Statuspage and Slack."),
+        "severity": Param("auto", type="string", enum=list(SEVERITY_CHOICES), title="Incident severity",
+                          section="Targets",
+                          values_display={"auto": "auto: P0 for a full DR activation, P1 for a regional failover",
+                                          "P0": "P0 complete service outage (pages the on-call)",
+                                          "P1": "P1 major functionality impacted", "P2": "P2 minor functionality "
+                                          "impacted", "P3": "P3 cosmetic/documentation"},
+                          description="The runbook's severity level of the declared incident: it picks the Slack "
+                                      "channels and, for P0, pages through PagerDuty (defaults.escalation)."),
         "break_lock": Param(False, type="boolean", title="Break the chaos/DR lock", section="Lock",
                             description="Take the chaos/DR lock even though a live run holds it (its chaos faults "
                                         "are reverted first). A lock whose run has ended is taken over without this. "

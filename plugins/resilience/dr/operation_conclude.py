@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,36 @@ def write_report(run: dict[str, Any] | None, run_id: str, task_states: dict[str,
     if task_states is not None:
         regions.record.update(task_states=task_states)
     now = utcnow()
-    report = build_report(regions.record.load(), regions.dns_log.for_run(run_id), now)
+    record = regions.record.load()
+    report = build_report(record, regions.dns_log.for_run(run_id), now)
+    directory = regions.config.report_dir / report["dag_id"]
+    if any(s["step"] == "declare_incident" for s in record["steps"]):
+        report["incident_report"] = write_incident_report({**record, "status": report["status"]}, directory,
+                                                          regions.config.control_db_conn_id, now)
     regions.record.finish(report["status"], now)
-    json_path, html_path = write_files(report, regions.config.report_dir / report["dag_id"], render_html)
+    json_path, html_path = write_files(report, directory, render_html)
     for check in report["required_steps"]:
         if not check["passed"]:
             log.error("Required step: %s", check["detail"])
     log.info("%s %s: report %s", report["kind"], report["status"].upper(), html_path)
     return {"status": report["status"], "report_json": str(json_path), "report_html": str(html_path)}
+
+
+def write_incident_report(record: dict[str, Any], directory: Path, control_conn_id: str, now: datetime
+                          ) -> dict[str, str]:
+    """The runbook's Incident Report drafted from the run's record, beside its JSON/HTML report
+    (``<run>.incident.md``), and linked from the incident's row (the Resilience page, the reminders)."""
+    from resilience.incidents.report import incident_report_markdown
+    from resilience.incidents.store import IncidentStore, incident_id
+    from resilience.reporting import report_stem
+
+    declared = incident_id(record["run_id"], record["started_at"])
+    path = directory / f"{report_stem(record['run_id'])}.incident.md"
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(incident_report_markdown(record, declared, now))
+    IncidentStore.for_conn(control_conn_id).set_report(record["run_id"], str(path))
+    log.info("Incident report draft of %s: %s", declared, path)
+    return {"id": declared, "markdown": str(path), "name": path.name}
 
 
 def notify(written: dict[str, Any] | None) -> bool:

@@ -179,6 +179,21 @@ def _sync(sync: dict[str, Any] | None) -> str:
                f"{deleted}</table>" if deleted else ""))
 
 
+def _incident(report: dict[str, Any]) -> str:
+    """The declared incident: severity, escalation, and the link to its drafted Incident Report (same folder)."""
+    incident = report.get("incident_report")
+    if not incident:
+        return ""
+    severity = report.get("severity") or {}
+    escalated = report.get("escalation") or {}
+    reached = [c for c, ok in (escalated.get("channels") or {}).items() if ok]
+    paged = "; PagerDuty paged" if escalated.get("pagerduty") else ""
+    return (f"<h2>Incident</h2><p>Incident <b>{escape(incident['id'])}</b>, severity "
+            f"<b>{escape(str(severity.get('level', '?')))}</b> ({escape(str(severity.get('reason', '')))}); "
+            f"escalated to {escape(', '.join(reached) or 'no channel')}{paged}. Incident report draft: "
+            f'<a href="{escape(incident["name"])}">{escape(incident["name"])}</a></p>')
+
+
 def render_html(report: dict[str, Any]) -> str:
     title = TITLES.get(report["kind"], report["kind"])
     status = report["status"]
@@ -196,6 +211,7 @@ def render_html(report: dict[str, Any]) -> str:
             + f" — {escape(path['reason'])}</p>")
     if report.get("restored_from"):
         decision += f"<p>Database restored from <b>{escape(report['restored_from'].get('label', ''))}</b></p>"
+    decision = _incident(report) + decision
     dns = "".join(f"<tr><td>{escape(str(c['at']))}</td><td>{c['before']}</td><td>{c['after']}</td>"
                   f"<td>{escape(c['reason'])}</td></tr>" for c in report["dns_changes"])
     timeline = charts.timeline([{"phase": s["step"], "status": s["status"], "offset_s": s["offset_s"],
@@ -245,6 +261,9 @@ def slack_message(report: dict[str, Any], html_path: str) -> str:
     if (report.get("sync") or {}).get("deleted_in_dr"):
         lines.append(f"Sync: {report['sync']['deleted_in_dr']} row(s) deleted in DR are still on the primary "
                      "(not applied)")
+    if report.get("incident_report"):
+        lines.append(f"Incident {report['incident_report']['id']} ({(report.get('severity') or {}).get('level', '?')})"
+                     f" · incident report draft {report['incident_report']['markdown']}")
     lines.append(f"Run {report['run_id']} · report {html_path}")
     return "\n".join(lines)
 
