@@ -1,5 +1,6 @@
 """``resilience`` command line: ``lab up|down|status|env`` drives the local lab, ``airflow up|down|run``
-Airflow standalone against it, ``sandbox list|drop`` the DR drill's kept sandboxes.
+Airflow standalone against it, ``sandbox list|drop`` the DR drill's kept sandboxes, ``incident list|done``
+the declared incidents' post-mortem follow-ups.
 
 Subcommand groups register themselves in :func:`build_parser`; the logic lives in their packages.
 """
@@ -223,6 +224,58 @@ def add_sandbox_commands(subparsers: argparse._SubParsersAction) -> None:
     drop.set_defaults(func=cmd_sandbox_drop)
 
 
+def _incidents():
+    from resilience.config import load_config
+    from resilience.incidents.store import IncidentStore
+
+    return IncidentStore.for_conn(load_config().control_db_conn_id)
+
+
+def cmd_incident_list(args: argparse.Namespace) -> int:
+    """Open incidents (or all) with their post-mortem items: due date, done or not."""
+    store = _incidents()
+    incidents = store.incidents(include_closed=args.all)
+    if not incidents:
+        print("no incident with open post-mortem items" if not args.all else "no incident recorded")
+    for incident in incidents:
+        print(f"{incident.id}  {incident.severity}  {incident.declared_at:%Y-%m-%d %H:%M} UTC  {incident.environment}"
+              f"  {incident.slack_channel}  {incident.name} ({incident.dag_id} {incident.run_id})")
+        if incident.report_path:
+            print(f"    report: {incident.report_path}")
+        for item in store.items(incident.id):
+            mark = f"[x] done {item.done_at:%Y-%m-%d %H:%M}" + (f" by {item.done_by}" if item.done_by else "") \
+                if item.done_at else "[ ]"
+            print(f"    {mark}  {item.item}  ({item.stage}, due {item.due_at:%Y-%m-%d %H:%M} UTC)")
+    return 0
+
+
+def cmd_incident_done(args: argparse.Namespace) -> int:
+    """Mark one post-mortem item of an incident done: its reminders stop."""
+    import getpass
+
+    if _incidents().mark_done(args.incident_id, args.item, args.by or getpass.getuser()):
+        print(f"{args.incident_id}: {args.item} marked done")
+    else:
+        print(f"{args.incident_id}: {args.item} was already done")
+    return 0
+
+
+def add_incident_commands(subparsers: argparse._SubParsersAction) -> None:
+    from resilience.incidents.followups import ITEMS
+
+    incident = subparsers.add_parser("incident", help="declared incidents and their post-mortem follow-ups "
+                                                      "(control DB; eval \"$(resilience lab env)\" for the lab's)")
+    sub = incident.add_subparsers(dest="incident_command", required=True)
+    listing = sub.add_parser("list", help="incidents with post-mortem items open, and their items")
+    listing.add_argument("--all", action="store_true", help="closed incidents too")
+    listing.set_defaults(func=cmd_incident_list)
+    done = sub.add_parser("done", help="mark a post-mortem item done (its reminders stop)")
+    done.add_argument("incident_id")
+    done.add_argument("item", choices=list(ITEMS))
+    done.add_argument("--by", help="who did it (default: your user name)")
+    done.set_defaults(func=cmd_incident_done)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilience", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -230,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lab_commands(subparsers)
     add_airflow_commands(subparsers)
     add_sandbox_commands(subparsers)
+    add_incident_commands(subparsers)
     return parser
 
 

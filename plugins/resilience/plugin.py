@@ -65,7 +65,7 @@ def create_app(execute: Any = _execute, access: Callable[..., None] | None = Non
         path = status_page.report_path(load_config().report_dir, dag_id, name)
         if path is None:
             raise HTTPException(status_code=404, detail=f"no report {dag_id}/{name}")
-        return FileResponse(path)
+        return FileResponse(path, media_type=status_page.media_type(path.name))
 
     return app
 

@@ -1,7 +1,8 @@
 """The Resilience page of the Airflow UI: what runs, what is left open, which region serves.
 
 Read-only, from the control DB: the chaos/DR lock, faults not yet reverted, each
-environment's serving region, and the latest runs of every DAG with links to their reports.
+environment's serving region, the declared incidents with their drafted Incident Reports, and
+the latest runs of every DAG with links to their reports.
 Collecting takes a statement runner (``ControlDb.execute``); rendering is pure.
 """
 
@@ -20,7 +21,7 @@ from resilience.reporting import report_stem
 Execute = Callable[[str], list[tuple]]
 RECENT = 8
 REPORT_DAGS = ("dr_monthly_drill", "chaos_campaign", "dr_activation", "dr_failback", "emergency_rollback")
-REPORT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(html|json)$")
+REPORT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(html|json|md)$")  # md: a drafted Incident Report
 
 QUERIES = {
     "locks": "SELECT name, run_id, dag_id, acquired_at FROM run_locks ORDER BY acquired_at",
@@ -34,6 +35,9 @@ QUERIES = {
                  f" ORDER BY started_at DESC LIMIT {RECENT}",
     "operations": f"SELECT dag_id, run_id, environment, status, started_at, finished_at FROM dr_operations"
                   f" ORDER BY started_at DESC LIMIT {RECENT}",
+    "incidents": "SELECT i.id, i.severity, i.name, i.environment, i.dag_id, i.declared_at, i.report_path,"
+                 " (SELECT count(*) FROM incident_items t WHERE t.incident_id = i.id AND t.done_at IS NULL)"
+                 f" FROM incidents i ORDER BY i.declared_at DESC LIMIT {RECENT}",
 }
 COLUMNS = {
     "locks": ("name", "run_id", "dag_id", "acquired_at"),
@@ -42,6 +46,7 @@ COLUMNS = {
     "drills": ("dag_id", "run_id", "environment", "status", "started_at", "ended_at", "rto_s", "rpo_s"),
     "campaigns": ("dag_id", "run_id", "environment", "status", "started_at", "ended_at", "score"),
     "operations": ("dag_id", "run_id", "environment", "status", "started_at", "ended_at"),
+    "incidents": ("id", "severity", "name", "environment", "dag_id", "declared_at", "report_path", "open_items"),
 }
 
 
@@ -107,18 +112,30 @@ def render_html(doc: dict[str, Any]) -> str:
             return ""
         return f'<a href="reports/{run["dag_id"]}/{report_stem(run["run_id"])}.html">report</a>'
 
+    def incident_link(incident: dict[str, Any]) -> str:
+        if not incident["report_path"] or incident["dag_id"] not in REPORT_DAGS:
+            return ""
+        name = Path(incident["report_path"]).name
+        return f'<a href="reports/{escape(incident["dag_id"])}/{escape(name)}">incident report</a>'
+
     runs = _table(["started", "DAG", "environment", "status", "result", "run", ""],
                   [[_when(r["started_at"]), escape(r["dag_id"]), escape(r["environment"]),
                     f'<span class="{"fail" if r["status"] in ("failed", "aborted", "rolled_back") else "pass"}">'
                     f'{escape(r["status"])}</span>', escape(r["result"]), f"<code>{escape(r['run_id'])}</code>",
                     link(r)] for r in recent_runs(doc)],
                   "No run recorded yet.")
+    incidents = _table(["declared", "incident", "severity", "name", "environment", "post-mortem items open", ""],
+                       [[_when(r["declared_at"]), f"<code>{escape(r['id'])}</code>", f"<b>{escape(r['severity'])}</b>",
+                         escape(r["name"]), escape(r["environment"]), str(r["open_items"]), incident_link(r)]
+                        for r in doc["incidents"]],
+                       "No incident declared yet.")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Resilience</title>
 <style>{CSS}</style></head><body>
 <h1>Resilience</h1>
 <h2>Chaos/DR lock</h2>{locks}
 <h2>Open faults</h2>{faults}
 <h2>Regions</h2>{regions}
+<h2>Incidents</h2>{incidents}
 <h2>Recent runs</h2>{runs}
 <p><a href="status.json">status.json</a></p>
 </body></html>"""
@@ -129,6 +146,11 @@ def render_unavailable(reason: str) -> str:
             f"</head><body><h1>Resilience</h1><p class=\"fail\">The control database cannot be read: "
             f"{escape(reason)}</p><p>Check the Connection named by <code>defaults.control_db_conn_id</code> in "
             f"environments.yaml.</p></body></html>")
+
+
+def media_type(name: str) -> str | None:
+    """How a report file is served: a drafted Incident Report as text the browser shows (not a download)."""
+    return "text/plain; charset=utf-8" if name.endswith(".md") else None
 
 
 def report_path(report_dir: Path, dag_id: str, name: str) -> Path | None:

@@ -25,6 +25,8 @@ ROWS = {
     "drill_runs": [("dr_monthly_drill", "scheduled__2026-11-01", "lab", "passed", T0, T0, 13.2, 7.2)],
     "chaos_runs": None,  # never ran: the table does not exist
     "dr_operations": [("dr_activation", "manual__2026-11-28T11:00:00+00:00", "lab", "passed", T1, T1)],
+    "incidents": [("inc-20261128-1100-abc123", "P0", "Service Disruption", "lab", "dr_activation", T1,
+                   "/reports/dr_activation/manual__2026-11-28T11_00_00_00_00.incident.md", 7)],
 }
 
 
@@ -53,9 +55,16 @@ def test_page_shows_lock_open_faults_serving_region_and_report_links():
     assert 'href="reports/dr_activation/manual__2026-11-28T11_00_00_00_00.html"' in html
 
 
+def test_page_links_each_incident_to_its_drafted_report():
+    html = render_html(collect(fake_execute))
+    assert "<code>inc-20261128-1100-abc123</code>" in html and "<b>P0</b>" in html
+    assert 'href="reports/dr_activation/manual__2026-11-28T11_00_00_00_00.incident.md">incident report</a>' in html
+
+
 def test_an_empty_control_db_reads_as_all_clear():
     html = render_html(collect(lambda sql: []))
     assert "The chaos/DR lock is free" in html and "No fault is open" in html and "No run recorded yet." in html
+    assert "No incident declared yet." in html
 
 
 def test_report_path_serves_only_reports(tmp_path):
@@ -67,6 +76,8 @@ def test_report_path_serves_only_reports(tmp_path):
     assert report_path(tmp_path, "unknown_dag", "run_1.html") is None
     assert report_path(tmp_path, "dr_failback", "run_1.sh") is None
     assert report_path(tmp_path, "dr_failback", "missing.html") is None
+    (tmp_path / "dr_failback" / "run_1.incident.md").write_text("# Incident Report")
+    assert report_path(tmp_path, "dr_failback", "run_1.incident.md") is not None
 
 
 def test_app_routes():
