@@ -69,7 +69,8 @@ class SloCheck:
 
 
 def fmt(value: float, unit: str) -> str:
-    """A number people read: ``12.3 ms`` / ``1.25 s``, ``99.987 %``, ``20.02 req/s``, ``43.2 min``."""
+    """A number people read: ``12.3 ms`` / ``1.25 s``, ``99.987 %``, ``20.02 req/s``, ``1.44 min`` /
+    ``0.180 min (10.8 s)``."""
     if unit == "ms":
         return f"{value:.1f} ms" if abs(value) < 1000 else f"{value / 1000:.2f} s"
     if unit == "%":
@@ -77,7 +78,7 @@ def fmt(value: float, unit: str) -> str:
     if unit == "req/s":
         return f"{value:.2f} req/s"
     if unit == "min":
-        return f"{value:.1f} min"
+        return f"{value:.2f} min" if abs(value) >= 1 else f"{value:.3f} min ({value * 60:.1f} s)"
     return f"{value:g} {unit}"
 
 
@@ -187,7 +188,7 @@ def error_budget(target_pct: float, window_s: float, availability: Measured) -> 
                        f"{fmt(availability.value, '%')} (target {target_pct:g} %)")
 
 
-def budget_left_series(availability: Sequence[tuple[float, float]], target_pct: float, window_s: float,
+def budget_left_series(availability: Sequence[tuple[float, float | None]], target_pct: float, window_s: float,
                        step_s: float) -> list[tuple[float, float | None]]:
     """Error budget left (min) after each point of an availability series over the window, each point covering
     ``step_s``: the burn-down of the report's chart. A point without a value consumes nothing and shows as a gap."""
@@ -195,7 +196,7 @@ def budget_left_series(availability: Sequence[tuple[float, float]], target_pct: 
     left = budget_min
     points: list[tuple[float, float | None]] = []
     for at, value in availability:
-        if math.isfinite(value):
+        if value is not None and math.isfinite(value):
             left -= min(max(100.0 - value, 0.0), 100.0) / 100 * step_s / 60
             points.append((at, left))
         else:
