@@ -177,10 +177,11 @@ def error_budget(target_pct: float, window_s: float, availability: Measured) -> 
     if availability.value is None:
         return ErrorBudget(target_pct, window_s, budget_min, None, None, None,
                            f"error budget unknown: availability has no data ({availability.missing})")
-    unavailable = min(max(100.0 - availability.value, 0.0), 100.0)  # float noise past 100 % is no credit
-    consumed_min = unavailable / 100 * window_s / 60
-    left_min = budget_min - consumed_min
-    left_pct = 100 * left_min / budget_min
+    measured = min(max(availability.value, 0.0), 100.0)  # float noise past 100 % is no credit
+    # the share of the budget left, from the difference to the target: exactly at the target is exactly 0
+    left_pct = 100 * (measured - target_pct) / (100 - target_pct)
+    left_min = budget_min * left_pct / 100
+    consumed_min = budget_min - left_min
     state = "left" if left_min >= 0 else "overspent"
     return ErrorBudget(target_pct, window_s, budget_min, consumed_min, left_min, left_pct,
                        f"{fmt(abs(left_min), 'min')} of {fmt(budget_min, 'min')} {state} ({left_pct:.1f} %): "
