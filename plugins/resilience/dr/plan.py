@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from resilience.incidents.severity import incident_severity
 from resilience.plan import PlannedStep
 
 if TYPE_CHECKING:
@@ -95,6 +96,26 @@ def slack_call(conn_id: str | None, step: str, text: str) -> PlannedStep:
     return service_call(step, "slack", "post a message", sent)
 
 
+def escalation_call(regions: Regions, severity: str, text: str) -> PlannedStep:
+    """The incident recorded, then the escalation of its severity: each Slack channel, PagerDuty for P0."""
+    from resilience.notify import connection_defined
+
+    escalation = regions.config.escalation
+    route = escalation.route(severity)
+    sent = ["INSERT INTO incidents, incident_items (the post-mortem items)"]
+    for channel in route.channels:
+        conn_id = escalation.slack_conn_ids.get(channel)
+        sent.append(f"POST the webhook of Connection {conn_id} ({channel}): {f'[{severity}] {text}'!r}"
+                    if conn_id and connection_defined(conn_id) else
+                    f"none to {channel}: Connection {conn_id!r} is not defined; the message is logged")
+    if route.pagerduty:
+        conn_id = escalation.pagerduty_conn_id
+        sent.append(f"POST /v2/enqueue (PagerDuty Events API v2, Connection {conn_id}): trigger, severity critical"
+                    if conn_id and connection_defined(conn_id) else
+                    f"no page: PagerDuty Connection {conn_id!r} is not defined; the alert is logged")
+    return service_call("declare_incident", "escalation", f"declare a {severity} incident and escalate", sent)
+
+
 def _report(slack_conn_id: str | None) -> list[PlannedStep]:
     return [slack_call(slack_conn_id, "notify_slack", "the report's summary (this plan's, in plan mode)")]
 
@@ -143,8 +164,9 @@ def activation_plan(regions: Regions, params: ActivationParams, path: DrPath, pi
     """The calls dr_activation would make on ``path`` (decided from the same answers a real run gives)."""
     body = f"DR activation for {params.environment}: {path.reason}"
     calls = [statuspage_call(regions, "declare_incident", "investigating", params.incident_name, body, None),
-             slack_call(regions.config.slack_conn_id, "declare_incident",
-                        f":rotating_light: DR activation initiated for {params.environment} — {body} (run {run_id})")]
+             escalation_call(regions, incident_severity(params.severity, path.kind).level,
+                             f":rotating_light: DR activation initiated for {params.environment} — {body} "
+                             f"(run {run_id})")]
     if path.kind == "regional_failover":
         primary = regions.primary_platform
         url = primary.regions.region_url("primary")
