@@ -42,10 +42,12 @@ def line_chart(
     unit: str,
     thresholds: dict[str, float] | None = None,
     shade: tuple[int, int] | None = None,
+    baseline: tuple[int, int] | None = None,
     width: int = 760,
     height: int = 240,
 ) -> str:
-    """Lines over categorical x ``labels``; dashed ``thresholds``; optional shaded index range."""
+    """Lines over categorical x ``labels``; dashed ``thresholds``; optional shaded index ranges: ``shade`` (red:
+    the fault window) and ``baseline`` (green: where the baseline was measured)."""
     values = [v for s in series.values() for v in s if v is not None] + list((thresholds or {}).values())
     if not labels or not values:
         return "<p>No data yet.</p>"
@@ -60,10 +62,11 @@ def line_chart(
         return top + (1 - v / top_value) * (height - top - bottom)
 
     parts = [f'<svg class="chart" width="{width}" height="{height}" role="img">']
-    if shade:
-        x0, x1 = px(shade[0]), px(shade[1])
-        parts.append(f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 2):.1f}" '
-                     f'height="{height - top - bottom}" fill="#ffcdd2" opacity="0.5"/>')
+    for band, fill in ((shade, "#ffcdd2"), (baseline, "#c8e6c9")):
+        if band:
+            x0, x1 = px(band[0]), px(band[1])
+            parts.append(f'<rect x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 2):.1f}" '
+                         f'height="{height - top - bottom}" fill="{fill}" opacity="0.5"/>')
     parts.append(f'<line x1="{left}" y1="{py(0):.1f}" x2="{width - right}" y2="{py(0):.1f}" stroke="#999"/>')
     parts.append(f'<text x="{left - 6}" y="{py(top_value / 1.1):.0f}" class="small" text-anchor="end">'
                  f'{top_value / 1.1:.3g} {escape(unit)}</text>')

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -61,8 +62,20 @@ class SloSource:
 
     def window_query(self, measure: str, range_s: float) -> str:
         """``measure``'s query over the last ``range_s`` seconds (evaluated at the fault window's end)."""
-        return self.window_queries[measure].replace("{range}", f"{max(1, math.ceil(range_s))}s").replace(
-            "{window}", self.window)
+        seconds = max(range_s, window_seconds(self.window))  # a fault shorter than the rate window: the window
+        return self.window_queries[measure].replace("{range}", f"{math.ceil(seconds)}s").replace("{window}",
+                                                                                                self.window)
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def window_seconds(window: str) -> float:
+    """A Prometheus duration like ``5s`` or ``1m`` in seconds."""
+    match = DURATION.match(window)
+    if not match:
+        raise ValueError(f"{window!r} is not a Prometheus duration like 5s or 1m")
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 REGIONS = ("primary", "dr")

@@ -202,6 +202,31 @@ def baseline_from(readings: list[Reading]) -> Baseline:
     )
 
 
+# How close to the campaign's first baseline a reading must be to count as steady state again: a few-ms
+# p95 moves by more than 50 % on noise alone, hence the absolute slack as well.
+STEADY_P95_RATIO = 1.5
+STEADY_P95_SLACK_MS = 5.0
+STEADY_RATE_SLACK_PCT = 0.5
+
+
+def unsettled(reading: Reading, reference: Baseline) -> list[str]:
+    """Why ``reading`` is not yet back to the steady state ``reference`` (the campaign's first baseline), or
+    [] when it is: a scenario's baseline taken in the previous one's aftermath would loosen its bounds."""
+    if reading.missing:
+        return [f"{k}: {v}" for k, v in sorted(reading.missing.items())]
+    why = []
+    p95_bound = max(STEADY_P95_RATIO * reference.p95_ms, reference.p95_ms + STEADY_P95_SLACK_MS)
+    if reading.p95_ms is not None and reading.p95_ms > p95_bound:
+        why.append(f"p95 {reading.p95_ms:.1f} ms > {p95_bound:.1f} ms")
+    ceiling = reference.error_rate_pct + STEADY_RATE_SLACK_PCT
+    if reading.error_rate_pct is not None and reading.error_rate_pct > ceiling:
+        why.append(f"error rate {reading.error_rate_pct:.2f} % > {ceiling:.2f} %")
+    floor = reference.availability_pct - STEADY_RATE_SLACK_PCT
+    if reading.availability_pct is not None and reading.availability_pct < floor:
+        why.append(f"availability {reading.availability_pct:.2f} % < {floor:.2f} %")
+    return why
+
+
 def recovery_seconds(fault_ended_at_s: float, first_green_at_s: float | None) -> float | None:
     """Seconds from the fault's end to the first all-green reading (None: never green)."""
     if first_green_at_s is None:

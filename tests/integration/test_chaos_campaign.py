@@ -125,8 +125,16 @@ def test_harmless_fault_passes(campaign_dag, lab):
     assert report["status"] == "completed" and report["deviated"] is False and report["resilience_score"] == 100.0
     [pod_kill] = [s for s in report["scenarios"] if s["scenario"] == "pod-kill"]
     assert pod_kill["verdict"]["status"] == "passed"
+    # the runbook's expectations, measured: the replacement's readiness after the deletion (the supervisor's
+    # probe), the error rate and p95 over the fault window (Prometheus)
+    checks = {c["measure"]: c for c in pod_kill["checks"]}
+    assert [c["passed"] for c in checks.values()] == [True, True, True], checks
+    assert 0 < checks["replacements_ready_s"]["measured"] < 30 and checks["error_rate_pct"]["measured"] < 1, checks
+    assert 0 < checks["p95_ms"]["measured"] < 10_000, checks
+    assert "runbook expectations met: replacements ready after the deletion" in pod_kill["verdict"]["reason"]
     assert pod_kill["series"]["error_rate_pct"], "no error-rate series for the chart"
     assert "<svg" in html and "fill=\"#ffcdd2\"" in html  # the fault window is shaded
+    assert "<h3>Runbook expectations</h3>" in html
     assert len(slack.messages) == 1 and "Chaos campaign *COMPLETED*" in slack.messages[0]["text"]
 
 
@@ -197,7 +205,8 @@ def test_a_crash_failover_campaign_tolerates_the_outage_it_expects_and_checks_th
     assert verdict["status"] == "passed", verdict
     # the outage is said, not hidden; the runbook's expectations follow
     assert re.search(r"SLOs broken for \d+ s, within the 30 s the scenario tolerates", verdict["reason"]), verdict
-    assert f"0 of {writes['acknowledged']} acknowledged writes lost (synchronous replication)" in verdict["reason"]
+    assert (f"acknowledged writes lost 0 (of {writes['acknowledged']} acknowledged, synchronous replication; "
+            "at most 0)") in verdict["reason"], verdict
 
 
 def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
@@ -211,6 +220,10 @@ def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
     report, _ = report_of(dagrun)
     [s3] = [s for s in report["scenarios"] if s["scenario"] == "s3-5xx"]
     assert s3["verdict"]["status"] == "failed" and s3["verdict"]["reason"].startswith("SLO breached: ")
+    # the checks are measured even when the guard ended the fault: every S3 PUT failed, uploads too, retried
+    checks = {c["measure"]: c for c in s3["checks"]}
+    assert checks["upload_success_pct"]["passed"] is False and checks["upload_success_pct"]["measured"] < 98, checks
+    assert checks["s3_retries"]["passed"] is True and checks["s3_retries"]["measured"] >= 1, checks
     # the proxy answers again: the fault did not outlive the run
     from resilience.config import load_config
     from resilience.platforms.base import get_platform

@@ -71,6 +71,7 @@ def test_a_required_check_the_platform_cannot_measure_fails_an_optional_one_is_l
     assert failures([optional]) == []
     required = check_expectation(NO_5XX, None, {}, not_provided=why)
     assert (required.passed, required.detail) == (False, why)
+    assert failures([required]) == [f"5xx answers to clients during the fault no data ({why}; at most 0)"]
 
 
 def test_a_baseline_relative_bound_doubles_the_baseline_with_a_floor_for_noise():

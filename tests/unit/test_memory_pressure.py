@@ -49,9 +49,10 @@ def test_the_checks_fail_when_the_limit_did_not_bite_or_a_replica_restarted():
 
     assert failed({"hog": HOG, "app_before": APP, "app_after": APP}) == []
     assert failed({"hog": {**HOG, "oom_kills": 0}, "app_before": APP, "app_after": APP}) == [
-        "OOM kills of the test process 0 (at least 1)"]
-    assert failed({}) == ["OOM kills of the test process no data (at least 1)",
-                          "app replicas restarted, replaced or gone no data (at most 0)"]
+        "OOM kills of the test process 0 (256 MiB in a 64 MiB limit; at least 1)"]
+    assert failed({}) == ["OOM kills of the test process no data (the hog was gone before the revert read it; at least 1)",
+                          "app replicas restarted, replaced or gone no data (restart counts before the fault not "
+                          "recorded; at most 0)"]
 
 
 @pytest.mark.parametrize(("deadline", "now", "seconds"), [(110.9, 100.0, 10), (100.5, 100.0, 1), (101.0, 100.0, 1)])

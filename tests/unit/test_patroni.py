@@ -74,7 +74,7 @@ def test_the_runbook_measures_come_from_what_revert_observed_and_missing_ones_ha
     measured = measurements(good)
     assert {k: m.value for k, m in measured.items()} == {"failover_s": 10.6, "acked_writes_lost": 0,
                                                          "writes_after_failover": 153}
-    assert measured["acked_writes_lost"].detail == "of 427 acknowledged (synchronous replication)"
+    assert measured["acked_writes_lost"].detail == "of 427 acknowledged, synchronous replication"
     lost = measurements({**good, "synchronous_mode": False,
                          "acknowledged_writes": {"acknowledged": 427, "lost": 2, "after_failover": 0}})
     assert lost["acked_writes_lost"].value == 2 and "asynchronous" in lost["acked_writes_lost"].detail
@@ -107,7 +107,7 @@ def test_a_failover_that_held_its_slos_still_fails_on_a_lost_acknowledged_write(
                 "acknowledged_writes": {"acknowledged": 427, "lost": 3, "after_failover": 153}}
     measured = measurements(observed)
     results = [check_expectation(c, measured.get(c.measure), {}) for c in checks]
-    assert failures(results) == ["acknowledged writes lost 3 (at most 0)"]
+    assert failures(results) == ["acknowledged writes lost 3 (of 427 acknowledged, asynchronous replication; at most 0)"]
     kept = {**observed, "acknowledged_writes": {"acknowledged": 427, "lost": 0, "after_failover": 153}}
     measured = measurements(kept)
     assert failures([check_expectation(c, measured.get(c.measure), {}) for c in checks]) == []

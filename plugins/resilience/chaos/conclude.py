@@ -16,7 +16,7 @@ CHART_MARGIN_S = 15
 
 
 def _series(campaign: Campaign, scenario: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
-    """Error rate and p95 from Prometheus over the scenario's window (baseline margin to recovery)."""
+    """Error rate and p95 from Prometheus over the scenario's window (from its baseline to its recovery)."""
     from resilience.prometheus import PrometheusHook, render
 
     fault = scenario.get("fault") or {}
@@ -25,12 +25,14 @@ def _series(campaign: Campaign, scenario: dict[str, Any]) -> dict[str, list[tupl
     slo = campaign.environment.slo_source()
     end = max((scenario.get("recovery") or {}).get("at", 0), (scenario.get("revert") or {}).get("reverted_at", 0),
               fault["injected_at"]) + CHART_MARGIN_S
+    baseline_window = (scenario.get("baseline") or {}).get("window") or [fault["injected_at"]]
+    start = min(baseline_window[0], fault["injected_at"]) - CHART_MARGIN_S
     hook = PrometheusHook(slo.prometheus_conn_id)
     series = {}
     for metric in ("error_rate_pct", "p95_ms"):
         try:
-            series[metric] = hook.query_range(render(slo.queries[metric], slo.window),
-                                              fault["injected_at"] - CHART_MARGIN_S, end, slo.poll_interval_s)
+            series[metric] = hook.query_range(render(slo.queries[metric], slo.window), start, end,
+                                              slo.poll_interval_s)
         except Exception as exc:  # a chart is not worth failing the report for; say why it is missing
             log.warning("No %s chart for %s: %s", metric, scenario["scenario"], exc)
     return series

@@ -132,9 +132,10 @@ class CheckResult:
         if self.passed is None:
             return f"{label}: not measured ({self.detail})"
         shown = "no data" if self.measured is None else fmt(self.measured, self.unit)
-        limit = "" if self.bound is None else f" ({'at least' if self.op == 'min' else 'at most'} " \
-                                              f"{fmt(self.bound, self.unit)})"
-        return f"{label} {shown}{limit}"
+        notes = [self.detail] if self.detail and self.detail != "no data" else []
+        if self.bound is not None:
+            notes.append(f"{'at least' if self.op == 'min' else 'at most'} {fmt(self.bound, self.unit)}")
+        return f"{label} {shown}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def fmt(value: float, unit: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from resilience.chaos.campaign import Campaign
@@ -16,7 +17,7 @@ from resilience.chaos.timeline import fault_timeline
 from resilience.chaos.verdict import ScenarioVerdict, scenario_verdict
 from resilience.faults.base import get_fault
 from resilience.plan import PlannedCall, log_plan, plan_document
-from resilience.slo import baseline_from
+from resilience.slo import Baseline, Reading, baseline_from, unsettled
 
 if TYPE_CHECKING:
     from resilience.chaos.expectations import CheckResult
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASELINE_READINGS = 5
+STEADY_READINGS = 3   # readings in a row back within the first baseline before a later scenario's baseline
+STEADY_WAIT_S = 120   # at most this long; the runbook's recovery bound is 2 min
 
 
 def _skip(reason: str) -> None:
@@ -46,18 +49,50 @@ def baseline(params: dict[str, Any], run_id: str, scenario: str) -> dict[str, An
     _selected(campaign, scenario)
     spec = campaign.slo_spec()
     hook = PrometheusHook(spec["prometheus_conn_id"], timeout_s=spec["query_timeout_s"])
+    settling = _wait_for_steady_state(campaign, scenario, lambda: read_slo(hook, spec["queries"], spec["window"]),
+                                      spec["poll_interval_s"])
+    started = time.time()
     readings = []
     for _ in range(BASELINE_READINGS):
         readings.append(read_slo(hook, spec["queries"], spec["window"]))
         time.sleep(spec["poll_interval_s"])
     steady = baseline_from(readings)
     policy = load_catalogue()[scenario].policy(campaign.params.slo_overrides)
-    log.info("Baseline before %s: availability %.2f %%, error rate %.2f %%, p95 %.0f ms (%d readings)", scenario,
+    log.info("Baseline before %s: availability %.2f %%, error rate %.2f %%, p95 %.1f ms (%d readings)", scenario,
              steady.availability_pct, steady.error_rate_pct, steady.p95_ms, len(readings))
     spec.update(baseline=steady.to_dict(), policy=policy.to_dict())
     campaign.record.step(scenario, "baseline", {"baseline": steady.to_dict(), "policy": policy.to_dict(),
-                                                "readings": [r.to_dict() for r in readings]})
+                                                "readings": [r.to_dict() for r in readings],
+                                                "window": [started, time.time()], **settling})
     return spec
+
+
+def _first_baseline(campaign: Campaign, scenario: str) -> Baseline | None:
+    """The campaign's first baseline (taken before any fault), or None when ``scenario`` is the first."""
+    taken = [(s["baseline"]["window"][0], s["baseline"]["baseline"]) for s in campaign.record.load()["scenarios"]
+             if s["scenario"] != scenario and (s.get("baseline") or {}).get("window")]
+    return Baseline(**min(taken, key=lambda t: t[0])[1]) if taken else None
+
+
+def _wait_for_steady_state(campaign: Campaign, scenario: str, read: Callable[[], Reading],
+                           poll_interval_s: float) -> dict[str, Any]:
+    """Before a later scenario's baseline, wait until the metrics are back within the campaign's first one
+    (STEADY_READINGS in a row), at most STEADY_WAIT_S: the report says when they never came back."""
+    reference = _first_baseline(campaign, scenario)
+    if reference is None:
+        return {}
+    started, streak, why = time.monotonic(), 0, ["not read yet"]
+    while time.monotonic() - started < STEADY_WAIT_S:
+        why = unsettled(read(), reference)
+        streak = 0 if why else streak + 1
+        if streak >= STEADY_READINGS:
+            waited = round(time.monotonic() - started, 1)
+            log.info("%s: metrics back within the campaign's first baseline after %.1f s", scenario, waited)
+            return {"steady": True, "settle_s": waited}
+        time.sleep(poll_interval_s)
+    log.warning("%s: metrics not back within the campaign's first baseline after %d s (%s): taking the baseline "
+                "anyway; the report says so", scenario, STEADY_WAIT_S, "; ".join(why))
+    return {"steady": False, "settle_s": float(STEADY_WAIT_S), "unsettled": why}
 
 
 def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> dict[str, Any]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from resilience.config import load_config
+from resilience.config import load_config, window_seconds
 from resilience.dr.failback_params import FailbackParams, parse_failback_params
 from resilience.dr.regions import Regions, iso
 
@@ -19,21 +18,12 @@ log = logging.getLogger(__name__)
 # the sync result's row lists and watermark: kept in the run's record, not in step details or XCom
 RECORD_ONLY = ("conflict_rows", "deleted_rows", "watermark")
 STABILITY_POLL_S = 30.0  # a stability window of hours needs no faster polling
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 
 
 def _context(run: dict[str, Any], run_id: str) -> tuple[FailbackParams, Regions]:
     config = load_config()
     params = parse_failback_params(run["params"], config)
     return params, Regions(config, config.environment(params.environment), run_id, run.get("dag_id", ""))
-
-
-def window_seconds(window: str) -> float:
-    """A Prometheus duration like ``5s`` or ``1m`` in seconds."""
-    match = DURATION.match(window)
-    if not match:
-        raise ValueError(f"dr.metrics.window: {window!r} is not a duration like 5s or 1m")
-    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def warmup_s(regions: Regions) -> float:

@@ -57,8 +57,8 @@ def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
     if not isinstance(writes, dict):
         lost = after = Measurement(None, "acknowledged writes not checked")
     else:
-        lost = Measurement(writes.get("lost"), f"of {writes.get('acknowledged')} acknowledged ({replication} "
-                                               "replication)")
+        lost = Measurement(writes.get("lost"), f"of {writes.get('acknowledged')} acknowledged, {replication} "
+                                               "replication")
         after = Measurement(writes.get("after_failover"), "" if writes.get("after_failover") else
                             "connections did not recover")
     return {"failover_s": Measurement(observed.get("failover_s"), str(observed.get("mode") or "")),
