@@ -80,7 +80,7 @@ def _budget_chart(report: dict[str, Any]) -> str:
     left = [None if v is None else max(v, 0.0) for _, v in points]  # an overspent budget shows as 0 here
     return charts.line_chart(_labels([t for t, _ in points], report["window"]["window_s"]),
                              {"error budget left (min)": left}, unit="min",
-                             thresholds={f"budget {budget['budget_min']:.1f} min": budget["budget_min"]})
+                             thresholds={f"budget {fmt(budget['budget_min'], 'min')}": budget["budget_min"]})
 
 
 def _check_rows(checks: list[dict[str, Any]]) -> str:
