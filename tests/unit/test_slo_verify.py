@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 
@@ -308,3 +309,48 @@ def test_report_shows_numbers_with_units_and_no_data():
     message = slack_message(report, "/reports/x.html")
     assert message.splitlines()[1] == "• upload success rate: no data (empty result) (SLO > 98 %)"
     assert "Error budget: 1.30 min of 1.44 min left (90.0 %)" in message
+
+
+# -- Slack and the verdict ---------------------------------------------------------------------------------------
+
+def _written(tmp_path, status):
+    report = {"status": status, "environment": "lab", "run_id": "manual__1",
+              "window": {"text": "24 h", "end": "2026-12-02T06:30:00+00:00"},
+              "checks": [{"passed": False, "reason": "error rate 2.000 % >= 1 %", "bound": "< 1 %"}],
+              "error_budget": {"text": "1.44 min of 1.44 min left (100.0 %)"}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    return {"status": status, "environment": "lab", "report_json": str(path), "report_html": str(tmp_path / "r.html")}
+
+
+def test_a_pass_posts_nothing_and_a_failure_goes_to_the_environments_slack(tmp_path, monkeypatch):
+    from resilience import notify
+    from resilience.slo_verify import steps
+
+    posted = []
+    monkeypatch.setattr(notify, "post_slack", lambda conn_id, text: posted.append((conn_id, text)) or True)
+    assert steps.notify_slack(_written(tmp_path, "passed")) is False
+    assert steps.notify_slack(None) is False
+    assert posted == []
+    assert steps.notify_slack(_written(tmp_path, "failed")) is True
+    [(conn_id, text)] = posted
+    assert conn_id == load_config().slack_conn_id_for("lab")
+    assert text.splitlines()[1] == "• error rate 2.000 % >= 1 % (SLO < 1 %)"
+
+
+def test_an_absent_slack_connection_is_logged_not_fatal(tmp_path, caplog):
+    from resilience.slo_verify import steps
+
+    assert steps.notify_slack(_written(tmp_path, "failed")) is False
+    assert "Not posting to Slack: Connection 'resilience_slack' is not defined" in caplog.text
+
+
+def test_verdict_fails_the_run_unless_every_slo_held(tmp_path):
+    from resilience.errors import ChecksFailedError
+    from resilience.slo_verify import steps
+
+    assert steps.final_verdict(_written(tmp_path, "passed")) == "passed"
+    with pytest.raises(ChecksFailedError, match=r"SLO verification failed in lab; see .*r\.html"):
+        steps.final_verdict(_written(tmp_path, "failed"))
+    with pytest.raises(ChecksFailedError, match="no report was written"):
+        steps.final_verdict(None)
