@@ -142,7 +142,9 @@ class Escalated:
     errors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        return {"severity": self.severity, "channels": self.channels, "pagerduty": self.pagerduty,
+        # a list, not a mapping: a jsonb object would reorder the channels (the first is the incident's own)
+        channels = [{"channel": c, "posted": ok} for c, ok in self.channels.items()]
+        return {"severity": self.severity, "channels": channels, "pagerduty": self.pagerduty,
                 "errors": list(self.errors)}
 
 

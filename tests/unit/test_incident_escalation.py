@@ -35,7 +35,8 @@ def test_p0_posts_to_every_channel_of_its_severity_and_pages(servers):
     pagerduty, slack = servers
     escalated = escalate(DEFAULT_ESCALATION, "P0", "DR activation initiated for lab", "inc-1", "resilience/test",
                          {"incident": "inc-1"})
-    assert escalated.to_dict() == {"severity": "P0", "channels": {"#incident-response": True, "#ops-alerts": True},
+    assert escalated.to_dict() == {"severity": "P0", "channels": [{"channel": "#incident-response", "posted": True},
+                                                                  {"channel": "#ops-alerts", "posted": True}],
                                    "pagerduty": "inc-1", "errors": []}
     assert [(m["path"], m["text"]) for m in slack.messages] == [
         ("/services/incident-response", "[P0] DR activation initiated for lab"),
@@ -57,7 +58,8 @@ def test_absent_connections_are_logged_never_fatal(monkeypatch, caplog):
     for var in ("AIRFLOW_CONN_RESILIENCE_PAGERDUTY", *(f"AIRFLOW_CONN_{v}" for v in CHANNELS.values())):
         monkeypatch.delenv(var, raising=False)
     escalated = escalate(DEFAULT_ESCALATION, "P0", "outage", "inc-3", "resilience/test", {})
-    assert escalated.to_dict() == {"severity": "P0", "channels": {"#incident-response": False, "#ops-alerts": False},
+    assert escalated.to_dict() == {"severity": "P0", "channels": [{"channel": "#incident-response", "posted": False},
+                                                                  {"channel": "#ops-alerts", "posted": False}],
                                    "pagerduty": None, "errors": []}
     assert "Not paging PagerDuty: Connection 'resilience_pagerduty' is not defined" in caplog.text
 

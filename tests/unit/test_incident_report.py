@@ -14,7 +14,8 @@ def declared_record(**changes):
     record["params"]["incident_name"] = "Service Disruption - Investigating"
     record["details"].update(
         severity={"level": "P0", "reason": "auto: primary region lost: complete service outage"},
-        escalation={"severity": "P0", "channels": {"#incident-response": True, "#ops-alerts": False},
+        escalation={"severity": "P0", "channels": [{"channel": "#incident-response", "posted": True},
+                                                 {"channel": "#ops-alerts", "posted": False}],
                     "pagerduty": "inc-20261128-1000-abcdef", "errors": []},
         incident={"id": "sp1", "shortlink": "https://stspg.io/sp1", "status": "investigating"},
         dns_change={"record": "api.resilience.lab.", "before": {"primary": 100, "dr": 0},

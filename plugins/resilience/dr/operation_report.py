@@ -186,7 +186,7 @@ def _incident(report: dict[str, Any]) -> str:
         return ""
     severity = report.get("severity") or {}
     escalated = report.get("escalation") or {}
-    reached = [c for c, ok in (escalated.get("channels") or {}).items() if ok]
+    reached = [c["channel"] for c in escalated.get("channels") or [] if c["posted"]]
     paged = "; PagerDuty paged" if escalated.get("pagerduty") else ""
     return (f"<h2>Incident</h2><p>Incident <b>{escape(incident['id'])}</b>, severity "
             f"<b>{escape(str(severity.get('level', '?')))}</b> ({escape(str(severity.get('reason', '')))}); "

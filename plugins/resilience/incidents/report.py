@@ -77,8 +77,8 @@ def _impact(record: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> st
 
 def _escalation(details: Mapping[str, Any]) -> list[str]:
     escalated = details.get("escalation") or {}
-    lines = [f"- Slack {channel}: {'posted' if ok else 'NOT posted (see the run log)'}"
-             for channel, ok in (escalated.get("channels") or {}).items()]
+    lines = [f"- Slack {c['channel']}: {'posted' if c['posted'] else 'NOT posted (see the run log)'}"
+             for c in escalated.get("channels") or []]
     if escalated.get("pagerduty"):
         lines.append(f"- PagerDuty: on-call paged (dedup key `{escalated['pagerduty']}`)")
     statuspage = details.get("incident") or {}
