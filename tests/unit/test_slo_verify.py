@@ -354,3 +354,14 @@ def test_verdict_fails_the_run_unless_every_slo_held(tmp_path):
         steps.final_verdict(_written(tmp_path, "failed"))
     with pytest.raises(ChecksFailedError, match="no report was written"):
         steps.final_verdict(None)
+
+
+@pytest.mark.parametrize(("points", "expected"),
+                         [([(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (3.0, 1.0)], 100.0),
+                          ([(0.0, 1.0), (1.0, None), (2.0, math.nan)], 25.0),
+                          ([], 0.0),
+                          ([(float(t), 1.0) for t in range(6)], 100.0)])  # an extra edge point is no bonus
+def test_coverage_of_the_window(points, expected):
+    from resilience.slo_verify.decision import coverage_pct
+
+    assert coverage_pct(points, 3600.0, 900.0) == expected

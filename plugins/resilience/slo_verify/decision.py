@@ -205,6 +205,14 @@ def budget_left_series(availability: Sequence[tuple[float, float | None]], targe
     return points
 
 
+def coverage_pct(points: Sequence[tuple[float, float | None]], window_s: float, step_s: float) -> float:
+    """The share of the window's steps a series has a value for (a lab younger than the window, a Prometheus that
+    was down): the report says how much of the window its numbers stand on."""
+    expected = max(1, round(window_s / step_s))
+    have = sum(1 for _, v in points if v is not None and math.isfinite(v))
+    return 100.0 * min(have, expected) / expected
+
+
 @dataclass(frozen=True)
 class Verification:
     """Every check over the window and the error budget; passed only when every check passed."""

@@ -9,7 +9,14 @@ from typing import Any
 
 from resilience import charts
 from resilience.dr.report import CSS
-from resilience.slo_verify.decision import KeyMetricsPolicy, Verification, budget_left_series, fmt, fmt_window
+from resilience.slo_verify.decision import (
+    KeyMetricsPolicy,
+    Verification,
+    budget_left_series,
+    coverage_pct,
+    fmt,
+    fmt_window,
+)
 from resilience.slo_verify.measure import WindowReadings
 from resilience.slo_verify.settings import SloVerifySettings
 
@@ -43,6 +50,9 @@ def build_report(run: dict[str, Any], readings: WindowReadings, verification: Ve
         "readings": readings.to_dict(),
         "queries": {**settings.queries, **{b.name: b.query for b in settings.business}},
         "chart_step_s": step_s,
+        # how much of the window the availability series has values for (informational: each check judges
+        # what Prometheus holds; a window older than the data shows here, and in the throughput check)
+        "coverage_pct": coverage_pct(series.get("availability_pct") or [], window_s, step_s),
         "series": {name: [[t, v] for t, v in points] for name, points in series.items()},
         "generated_at": now.isoformat(timespec="seconds"),
     }
@@ -91,6 +101,14 @@ def _check_rows(checks: list[dict[str, Any]]) -> str:
         for c in checks)
 
 
+def _coverage_html(report: dict[str, Any]) -> str:
+    coverage = report["coverage_pct"]
+    if coverage >= 100:
+        return ""
+    return (f"<p class='fail'>Prometheus has availability data for {coverage:.0f} % of the window only (chart steps "
+            f"of {report['chart_step_s']:g} s): the numbers stand on that part.</p>")
+
+
 def _budget_html(budget: dict[str, Any]) -> str:
     if budget["left_min"] is None:
         return f"<p class='fail'>{escape(budget['text'])}</p>"
@@ -123,6 +141,7 @@ def render_html(report: dict[str, Any]) -> str:
 (throughput compared with {escape(window['previous_start'])} to {escape(window['start'])}); run
 <code>{escape(report['run_id'])}</code>.</p>
 <p>{escape(report['reason'])}</p>
+{_coverage_html(report)}
 <table><tr><th></th><th>SLO</th><th>measured</th><th>bound</th><th>why</th></tr>{_check_rows(report['checks'])}</table>
 {unmapped_html}
 <h2>Error budget</h2>{_budget_html(report['error_budget'])}
