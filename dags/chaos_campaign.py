@@ -18,6 +18,10 @@ other chaos or DR run, no fault left open). After the last scenario the lock is 
 weighted resilience score; **notify_slack** posts the summary. `dry_run` is plan mode: it
 stops after the baselines and writes into the report every call (and API request) each fault
 would make, making none. `chaos_abort` reverts anything a dead run leaves behind.
+
+**Schedule**: a scheduled run acts on the environment environments.yaml's `schedules.chaos_campaign`
+names (staging), decided by `start_campaign` (refused, naming that field, when the environment forbids
+chaos); a manual run acts on its form.
 """
 
 from __future__ import annotations
@@ -50,10 +54,13 @@ def chaos_campaign():
     def start_campaign() -> dict:
         """Validate Params, config and Connections; open the campaign record."""
         from resilience.chaos import steps
+        from resilience.schedules import params_for_run
 
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
-        return steps.start_campaign(dict(ctx["params"]), run_id(), ctx["dag"].dag_id, started_at)
+        dag_id = ctx["dag"].dag_id  # a scheduled run: the environment from environments.yaml's schedules
+        return steps.start_campaign(params_for_run(dag_id, ctx["dag_run"].run_type, ctx["params"]), run_id(), dag_id,
+                                    started_at)
 
     @task
     def preflight(run: dict) -> dict:

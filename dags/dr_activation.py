@@ -29,7 +29,9 @@ Phases and their budgets (scaled to the RTO target; runbook minutes for 30):
 
 `ensure_traffic` (all_done) leaves DNS on a healthy region whatever failed. The report gives
 the path taken, the RTO achieved and each phase against its budget. A Deadline Alert posts
-to Slack when the activation is still running 30 minutes after it was queued.
+to Slack (the environment's `slack_conn_id` in environments.yaml; absent: logged) when the activation
+is still running at its queued time plus its own `rto_target`: a custom deadline reference
+(`resilience.deadlines`) the scheduler evaluates from the run's conf when it creates the run.
 
 **Plan mode** (`dry_run`): `start_activation` validates and answers the decision tree as above
 (reading only), then lists every call the run would make on its path, with the requests each
@@ -41,26 +43,20 @@ Route53 `ChangeBatch` of the cutover. The list is in its log and the report; it 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import (  # type: ignore[attr-defined]  # airflow.sdk's __init__.pyi lacks its deadline API
-    AsyncCallback,
-    DeadlineAlert,
-    DeadlineReference,
-    dag,
-    get_current_context,
-    task,
-)
+from airflow.sdk import dag, get_current_context, task
 
 from resilience.context import pulled, run_id
+from resilience.deadlines import rto_deadline_alert
 from resilience.dr.activation_params import activation_params
 from resilience.dr.closing_tasks import closing_tasks
-from resilience.dr.params import DEFAULT_RTO_TARGET_MIN
 from resilience.dr.plan import plan_gate
 from resilience.platforms.types import RESTORE_METHODS, RestoreMethod
 
 RESTORES = tuple(f"restore_{method}" for method in RESTORE_METHODS)
+PARAMS = activation_params()
 
 
 def restored_or_none() -> dict | None:
@@ -86,15 +82,8 @@ def restored_database() -> dict:
     max_active_runs=1,
     tags=["dr", "activation", "route53"],
     default_args={"owner": "platform-engineering", "retries": 0},
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=timedelta(minutes=DEFAULT_RTO_TARGET_MIN),
-        callback=AsyncCallback(
-            "resilience.notify.activation_deadline_missed",
-            kwargs={"slack_conn_id": "resilience_slack", "rto_target_min": DEFAULT_RTO_TARGET_MIN},
-        ),
-    ),
-    params=activation_params(),
+    deadline=rto_deadline_alert("resilience.notify.activation_deadline_missed", PARAMS),  # queued_at + rto_target
+    params=PARAMS,
 )
 def dr_activation():
     @task

@@ -19,8 +19,17 @@ Runs the runbook's "Monthly DR Drill" end to end:
 8. **write_report**, **notify_slack**, **verdict** — JSON + HTML report (timeline, RTO/RPO
    trend of earlier drills, every check), history in the control DB, Slack summary.
 
-A Deadline Alert posts to Slack when a run is still going 30 minutes (the default RTO
-target) after it was queued. Nothing is written to the source: every write goes to the sandbox.
+**Deadline**: a Deadline Alert posts to Slack when a run is still going at its queued time plus its
+own `rto_target` (30 min by default; 10 for a run triggered with `rto_target: 10`). The deadline is
+a custom deadline reference (`resilience.deadlines`) that the scheduler evaluates from the run's conf
+when it creates the run: an absolute time in Airflow's deadline table, fired and dropped by the
+scheduler like the built-in ones (a watchdog task would keep every run open until it was cancelled).
+The Slack Connection is the run's environment's `slack_conn_id` (environments.yaml); an absent one is
+logged, never fatal.
+
+**Schedule**: a scheduled run acts on the environments environments.yaml's `schedules.dr_monthly_drill`
+names (production's backups into `dr-sandbox`), decided by `start_drill`; a manual run acts on its form.
+Nothing is written to the source: every write goes to the sandbox.
 
 **Plan mode** (`dry_run`): `start_drill` validates as above and checks where the sandbox would
 live against the source, then lists every call the drill would make: `pgbackrest info` (and
@@ -31,23 +40,17 @@ it takes no lock and `plan_gate` skips every other step: no sandbox is created.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-from airflow.sdk import (  # type: ignore[attr-defined]  # airflow.sdk's __init__.pyi lacks its deadline API
-    AsyncCallback,
-    DeadlineAlert,
-    DeadlineReference,
-    dag,
-    get_current_context,
-    setup,
-    task,
-    teardown,
-)
+from airflow.sdk import dag, get_current_context, setup, task, teardown
 
 from resilience.context import pulled, run_id
-from resilience.dr.params import DEFAULT_RTO_TARGET_MIN, drill_params
+from resilience.deadlines import rto_deadline_alert
+from resilience.dr.params import drill_params
 from resilience.dr.plan import plan_gate
+
+PARAMS = drill_params()
 
 
 @dag(
@@ -60,25 +63,21 @@ from resilience.dr.plan import plan_gate
     max_active_runs=1,
     tags=["dr", "drill", "pgbackrest"],
     default_args={"owner": "platform-engineering", "retries": 0},
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=timedelta(minutes=DEFAULT_RTO_TARGET_MIN),
-        callback=AsyncCallback(
-            "resilience.notify.drill_deadline_missed",
-            kwargs={"slack_conn_id": "resilience_slack", "rto_target_min": DEFAULT_RTO_TARGET_MIN},
-        ),
-    ),
-    params=drill_params(),
+    deadline=rto_deadline_alert("resilience.notify.drill_deadline_missed", PARAMS),  # queued_at + the run's rto_target
+    params=PARAMS,
 )
 def dr_monthly_drill():
     @task
     def start_drill() -> dict:
         """Validate Params, environments.yaml and Connections; open the drill record."""
         from resilience.dr import steps
+        from resilience.schedules import params_for_run
 
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
-        return steps.start_drill(dict(ctx["params"]), run_id(), ctx["dag"].dag_id, started_at)
+        dag_id = ctx["dag"].dag_id  # a scheduled run: environments from environments.yaml's schedules
+        params = params_for_run(dag_id, ctx["dag_run"].run_type, ctx["params"])
+        return steps.start_drill(params, run_id(), dag_id, started_at)
 
     @task
     def verify_backups(run: dict) -> dict:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from resilience.config import Escalation
+    from resilience.config import Config, Escalation
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +77,77 @@ def drill_message(report: dict[str, Any], html_path: str) -> str:
     return "\n".join(lines)
 
 
-async def deadline_missed(slack_conn_id: str, what: str, target_min: float, context: dict | None = None) -> None:
-    """Deadline Alert callback (runs in the triggerer): a run has outrun its time target."""
-    run = (context or {}).get("dag_run", {})
-    text = (
-        f":alarm_clock: {what} {run.get('dag_id', '')} run {run.get('dag_run_id', run.get('run_id', ''))} "
-        f"is still running past its RTO target of {target_min:g} min"
-    )
+@dataclass(frozen=True)
+class MissedDeadline:
+    """Who hears of a run past its RTO target, and what: from the run the scheduler hands the callback."""
+
+    dag_id: str
+    run_id: str
+    environment: str
+    target_min: float
+    slack_conn_id: str | None
+
+    def text(self, what: str) -> str:
+        return (f":alarm_clock: {what} {self.dag_id} run {self.run_id} ({self.environment}) is still running past "
+                f"its RTO target of {self.target_min:g} min")
+
+
+def missed_deadline(run: Mapping[str, Any], param_defaults: Mapping[str, Any], config: Config) -> MissedDeadline:
+    """Pure: the run's environment (its conf over the form's defaults; a scheduled run's from ``schedules``),
+    that environment's Slack Connection and the run's RTO target, as the deadline reference computed it."""
+    from resilience.deadlines import RTO_PARAM, target_minutes
+    from resilience.schedules import scheduled_environments
+
+    dag_id, conf = str(run.get("dag_id", "")), run.get("conf") or {}
+    # where the run acts (or was meant to, should its start refuse the environment)
+    params = {**param_defaults, **conf, **scheduled_environments(dag_id, str(run.get("run_type", "")), config)}
+    environment = str(params.get("environment", ""))
+    return MissedDeadline(dag_id, str(run.get("dag_run_id", run.get("run_id", ""))), environment,
+                          target_minutes(conf, RTO_PARAM, float(param_defaults[RTO_PARAM])),
+                          config.slack_conn_id_for(environment))
+
+
+async def deadline_missed(what: str, param_defaults: Mapping[str, Any], context: Mapping[str, Any] | None) -> None:
+    """Deadline Alert callback (runs in the triggerer): a run is still going past its RTO target.
+
+    Posts to the Slack Connection of the run's environment (environments.yaml); an absent Connection, or a
+    file that does not load, is logged with the message, never raised: the alert must not crash the triggerer."""
+    import asyncio
+
+    from resilience.config import load_config
+
+    run = (context or {}).get("dag_run") or {}
+    try:
+        config = await asyncio.to_thread(load_config)
+    except Exception as exc:
+        log.error("Deadline missed for %s run %s, but environments.yaml does not load (%s: %s): no Slack post",
+                  run.get("dag_id"), run.get("dag_run_id"), type(exc).__name__, exc)
+        return
+    missed = missed_deadline(run, param_defaults, config)
+    text = missed.text(what)
+    if not missed.slack_conn_id:
+        log.warning("Deadline missed, not posting to Slack: no slack_conn_id for %s. Message was: %s",
+                    missed.environment, text)
+        return
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
     try:
-        await SlackWebhookHook(slack_webhook_conn_id=slack_conn_id).async_send(text=text)
+        await SlackWebhookHook(slack_webhook_conn_id=missed.slack_conn_id).async_send(text=text)
     except Exception as exc:  # the alert must never crash the triggerer; say why it was not sent
-        log.warning("Deadline missed but Slack post through %r failed (%s): %s", slack_conn_id,
+        log.warning("Deadline missed but Slack post through %r failed (%s): %s", missed.slack_conn_id,
                     type(exc).__name__, text)
+        return
+    log.info("Deadline missed: posted to Slack through Connection %s: %s", missed.slack_conn_id, text)
 
 
-async def drill_deadline_missed(slack_conn_id: str, rto_target_min: float, context: dict | None = None) -> None:
+async def drill_deadline_missed(param_defaults: dict[str, Any], context: dict | None = None) -> None:
     """The DR drill's Deadline Alert."""
-    await deadline_missed(slack_conn_id, "DR drill", rto_target_min, context)
+    await deadline_missed("DR drill", param_defaults, context)
 
 
-async def activation_deadline_missed(slack_conn_id: str, rto_target_min: float, context: dict | None = None) -> None:
+async def activation_deadline_missed(param_defaults: dict[str, Any], context: dict | None = None) -> None:
     """The DR activation's Deadline Alert: service not restored within the RTO target."""
-    await deadline_missed(slack_conn_id, ":rotating_light: DR activation", rto_target_min, context)
+    await deadline_missed(":rotating_light: DR activation", param_defaults, context)
 
 
 # -- escalation of a declared incident (runbook "Severity Levels", "Escalation", "PagerDuty Escalation") ----------

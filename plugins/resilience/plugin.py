@@ -13,6 +13,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from resilience.deadlines import QueuedAtPlusParamMinutes
+
 
 def _execute(sql: str) -> list[tuple]:
     from resilience.config import load_config
@@ -92,3 +94,5 @@ class ResiliencePlugin(AirflowPlugin):
     fastapi_apps = [{"app": _AppOnFirstRequest(create_app), "url_prefix": "/resilience", "name": "Resilience status"}]
     external_views = [{"name": "Resilience", "href": "resilience/", "url_route": "resilience", "destination": "nav",
                        "category": "browse"}]
+    # the scheduler and the API server evaluate the DAGs' Deadline Alerts with it when they create a run
+    deadline_references = [QueuedAtPlusParamMinutes]

@@ -98,13 +98,18 @@ def run_params(dag_id: str, run_type: str, params: Mapping[str, Any], config: Co
     its environment refuses the DAG.
 
     A scheduled DAG with no ``schedules`` entry keeps its Param defaults (the lab)."""
-    schedule = config.schedules.get(dag_id)
-    if run_type != SCHEDULED or schedule is None:
-        return dict(params)
-    for field, name in schedule.environments.items():
+    scheduled = scheduled_environments(dag_id, run_type, config)
+    for field, name in scheduled.items():
         _check_target(dag_id, field, config.environment(name, f"schedules.{dag_id}.{field}"),
                       f"schedules.{dag_id}.{field}")
-    return {**params, **schedule.environments}
+    return {**params, **scheduled}
+
+
+def scheduled_environments(dag_id: str, run_type: str, config: Config) -> Mapping[str, str]:
+    """Param name -> environment a run of ``run_type`` takes from ``schedules`` (nothing unless scheduled and
+    configured), unchecked: where the run was meant to act, even when its start will refuse it."""
+    schedule = config.schedules.get(dag_id)
+    return schedule.environments if run_type == SCHEDULED and schedule is not None else {}
 
 
 def params_for_run(dag_id: str, run_type: str, params: Mapping[str, Any],

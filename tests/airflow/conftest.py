@@ -28,6 +28,7 @@ import psycopg
 import pytest
 
 from resilience import airflow_local
+from tests.fakes.slack import SlackWebhookServer
 
 PORT = int(os.environ.get(airflow_local.PORT_ENV_VAR) or 28080)
 TIMINGS: dict[str, float] = {}
@@ -35,13 +36,15 @@ TIMINGS: dict[str, float] = {}
 
 @dataclass
 class RealAirflow:
-    """A running standalone: where it lives, the lab it runs against, an authenticated API client."""
+    """A running standalone: where it lives, the lab it runs against, an authenticated API client, and the
+    local Slack webhook its lab runs post to (every message kept)."""
 
     sa: airflow_local.Standalone
     lab: dict[str, Any]
     up_output: str
     api: httpx.Client
     env: dict[str, str] = field(repr=False)
+    slack: SlackWebhookServer = field(repr=False)
 
     def control_db(self, sql: str, args: tuple = ()) -> list[tuple]:
         """One query on the control DB (fault_ledger, run_locks, ...), as an operator would run it."""
@@ -89,12 +92,19 @@ def _cli(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.Comple
 
 @pytest.fixture(scope="session")
 def real_airflow(lab) -> Iterator[RealAirflow]:
+    from resilience.config import load_config
+
     home = Path(tempfile.mkdtemp(prefix="resilience-standalone-"))
     sa = airflow_local.Standalone(home, PORT)
     # the in-process tests' Airflow config (their own SQLite DB, no Connections) is not this instance's
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update({"AIRFLOW_HOME": str(home), airflow_local.PORT_ENV_VAR: str(PORT),
                 "RESILIENCE_REPORT_DIR": str(home / "reports"), "RESILIENCE_LAB_DIR": lab["lab_dir"]})
+    # the lab's Slack Connection (environments.yaml) on a local webhook, as an environment variable like the
+    # lab's own Connections: a Connection in the metadata DB is read by a trigger through the triggerer's
+    # in-process Execution API, whose first request built its app for minutes on a loaded 2-core machine
+    slack = SlackWebhookServer().__enter__()
+    env[f"AIRFLOW_CONN_{load_config().slack_conn_id_for('lab')}".upper()] = slack.connection_json()
     if airflow_local.healthy(sa):
         pytest.fail(f"something already answers on {sa.base_url}: set {airflow_local.PORT_ENV_VAR} to a free port")
     started = time.monotonic()
@@ -105,8 +115,9 @@ def real_airflow(lab) -> Iterator[RealAirflow]:
             log_tail = sa.logfile.read_text(errors="replace")[-3000:] if sa.logfile.exists() else ""
             pytest.fail(f"resilience airflow up failed ({up.returncode}):\n{up.stdout}\n{up.stderr[-3000:]}\n{log_tail}")
         with airflow_local.client(sa) as api:
-            yield RealAirflow(sa, lab, up.stdout + up.stderr, api, env)
+            yield RealAirflow(sa, lab, up.stdout + up.stderr, api, env, slack)
     finally:
+        slack.__exit__(None, None, None)
         stopping = time.monotonic()
         down = _cli(env, "down", timeout_s=120)
         TIMINGS["stop_s"] = time.monotonic() - stopping
