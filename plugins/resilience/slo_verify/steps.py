@@ -34,9 +34,8 @@ def start_verification(params: dict[str, Any], run_id: str, run_type: str, start
 
 def _judge(run: dict[str, Any], readings_raw: dict[str, Any] | None) -> tuple[WindowReadings, Verification]:
     """The readings (None: the measure task did not finish: every check without data) and their verification."""
-    config = load_config()
-    _, _, settings = parse_verify_params(run["params"], config)
-    window_s = float(run["params"]["window_h"]) * 3600
+    chosen, _, settings = parse_verify_params(run["params"], load_config())
+    window_s = chosen.window_s
     if readings_raw is None:
         nothing = Measured(None, "measure_slos did not complete (see its log)")
         readings = WindowReadings(float(run["end"]), window_s, {}, nothing,
@@ -51,9 +50,8 @@ def measure_slos(run: dict[str, Any]) -> dict[str, Any]:
     """Read every metric over the window (and throughput over the window before); log each check."""
     from resilience.slo_verify.measure import read_window
 
-    _, environment, settings = parse_verify_params(run["params"], load_config())
-    window_s = float(run["params"]["window_h"]) * 3600
-    readings = read_window(settings, float(run["end"]), window_s)
+    chosen, environment, settings = parse_verify_params(run["params"], load_config())
+    readings = read_window(settings, float(run["end"]), chosen.window_s)
     _, verification = _judge(run, readings.to_dict())
     for check in verification.checks:
         (log.info if check.passed else log.error)("[%s] %s", "PASS" if check.passed else "FAIL", check.reason)
