@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 DAG_ID = "dr_monthly_drill"
 PLAN = {"environment": "lab", "dr_environment": "lab", "full_drill": False, "dry_run": True, "pitr_target": None,
         "repo": 1, "no_cleanup": False, "rpo_target": 15}
-ALERT_WITHIN_S = 20.0  # scheduler loop (~1 s) + the triggerer picking up the callback (a few s) on 2 busy cores
+# scheduler loop (~1 s) + the triggerer's (~1 s) + importing and running the callback: 10 s seen on 2 cores at
+# load 14; waiting longer costs nothing when it passes (the run goes on for ~25 s after its deadline anyway)
+ALERT_WITHIN_S = 30.0
 
 
 def deadlines(af, run_id: str) -> list[dict[str, Any]]:
