@@ -130,6 +130,24 @@ class WorkerSandboxSettings:
 
 
 @dataclass(frozen=True)
+class UploadsSource:
+    """``uploads``: the bucket the app stores its uploads in, read through an Amazon Connection (never through
+    the fault); with the app database's ``uploads`` table it proves that no acknowledged upload was lost or
+    corrupted (s3-5xx's runbook check)."""
+
+    aws_conn_id: str
+    bucket: str
+    key_prefix: str = "uploads/"  # the app's object keys: rows under another prefix are not the app's uploads
+
+
+def parse_uploads(raw: Mapping[str, Any], where: str) -> UploadsSource | None:
+    if not raw:
+        return None
+    return UploadsSource(aws_conn_id=_require(raw, "aws_conn_id", where), bucket=_require(raw, "bucket", where),
+                         key_prefix=str(raw.get("key_prefix", "uploads/")))
+
+
+@dataclass(frozen=True)
 class Environment:
     """One environment of environments.yaml, validated."""
 
@@ -151,6 +169,7 @@ class Environment:
     worker_sandbox: WorkerSandboxSettings | None = None  # sandbox.root/pg_bindir: sandboxes on the worker
     slo_verify: SloVerifySettings | None = None  # verify-slo's Key Metrics and business metrics (slo_verify DAG)
     slack_conn_id: str | None = None  # its runs' alerts (Deadline Alerts); None: defaults.slack_conn_id
+    uploads: UploadsSource | None = None  # the app's upload bucket: acknowledged uploads audited after s3-5xx
 
     @property
     def is_production(self) -> bool:
@@ -472,7 +491,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
     known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr", "kubernetes",
-             "slack_conn_id", "slo_verify"}
+             "slack_conn_id", "slo_verify", "uploads"}
     kubernetes = parse_target(raw.get("kubernetes"), f"{where}.kubernetes") if platform == "kubernetes" else None
     return Environment(
         name=name,
@@ -493,6 +512,7 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         worker_sandbox=parse_worker_sandbox(sandbox, platform, f"{where}.sandbox"),
         slo_verify=parse_slo_verify(raw.get("slo_verify"), f"{where}.slo_verify"),
         slack_conn_id=_optional_str(raw, "slack_conn_id", where),
+        uploads=parse_uploads(_section(raw, "uploads", where), f"{where}.uploads"),
     )
 
 

@@ -101,6 +101,32 @@ def test_s3_5xx_answers_errors_then_heals(platform, lab):
     assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"after"
 
 
+def test_the_upload_audit_reads_back_what_the_app_acknowledged_during_s3_faults(platform, lab):
+    """s3-5xx's "no corrupted or partial upload": uploads acknowledged while a third of S3 PUTs fail are all
+    in the bucket intact; an object altered or removed behind the app's back is named."""
+    import httpx
+
+    started = time.time()
+    fault, plan, info = cycle(platform, "s3-5xx", {"error_rate": 0.3, "status": 503})
+    try:
+        answers = [httpx.post(f"{lab['app']['url']}/api/uploads", content=os.urandom(512), timeout=10)
+                   for _ in range(12)]
+    finally:
+        fault.revert(platform, plan, info)
+    acked = [r.json()["s3_key"] for r in answers if r.status_code == 201]
+    assert acked, [r.status_code for r in answers]  # 4 attempts each: 0.3^4 fails < 1 %
+    audit = platform.upload_audit.audit_uploads(started, time.time())
+    assert audit.checked >= len(acked) and audit.missing == () and audit.corrupt == (), audit
+    s3 = lab["s3"]
+    moto = boto3.client("s3", endpoint_url=s3["moto_endpoint"], region_name=s3["region"],
+                        aws_access_key_id=s3["access_key"], aws_secret_access_key=s3["secret_key"])
+    moto.put_object(Bucket=s3["bucket"], Key=acked[0], Body=b"partial")  # what a torn write would leave
+    if len(acked) > 1:
+        moto.delete_object(Bucket=s3["bucket"], Key=acked[1])
+    audit = platform.upload_audit.audit_uploads(started, time.time())
+    assert acked[0] in audit.corrupt and (len(acked) == 1 or audit.missing == (acked[1],)), audit
+
+
 def test_postgres_switchover_moves_writes_and_revert_measures_the_runbook_expectations(platform, lab):
     from resilience.faults.postgres_failover import measurements
     from resilience.lab.state import load_lab_state, with_current_roles

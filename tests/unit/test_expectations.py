@@ -23,7 +23,7 @@ def test_every_scenario_declares_the_runbooks_expectations():
         "pod-kill": [("replacements_ready_s", "max", 30), ("error_rate_pct", "max", 1), ("p95_ms", "max", 10000)],
         "redis-unavailable": [("http_5xx", "max", 0), ("p95_ms", "max_x_baseline", 2),
                               ("db_connections_pct", "max", 80), ("db_cpu_pct", "max", 80)],
-        "s3-5xx": [("upload_success_pct", "min", 98), ("s3_retries", "min", 1)],
+        "s3-5xx": [("upload_success_pct", "min", 98), ("s3_retries", "min", 1), ("uploads_corrupt", "max", 0)],
         "postgres-failover": [("failover_s", "max", 30), ("writes_after_failover", "min", 1),
                               ("acked_writes_lost", "max", 0)],
         "memory-pressure": [("hog_oom_kills", "min", 1), ("app_replicas_disturbed", "max", 0)],

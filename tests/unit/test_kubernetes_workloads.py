@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace as NS
 
 import pytest
@@ -27,10 +28,14 @@ def test_rollout_state_follows_kubectl_rollout_status(changes, state):
     assert rollout_state(deployment(**changes)) == state
 
 
+READY_AT = datetime(2026, 12, 2, 6, 0, 12, tzinfo=UTC)
+
+
 def pod(phase="Running", ready="True", deleting=None, restarts=(0, 2)):
     return NS(metadata=NS(name="api-7d9f-x2k4q", uid="u-1", deletion_timestamp=deleting,
                           labels={"app": "ofm-social-os", "pod-template-hash": "7d9f"}),
-              status=NS(phase=phase, conditions=[NS(type="PodScheduled", status="True"), NS(type="Ready", status=ready)],
+              status=NS(phase=phase, conditions=[NS(type="PodScheduled", status="True", last_transition_time=None),
+                                                 NS(type="Ready", status=ready, last_transition_time=READY_AT)],
                         container_statuses=[NS(restart_count=r) for r in restarts]))
 
 
@@ -41,3 +46,5 @@ def test_a_pod_is_ready_only_when_running_ready_and_not_being_deleted():
     replica = as_replica(pod())
     assert (replica.name, replica.ready, replica.instance, replica.restarts, replica.release) == (
         "api-7d9f-x2k4q", True, "u-1", 2, "7d9f")
+    # when it became Ready: what pod-kill's "replacements ready within 30 s" is measured from
+    assert replica.ready_since == READY_AT.timestamp() and as_replica(pod(ready="False")).ready_since is None

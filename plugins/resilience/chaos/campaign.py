@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from resilience.chaos.measure import missing_window_queries
+from resilience.chaos.measure import missing_window_queries, needed_by_checks
 from resilience.chaos.params import CampaignParams, parse_campaign_params
 from resilience.chaos.preflight import PreflightFacts, preflight_checks
 from resilience.chaos.scenarios import load_catalogue
@@ -78,6 +78,7 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     for scenario in params.scenarios:
         options = {**catalogue[scenario].options, **params.scenario_options.get(scenario, {})}
         platform.require(needed_capabilities(scenario, options), f"scenario {scenario}")
+        platform.require(needed_by_checks(catalogue[scenario].checks), f"scenario {scenario}'s runbook checks")
         if missing := missing_window_queries(environment, catalogue[scenario].checks):
             raise ValueError(f"scenario {scenario}: its runbook checks need {', '.join(missing)} (a PromQL query "
                              "over {range}, the fault window; see the lab's for the shape)")

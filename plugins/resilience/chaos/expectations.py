@@ -1,11 +1,13 @@
 """The runbook's expectations of each scenario as checks: declared in scenarios.yaml, measured after the
 fault, judged here (pure functions, no I/O).
 
-A measure comes from one of two places:
+A measure comes from one of three places:
 - ``fault``: what the fault's revert observed (``Fault.measurements``), e.g. how long the replacements
   took to be ready, acknowledged writes lost;
 - ``window``: a PromQL query of the environment (``slo.window_queries``) over the fault window, e.g. the
-  error rate or the uploads' success rate while the fault was on.
+  error rate or the uploads' success rate while the fault was on;
+- ``platform``: a platform capability asked after the fault about its window, e.g. the uploads the app
+  acknowledged read back from the bucket.
 
 A check with no data fails, as for the SLO guard. A check marked ``optional`` ("if the platform exposes
 it") whose measure the environment does not provide is reported as not measured and does not decide.
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-Source = Literal["fault", "window"]
+Source = Literal["fault", "window", "platform"]
 Op = Literal["max", "min", "max_x_baseline"]
 OPS: tuple[Op, ...] = ("max", "min", "max_x_baseline")
 
@@ -27,6 +29,7 @@ class Measure:
     label: str
     unit: str  # "s", "ms", "%", "" (a count)
     source: Source
+    needs: str | None = None  # the platform capability a ``platform`` measure reads (required at the run's start)
 
 
 MEASURES: dict[str, Measure] = {
@@ -38,7 +41,8 @@ MEASURES: dict[str, Measure] = {
     "db_cpu_pct": Measure("database CPU (peak)", "%", "window"),
     "upload_success_pct": Measure("upload success rate during the fault", "%", "window"),
     "s3_retries": Measure("S3 requests retried by the app", "", "window"),
-    "uploads_corrupt": Measure("acknowledged uploads missing or not matching their checksum", "", "fault"),
+    "uploads_corrupt": Measure("acknowledged uploads missing or not matching their checksum", "", "platform",
+                               needs="upload_audit"),
     "failover_s": Measure("failover (a new writable leader)", "s", "fault"),
     "acked_writes_lost": Measure("acknowledged writes lost", "", "fault"),
     "writes_after_failover": Measure("writes acknowledged after the failover", "", "fault"),

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from resilience.chaos.expectations import CheckResult, Expectation, Measurement, check_expectation
 from resilience.config import Environment, SloSource
 from resilience.faults.base import get_fault
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Capability, Platform
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,38 @@ def window_measurement(slo: SloSource, measure: str, start_s: float, end_s: floa
     return Measurement(value)
 
 
-def measure_checks(environment: Environment, scenario: str, checks: tuple[Expectation, ...],
+def needed_by_checks(checks: tuple[Expectation, ...]) -> list[Capability]:
+    """The platform capabilities the checks' ``platform`` measures read."""
+    return [cast("Capability", c.spec.needs) for c in checks if c.spec.needs]
+
+
+def uploads_measurement(platform: Platform, start_s: float, end_s: float) -> Measurement:
+    """The uploads the app acknowledged during the fault, read back: missing or corrupt ones (must be none)."""
+    try:
+        audit = platform.upload_audit.audit_uploads(start_s, end_s)
+    except Exception as exc:  # the audit could not be done: no data, which fails the check and says why
+        return Measurement(None, f"audit failed: {type(exc).__name__}: {exc}")
+    if not audit.checked:
+        return Measurement(None, "no upload was acknowledged during the fault: nothing to read back")
+    bad = [f"{key} missing" for key in audit.missing] + [f"{key} corrupt" for key in audit.corrupt]
+    detail = f"{audit.checked} acknowledged upload(s) read back" + (" (the first only)" if audit.limit_reached
+                                                                   else "")
+    if bad:
+        detail += ": " + ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return Measurement(len(bad), detail)
+
+
+PLATFORM_MEASURES: dict[str, Callable[[Platform, float, float], Measurement]] = {
+    "uploads_corrupt": uploads_measurement,
+}
+
+
+def measure_checks(platform: Platform, scenario: str, checks: tuple[Expectation, ...],
                    observed: Mapping[str, Any] | None, window: tuple[float, float],
                    baseline: Mapping[str, float]) -> list[CheckResult]:
-    """Every check of ``scenario`` judged: fault measures from ``observed`` (the ledger's), window measures
-    over ``window`` (the fault's (applied, reverted) epoch seconds)."""
+    """Every check of ``scenario`` judged: fault measures from ``observed`` (the ledger's), window and platform
+    measures over ``window`` (the fault's (applied, reverted) epoch seconds)."""
+    environment = platform.environment
     slo = environment.slo_source()
     from_fault = get_fault(scenario).measurements(dict(observed or {}))
     results = []
@@ -50,6 +80,8 @@ def measure_checks(environment: Environment, scenario: str, checks: tuple[Expect
         not_provided = None
         if check.spec.source == "fault":
             measured = from_fault.get(check.measure)
+        elif check.spec.source == "platform":
+            measured = PLATFORM_MEASURES[check.measure](platform, *window)
         elif check.measure not in slo.window_queries:
             measured, not_provided = None, (f"environments.{environment.name}.slo.window_queries."
                                             f"{check.measure} is not set")

@@ -197,7 +197,7 @@ def _with_expectations(campaign: Campaign, scenario: str, verdict: ScenarioVerdi
         return verdict, []
     baseline = ((campaign.record.load_scenario(scenario).get("baseline") or {}).get("baseline") or {})
     window = (entry.injected_at.timestamp(), entry.reverted_at.timestamp())
-    results = measure_checks(campaign.environment, scenario, checks, entry.observed, window, baseline)
+    results = measure_checks(campaign.platform, scenario, checks, entry.observed, window, baseline)
     if verdict.status != "passed":
         return verdict, results
     if failed := failures(results):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTART_TIMEOUT_S = 60
+READY_SINCE_WAIT_S = 5  # for the readiness times of replicas just seen ready (the lab's probe runs every 0.5 s)
 DEFAULT_GRACE_PERIOD_S = 30
 MAX_GRACE_PERIOD_S = 300
 OPTIONS = ("count", "percent", "grace_period_s", "force")
@@ -96,7 +97,12 @@ class PodKill:
         gone = {str(instance) for instance in killed.values() if instance}
         expected = int(plan.get("expected_ready") or len(plan["replicas"]))  # plans written before it: a floor
         ready = platform.workloads.wait_ready(expected, gone, timeout_s=plan["restart_timeout_s"])
-        replaced_in_s = replacements_ready_s(revert_info.get("deleted_at"), gone, ready.replicas)
+        replicas = ready.replicas
+        settle_until = time.monotonic() + READY_SINCE_WAIT_S
+        while any(r.ready_since is None for r in replicas) and time.monotonic() < settle_until:
+            time.sleep(0.2)  # the platform records a readiness time a moment after readiness (the lab's probe)
+            replicas = tuple(r for r in platform.workloads.replicas() if r.ready and r.instance not in gone)
+        replaced_in_s = replacements_ready_s(revert_info.get("deleted_at"), gone, replicas)
         log.info("pod-kill reverted: %d replica(s) ready %.1f s after the wait began; the replacements were ready "
                  "%s after the deletion", len(ready.replicas), ready.seconds,
                  "(unknown)" if replaced_in_s is None else f"{replaced_in_s:.1f} s")

@@ -58,6 +58,11 @@ def load_recent(conn: psycopg.Connection, state: WriterState) -> None:
     conn.commit()
 
 
+# the writer's upload rows are database load, with no object behind them: under a prefix of their own, so that
+# an audit of what the app stored (its keys are uploads/...) never takes them for lost uploads
+SYNTHETIC_UPLOAD_PREFIX = "synthetic/"
+
+
 def write_batch(conn: psycopg.Connection, state: WriterState, rng: random.Random) -> None:
     """One transaction: maybe a new account, one post, sometimes an upload and a post update."""
     i = state.iteration
@@ -79,7 +84,7 @@ def write_batch(conn: psycopg.Connection, state: WriterState, rng: random.Random
             payload = os.urandom(32)
             conn.execute(
                 "INSERT INTO uploads (account_id, post_id, s3_key, size_bytes, sha256) VALUES (%s, %s, %s, %s, %s)",
-                (account_id, post_id, f"uploads/{account_id}/{uuid.uuid4().hex}",
+                (account_id, post_id, f"{SYNTHETIC_UPLOAD_PREFIX}{account_id}/{uuid.uuid4().hex}",
                  rng.randint(1_000, 5_000_000), hashlib.sha256(payload).hexdigest()),
             )
         if i % 2 == 0 and state.post_ids:

@@ -1,7 +1,8 @@
 """What an environment runs on: one typed interface per capability, composed per environment.
 
 The DAGs and the DR/chaos logic speak only to these interfaces, through :class:`Platform`: the lab
-(``local``) provides every capability; a ``kubernetes`` environment composes the Kubernetes API (its
+(``local``) provides every capability but the upload audit, which every platform takes from its Connections
+(:func:`connection_capabilities`); a ``kubernetes`` environment composes the Kubernetes API (its
 workloads, cache, mesh faults, memory hogs, releases), Patroni (its database), Route53 (traffic) and
 pgBackRest (backups) from the sections ``environments.yaml`` gives it.
 """
@@ -27,6 +28,7 @@ from resilience.platforms.types import (
     ReplicaDeletion,
     RestoreRequest,
     Sandbox,
+    UploadAudit,
     WorkloadReady,
 )
 
@@ -124,6 +126,14 @@ class ObjectStore(Protocol):
         """Remove experiment ``experiment``'s fault (None: every fault this product set); idempotent."""
 
 
+class UploadAuditor(Protocol):
+    """Reads back what the app acknowledged storing: s3-5xx's "no corrupted or partial upload"."""
+
+    def audit_uploads(self, since_epoch_s: float, until_epoch_s: float) -> UploadAudit:
+        """Every upload the app recorded in the window, read from its bucket (not through a fault) and
+        compared with the size and SHA-256 the app recorded."""
+
+
 class Database(Protocol):
     """The app's highly available database, through Patroni's REST API: postgres-failover, DR failover."""
 
@@ -213,7 +223,7 @@ class Releases(Protocol):
 
 
 Capability = Literal["workloads", "cache", "object_store", "memory", "database", "database_hosts", "write_probe",
-                     "backups", "sandboxes", "regions", "releases"]
+                     "backups", "sandboxes", "regions", "releases", "upload_audit"]
 CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
 
 
@@ -312,6 +322,30 @@ class Platform:
     def releases(self) -> Releases:
         return cast(Releases, self._get("releases"))
 
+    @property
+    def upload_audit(self) -> UploadAuditor:
+        return cast(UploadAuditor, self._get("upload_audit"))
+
+
+def connection_capabilities(environment: Environment) -> dict[Capability, Provider]:
+    """What every platform provides the same way, through Airflow Connections, when configured."""
+    provided: dict[Capability, Provider] = {}
+    uploads = environment.uploads
+    if uploads is not None:
+        def build() -> object:
+            from resilience.platforms.upload_audit import ConnectionUploadAudit
+
+            return ConnectionUploadAudit(environment.database_conn_id, uploads.aws_conn_id, uploads.bucket,
+                                         uploads.key_prefix)
+
+        provided["upload_audit"] = Provider(f"bucket {uploads.bucket} (Connection {uploads.aws_conn_id}) against the "
+                                            f"uploads table (Connection {environment.database_conn_id})", build)
+    return provided
+
+
+UPLOAD_AUDIT_HOW = "uploads: aws_conn_id, bucket and key_prefix (the app's upload bucket; the uploads table is " \
+                   "read through database.conn_id)"
+
 
 def get_platform(environment: Environment) -> Platform:
     """The platform of ``environment``, composed from its configuration (validated before any side effect)."""
@@ -319,7 +353,9 @@ def get_platform(environment: Environment) -> Platform:
         from resilience.platforms.local import LocalPlatform
 
         lab = LocalPlatform(environment)
-        return Platform(environment, {capability: Provider("the lab", lambda: lab) for capability in CAPABILITIES})
+        shared = connection_capabilities(environment)
+        provided = {c: Provider("the lab", lambda: lab) for c in CAPABILITIES if c != "upload_audit"} | shared
+        return Platform(environment, provided, {} if "upload_audit" in shared else {"upload_audit": UPLOAD_AUDIT_HOW})
     if environment.platform == "kubernetes":
         from resilience.platforms.kubernetes.compose import kubernetes_capabilities
 

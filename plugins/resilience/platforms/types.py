@@ -252,3 +252,17 @@ class PodCensus:
     ready: int
     total: int
     scope: str
+
+
+@dataclass(frozen=True)
+class UploadAudit:
+    """Uploads the app acknowledged in a window, read back from the object store: ``missing`` (no object)
+    and ``corrupt`` (its size or SHA-256 is not what the app recorded: partial or altered) by key."""
+
+    checked: int
+    missing: tuple[str, ...] = ()
+    corrupt: tuple[str, ...] = ()
+    limit_reached: bool = False  # only the first UPLOAD_AUDIT_LIMIT uploads of the window were read
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from resilience.dr.backup_repos import environment_repos
-from resilience.platforms.base import Capability, Provider
+from resilience.platforms.base import UPLOAD_AUDIT_HOW, Capability, Provider, connection_capabilities
 
 if TYPE_CHECKING:
     from resilience.config import Environment
@@ -29,6 +29,7 @@ HOW_TO_CONFIGURE: dict[Capability, str] = {
     "sandboxes": "sandbox: allowed: true, root and pg_bindir on the Airflow worker; and pgbackrest.repos",
     "regions": "kubernetes.app.url: the region's entry point (its load balancer's URL)",
     "releases": "kubernetes.app.deployment",
+    "upload_audit": UPLOAD_AUDIT_HOW,
 }
 
 
@@ -66,6 +67,7 @@ def kubernetes_capabilities(environment: Environment) -> tuple[dict[Capability, 
     if environment.patroni_conn_id:
         conn_id = environment.patroni_conn_id
         provided["database"] = Provider(f"Patroni (Connection {conn_id})", lambda: _database(conn_id))
+    provided |= connection_capabilities(environment)
     return provided, {c: how for c, how in HOW_TO_CONFIGURE.items() if c not in provided}
 
 
