@@ -365,3 +365,37 @@ def test_coverage_of_the_window(points, expected):
     from resilience.slo_verify.decision import coverage_pct
 
     assert coverage_pct(points, 3600.0, 900.0) == expected
+
+
+class StubPrometheus:
+    """What PrometheusHook.query answers (or raises), and the PromQL and instant it was asked."""
+
+    timeout_s = 30.0
+
+    def __init__(self, answer):
+        self.answer, self.asked = answer, []
+
+    def query(self, promql, at=None):
+        self.asked.append((promql, at))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ([({}, 99.5)], Measured(99.5)),
+        ([], Measured(None, "empty result")),
+        ([({}, math.nan)], Measured(None, "NaN (no traffic in the window)")),
+        ([({"job": "lb"}, 1.0), ({"job": "dr_lb"}, 2.0)],
+         Measured(None, "prometheus error: bad_data:expected one series, got 2 (aggregate with sum())")),
+        (TimeoutError("read timed out"), Measured(None, "timeout after 30 s")),
+    ],
+)
+def test_read_value_fills_the_window_and_never_raises(answer, expected):
+    from resilience.slo_verify.measure import read_value
+
+    hook = StubPrometheus(answer)
+    assert read_value(hook, "sum(rate(x[{window}]))", 86400.0, 1_800_000_000.0) == expected
+    assert hook.asked == [("sum(rate(x[86400s]))", 1_800_000_000.0)]
