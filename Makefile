@@ -50,7 +50,7 @@ demo: lab-up  ## drill, short chaos campaign, then lose the primary region: DR a
 	$(BIN)/resilience airflow up
 	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}' && \
 	  $(BIN)/resilience airflow run chaos_campaign \
-	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 20}' && \
+	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 30}' && \
 	  $(BIN)/resilience lab region isolate primary && \
 	  { $(BIN)/resilience airflow run dr_activation; s=$$?; $(BIN)/resilience lab region restore primary; \
 	    test $$s -eq 0; } && sleep 20 && \

@@ -101,3 +101,18 @@ def test_the_replacements_time_is_from_the_deletion_to_the_last_replacement_read
     assert replacements_ready_s(None, {"2"}, replicas) is None
     unknown = (ready("api-1", "11", 100.0), ready("api-2", "22", None))
     assert replacements_ready_s(1000.0, {"2"}, unknown) is None  # not measured is not 0
+
+
+UPLOADS = Expectation("upload_success_pct", "min", 98.0, "Upload success rate > 98 %")
+
+
+def test_a_rate_over_a_handful_of_events_fails_only_when_the_bound_is_out_of_reach():
+    one_of_20 = check_expectation(UPLOADS, Measurement(95.0, samples=20), {})  # one failed upload of 20
+    assert one_of_20.passed is True
+    assert one_of_20.detail == "over 20 events: the true rate may be up to 99.1 % (95 % confidence)"
+    assert check_expectation(UPLOADS, Measurement(90.0, samples=20), {}).passed is False  # 2 of 20: too many
+    assert check_expectation(UPLOADS, Measurement(95.0, samples=1000), {}).passed is False  # 50 of 1000
+    assert check_expectation(UPLOADS, Measurement(0.0, samples=12), {}).passed is False  # every upload failed
+    assert check_expectation(UPLOADS, Measurement(95.0), {}).passed is False  # no sample size: the plain bound
+    held = check_expectation(UPLOADS, Measurement(99.5, samples=200), {})
+    assert (held.passed, held.detail) == (True, "over 200 events")

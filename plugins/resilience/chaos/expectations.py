@@ -15,6 +15,7 @@ it") whose measure the environment does not provide is reported as not measured 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -40,6 +41,7 @@ MEASURES: dict[str, Measure] = {
     "db_connections_pct": Measure("database connections in use, of max_connections (peak)", "%", "window"),
     "db_cpu_pct": Measure("database CPU (peak)", "%", "window"),
     "upload_success_pct": Measure("upload success rate during the fault", "%", "window"),
+    "uploads_total": Measure("uploads answered during the fault (the success rate's sample)", "", "window"),
     "s3_retries": Measure("S3 requests retried by the app", "", "window"),
     "uploads_corrupt": Measure("acknowledged uploads missing or not matching their checksum", "", "platform",
                                needs="upload_audit"),
@@ -61,6 +63,7 @@ class Measurement:
 
     value: float | None
     detail: str = ""
+    samples: int | None = None  # how many events a percentage is of (uploads), where the platform counts them
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,20 @@ def bound_of(expectation: Expectation, baseline: Mapping[str, float]) -> float |
     return max(expectation.bound * base, P95_FLOOR_MS)
 
 
+Z_95 = 1.96
+
+
+def wilson_upper_pct(pct: float, samples: int) -> float:
+    """The upper end of the 95 % Wilson interval of a success rate measured as ``pct`` over ``samples`` events:
+    how high the true rate may be given so few events."""
+    p, n = pct / 100.0, float(samples)
+    centre = p + Z_95 ** 2 / (2 * n)
+    spread = Z_95 * math.sqrt(p * (1 - p) / n + Z_95 ** 2 / (4 * n * n))
+    return 100.0 * min(1.0, (centre + spread) / (1 + Z_95 ** 2 / n))
+
+
 def check_expectation(expectation: Expectation, measured: Measurement | None, baseline: Mapping[str, float],
-          not_provided: str | None = None) -> CheckResult:
+                      not_provided: str | None = None) -> CheckResult:
     """One check: ``measured`` None or with no value is no data (fails); ``not_provided`` says why the platform
     cannot measure it (only an optional check is then left undecided)."""
     bound = bound_of(expectation, baseline)
@@ -179,6 +194,16 @@ def check_expectation(expectation: Expectation, measured: Measurement | None, ba
     if bound is None:
         return CheckResult(*base, value, False, "no baseline to compare with")
     passed = value >= bound if expectation.op == "min" else value <= bound
+    samples = measured.samples if measured is not None else None
+    if not passed and expectation.op == "min" and expectation.spec.unit == "%" and samples:
+        # a rate below its bound over a handful of events (one failed upload of 20 is 95 %) fails only when the
+        # bound is out of reach at 95 % confidence; said either way
+        upper = wilson_upper_pct(value, samples)
+        passed = upper >= bound
+        detail = "; ".join(filter(None, [detail, f"over {samples} events: the true rate may be up to "
+                                                 f"{fmt(upper, '%')} (95 % confidence)"]))
+    elif samples:
+        detail = "; ".join(filter(None, [detail, f"over {samples} events"]))
     return CheckResult(*base, value, passed, detail)
 
 

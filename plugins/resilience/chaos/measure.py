@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from resilience.chaos.expectations import CheckResult, Expectation, Measurement, check_expectation
@@ -62,6 +63,9 @@ def uploads_measurement(platform: Platform, start_s: float, end_s: float) -> Mea
     return Measurement(len(bad), detail)
 
 
+# a rate's sample size, where the environment counts it: a rate over a handful of events is judged with it
+SAMPLE_OF = {"upload_success_pct": "uploads_total"}
+
 PLATFORM_MEASURES: dict[str, Callable[[Platform, float, float], Measurement]] = {
     "uploads_corrupt": uploads_measurement,
 }
@@ -87,6 +91,9 @@ def measure_checks(platform: Platform, scenario: str, checks: tuple[Expectation,
                                             f"{check.measure} is not set")
         else:
             measured = window_measurement(slo, check.measure, *window)
+            if (sample := SAMPLE_OF.get(check.measure)) in slo.window_queries and measured.value is not None:
+                count = window_measurement(slo, sample, *window).value
+                measured = replace(measured, samples=None if count is None else round(count))
         result = check_expectation(check, measured, baseline, not_provided)
         log.info("%s check %s: %s", scenario, {True: "PASSED", False: "FAILED", None: "not measured"}[result.passed],
                  result.summary)
