@@ -91,7 +91,8 @@ def measure_checks(platform: Platform, scenario: str, checks: tuple[Expectation,
                                             f"{check.measure} is not set")
         else:
             measured = window_measurement(slo, check.measure, *window)
-            if (sample := SAMPLE_OF.get(check.measure)) in slo.window_queries and measured.value is not None:
+            sample = SAMPLE_OF.get(check.measure)
+            if sample is not None and sample in slo.window_queries and measured.value is not None:
                 count = window_measurement(slo, sample, *window).value
                 measured = replace(measured, samples=None if count is None else round(count))
         result = check_expectation(check, measured, baseline, not_provided)
