@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from resilience.dr.timing import rto_seconds
 from resilience.incidents.followups import ITEMS, STAGES
 
 TO_FILL = "_(to fill in at the post-mortem)_"
@@ -99,7 +100,7 @@ def incident_report_markdown(record: Mapping[str, Any], incident_id: str, now: d
     restored = _end(_step(steps, ("final_validation",)))
     name = record["params"].get("incident_name") or "DR activation"
     if restored:
-        end, duration = _utc(restored), _minutes((restored - started).total_seconds())
+        end, duration = _utc(restored), _minutes(rto_seconds(started, restored))  # the report's RTO, same ends
     else:
         end = f"not restored by this run (status {record.get('status', 'running')})"
         duration = f"ongoing: {_minutes((now - started).total_seconds())} when this draft was written"
