@@ -100,7 +100,8 @@ def missed_deadline(run: Mapping[str, Any], param_defaults: Mapping[str, Any], c
 
     dag_id, conf = str(run.get("dag_id", "")), run.get("conf") or {}
     # where the run acts (or was meant to, should its start refuse the environment)
-    params = {**param_defaults, **conf, **scheduled_environments(dag_id, str(run.get("run_type", "")), config)}
+    run_type = run.get("run_type") or ""  # a str enum compares equal to its value; str() of it would not
+    params = {**param_defaults, **conf, **scheduled_environments(dag_id, run_type, config)}
     environment = str(params.get("environment", ""))
     return MissedDeadline(dag_id, str(run.get("dag_run_id", run.get("run_id", ""))), environment,
                           target_minutes(conf, RTO_PARAM, float(param_defaults[RTO_PARAM])),

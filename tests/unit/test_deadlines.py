@@ -131,6 +131,13 @@ def test_the_alert_goes_to_the_runs_environment(the_run, edit, expected):
     assert missed_deadline(the_run, DEFAULTS, config(edit)) == expected
 
 
+def test_a_run_type_given_as_airflows_enum_counts_as_scheduled():
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
+    the_run = {**run(), "run_type": DagRunType.SCHEDULED}
+    assert missed_deadline(the_run, DEFAULTS, config()).environment == "production"
+
+
 @pytest.fixture
 def slack():
     with SlackWebhookServer() as server:
