@@ -50,6 +50,24 @@ def deadline_at(queued_at: datetime, minutes: float) -> datetime:
     return queued_at + timedelta(minutes=minutes)
 
 
+def _moment(value: object) -> datetime | None:
+    """A time the scheduler hands a callback: a datetime, or its ISO 8601 text in the JSON dump of the run."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def ended_before_deadline(end_date: object, deadline_time: object) -> bool:
+    """Whether a run whose deadline the scheduler reports missed had in fact ended before it.
+
+    Airflow drops the deadline of a run that *succeeded* in time but fires a failed run's anyway: that run
+    was not "still running past its target", and its own failure report has gone out already."""
+    end, due = _moment(end_date), _moment(deadline_time)
+    return end is not None and due is not None and end <= due
+
+
 @dataclass(frozen=True)  # hashable: Airflow hashes the references it wraps
 class QueuedAtPlusParamMinutes(BaseDeadlineReference):
     """Deadline reference: the run's ``queued_at`` + its ``param`` in minutes (``default_min`` when unset).

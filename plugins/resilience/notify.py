@@ -116,8 +116,14 @@ async def deadline_missed(what: str, param_defaults: Mapping[str, Any], context:
     import asyncio
 
     from resilience.config import load_config
+    from resilience.deadlines import ended_before_deadline
 
     run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    if ended_before_deadline(run.get("end_date"), deadline.get("deadline_time")):
+        log.info("Not alerting: %s run %s ended %s at %s, before its deadline %s", run.get("dag_id"),
+                 run.get("dag_run_id"), run.get("state"), run.get("end_date"), deadline.get("deadline_time"))
+        return
     try:
         config = await asyncio.to_thread(load_config)
     except Exception as exc:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from resilience.config import DEFAULT_CONFIG_PATH, parse_config
-from resilience.deadlines import QueuedAtPlusParamMinutes, deadline_at, target_minutes
+from resilience.deadlines import QueuedAtPlusParamMinutes, deadline_at, ended_before_deadline, target_minutes
 from resilience.notify import MissedDeadline, drill_deadline_missed, missed_deadline
 from tests.fakes.slack import SlackWebhookServer
 
@@ -44,6 +44,17 @@ def test_the_target_is_the_runs_param_else_its_default(conf, expected):
 def test_the_deadline_is_queued_at_plus_the_target():
     assert deadline_at(QUEUED, 10) == datetime(2026, 12, 1, 4, 10, tzinfo=UTC)
     assert deadline_at(QUEUED, 0.1) == QUEUED + timedelta(seconds=6)
+
+
+@pytest.mark.parametrize(("end_date", "deadline_time", "ended"), [
+    (None, QUEUED, False),  # still running
+    ("2026-12-01T03:59:59Z", QUEUED, True),  # failed before its deadline: Airflow fires it anyway
+    (QUEUED, "2026-12-01T04:00:00+00:00", True),  # at the deadline exactly: in time
+    ("2026-12-01T04:00:01.5Z", QUEUED, False),  # ran past it
+    ("2026-12-01T03:00:00Z", None, False),  # no deadline time handed over: alert rather than stay silent
+])
+def test_a_run_that_ended_before_its_deadline_is_not_alerted(end_date, deadline_time, ended):
+    assert ended_before_deadline(end_date, deadline_time) is ended
 
 
 def test_the_reference_round_trips_through_airflows_serialization(airflow_db):
@@ -152,6 +163,14 @@ def test_the_callback_posts_the_runs_target_to_its_environments_slack(slack):
     asyncio.run(drill_deadline_missed(DEFAULTS, context=context))
     assert [m["text"] for m in slack.messages] == [
         ":alarm_clock: DR drill dr_monthly_drill run manual__x (lab) is still running past its RTO target of 10 min"]
+
+
+def test_the_callback_says_nothing_of_a_run_that_failed_before_its_deadline(slack, caplog):
+    context = {"dag_run": {**run(), "state": "failed", "end_date": "2026-12-01T04:05:00Z"},
+               "deadline": {"id": "x", "deadline_time": datetime(2026, 12, 1, 4, 30, tzinfo=UTC)}}
+    asyncio.run(drill_deadline_missed(DEFAULTS, context=context))
+    assert slack.messages == []
+    assert "Not alerting: dr_monthly_drill run manual__x ended failed" in caplog.text
 
 
 def test_the_callback_without_its_connection_logs_and_returns(caplog):
