@@ -46,8 +46,20 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     except LabError as exc:
         raise LabError(f"{exc}\n(components started before the failure keep running: "
                        f"`resilience lab down --lab-dir {layout.lab_dir}` stops them)") from exc
+    _migrate_lab_control_db(layout)
     print(format_table(lab_status(layout, with_backups=False)))
     return 0
+
+
+def _migrate_lab_control_db(layout: LabLayout) -> None:
+    """The lab's control database gets the product's schema at once (the lab itself knows nothing of it)."""
+    import psycopg
+
+    from resilience.control_schema import migrate
+    from resilience.lab.state import load_lab_state
+
+    dsn = load_lab_state(layout.lab_dir)["connections"]["resilience_control_db"]
+    migrate(lambda: psycopg.connect(dsn))
 
 
 def cmd_lab_down(args: argparse.Namespace) -> int:
@@ -276,6 +288,27 @@ def add_incident_commands(subparsers: argparse._SubParsersAction) -> None:
     done.set_defaults(func=cmd_incident_done)
 
 
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    """Bring the control database (``defaults.control_db_conn_id``, or ``--conn-id``) to this package's schema."""
+    from resilience.config import load_config
+    from resilience.control_schema import migrate
+    from resilience.controldb import postgres_connect
+
+    conn_id = args.conn_id or load_config().control_db_conn_id
+    before, after = migrate(postgres_connect(conn_id))
+    print(f"{conn_id}: schema version {before} -> {after}" if before != after else
+          f"{conn_id}: schema already at version {after}")
+    return 0
+
+
+def add_db_commands(subparsers: argparse._SubParsersAction) -> None:
+    db = subparsers.add_parser("db", help="the control database (ledger, locks, run records, incidents)")
+    sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = sub.add_parser("migrate", help="apply the schema migrations it lacks (a deployment step; idempotent)")
+    migrate.add_argument("--conn-id", help="an Airflow Postgres Connection (default: defaults.control_db_conn_id)")
+    migrate.set_defaults(func=cmd_db_migrate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilience", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -284,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_airflow_commands(subparsers)
     add_sandbox_commands(subparsers)
     add_incident_commands(subparsers)
+    add_db_commands(subparsers)
     return parser
 
 

@@ -63,11 +63,16 @@ class SloSource:
     def window_query(self, measure: str, range_s: float) -> str:
         """``measure``'s query over the last ``range_s`` seconds (evaluated at the fault window's end)."""
         seconds = max(range_s, window_seconds(self.window))  # a fault shorter than the rate window: the window
-        return self.window_queries[measure].replace("{range}", f"{math.ceil(seconds)}s").replace("{window}",
-                                                                                                self.window)
+        return self.window_queries[measure].replace("{range}", prom_duration(math.ceil(seconds))).replace(
+            "{window}", self.window)
 
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def prom_duration(seconds: float) -> str:
+    """Seconds as a Prometheus duration in whole seconds: 86400 -> ``86400s``."""
+    return f"{max(1, round(seconds))}s"
 
 
 def window_seconds(window: str) -> float:

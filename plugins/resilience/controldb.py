@@ -28,8 +28,21 @@ class ControlDb:
             conn.close()
 
 
-def postgres_connect(conn_id: str) -> Callable[[], Any]:
-    """A DB-API connection factory for an Airflow Postgres Connection (the ledger's and records' input)."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+class PostgresConnect:
+    """A DB-API connection factory for an Airflow Postgres Connection (the ledger's and records' input); its
+    ``conn_id`` lets the schema be migrated once per process and Connection."""
 
-    return PostgresHook(postgres_conn_id=conn_id).get_conn
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self._hook: Any = None
+
+    def __call__(self) -> Any:
+        if self._hook is None:
+            from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+            self._hook = PostgresHook(postgres_conn_id=self.conn_id)
+        return self._hook.get_conn()
+
+
+def postgres_connect(conn_id: str) -> PostgresConnect:
+    return PostgresConnect(conn_id)

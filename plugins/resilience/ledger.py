@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from resilience.control_schema import ensure_migrated
 from resilience.controldb import ControlDb, postgres_connect
 from resilience.errors import RefusedError
 
@@ -39,55 +40,6 @@ CLAIM_LEASE_S = 30.0  # a claim's holder renews it every third of this; a dead h
 CLAIM_WAIT_S = 180.0  # longest wait for another holder (an inject or a revert in progress) to finish
 LOCK_LEASE_S = 1800.0  # a lock whose holder's state is unknown is stale after this long without a heartbeat
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fault_ledger (
-    id            bigserial PRIMARY KEY,
-    run_id        text NOT NULL,
-    dag_id        text NOT NULL,
-    environment   text NOT NULL,
-    scenario      text NOT NULL,
-    state         text NOT NULL CHECK (state IN ('injecting', 'active', 'reverted', 'revert_failed')),
-    plan          jsonb NOT NULL,                 -- what inject will do and what revert needs
-    revert_info   jsonb NOT NULL DEFAULT '{}',    -- what inject did (pids, previous values)
-    error         text,
-    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-    injected_at   timestamptz,
-    reverted_at   timestamptz,
-    reverted_by   text
-);
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS observed jsonb NOT NULL DEFAULT '{}';
--- past this, an open fault is an orphan whatever its run's state says (a SIGKILLed runner
--- cannot update its run): chaos_abort's sweep reverts it
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS expires_at timestamptz;
--- why it was reverted (the guard's breach, an abort), for the verdict
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS revert_reason text;
--- the claim that serialises inject and revert of this entry
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS claim_token text;
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS claimed_by text;
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS claim_until timestamptz;
--- the guard's last reading of this fault: a gap between two is time the fault ran unwatched
-ALTER TABLE fault_ledger ADD COLUMN IF NOT EXISTS guard_seen_at timestamptz;
-CREATE INDEX IF NOT EXISTS fault_ledger_open ON fault_ledger (state) WHERE state <> 'reverted';
-CREATE TABLE IF NOT EXISTS run_locks (
-    name         text PRIMARY KEY,
-    run_id       text NOT NULL,
-    dag_id       text NOT NULL,
-    acquired_at  timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-ALTER TABLE run_locks ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz NOT NULL DEFAULT clock_timestamp();
-ALTER TABLE run_locks ADD COLUMN IF NOT EXISTS lease_s double precision NOT NULL DEFAULT 1800;
--- every change of hands of a lock, with who and why (breaks are audited)
-CREATE TABLE IF NOT EXISTS lock_events (
-    id           bigserial PRIMARY KEY,
-    at           timestamptz NOT NULL DEFAULT clock_timestamp(),
-    name         text NOT NULL,
-    action       text NOT NULL CHECK (action IN ('taken', 'released', 'broken')),
-    run_id       text NOT NULL,
-    dag_id       text NOT NULL,
-    by_whom      text NOT NULL,
-    reason       text NOT NULL DEFAULT ''
-);
-"""
 
 COLUMNS = ("id", "run_id", "dag_id", "environment", "scenario", "state", "plan", "revert_info", "error",
            "created_at", "injected_at", "reverted_at", "reverted_by", "observed", "expires_at", "revert_reason")
@@ -156,11 +108,9 @@ class Ledger:
     """The ledger and the run lock in the control database (``connect`` = DB-API factory)."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
+        ensure_migrated(connect)
         self._connect = connect
         self._execute = ControlDb(connect).execute
-
-    def ensure_schema(self) -> None:
-        self._execute(SCHEMA)
 
     # -- claims: inject and revert of one entry never overlap ------------------------------
 
@@ -228,7 +178,6 @@ class Ledger:
 
     def _insert_intent(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict,
                        expires_in_s: float, token: str | None, owner: str | None) -> int:
-        self.ensure_schema()
         conn = self._connect()
         try:
             with conn.cursor() as cur:
@@ -295,7 +244,6 @@ class Ledger:
 
     def open_entries(self, run_id: str | None = None) -> list[LedgerEntry]:
         """Entries not yet reverted (all runs, or one), oldest first."""
-        self.ensure_schema()
         sql = f"SELECT {', '.join(COLUMNS)} FROM fault_ledger WHERE state = ANY(%s)"
         args: tuple = (list(OPEN_STATES),)
         if run_id is not None:
@@ -305,7 +253,6 @@ class Ledger:
 
     def entries(self, run_id: str) -> list[LedgerEntry]:
         """Every entry of one run, oldest first."""
-        self.ensure_schema()
         return [LedgerEntry(*row) for row in self._execute(
             f"SELECT {', '.join(COLUMNS)} FROM fault_ledger WHERE run_id = %s ORDER BY id", (run_id,))]
 
@@ -334,7 +281,6 @@ class Ledger:
                      lease_s: float = LOCK_LEASE_S) -> tuple[bool, str | None, str | None]:
         """Take ``name`` for ``run_id``: (acquired, holder run_id, holder dag_id). Re-entrant per run
         (taking it again is a heartbeat)."""
-        self.ensure_schema()
         rows = self._execute(
             "INSERT INTO run_locks (name, run_id, dag_id, lease_s) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (name) DO UPDATE SET heartbeat_at = CASE WHEN run_locks.run_id = EXCLUDED.run_id"
@@ -360,7 +306,6 @@ class Ledger:
         return bool(rows)
 
     def held_locks(self) -> list[HeldLock]:
-        self.ensure_schema()
         return [HeldLock(*row) for row in self._execute(
             "SELECT name, run_id, dag_id, acquired_at,"
             " extract(epoch FROM clock_timestamp() - heartbeat_at)::float, lease_s FROM run_locks ORDER BY name")]
@@ -374,7 +319,6 @@ class Ledger:
         return bool(rows)
 
     def lock_events(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        self.ensure_schema()
         sql = "SELECT at, name, action, run_id, dag_id, by_whom, reason FROM lock_events"
         rows = self._execute(sql + (" WHERE run_id = %s ORDER BY id" if run_id else " ORDER BY id"),
                              (run_id,) if run_id else None)
@@ -423,8 +367,7 @@ def ledger_for(control_conn_id: str) -> Ledger:
 
 def release_run_lock(control_conn_id: str, run_id: str) -> bool:
     """Give the chaos/DR lock back (a no-op, logged, when ``run_id`` does not hold it)."""
-    ledger = ledger_for(control_conn_id)
-    ledger.ensure_schema()  # a run refused before it took the lock may be the first to ask
+    ledger = ledger_for(control_conn_id)  # a run refused before it took the lock may be the first to ask
     released = ledger.release_lock(RUN_LOCK, run_id)
     if not released:
         log.warning("Not releasing %s: run %s does not hold it", RUN_LOCK, run_id)

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.providers.http.hooks.http import HttpAsyncHook, HttpHook
 
-from resilience.slo import Reading
+from resilience.slo import Reading, why_missing
 
 
 class PrometheusError(RuntimeError):
@@ -115,10 +115,22 @@ class PrometheusAsyncHook(HttpAsyncHook):
         return parse_query_response(await response.json())
 
 
-def _reason(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return f"timeout after {timeout_s:g} s"
+def failure_reason(exc: BaseException, timeout_s: float) -> str:
+    """Why a query has no answer, for a report: a timeout, or Prometheus' error."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "timeout" in type(exc).__name__.lower():
+        return f"timeout after {timeout_s:g} s"  # requests' ReadTimeout is not a TimeoutError
     return f"prometheus error: {exc}"
+
+
+def read_value(hook: PrometheusHook, query: str, at: float) -> tuple[float | None, str | None]:
+    """One aggregated value of a ready ``query`` at ``at`` (epoch s): (value, None), or (None, why) when the
+    result is empty, NaN or infinite, or the query failed; never an exception."""
+    try:
+        value = single_value(hook.query(query, at=at))
+    except Exception as exc:
+        return None, failure_reason(exc, hook.timeout_s)
+    why = why_missing(value)
+    return (None, why) if why is not None else (value, None)
 
 
 def read_slo(hook: PrometheusHook, queries: Mapping[str, str], window: str) -> Reading:
@@ -135,7 +147,7 @@ def read_slo(hook: PrometheusHook, queries: Mapping[str, str], window: str) -> R
         try:
             values[metric] = single_value(hook.query(render(template, window), at=at))
         except Exception as exc:
-            errors[metric] = _reason(exc, hook.timeout_s)
+            errors[metric] = failure_reason(exc, hook.timeout_s)
     return Reading.from_values(values, errors)
 
 
@@ -150,7 +162,7 @@ async def read_values_async(hook: PrometheusAsyncHook, session: Any, queries: Ma
     errors: dict[str, str] = {}
     for name, result in zip(names, results, strict=True):
         if isinstance(result, BaseException):
-            values[name], errors[name] = None, _reason(result, timeout_s)
+            values[name], errors[name] = None, failure_reason(result, timeout_s)
         else:
             values[name] = single_value(result)
     return values, errors

@@ -15,6 +15,17 @@ from typing import Any
 METRICS = ("availability_pct", "error_rate_pct", "p95_ms")
 
 
+def why_missing(value: float | None) -> str | None:
+    """Why a query's result is not a value (empty, NaN, infinite), or None when it is one."""
+    if value is None:
+        return "empty result"
+    if math.isnan(value):
+        return "NaN (no traffic in the window)"
+    if math.isinf(value):
+        return "infinite (histogram without samples)"
+    return None
+
+
 @dataclass(frozen=True)
 class Reading:
     """Guard metrics at one moment; ``missing`` maps a metric to why it has no value."""
@@ -33,14 +44,10 @@ class Reading:
             value = values.get(name)
             if name in missing:
                 clean[name] = None
-            elif value is None:
-                clean[name], missing[name] = None, "empty result"
-            elif math.isnan(value):
-                clean[name], missing[name] = None, "NaN (no traffic in the window)"
-            elif math.isinf(value):
-                clean[name], missing[name] = None, "infinite (histogram without samples)"
+            elif (why := why_missing(value)) is not None:
+                clean[name], missing[name] = None, why
             else:
-                clean[name] = float(value)
+                clean[name] = float(value)  # type: ignore[arg-type]  # why_missing said it is a number
         return cls(**clean, missing=missing)
 
     def to_dict(self) -> dict[str, Any]:

@@ -153,16 +153,12 @@ def test_immediate_abort_stops_the_campaign_for_good(lab):
 def test_turning_chaos_off_mid_fault_does_not_block_the_revert_teardown(lab, tmp_path, monkeypatch):
     """The kill switch (chaos.enabled: false) is flipped while a fault is on: the revert teardown
     still reverts it (it used to re-validate the campaign and fail before reverting)."""
-    from resilience.chaos.record import SCHEMA
     from resilience.chaos.scenario_steps import revert
     from resilience.config import DEFAULT_CONFIG_PATH, load_config
     from resilience.ledger import Ledger
     from resilience.platforms.base import get_platform
 
-    ledger = Ledger(lambda: psycopg.connect(lab["connections"]["resilience_control_db"]))
-    ledger.ensure_schema()
-    with control(lab) as conn:
-        conn.execute(SCHEMA)  # the campaign record's tables, as a first campaign would create them
+    ledger = Ledger(lambda: psycopg.connect(lab["connections"]["resilience_control_db"]))  # migrates the schema
     run_id = f"kill-switch-{time.time_ns()}"
     platform = get_platform(load_config().environment("lab"))
     entry_id = ledger.record_intent(run_id, "chaos_campaign", "lab", "redis-unavailable", {}, 120)

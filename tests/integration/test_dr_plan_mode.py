@@ -42,12 +42,10 @@ CLOSING = ("release_lock", "write_report", "notify_slack", "verdict")
 def fakes(lab):
     """Statuspage and Slack stand-ins; the control tables made (a fresh session has run no DR DAG yet)."""
     from resilience.config import load_config
-    from resilience.dr.operation import ControlTables
-    from resilience.ledger import ledger_for
+    from resilience.control_schema import migrate
+    from resilience.controldb import postgres_connect
 
-    conn_id = load_config().control_db_conn_id
-    ControlTables.for_conn(conn_id)
-    ledger_for(conn_id).ensure_schema()
+    migrate(postgres_connect(load_config().control_db_conn_id))
     with notification_fakes() as servers:
         yield servers
 

@@ -47,17 +47,17 @@ def test_journal_keys_and_verdicts():
 def test_html_shades_the_fault_window_and_draws_the_bound():
     html = render_html(report())
     assert html.count("<svg") == 2  # error rate and p95 of the scenario that ran
-    assert 'fill="#ffcdd2"' in html and "SLO bound 1.0 %" in html
+    assert 'fill="#ffcdd2"' in html and "SLO bound 1.000 %" in html
     assert 'fill="#c8e6c9"' in html  # the baseline's window, green
     assert "No error_rate_pct data for this window." in html  # pod-kill never ran
 
 
 def test_html_reads_as_numbers_with_units_and_says_when_the_baseline_was_not_steady_state():
     html = render_html(report())
-    assert "availability 100.0 %, error rate 0 %, p95 32.9 ms; 5 readings 07:00:02-07:00:07 UTC" in html
+    assert "availability 100.000 %, error rate 0.000 %, p95 32.9 ms; 5 readings 07:00:02-07:00:07 UTC" in html
     assert "never came back within the campaign's first baseline</b> in 120 s (p95 32.9 ms &gt; 9.9 ms)" in html
-    assert "SLO bounds</th><td>error rate &le; 1.0 %, p95 &le; 50.0 ms" in html
-    assert "<td>Upload success rate &gt; 98 %</td><td>91.2 %</td><td>&ge; 98.0 %</td><td><span class='fail'>FAIL" in html
+    assert "SLO bounds</th><td>error rate &le; 1.000 %, p95 &le; 50.0 ms" in html
+    assert "<td>Upload success rate &gt; 98 %</td><td>91.234 %</td><td>&ge; 98.000 %</td><td><span class='fail'>FAIL" in html
     assert "<td>not measured</td><td>environments.lab.slo.window_queries.db_cpu_pct is not set</td>" in html
     assert "error_rate: 1" in html and "{" not in html.split("<body>")[1].split("<svg")[0]  # no Python dicts
 

@@ -9,12 +9,12 @@ from resilience.chaos.expectations import (
     Measurement,
     check_expectation,
     failures,
-    fmt,
     parse_expectations,
 )
 from resilience.chaos.scenarios import load_catalogue
 from resilience.faults.pod_kill import replacements_ready_s
 from resilience.platforms.types import Replica
+from resilience.units import fmt
 
 
 def test_every_scenario_declares_the_runbooks_expectations():
@@ -84,8 +84,8 @@ def test_a_baseline_relative_bound_doubles_the_baseline_with_a_floor_for_noise()
 
 
 @pytest.mark.parametrize(("value", "unit", "shown"), [
-    (4.912, "ms", "4.9 ms"), (1520.0, "ms", "1.52 s"), (0.3148, "%", "0.31 %"), (99.214, "%", "99.2 %"),
-    (0.0, "%", "0 %"), (12.44, "s", "12.4 s"), (3.0, "", "3"), (2.4, "", "2.4"), (342.7, "s", "343 s"),
+    (4.912, "ms", "4.9 ms"), (1520.0, "ms", "1.52 s"), (0.3148, "%", "0.315 %"), (99.9614, "%", "99.961 %"),
+    (0.0, "%", "0.000 %"), (12.44, "s", "12.4 s"), (3.0, "", "3"), (2.4, "", "2.4"), (342.7, "s", "343 s"),
 ])
 def test_values_read_with_their_units(value, unit, shown):
     assert fmt(value, unit) == shown
@@ -109,7 +109,7 @@ UPLOADS = Expectation("upload_success_pct", "min", 98.0, "Upload success rate > 
 def test_a_rate_over_a_handful_of_events_fails_only_when_the_bound_is_out_of_reach():
     one_of_20 = check_expectation(UPLOADS, Measurement(95.0, samples=20), {})  # one failed upload of 20
     assert one_of_20.passed is True
-    assert one_of_20.detail == "over 20 events: the true rate may be up to 99.1 % (95 % confidence)"
+    assert one_of_20.detail == "over 20 events: the true rate may be up to 99.112 % (95 % confidence)"
     assert check_expectation(UPLOADS, Measurement(90.0, samples=20), {}).passed is False  # 2 of 20: too many
     assert check_expectation(UPLOADS, Measurement(95.0, samples=1000), {}).passed is False  # 50 of 1000
     assert check_expectation(UPLOADS, Measurement(0.0, samples=12), {}).passed is False  # every upload failed

@@ -18,7 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from resilience.units import fmt
+
+if TYPE_CHECKING:
+    from resilience.platforms.base import Capability
 
 Source = Literal["fault", "window", "platform"]
 Op = Literal["max", "min", "max_x_baseline"]
@@ -30,7 +35,7 @@ class Measure:
     label: str
     unit: str  # "s", "ms", "%", "" (a count)
     source: Source
-    needs: str | None = None  # the platform capability a ``platform`` measure reads (required at the run's start)
+    needs: Capability | None = None  # the capability a ``platform`` measure reads (required at the run's start)
 
 
 MEASURES: dict[str, Measure] = {
@@ -143,18 +148,6 @@ class CheckResult:
         if self.bound is not None:
             notes.append(f"{'at least' if self.op == 'min' else 'at most'} {fmt(self.bound, self.unit)}")
         return f"{label} {shown}" + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def fmt(value: float, unit: str) -> str:
-    """A number as people read it: ``4.9 ms``, ``0.31 %``, ``12.4 s``, ``3`` (a count)."""
-    if unit == "":
-        return f"{value:.0f}" if abs(value - round(value)) < 0.05 else f"{value:.1f}"
-    if unit == "%":
-        digits = 3 if 0 < abs(value) < 0.01 else 2
-        return f"{value:.{digits}g} %" if abs(value) < 1 else f"{value:.1f} %"
-    if unit == "ms" and value >= 1000:
-        return f"{value / 1000:.2f} s"
-    return f"{value:.1f} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
 
 
 def bound_of(expectation: Expectation, baseline: Mapping[str, float]) -> float | None:

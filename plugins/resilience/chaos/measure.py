@@ -5,10 +5,9 @@ observed, the window measures from Prometheus over the fault window (the I/O hal
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from resilience.chaos.expectations import CheckResult, Expectation, Measurement, check_expectation
 from resilience.config import Environment, SloSource
@@ -29,22 +28,20 @@ def missing_window_queries(environment: Environment, checks: tuple[Expectation, 
 
 def window_measurement(slo: SloSource, measure: str, start_s: float, end_s: float) -> Measurement:
     """``measure`` over [start_s, end_s] from Prometheus: a query error or an empty answer is no data."""
-    from resilience.prometheus import PrometheusHook, single_value
+    from resilience.prometheus import PrometheusHook, read_value
 
-    query = slo.window_query(measure, end_s - start_s)
     try:
-        value = single_value(PrometheusHook(slo.prometheus_conn_id, timeout_s=max(slo.query_timeout_s, 5.0))
-                             .query(query, at=end_s))
-    except Exception as exc:  # whatever kept the value from us, it is no data: the check fails and says why
-        return Measurement(None, f"query failed: {type(exc).__name__}: {exc}")
-    if value is None or math.isnan(value):
-        return Measurement(None, "no data in the fault window")
-    return Measurement(value)
+        query = slo.window_query(measure, end_s - start_s)
+    except ValueError as exc:
+        return Measurement(None, str(exc))
+    value, why = read_value(PrometheusHook(slo.prometheus_conn_id, timeout_s=max(slo.query_timeout_s, 5.0)),
+                            query, end_s)
+    return Measurement(value, "" if why is None else f"no data in the fault window ({why})")
 
 
 def needed_by_checks(checks: tuple[Expectation, ...]) -> list[Capability]:
     """The platform capabilities the checks' ``platform`` measures read."""
-    return [cast("Capability", c.spec.needs) for c in checks if c.spec.needs]
+    return [c.spec.needs for c in checks if c.spec.needs]
 
 
 def uploads_measurement(platform: Platform, start_s: float, end_s: float) -> Measurement:

@@ -11,37 +11,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from resilience.control_schema import ensure_migrated
 from resilience.controldb import ControlDb
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS chaos_runs (
-    run_id       text PRIMARY KEY,
-    dag_id       text NOT NULL,
-    environment  text NOT NULL,
-    params       jsonb NOT NULL,
-    started_at   timestamptz NOT NULL,
-    ended_at     timestamptz,
-    status       text NOT NULL DEFAULT 'running',   -- running | completed | failed | aborted | refused
-    score        double precision,
-    summary      jsonb NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS chaos_scenarios (
-    run_id      text NOT NULL REFERENCES chaos_runs ON DELETE CASCADE,
-    scenario    text NOT NULL,
-    position    integer NOT NULL,
-    steps       jsonb NOT NULL DEFAULT '{}',      -- baseline, fault, guard, revert, recovery, verdict
-    PRIMARY KEY (run_id, scenario)
-);
-"""
 
 
 class CampaignRecord:
     def __init__(self, connect: Callable[[], Any], run_id: str) -> None:
+        ensure_migrated(connect)
         self._execute = ControlDb(connect).execute
         self.run_id = run_id
 
     def start(self, dag_id: str, environment: str, params: dict, started_at: datetime) -> None:
-        self._execute(SCHEMA)
         self._execute(
             "INSERT INTO chaos_runs (run_id, dag_id, environment, params, started_at)"
             " VALUES (%s, %s, %s, %s::jsonb, %s)"

@@ -7,8 +7,8 @@ from html import escape
 from typing import Any
 
 from resilience import charts
-from resilience.chaos.expectations import fmt
 from resilience.dr.report import CSS
+from resilience.units import fmt
 
 
 def build_report(record: dict[str, Any], verdicts: list[dict[str, Any]], status: str, score: float | None,

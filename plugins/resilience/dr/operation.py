@@ -18,45 +18,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from resilience.control_schema import ensure_migrated
 from resilience.controldb import ControlDb, postgres_connect
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS dr_operations (
-    run_id       text PRIMARY KEY,
-    dag_id       text NOT NULL,
-    environment  text NOT NULL,
-    params       jsonb NOT NULL,
-    status       text NOT NULL DEFAULT 'running',
-    details      jsonb NOT NULL DEFAULT '{}',
-    steps        jsonb NOT NULL DEFAULT '[]',
-    started_at   timestamptz NOT NULL,
-    finished_at  timestamptz
-);
-CREATE TABLE IF NOT EXISTS dr_regions (
-    environment     text PRIMARY KEY,
-    serving         text NOT NULL CHECK (serving IN ('primary', 'dr')),
-    dr_active       boolean NOT NULL,
-    run_id          text,
-    activated_at    timestamptz,
-    recovery_point  timestamptz,
-    database        jsonb,
-    app_url         text,
-    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE TABLE IF NOT EXISTS dns_changes (
-    id       bigserial PRIMARY KEY,
-    run_id   text NOT NULL,
-    dag_id   text NOT NULL,
-    zone     text NOT NULL,
-    record   text NOT NULL,
-    before   jsonb NOT NULL,
-    after    jsonb NOT NULL,
-    reason   text NOT NULL,
-    at       timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-"""
 
 
 def _json(value: Any) -> str:
@@ -64,11 +30,11 @@ def _json(value: Any) -> str:
 
 
 class ControlTables:
-    """The three tables over one connection factory; the schema is created on first use."""
+    """The three tables over one connection factory (the schema migrated on first use)."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
+        ensure_migrated(connect)
         self.db = ControlDb(connect)
-        self.db.execute(SCHEMA)
 
     @classmethod
     def for_conn(cls, conn_id: str) -> ControlTables:

@@ -13,35 +13,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from resilience.control_schema import ensure_migrated
 from resilience.controldb import ControlDb
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS drill_runs (
-    run_id          text PRIMARY KEY,
-    dag_id          text NOT NULL,
-    environment     text NOT NULL,
-    dr_environment  text NOT NULL,
-    params          jsonb NOT NULL,
-    started_at      timestamptz NOT NULL,
-    ended_at        timestamptz,
-    status          text NOT NULL DEFAULT 'running',   -- running | passed | failed
-    rto_s           double precision,
-    rpo_s           double precision,
-    summary         jsonb NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS drill_phases (
-    run_id      text NOT NULL REFERENCES drill_runs ON DELETE CASCADE,
-    phase       text NOT NULL,
-    started_at  timestamptz NOT NULL,
-    ended_at    timestamptz,
-    status      text NOT NULL,                        -- running | success | failed | skipped
-    error       text,
-    details     jsonb NOT NULL DEFAULT '{}',
-    PRIMARY KEY (run_id, phase)
-);
-"""
 
 
 def _json(value: Any) -> str:
@@ -52,15 +28,12 @@ class DrillRecord:
     """Read and write one drill's record through ``connect`` (a DB-API connection factory)."""
 
     def __init__(self, connect: Callable[[], Any], run_id: str) -> None:
+        ensure_migrated(connect)
         self._execute = ControlDb(connect).execute
         self.run_id = run_id
 
-    def ensure_schema(self) -> None:
-        self._execute(SCHEMA)
-
     def start(self, dag_id: str, environment: str, dr_environment: str, params: dict, started_at: datetime
               ) -> None:
-        self.ensure_schema()
         self._execute(
             """
             INSERT INTO drill_runs (run_id, dag_id, environment, dr_environment, params, started_at)

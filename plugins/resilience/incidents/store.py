@@ -16,42 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from resilience.control_schema import ensure_migrated
 from resilience.controldb import ControlDb, postgres_connect
 from resilience.incidents.followups import ITEMS, STAGES
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    id                   text PRIMARY KEY,
-    dag_id               text NOT NULL,
-    run_id               text NOT NULL UNIQUE,
-    environment          text NOT NULL,
-    name                 text NOT NULL,
-    severity             text NOT NULL CHECK (severity IN ('P0', 'P1', 'P2', 'P3')),
-    slack_channel        text NOT NULL,
-    declared_at          timestamptz NOT NULL,
-    report_path          text,
-    pagerduty_dedup_key  text
-);
-CREATE TABLE IF NOT EXISTS incident_items (
-    incident_id  text NOT NULL REFERENCES incidents ON DELETE CASCADE,
-    item         text NOT NULL,
-    stage        text NOT NULL,
-    due_at       timestamptz NOT NULL,
-    done_at      timestamptz,
-    done_by      text,
-    PRIMARY KEY (incident_id, item)
-);
-CREATE TABLE IF NOT EXISTS incident_reminders (
-    incident_id  text NOT NULL REFERENCES incidents ON DELETE CASCADE,
-    stage        text NOT NULL,
-    channel      text NOT NULL,
-    sent_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (incident_id, stage)
-);
-"""
-_READY: set[str] = set()  # Connection ids whose schema this process has created
 
 
 def incident_id(run_id: str, declared_at: datetime) -> str:
@@ -89,16 +59,13 @@ INCIDENT_COLUMNS = ("id", "dag_id", "run_id", "environment", "name", "severity",
 class IncidentStore:
     """The three tables over one connection factory."""
 
-    def __init__(self, connect: Callable[[], Any], schema_key: str | None = None) -> None:
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        ensure_migrated(connect)
         self.db = ControlDb(connect)
-        if schema_key is None or schema_key not in _READY:
-            self.db.execute(SCHEMA)
-            if schema_key is not None:
-                _READY.add(schema_key)
 
     @classmethod
     def for_conn(cls, conn_id: str) -> IncidentStore:
-        return cls(postgres_connect(conn_id), schema_key=conn_id)
+        return cls(postgres_connect(conn_id))
 
     def declare(self, incident: Incident) -> None:
         """The incident and its post-mortem items (idempotent: a retried declaration keeps the first row)."""

@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from resilience.slo import why_missing
 from resilience.slo_verify.settings import BusinessMetric
+from resilience.units import fmt
 
 TITLES = {"availability_pct": "availability", "error_rate_pct": "error rate", "p95_ms": "p95 latency",
           "p99_ms": "p99 latency", "throughput_rps": "throughput"}
@@ -32,13 +34,9 @@ class Measured:
         """From a query's result: None/NaN/inf (or an error) become missing, with the reason."""
         if error is not None:
             return cls(None, error)
-        if value is None:
-            return cls(None, "empty result")
-        if math.isnan(value):
-            return cls(None, "NaN (no traffic in the window)")
-        if math.isinf(value):
-            return cls(None, "infinite (histogram without samples)")
-        return cls(float(value))
+        if (why := why_missing(value)) is not None:
+            return cls(None, why)
+        return cls(float(value))  # type: ignore[arg-type]  # why_missing said it is a number
 
 
 @dataclass(frozen=True)
@@ -66,20 +64,6 @@ class SloCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def fmt(value: float, unit: str) -> str:
-    """A number people read: ``12.3 ms`` / ``1.25 s``, ``99.987 %``, ``20.02 req/s``, ``1.44 min`` /
-    ``0.180 min (10.8 s)``."""
-    if unit == "ms":
-        return f"{value:.1f} ms" if abs(value) < 1000 else f"{value / 1000:.2f} s"
-    if unit == "%":
-        return f"{value:.3f} %"
-    if unit == "req/s":
-        return f"{value:.2f} req/s"
-    if unit == "min":
-        return f"{value:.2f} min" if abs(value) >= 1 else f"{value:.3f} min ({value * 60:.1f} s)"
-    return f"{value:g} {unit}"
 
 
 def fmt_bound(value: float, unit: str) -> str:

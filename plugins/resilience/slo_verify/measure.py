@@ -8,7 +8,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from resilience.prometheus import PrometheusHook, render, single_value
+from resilience.config import prom_duration
+from resilience.prometheus import PrometheusHook, failure_reason, render
+from resilience.prometheus import read_value as read_prometheus_value
 from resilience.slo_verify.decision import Measured
 from resilience.slo_verify.settings import KEY_METRICS, SloVerifySettings
 
@@ -16,11 +18,6 @@ log = logging.getLogger(__name__)
 CHART_POINTS = 120
 MIN_CHART_STEP_S = 15.0  # a rate() needs two scrapes in each step (15 s: production's scrape interval)
 CHART_METRICS = ("availability_pct", "error_rate_pct", "p95_ms", "p99_ms", "throughput_rps")
-
-
-def prom_duration(seconds: float) -> str:
-    """A window as a Prometheus duration in whole seconds: 86400 -> ``86400s``."""
-    return f"{max(1, round(seconds))}s"
 
 
 @dataclass(frozen=True)
@@ -51,18 +48,10 @@ class WindowReadings:
                    one(raw["previous_throughput"]), {k: one(v) for k, v in raw["business"].items()})
 
 
-def _why(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
-        return f"timeout after {timeout_s:g} s"
-    return f"prometheus error: {exc}"
-
-
 def read_value(hook: PrometheusHook, query: str, window_s: float, at: float) -> Measured:
     """``query`` over ``window_s`` ending at ``at``, as one number (or why there is none)."""
-    try:
-        return Measured.of(single_value(hook.query(render(query, prom_duration(window_s)), at=at)))
-    except Exception as exc:
-        return Measured.of(None, _why(exc, hook.timeout_s))
+    value, why = read_prometheus_value(hook, render(query, prom_duration(window_s)), at)
+    return Measured.of(value, why)
 
 
 def read_window(settings: SloVerifySettings, end: float, window_s: float) -> WindowReadings:
@@ -97,7 +86,7 @@ def read_series(settings: SloVerifySettings, end: float, window_s: float
             points = hook.query_range(render(query, prom_duration(step)), end - window_s - shift + step, end - shift,
                                       step)
         except Exception as exc:  # a chart is not worth failing the report for; say why it is missing
-            log.warning("No %s chart: %s", name, _why(exc, hook.timeout_s))
+            log.warning("No %s chart: %s", name, failure_reason(exc, hook.timeout_s))
             continue
         series[name] = _finite([(t + shift, v) for t, v in points])
     return series
