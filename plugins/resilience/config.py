@@ -67,7 +67,8 @@ class SloSource:
             "{window}", self.window)
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def prom_duration(seconds: float) -> str:
@@ -75,12 +76,12 @@ def prom_duration(seconds: float) -> str:
     return f"{max(1, round(seconds))}s"
 
 
-def window_seconds(window: str) -> float:
-    """A Prometheus duration like ``5s`` or ``1m`` in seconds."""
-    match = DURATION.match(window)
-    if not match:
-        raise ValueError(f"{window!r} is not a Prometheus duration like 5s or 1m")
-    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
+def window_seconds(window: str, where: str = "window") -> float:
+    """A Prometheus duration (``5s``, ``1m``, ``1m30s``) in seconds; ``where`` names the field in the error."""
+    parts = DURATION_PART.findall(window)
+    if not parts or "".join(n + u for n, u in parts) != window:
+        raise ValueError(f"{where}: {window!r} is not a Prometheus duration like 5s, 1m or 1m30s")
+    return sum(float(n) * UNIT_S[u] for n, u in parts)
 
 
 REGIONS = ("primary", "dr")
@@ -408,9 +409,11 @@ def parse_slo(raw: Mapping[str, Any], where: str) -> SloSource | None:
     if missing:
         raise ValueError(f"{where}.queries: missing {missing} (each of {list(SLO_METRICS)} needs a query)")
     timings = {key: _seconds(raw, key, where, None) for key in ("poll_interval_s", "query_timeout_s")}
+    window = _require(raw, "window", where)
+    window_seconds(window, f"{where}.window")
     return SloSource(
         prometheus_conn_id=_require(raw, "prometheus_conn_id", where),
-        window=_require(raw, "window", where),
+        window=window,
         queries={m: str(queries[m]) for m in SLO_METRICS},
         loosest=parse_loosest(_section(raw, "loosest", where), f"{where}.loosest"),
         window_queries=parse_window_queries(_section(raw, "window_queries", where), f"{where}.window_queries"),

@@ -96,11 +96,11 @@ def ready(name, instance, since):
 
 
 def test_the_replacements_time_is_from_the_deletion_to_the_last_replacement_ready():
-    replicas = (ready("api-1", "11", 100.0), ready("api-2", "22", 1012.5), ready("api-3", "33", 1009.0))
-    assert replacements_ready_s(1000.0, {"2", "3"}, replicas) == 12.5  # api-1 was never deleted: earlier
-    assert replacements_ready_s(None, {"2"}, replicas) is None
-    unknown = (ready("api-1", "11", 100.0), ready("api-2", "22", None))
-    assert replacements_ready_s(1000.0, {"2"}, unknown) is None  # not measured is not 0
+    replacements = (ready("api-2", "22", 1012.5), ready("api-3", "33", 1009.0))
+    assert replacements_ready_s(1000.0, replacements) == 12.5
+    assert replacements_ready_s(None, replacements) is None
+    assert replacements_ready_s(1000.0, ()) is None  # no replacement seen: not measured
+    assert replacements_ready_s(1000.0, (ready("api-2", "22", None),)) is None  # not measured is not 0
 
 
 UPLOADS = Expectation("upload_success_pct", "min", 98.0, "Upload success rate > 98 %")
@@ -116,3 +116,55 @@ def test_a_rate_over_a_handful_of_events_fails_only_when_the_bound_is_out_of_rea
     assert check_expectation(UPLOADS, Measurement(95.0), {}).passed is False  # no sample size: the plain bound
     held = check_expectation(UPLOADS, Measurement(99.5, samples=200), {})
     assert (held.passed, held.detail) == (True, "over 200 events")
+
+
+class FakeAudit:
+    def __init__(self, audit):
+        self.audit, self.windows = audit, []
+
+    def audit_uploads(self, since_epoch_s, until_epoch_s):
+        self.windows.append((since_epoch_s, until_epoch_s))
+        if isinstance(self.audit, Exception):
+            raise self.audit
+        return self.audit
+
+
+def measured_checks(audit, window_queries=None):
+    """s3-5xx's checks measured on staging with no Prometheus: its window measures not configured."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from resilience.chaos.measure import measure_checks
+    from resilience.config import load_config
+
+    staging = load_config().environment("staging")
+    environment = replace(staging, slo=replace(staging.slo, window_queries=window_queries or {}))
+    platform = SimpleNamespace(environment=environment, upload_audit=FakeAudit(audit))
+    results = measure_checks(platform, "s3-5xx", load_catalogue()["s3-5xx"].checks, {}, (100.0, 130.0), {})
+    return {r.measure: r for r in results}, platform.upload_audit.windows
+
+
+def test_a_required_window_check_the_environment_does_not_configure_fails_naming_the_setting():
+    from resilience.platforms.types import UploadAudit
+
+    results, _ = measured_checks(UploadAudit(12))
+    assert (results["s3_retries"].passed, results["s3_retries"].detail) == (
+        False, "environments.staging.slo.window_queries.s3_retries is not set")
+
+
+def test_the_upload_audit_reads_the_fault_window_and_names_what_is_missing_or_corrupt():
+    from resilience.platforms.types import UploadAudit
+
+    results, windows = measured_checks(UploadAudit(12))
+    assert windows == [(100.0, 130.0)]
+    assert (results["uploads_corrupt"].passed, results["uploads_corrupt"].measured) == (True, 0)
+    assert results["uploads_corrupt"].detail == "12 acknowledged upload(s) read back"
+    bad, _ = measured_checks(UploadAudit(12, missing=("uploads/a",), corrupt=("uploads/b",), sized_only=3))
+    assert (bad["uploads_corrupt"].passed, bad["uploads_corrupt"].measured) == (False, 2)
+    assert bad["uploads_corrupt"].detail == ("12 acknowledged upload(s) read back, 3 of them by size only (past the "
+                                             "audit's byte budget): uploads/a missing, uploads/b corrupt")
+    none, _ = measured_checks(UploadAudit(0))  # nothing acknowledged: nothing was proven intact
+    assert (none["uploads_corrupt"].passed, none["uploads_corrupt"].measured) == (False, None)
+    failed, _ = measured_checks(ConnectionError("bucket unreachable"))
+    assert failed["uploads_corrupt"].passed is False
+    assert failed["uploads_corrupt"].detail == "audit failed: ConnectionError: bucket unreachable"

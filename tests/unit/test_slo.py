@@ -189,8 +189,8 @@ def test_steady_state_is_the_campaigns_first_baseline_again_not_the_last_scenari
 
     first = Baseline(availability_pct=100.0, error_rate_pct=0.0, p95_ms=4.9)
     # the redis-unavailable baseline of the issue: p95 32.9 ms while pod-kill's replicas were still warming up
-    assert unsettled(Reading(100.0, 0.0, 32.9), first) == ["p95 32.9 ms > 9.9 ms"]
-    assert unsettled(Reading(100.0, 0.0, 9.0), first) == []  # within 5 ms of a few-ms p95: noise
+    assert unsettled(Reading(100.0, 0.0, 32.9), first) == ["p95 32.9 ms > 24.9 ms"]
+    assert unsettled(Reading(100.0, 0.0, 22.0), first) == []  # within 20 ms of a few-ms p95: bucket noise
     assert unsettled(Reading(99.0, 1.0, 5.0), first) == ["error rate 1.00 % > 0.50 %", "availability 99.00 % < 99.50 %"]
     assert unsettled(Reading(100.0, 0.0, 150.0), Baseline(100.0, 0.0, 120.0)) == []  # within 1.5x of 120 ms
     assert unsettled(Reading.from_values({"availability_pct": 100.0, "error_rate_pct": 0.0}), first) == [

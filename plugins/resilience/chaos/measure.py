@@ -55,6 +55,8 @@ def uploads_measurement(platform: Platform, start_s: float, end_s: float) -> Mea
     bad = [f"{key} missing" for key in audit.missing] + [f"{key} corrupt" for key in audit.corrupt]
     detail = f"{audit.checked} acknowledged upload(s) read back" + (" (the first only)" if audit.limit_reached
                                                                    else "")
+    if audit.sized_only:
+        detail += f", {audit.sized_only} of them by size only (past the audit's byte budget)"
     if bad:
         detail += ": " + ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
     return Measurement(len(bad), detail)

@@ -197,7 +197,14 @@ def _with_expectations(campaign: Campaign, scenario: str, verdict: ScenarioVerdi
         return verdict, []
     baseline = ((campaign.record.load_scenario(scenario).get("baseline") or {}).get("baseline") or {})
     window = (entry.injected_at.timestamp(), entry.reverted_at.timestamp())
-    results = measure_checks(campaign.platform, scenario, checks, entry.observed, window, baseline)
+    try:
+        results = measure_checks(campaign.platform, scenario, checks, entry.observed, window, baseline)
+    except Exception as exc:  # a bug or an outage while measuring: the checks were not made, so no pass
+        log.exception("%s: the runbook checks could not be measured", scenario)
+        if verdict.status != "passed":
+            return verdict, []
+        return replace(verdict, status="failed", reason=f"runbook checks could not be measured: "
+                                                        f"{type(exc).__name__}: {exc}"), []
     if verdict.status != "passed":
         return verdict, results
     if failed := failures(results):
@@ -225,10 +232,10 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         revert_error=None if reverted else (last.error if last and last.error else "revert failed (see its log)"),
         recovery=recovery, max_recovery_s=policy.max_recovery_s,
         reverted_by=last.reverted_by if last else None, revert_reason=last.revert_reason if last else None)
-    verdict, checks = _with_expectations(campaign, scenario, verdict, last)
     for step, value in (("guard", guard), ("recovery", recovery)):
         if value is not None:
             campaign.record.step(scenario, step, value)
+    verdict, checks = _with_expectations(campaign, scenario, verdict, last)
     campaign.record.step(scenario, "checks", [c.to_dict() for c in checks])
     campaign.record.step(scenario, "verdict", verdict.to_dict())
     (log.info if verdict.status == "passed" else log.warning)("%s %s: %s", scenario, verdict.status.upper(),

@@ -29,7 +29,7 @@ def _context(run: dict[str, Any], run_id: str) -> tuple[FailbackParams, Regions]
 def warmup_s(regions: Regions) -> float:
     """After a weight change the rate window must fill with the new traffic (plus two scrapes)."""
     metrics = regions.dr.metrics
-    return window_seconds(metrics.window) + 2 * metrics.scrape_interval_s
+    return window_seconds(metrics.window, "dr.metrics.window") + 2 * metrics.scrape_interval_s
 
 
 def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
     """The runbook's expectations as measured by revert: the hog's OOM kills (it must have been killed, or
     the limit did not bite and nothing was tested) and the app replicas disturbed (must be none)."""
     hog = observed.get("hog")
-    kills = (Measurement(hog.get("oom_kills") or 0, f"{hog.get('hog_mb')} MiB in a {hog.get('limit_mb')} MiB limit")
+    kills = (Measurement(hog.get("oom_kills"), f"{hog.get('hog_mb')} MiB in a {hog.get('limit_mb')} MiB limit")
              if isinstance(hog, dict) else Measurement(None, "the hog was gone before the revert read it"))
     before, after = observed.get("app_before"), observed.get("app_after")
     if not isinstance(before, dict) or not before:

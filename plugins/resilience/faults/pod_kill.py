@@ -82,13 +82,15 @@ class PodKill:
         else:
             log.info("Injecting pod-kill (graceful): deleting %s; each leaves the load balancer, drains on SIGTERM "
                      "and is SIGKILLed if still running after %d s", ", ".join(plan["replicas"]), grace_period_s)
+        before = sorted(str(r.instance) for r in platform.workloads.replicas() if r.instance)
         deleted_at = time.time()
         ended = platform.workloads.delete_replicas(plan["replicas"], grace_period_s=grace_period_s, force=force)
         log.info("pod-kill (%s) done: %s", variant, "; ".join(
             f"{e.name} ({e.instance}) {e.outcome}" + (f" in {e.terminated_in_s:.2f} s" if not force and
                                                      e.terminated_in_s is not None else "") for e in ended))
         return {"variant": variant, "grace_period_s": grace_period_s, "deleted_at": deleted_at,
-                "killed": {e.name: e.instance for e in ended}, "ended": {e.name: e.to_dict() for e in ended}}
+                "instances_before": before, "killed": {e.name: e.instance for e in ended},
+                "ended": {e.name: e.to_dict() for e in ended}}
 
     def revert(self, platform: Platform, plan: dict[str, Any], revert_info: dict[str, Any]) -> dict[str, Any]:
         """Nothing to undo by hand: wait until the workload is back to the ready count it had, with new
@@ -97,16 +99,29 @@ class PodKill:
         gone = {str(instance) for instance in killed.values() if instance}
         expected = int(plan.get("expected_ready") or len(plan["replicas"]))  # plans written before it: a floor
         ready = platform.workloads.wait_ready(expected, gone, timeout_s=plan["restart_timeout_s"])
-        replicas = ready.replicas
-        settle_until = time.monotonic() + READY_SINCE_WAIT_S
-        while any(r.ready_since is None for r in replicas) and time.monotonic() < settle_until:
-            time.sleep(0.2)  # the platform records a readiness time a moment after readiness (the lab's probe)
-            replicas = tuple(r for r in platform.workloads.replicas() if r.ready and r.instance not in gone)
-        replaced_in_s = replacements_ready_s(revert_info.get("deleted_at"), gone, replicas)
+        try:
+            replaced_in_s = self._replaced_in_s(platform, revert_info, ready.replicas)
+        except Exception:  # measuring must never fail the revert: unmeasured, the runbook check fails instead
+            log.exception("pod-kill: the replacements' readiness times could not be read")
+            replaced_in_s = None
         log.info("pod-kill reverted: %d replica(s) ready %.1f s after the wait began; the replacements were ready "
                  "%s after the deletion", len(ready.replicas), ready.seconds,
                  "(unknown)" if replaced_in_s is None else f"{replaced_in_s:.1f} s")
         return {"ready_after_s": ready.seconds, "replicas": ready.instances(), "replacements_ready_s": replaced_in_s}
+
+    @staticmethod
+    def _replaced_in_s(platform: Platform, revert_info: dict[str, Any], ready: tuple[Replica, ...]) -> float | None:
+        """When the last replacement became ready, from the deletion: the replacements are the ready instances
+        that did not exist before it (a survivor that flapped after it is not one)."""
+        before = set(revert_info.get("instances_before") or [])
+        if not before:
+            return None  # an inject from before instances were recorded, or killed before it recorded them
+        new = tuple(r for r in ready if r.instance not in before)
+        settle_until = time.monotonic() + READY_SINCE_WAIT_S
+        while any(r.ready_since is None for r in new) and time.monotonic() < settle_until:
+            time.sleep(0.2)  # the platform records a readiness time a moment after readiness (the lab's probe)
+            new = tuple(r for r in platform.workloads.replicas() if r.ready and r.instance not in before)
+        return replacements_ready_s(revert_info.get("deleted_at"), new)
 
     @staticmethod
     def measurements(observed: dict[str, Any]) -> dict[str, Measurement]:
@@ -115,11 +130,9 @@ class PodKill:
                                                     "the deletion time or a replacement's readiness time is unknown")}
 
 
-def replacements_ready_s(deleted_at: float | None, gone: set[str], ready: tuple[Replica, ...]) -> float | None:
-    """Seconds from the deletion until the last replacement became ready: the latest readiness among the ready
-    replicas that are not a deleted instance (one never deleted became ready earlier, so the latest is a
-    replacement's). None when the deletion time or any of their readiness times is unknown."""
-    replacements = [r for r in ready if r.instance not in gone] if gone else list(ready)
+def replacements_ready_s(deleted_at: float | None, replacements: tuple[Replica, ...]) -> float | None:
+    """Seconds from the deletion until the last of ``replacements`` became ready; None when the deletion time,
+    any replacement or any of their readiness times is unknown (not measured is never 0)."""
     if deleted_at is None or not replacements or any(r.ready_since is None for r in replacements):
         return None
     return round(max(0.0, max(float(r.ready_since or 0) for r in replacements) - float(deleted_at)), 2)

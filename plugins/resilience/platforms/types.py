@@ -263,6 +263,7 @@ class UploadAudit:
     missing: tuple[str, ...] = ()
     corrupt: tuple[str, ...] = ()
     limit_reached: bool = False  # only the first UPLOAD_AUDIT_LIMIT uploads of the window were read
+    sized_only: int = 0  # read past the byte budget: compared by size, not by checksum
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
