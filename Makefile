@@ -45,17 +45,19 @@ up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (says where the
 down:  ## stop Airflow standalone and the lab
 	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience airflow down; $(BIN)/resilience lab down; fi
 
-demo: lab-up  ## drill, short chaos campaign, then lose the primary region: DR activation and failback; verdicts + reports
+demo: lab-up  ## drill, SLO verification, short chaos campaign, then lose the primary region: DR activation (an incident) and failback, post-mortem follow-ups; verdicts + reports
 	$(BIN)/resilience airflow down
 	$(BIN)/resilience airflow up
 	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}' && \
+	  $(BIN)/resilience airflow run slo_verify --conf '{"environment": "lab", "window_h": 0.01}' && \
 	  $(BIN)/resilience airflow run chaos_campaign \
 	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 30}' && \
 	  $(BIN)/resilience lab region isolate primary && \
 	  { $(BIN)/resilience airflow run dr_activation; s=$$?; $(BIN)/resilience lab region restore primary; \
 	    test $$s -eq 0; } && sleep 20 && \
 	  $(BIN)/resilience airflow run dr_failback \
-	    --conf '{"stable_hours": 0.005, "steps": [25, 50, 100], "interval_s": 15, "threshold": 5}'; \
+	    --conf '{"stable_hours": 0.005, "steps": [25, 50, 100], "interval_s": 15, "threshold": 5}' && \
+	  $(BIN)/resilience airflow run postmortem_followups; \
 	  status=$$?; $(BIN)/resilience airflow down; \
 	  echo "The lab is still up (make lab-status); make lab-down stops it."; exit $$status
 

@@ -254,8 +254,8 @@ def test_lab_maps_what_its_app_exports():
     [
         ({"environment": "staging", "window_h": 24}, r"params\.environment: 'staging' has no slo_verify section"),
         ({"environment": "qa", "window_h": 24}, r"params\.environment: 'qa' is not one of"),
-        ({"environment": "lab", "window_h": 0.01}, r"params\.window_h: 0\.01 must be a number of hours in 0\.05\.\.168"),
-        ({"environment": "lab", "window_h": 169}, r"params\.window_h: 169 must be a number of hours in 0\.05\.\.168"),
+        ({"environment": "lab", "window_h": 0.005}, r"params\.window_h: 0\.005 must be a number of hours in 0\.01\.\.168"),
+        ({"environment": "lab", "window_h": 169}, r"params\.window_h: 169 must be a number of hours in 0\.01\.\.168"),
         ({"environment": "lab", "window_h": True}, r"params\.window_h: True must be a number of hours"),
         ({"environment": "lab", "window_h": "24"}, r"params\.window_h: '24' must be a number of hours"),
     ],
@@ -266,7 +266,7 @@ def test_bad_params_name_the_field(params, message):
 
 
 def test_params_at_the_window_bounds():
-    for window_h in (0.05, 168):
+    for window_h in (0.01, 168):
         chosen, environment, settings = parse_verify_params({"environment": "lab", "window_h": window_h},
                                                             load_config())
         assert (chosen.environment, chosen.window_h, environment.name) == ("lab", float(window_h), "lab")

@@ -10,7 +10,7 @@ from typing import Any
 from resilience.config import Config, Environment
 from resilience.slo_verify.settings import SloVerifySettings
 
-MIN_WINDOW_H, MAX_WINDOW_H, DEFAULT_WINDOW_H = 0.05, 168.0, 24.0  # 3 min .. 7 days (the previous window: 14 days)
+MIN_WINDOW_H, MAX_WINDOW_H, DEFAULT_WINDOW_H = 0.01, 168.0, 24.0  # 36 s (a demo) .. 7 days (the previous: 14 days)
 
 
 @dataclass(frozen=True)
