@@ -54,7 +54,8 @@ def post_report(written: dict[str, Any] | None, message: Callable[[dict[str, Any
     from resilience.config import load_config
 
     report = json.loads(Path(written["report_json"]).read_text())
-    return post_slack(load_config().slack_conn_id, message(report, written["report_html"]))
+    return post_slack(load_config().slack_conn_id_for(str(report.get("environment", ""))),
+                      message(report, written["report_html"]))
 
 
 def drill_message(report: dict[str, Any], html_path: str) -> str:

@@ -32,6 +32,7 @@ SCHEDULED = "scheduled"  # DagRunType.SCHEDULED's value (a str enum: equal to it
 SCHEDULE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "chaos_campaign": ("environment",),
     "dr_monthly_drill": ("environment", "dr_environment"),
+    "slo_verify": ("environment",),
 }
 
 
@@ -59,6 +60,8 @@ def _check_target(dag_id: str, field: str, env: Environment, where: str) -> None
     """What the DAG's run would refuse anyway, refused naming the schedule's field (not the Param's)."""
     if dag_id == "chaos_campaign":
         _check_campaign(env, where)
+    elif dag_id == "slo_verify" and env.slo_verify is None:
+        raise ValueError(f"{where}: {env.name!r} has no slo_verify section (environments.{env.name}.slo_verify)")
     elif field == "dr_environment" and not env.sandbox_allowed:
         raise ValueError(f"{where}: {env.name!r} does not allow restore sandboxes "
                          f"(environments.{env.name}.sandbox.allowed is false)")

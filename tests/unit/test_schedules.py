@@ -36,6 +36,7 @@ def test_the_packaged_schedules_target_staging_and_productions_backups():
         "chaos_campaign": Schedule("chaos_campaign", {"environment": "staging"}),
         "dr_monthly_drill": Schedule("dr_monthly_drill", {"environment": "production",
                                                           "dr_environment": "dr-sandbox"}),
+        "slo_verify": Schedule("slo_verify", {"environment": "production"}),
     }
 
 
@@ -58,7 +59,7 @@ def test_no_schedules_section_leaves_the_param_defaults():
     ({"chaos_campaign": {"environment": "staging", "dr_environment": "lab"}},
      r"schedules\.chaos_campaign: unknown key\(s\) \['dr_environment'\]; allowed: \['environment'\]"),
     ({"dr_failback": {"environment": "lab"}},
-     r"schedules\.dr_failback: 'dr_failback' is not one of the scheduled DAGs \['chaos_campaign', 'dr_monthly_drill'\]"),
+     r"schedules\.dr_failback: 'dr_failback' is not one of the scheduled DAGs \['chaos_campaign', 'dr_monthly_drill', 'slo_verify'\]"),
     ({"chaos_campaign": "staging"}, r"schedules\.chaos_campaign must be a mapping, got str"),
     (["chaos_campaign"], r"schedules must be a mapping of DAG id to its environment, got list"),
 ])
@@ -86,6 +87,8 @@ def _no_sandbox_in_dr_sandbox(raw: dict[str, Any]) -> None:
      {**DRILL_FORM, "environment": "production", "dr_environment": "dr-sandbox"}),
     ("dr_monthly_drill", "manual", DRILL_FORM, DRILL_FORM),
     ("dr_activation", "scheduled", {"environment": "lab"}, {"environment": "lab"}),  # no schedule of its own
+    ("slo_verify", "scheduled", {"environment": "lab", "window_h": 24}, {"environment": "production", "window_h": 24}),
+    ("slo_verify", "manual", {"environment": "lab", "window_h": 1}, {"environment": "lab", "window_h": 1}),
 ])
 def test_a_scheduled_run_takes_its_environment_from_the_config_a_manual_one_from_its_params(
         dag_id, run_type, form, expected):
@@ -104,6 +107,8 @@ def test_a_scheduled_run_takes_its_environment_from_the_config_a_manual_one_from
      r"^schedules\.chaos_campaign\.environment: 'dr-sandbox' forbids chaos"),
     (None, _no_sandbox_in_dr_sandbox, "dr_monthly_drill",
      r"^schedules\.dr_monthly_drill\.dr_environment: 'dr-sandbox' does not allow restore sandboxes"),
+    ({"slo_verify": {"environment": "staging"}}, None, "slo_verify",
+     r"^schedules\.slo_verify\.environment: 'staging' has no slo_verify section \(environments\.staging\.slo_verify\)$"),
 ])
 def test_a_scheduled_run_into_an_environment_that_forbids_it_is_refused_naming_the_schedule(
         schedules, edit, dag_id, message):
