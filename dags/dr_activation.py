@@ -16,7 +16,11 @@ Phases and their budgets (scaled to the RTO target; runbook minutes for 30):
 
 1. **Assessment & communication (0-5)** — `start_activation` validates every Param, config
    entry and Connection, answers the questions and takes the chaos/DR lock (no chaos during a
-   DR); `declare_incident` opens a Statuspage incident and posts to Slack.
+   DR); `declare_incident` records the incident at its severity (`severity`: auto is P0 for a full DR
+   activation, P1 for a regional failover), opens a Statuspage incident and escalates as
+   `defaults.escalation` says: the severity's Slack channels and, for P0, PagerDuty. The report folder
+   gets the runbook's Incident Report drafted from the run's own timeline; `postmortem_followups`
+   reminds the incident's channel of its post-mortem items until they are marked done.
 2. **DR environment (5-15)** — `restore_*` restores the primary's pgBackRest backups from the DR
    region's repository (repo2: the primary region's is lost with it) into the DR region's new
    database and moves its sequences ahead (DR ids never collide with the primary's, so failback
@@ -97,7 +101,7 @@ def dr_activation():
 
     @task
     def declare_incident(run: dict) -> dict:
-        """Statuspage incident (investigating) and Slack #incident-response."""
+        """The incident recorded at its severity, Statuspage (investigating), the escalation ladder."""
         from resilience.dr import activation
 
         return activation.declare_incident(run, run_id())
