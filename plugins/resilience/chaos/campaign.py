@@ -137,6 +137,6 @@ def preflight(params: dict[str, Any], run_id: str, dag_id: str) -> dict[str, Any
 
 def release_lock(run_id: str) -> bool:
     """Give the chaos/DR lock back (a no-op, logged, when this run does not hold it)."""
-    from resilience.ledger import release_run_lock
+    from resilience.journal import release_lock as release
 
-    return release_run_lock(load_config().control_db_conn_id, run_id)
+    return release(run_id)

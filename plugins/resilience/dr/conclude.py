@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from resilience.checks import Check
-from resilience.config import load_config
 from resilience.dr.drill import Drill
 from resilience.errors import ChecksFailedError
 from resilience.platforms.types import Sandbox
@@ -82,18 +81,13 @@ def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, 
 
 def final_verdict(written: dict[str, Any] | None) -> str:
     """Fail the run when the drill failed, so the Airflow UI shows the verdict."""
-    if not written:
-        raise ChecksFailedError("the drill did not complete: no report was written (see the failed task)")
-    if written["status"] == "planned":
-        log.info("Plan run: nothing was changed; the planned calls are in %s", written["report_html"])
-        return written["status"]
-    if written["status"] != "passed":
-        raise ChecksFailedError(f"DR drill failed; see {written['report_html']}")
-    return written["status"]
+    from resilience.journal import final_verdict as verdict
+
+    return verdict(written, "DR drill")
 
 
 def release_lock(run_id: str) -> bool:
     """Give the chaos/DR lock back (a no-op unless this run holds it)."""
-    from resilience.ledger import release_run_lock
+    from resilience.journal import release_lock as release
 
-    return release_run_lock(load_config().control_db_conn_id, run_id)
+    return release(run_id)

@@ -60,9 +60,9 @@ def ensure_traffic(run: dict[str, Any] | None, run_id: str, home: str | None = N
 
 
 def release_lock(run_id: str) -> bool:
-    from resilience.ledger import release_run_lock
+    from resilience.journal import release_lock as release
 
-    return release_run_lock(load_config().control_db_conn_id, run_id)
+    return release(run_id)
 
 
 def write_report(run: dict[str, Any] | None, run_id: str, task_states: dict[str, str | None] | None = None
@@ -122,13 +122,6 @@ def notify(written: dict[str, Any] | None) -> bool:
 
 
 def verdict(written: dict[str, Any] | None) -> str:
-    from resilience.errors import ChecksFailedError
+    from resilience.journal import final_verdict
 
-    if not written:
-        raise ChecksFailedError("the operation was refused or failed before its record was opened")
-    if written["status"] == "planned":
-        log.info("Plan run: nothing was changed; the planned calls are in %s", written["report_html"])
-        return written["status"]
-    if written["status"] != "passed":
-        raise ChecksFailedError(f"operation {written['status']}: see {Path(written['report_html']).name}")
-    return written["status"]
+    return final_verdict(written, "operation")
