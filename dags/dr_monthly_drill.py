@@ -47,7 +47,7 @@ from airflow.sdk import dag, get_current_context, setup, task, teardown
 
 from resilience.context import pulled, run_id
 from resilience.deadlines import rto_deadline_alert
-from resilience.dr.params import drill_params
+from resilience.dr.drill_params import drill_params
 from resilience.dr.plan import plan_gate
 
 PARAMS = drill_params()

@@ -42,7 +42,7 @@ def create_app(execute: Any = _execute, access: Callable[..., None] | None = Non
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
-    from resilience import status_page
+    from resilience import resilience_page
 
     app = FastAPI(title="Resilience", description=__doc__.partition("\n")[0],
                   dependencies=[Depends(access or read_access())])
@@ -50,24 +50,24 @@ def create_app(execute: Any = _execute, access: Callable[..., None] | None = Non
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:  # sync: FastAPI runs it in its thread pool, off the event loop
         try:
-            doc = status_page.collect(execute)
+            doc = resilience_page.collect(execute)
         except Exception as exc:  # say why, rather than a bare 500
-            return HTMLResponse(status_page.render_unavailable(f"{type(exc).__name__}: {exc}"), status_code=503)
-        return HTMLResponse(status_page.render_html(doc))
+            return HTMLResponse(resilience_page.render_unavailable(f"{type(exc).__name__}: {exc}"), status_code=503)
+        return HTMLResponse(resilience_page.render_html(doc))
 
     @app.get("/status.json")
     def status() -> Response:
-        doc = status_page.collect(execute)
+        doc = resilience_page.collect(execute)
         return Response(json.dumps(doc, default=str), media_type="application/json")
 
     @app.get("/reports/{dag_id}/{name}")
     def report(dag_id: str, name: str) -> FileResponse:
         from resilience.config import load_config
 
-        path = status_page.report_path(load_config().report_dir, dag_id, name)
+        path = resilience_page.report_path(load_config().report_dir, dag_id, name)
         if path is None:
             raise HTTPException(status_code=404, detail=f"no report {dag_id}/{name}")
-        return FileResponse(path, media_type=status_page.media_type(path.name))
+        return FileResponse(path, media_type=resilience_page.media_type(path.name))
 
     return app
 

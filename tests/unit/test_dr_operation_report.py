@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from resilience.dr.operation_report import build_report, render_html, slack_message
-from resilience.statuspage import incident_body, open_incident, update_incident
+from resilience.statuspage_io import incident_body, open_incident, update_incident
 from tests.fakes.statuspage import StatuspageServer
 
 START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)

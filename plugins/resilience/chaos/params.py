@@ -8,6 +8,7 @@ from typing import Any
 
 from resilience.config import SLO_BOUND_RANGES, Config, Environment
 from resilience.faults.base import SCENARIOS
+from resilience.param_values import flag
 from resilience.slo import OVERRIDABLE_BOUNDS, allowed_side, bounds_looser_than, looser_than
 
 MIN_DURATION_S, MAX_DURATION_S = 10, 1800
@@ -30,13 +31,6 @@ class CampaignParams:
                 **{k: self.slo_overrides.get(k) for k in SLO_OVERRIDE_PARAMS},
                 "scenario_options": {k: dict(v) for k, v in self.scenario_options.items()},
                 "allow_production": self.allow_production, "dry_run": self.dry_run}
-
-
-def _flag(params: Mapping[str, Any], name: str) -> bool:
-    value = params.get(name, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"params.{name}: {value!r} must be true or false")
-    return value
 
 
 def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], environment: Environment,
@@ -70,7 +64,7 @@ def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], 
 def parse_campaign_params(params: Mapping[str, Any], config: Config) -> CampaignParams:
     """Validate against environments.yaml and the fault registry. Raises ValueError naming the field."""
     environment = config.environment(str(params.get("environment", "")), "params.environment")
-    allow_production = _flag(params, "allow_production")
+    allow_production = flag(params, "allow_production")
     if not environment.chaos_enabled:
         raise ValueError(f"params.environment: environments.{environment.name}.chaos.enabled is false: chaos refused")
     if environment.is_production and not allow_production:
@@ -102,7 +96,7 @@ def parse_campaign_params(params: Mapping[str, Any], config: Config) -> Campaign
                                                for k, v in options.items()):
         raise ValueError(f"params.scenario_options: {options!r} must map scenario names to option objects")
     return CampaignParams(environment.name, tuple(scenarios), duration, overrides,
-                          {k: dict(v) for k, v in options.items()}, allow_production, _flag(params, "dry_run"))
+                          {k: dict(v) for k, v in options.items()}, allow_production, flag(params, "dry_run"))
 
 
 def campaign_params() -> dict[str, Any]:

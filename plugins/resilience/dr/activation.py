@@ -120,7 +120,7 @@ def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     channels, PagerDuty for P0), before any recovery work."""
     from resilience.incidents.declare import Declaration, declare
     from resilience.incidents.severity import Severity
-    from resilience.statuspage import open_incident
+    from resilience.statuspage_io import open_incident
 
     params, regions = _context(run, run_id)
     with regions.record.step("declare_incident", "assessment") as details:
@@ -295,7 +295,7 @@ def verify_dr(run: dict[str, Any], run_id: str, deployed: dict[str, Any]) -> dic
 
 def dns_cutover(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> dict[str, Any]:
     """All traffic to DR (Route53 weights 0/100); DR becomes the serving region."""
-    from resilience.statuspage import update_incident
+    from resilience.statuspage_io import update_incident
 
     params, regions = _context(run, run_id)
     with regions.record.step("dns_cutover", "traffic_cutover") as details:

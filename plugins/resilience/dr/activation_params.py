@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from resilience.config import Config, Environment
-from resilience.dr.params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN, _target_minutes, parse_pitr_target
+from resilience.dr.drill_params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN
 from resilience.incidents.severity import SEVERITY_CHOICES
+from resilience.param_values import flag, parse_pitr_target, target_minutes
 
 ANSWERS = ("auto", "yes", "no")
 QUESTIONS = ("primary_accessible", "data_loss_acceptable", "time_critical")
@@ -72,8 +73,8 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
         environment=environment.name,
         **{q: _answer(params, q) for q in QUESTIONS},
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
-        rto_target_min=_target_minutes(params, "rto_target", DEFAULT_RTO_TARGET_MIN),
-        rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
+        rto_target_min=target_minutes(params, "rto_target", DEFAULT_RTO_TARGET_MIN),
+        rpo_target_min=target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
         dr_replicas=replicas,
         incident_name=name,
         severity=str(severity),
@@ -84,10 +85,7 @@ def parse_activation_params(params: Mapping[str, Any], config: Config, now: date
 
 def dry_run_flag(params: Mapping[str, Any]) -> bool:
     """``dry_run`` (plan mode) of any DR DAG's Params: a boolean, false when absent."""
-    value = params.get("dry_run", False)
-    if not isinstance(value, bool):
-        raise ValueError(f"params.dry_run: {value!r} must be true or false")
-    return value
+    return flag(params, "dry_run")
 
 
 DRY_RUN_DESCRIPTION = (

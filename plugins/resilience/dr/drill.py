@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from resilience.config import Config, Environment, load_config
-from resilience.dr.params import DrillParams, parse_drill_params
+from resilience.dr.drill_params import DrillParams, parse_drill_params
 from resilience.dr.record import DrillRecord
 from resilience.notify import require_connection
 from resilience.platforms.base import Platform, get_platform

@@ -199,7 +199,7 @@ def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> N
 def dns_cutover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     """All traffic on the primary (100/0, confirmed by reading back); the primary serves again."""
     from resilience.dr.operation import OperationRecord
-    from resilience.statuspage import update_incident
+    from resilience.statuspage_io import update_incident
 
     params, regions = _context(run, run_id)
     with regions.record.step("dns_cutover", "cutover") as details:

@@ -72,7 +72,7 @@ def route53_change(regions: Regions, step: str, primary: int, why: str) -> Plann
 def statuspage_call(regions: Regions, step: str, status: str, name: str, body: str, incident: str | None
                     ) -> PlannedStep:
     from resilience.notify import connection_defined
-    from resilience.statuspage import incident_body
+    from resilience.statuspage_io import incident_body
 
     conn_id, page = regions.dr.statuspage_conn_id, regions.dr.statuspage_page_id
     if not conn_id or not page or not connection_defined(conn_id):

@@ -9,7 +9,7 @@ from typing import Any
 
 from resilience.config import REGIONS, Config
 from resilience.dr.activation_params import dr_environment_of, dry_run_flag, dry_run_param
-from resilience.dr.params import parse_pitr_target
+from resilience.param_values import flag, parse_pitr_target
 
 DEFAULT_PITR_AGO = timedelta(minutes=30)
 TRAFFIC_TARGETS = ("previous", "primary", "dr")
@@ -32,13 +32,6 @@ class RollbackParams:
         return doc
 
 
-def _flag(params: Mapping[str, Any], name: str) -> bool:
-    value = params.get(name, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"params.{name}: {value!r} must be true or false")
-    return value
-
-
 def _choice(params: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = params.get(name, default)
     if value not in allowed:
@@ -50,11 +43,11 @@ def parse_rollback_params(params: Mapping[str, Any], config: Config, now: dateti
     environment = dr_environment_of(config, str(params.get("environment", "")))
     parsed = RollbackParams(
         environment=environment.name,
-        application=_flag(params, "application"),
+        application=flag(params, "application"),
         app_region=_choice(params, "app_region", REGIONS, "primary"),
-        database=_flag(params, "database"),
+        database=flag(params, "database"),
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
-        traffic=_flag(params, "traffic"),
+        traffic=flag(params, "traffic"),
         traffic_to=_choice(params, "traffic_to", TRAFFIC_TARGETS, "previous"),
         dry_run=dry_run_flag(params),
     )

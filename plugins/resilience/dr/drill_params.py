@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from resilience.config import Config
+from resilience.param_values import MAX_TARGET_MIN, flag, parse_pitr_target, target_minutes
 
-MAX_TARGET_MIN = 24 * 60
 DEFAULT_RTO_TARGET_MIN = 30
 DEFAULT_RPO_TARGET_MIN = 15
 REPO_CHOICES = (1, 2)  # pgBackRest's repo1 (primary region) and repo2 (DR region)
@@ -43,22 +42,6 @@ class DrillParams:
         }
 
 
-def _target_minutes(params: Mapping[str, Any], name: str, default: float) -> float:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"params.{name}: {value!r} is not a number of minutes")
-    if not 0 < value <= MAX_TARGET_MIN:
-        raise ValueError(f"params.{name}: {value!r} must be > 0 and <= {MAX_TARGET_MIN} minutes")
-    return float(value)
-
-
-def _flag(params: Mapping[str, Any], name: str) -> bool:
-    value = params.get(name, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"params.{name}: {value!r} must be true or false")
-    return value
-
-
 def parse_repo(params: Mapping[str, Any], environment: Any) -> int:
     """``repo``: the repository the drill restores from; one of the source environment's repositories."""
     from resilience.dr.backup_repos import repo_by_index
@@ -75,30 +58,6 @@ def parse_repo(params: Mapping[str, Any], environment: Any) -> int:
     return value
 
 
-def parse_pitr_target(value: Any, now: datetime) -> datetime | None:
-    """None/empty for "latest"; otherwise an ISO 8601 time strictly in the past.
-
-    A time without an offset is read as UTC (the runbook writes "2025-08-12 10:30:00").
-    """
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"params.pitr_target: {value!r} must be an ISO 8601 date-time string or empty")
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"params.pitr_target: {value!r} is not an ISO 8601 date-time (e.g. 2026-11-28T10:30:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if moment >= now:
-        raise ValueError(
-            f"params.pitr_target: {moment.isoformat()} is not in the past (now {now.isoformat(timespec='seconds')})"
-        )
-    return moment.astimezone(UTC)
-
-
 def parse_drill_params(params: Mapping[str, Any], config: Config, now: datetime) -> DrillParams:
     """Validate the drill's Params against environments.yaml. Raises ValueError on bad input."""
     environment = config.environment(str(params.get("environment", "")), "params.environment")
@@ -112,13 +71,13 @@ def parse_drill_params(params: Mapping[str, Any], config: Config, now: datetime)
     return DrillParams(
         environment=environment.name,
         dr_environment=dr_environment.name,
-        full_drill=_flag(params, "full_drill"),
-        rto_target_min=_target_minutes(params, "rto_target", DEFAULT_RTO_TARGET_MIN),
-        rpo_target_min=_target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
+        full_drill=flag(params, "full_drill"),
+        rto_target_min=target_minutes(params, "rto_target", DEFAULT_RTO_TARGET_MIN),
+        rpo_target_min=target_minutes(params, "rpo_target", DEFAULT_RPO_TARGET_MIN),
         pitr_target=parse_pitr_target(params.get("pitr_target"), now),
-        no_cleanup=_flag(params, "no_cleanup"),
+        no_cleanup=flag(params, "no_cleanup"),
         repo=parse_repo(params, environment),
-        dry_run=_flag(params, "dry_run"),
+        dry_run=flag(params, "dry_run"),
     )
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from resilience.plugin import create_app
-from resilience.status_page import collect, recent_runs, render_html, report_path
+from resilience.resilience_page import collect, recent_runs, render_html, report_path
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
