@@ -15,7 +15,8 @@ from typing import Any
 from resilience.config import load_config
 from resilience.dr import decision
 from resilience.dr.activation_params import ActivationParams, parse_activation_params
-from resilience.dr.regions import Regions, http_probe, iso
+from resilience.dr.regions import Regions, iso
+from resilience.http_probe import http_probe, wait_http_ok
 from resilience.platforms.types import RestoreMethod, RestoreRequest
 
 log = logging.getLogger(__name__)
@@ -312,11 +313,7 @@ def dns_cutover(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> d
 
 
 def _wait_http_ok(url: str, timeout_s: float) -> float:
-    started = time.monotonic()
-    while True:
-        status, _, body = http_probe(url, timeout_s=2)
-        if status == 200:
-            return round(time.monotonic() - started, 3)
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"{url} did not answer 200 within {timeout_s:g} s (last: {status} {body[:120]!r})")
-        time.sleep(0.2)
+    waited = wait_http_ok(url, timeout_s)
+    if not waited.ok:
+        raise TimeoutError(f"{url} did not answer 200 within {timeout_s:g} s (last: {waited.last})")
+    return waited.seconds

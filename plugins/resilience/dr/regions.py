@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -161,20 +159,6 @@ class Regions:
         """The primary region's writable database as its platform knows it now (it follows a failover)."""
         endpoint = self.primary_platform.backups.database_endpoints()[0]
         return self.connect(endpoint.host, endpoint.port, self.environment.dbname)
-
-
-def http_probe(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 5.0,
-               headers: dict[str, str] | None = None) -> tuple[int | None, float, bytes]:
-    """(status or None when unreachable, seconds, body) of one request."""
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, time.monotonic() - started, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, time.monotonic() - started, exc.read()
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        return None, time.monotonic() - started, str(exc).encode()
 
 
 def iso(value: datetime | None) -> str | None:

@@ -13,7 +13,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from resilience.checks import Check
-from resilience.dr.regions import Regions, http_probe
+from resilience.dr.regions import Regions
+from resilience.http_probe import http_probe
 
 if TYPE_CHECKING:
     from resilience.platforms.base import Platform

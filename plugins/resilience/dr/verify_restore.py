@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,20 +85,9 @@ def check_app(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> d
 
 
 def _http_check(base_url: str, path: str, timeout_s: float = APP_TIMEOUT_S) -> Check:
-    """GET until a 200 or the timeout; the check carries the last status and latency."""
-    import httpx
+    """GET until a 200 or the timeout; the check carries the last answer and its latency."""
+    from resilience.http_probe import wait_http_ok
 
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        started = time.monotonic()
-        try:
-            response = httpx.get(base_url + path, timeout=5)
-            elapsed_ms = (time.monotonic() - started) * 1000
-            last = f"HTTP {response.status_code} in {elapsed_ms:.0f} ms: {response.text[:120]}"
-            if response.status_code == 200:
-                return Check(f"GET {path}", True, last)
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}"
-        time.sleep(0.2)
-    return Check(f"GET {path}", False, f"{last} (gave up after {timeout_s:g} s)")
+    waited = wait_http_ok(base_url + path, timeout_s)
+    return Check(f"GET {path}", waited.ok, waited.last if waited.ok else
+                 f"{waited.last} (gave up after {timeout_s:g} s)")
