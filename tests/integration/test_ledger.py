@@ -176,8 +176,8 @@ def test_dr_takes_over_a_stale_lock_and_breaks_a_live_one_only_on_purpose(ledger
     """A run that died holding the lock must not block DR activation mid-incident; a live holder only
     loses it to an explicit, audited break_lock."""
     from resilience.errors import RefusedError
+    from resilience.journal import take_run_lock
     from resilience.ledger import RUN_LOCK
-    from resilience.run_lock import take_run_lock
 
     _close_open(ledger)
     dead, live, dr = (f"{k}-{uuid.uuid4().hex[:6]}" for k in ("dead", "live", "dr"))

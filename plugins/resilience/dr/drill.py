@@ -118,6 +118,6 @@ def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at
 
 def _take_run_lock(control_conn_id: str, run_id: str, dag_id: str) -> None:
     """No drill while chaos (or another DR run) is active: the chaos/DR lock is held until release_lock."""
-    from resilience.run_lock import take_run_lock
+    from resilience.journal import take_run_lock
 
     take_run_lock(control_conn_id, run_id, dag_id, "DR drill")

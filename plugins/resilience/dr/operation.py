@@ -170,6 +170,6 @@ class DnsLog:
 
 def take_run_lock(control_conn_id: str, run_id: str, dag_id: str, what: str, break_reason: str | None = None) -> None:
     """The chaos/DR lock: no chaos, drill or other DR operation while this one runs (stale locks are taken over)."""
-    from resilience.run_lock import take_run_lock as take
+    from resilience.journal import take_run_lock as take
 
     take(control_conn_id, run_id, dag_id, what, break_reason=break_reason)
