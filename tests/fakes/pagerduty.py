@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from http.server import BaseHTTPRequestHandler
 
-from tests.fakes.local_server import LocalServer
+from tests.fakes.local_server import JsonHandler, LocalServer
 
 ROUTING_KEY = "lab0routing0key0000000000000000"  # an integration key is 32 characters
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -43,15 +42,7 @@ class PagerdutyEventsServer(LocalServer):
         self.events: list[dict] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, doc: dict) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path != "/v2/enqueue":

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from http.server import BaseHTTPRequestHandler
 
-from tests.fakes.local_server import LocalServer
+from tests.fakes.local_server import JsonHandler, LocalServer
 
 API_KEY = "lab-statuspage-key"
 INCIDENTS = re.compile(r"^/v1/pages/([^/]+)/incidents(?:/([^/]+))?$")
@@ -25,15 +24,7 @@ class StatuspageServer(LocalServer):
         self.requests: list[dict] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, doc: dict) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _handle(self, method: str) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 server.requests.append({"method": method, "path": self.path, "body": body})

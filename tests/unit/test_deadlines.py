@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import yaml
 from resilience.config import DEFAULT_CONFIG_PATH, parse_config
 from resilience.deadlines import QueuedAtPlusParamMinutes, deadline_at, ended_before_deadline, target_minutes
 from resilience.notify import MissedDeadline, drill_deadline_missed, missed_deadline
-from tests.fakes.slack import SlackWebhookServer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUED = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
@@ -147,14 +145,6 @@ def test_a_run_type_given_as_airflows_enum_counts_as_scheduled():
 
     the_run = {**run(), "run_type": DagRunType.SCHEDULED}
     assert missed_deadline(the_run, DEFAULTS, config()).environment == "production"
-
-
-@pytest.fixture
-def slack():
-    with SlackWebhookServer() as server:
-        os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = server.connection_json()
-        yield server
-        del os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"]
 
 
 def test_the_callback_posts_the_runs_target_to_its_environments_slack(slack):

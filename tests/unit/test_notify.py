@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from resilience.notify import drill_message, post_slack
-from tests.fakes.slack import SlackWebhookServer
 
 REPORT = {"status": "failed", "environment": "lab", "dr_environment": "lab", "run_id": "manual__1",
           "rto": {"measured_s": 2400.0, "target_min": 30}, "rpo": {"measured_s": None, "target_min": 15},
@@ -22,14 +17,6 @@ def test_drill_message_names_the_failures():
         "Failed: RTO within target",
         "Run manual__1 · report /r/x.html",
     ]
-
-
-@pytest.fixture
-def slack():
-    with SlackWebhookServer() as server:
-        os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"] = server.connection_json()
-        yield server
-        del os.environ["AIRFLOW_CONN_RESILIENCE_SLACK"]
 
 
 def test_post_slack_through_the_provider(slack):
