@@ -45,11 +45,11 @@ up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (says where the
 down:  ## stop Airflow standalone and the lab
 	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience airflow down; $(BIN)/resilience lab down; fi
 
-demo: lab-up  ## drill, SLO verification, short chaos campaign, then lose the primary region: DR activation (an incident) and failback, post-mortem follow-ups; verdicts + reports
+demo: lab-up  ## drill, SLO verification (after 45 s: its window and the one before it hold traffic), short chaos campaign, then lose the primary region: DR activation (an incident) and failback, post-mortem follow-ups; verdicts + reports
 	$(BIN)/resilience airflow down
 	$(BIN)/resilience airflow up
 	$(BIN)/resilience airflow run dr_monthly_drill --conf '{"full_drill": true}' && \
-	  $(BIN)/resilience airflow run slo_verify --conf '{"environment": "lab", "window_h": 0.01}' && \
+	  sleep 45 && $(BIN)/resilience airflow run slo_verify --conf '{"environment": "lab", "window_h": 0.01}' && \
 	  $(BIN)/resilience airflow run chaos_campaign \
 	    --conf '{"scenarios": ["pod-kill", "redis-unavailable", "s3-5xx"], "duration": 30}' && \
 	  $(BIN)/resilience lab region isolate primary && \
