@@ -25,7 +25,7 @@ For each fault x kill point x victim, under real Airflow (``airflow standalone``
    Redis answers PING, every replica healthy, app DB primary not in recovery with its replica
    streaming, no memory-hog cgroup) AND the ledger has no open entry; the ledger (each entry
    reverted, by whom; completed reverts counted in the Airflow logs: more than one is a double
-   revert); the run's verdict (campaign record ``chaos_runs.status``, the scenario's verdict,
+   revert); the run's verdict (run journal's ``runs.status``, the scenario's verdict,
    the DAG run's state), which must never be "passed" for a killed run.
 
 A DAG run whose task was running when all of Airflow died stays ``running`` until the
@@ -160,14 +160,14 @@ def ledger_rows(lab: dict[str, Any], run_id: str | None = None) -> list[dict[str
 
 
 def campaign_record(lab: dict[str, Any], run_id: str, scenario: str) -> tuple[str | None, str | None]:
-    """(chaos_runs.status, the scenario's verdict status) from the control DB."""
+    """(the run's status, the scenario's verdict status) from the control DB's run journal."""
     import psycopg
 
     with psycopg.connect(lab["connections"]["resilience_control_db"], connect_timeout=5) as conn:
-        run = conn.execute("SELECT status FROM chaos_runs WHERE run_id = %s", (run_id,)).fetchone()
-        steps = conn.execute("SELECT steps FROM chaos_scenarios WHERE run_id = %s AND scenario = %s",
+        run = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        steps = conn.execute("SELECT details FROM run_steps WHERE run_id = %s AND scope = %s AND step = 'verdict'",
                              (run_id, scenario)).fetchone()
-    verdict = ((steps[0] if steps else None) or {}).get("verdict") or {}
+    verdict = (steps[0] if steps else None) or {}
     return (run[0] if run else None), verdict.get("status")
 
 

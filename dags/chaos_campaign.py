@@ -104,9 +104,9 @@ def chaos_campaign():
     @task(trigger_rule="all_done")
     def release_lock() -> bool:
         """Give the chaos/DR lock back (whatever happened; a no-op unless this run holds it)."""
-        from resilience.chaos import steps
+        from resilience import journal
 
-        return steps.release_lock(run_id())
+        return journal.release_lock(run_id())
 
     @task(trigger_rule="all_done")
     def write_report() -> dict:
@@ -119,15 +119,16 @@ def chaos_campaign():
     def notify_slack() -> bool:
         """Summary to Slack (logged when the Connection is absent)."""
         from resilience.chaos import steps
+        from resilience.notify import post_report
 
-        return steps.notify_slack(pulled("write_report"))
+        return post_report(pulled("write_report"), steps.slack_message)
 
     @task(trigger_rule="all_done")
     def campaign_verdict() -> str:
         """Fail the run unless every scenario passed."""
-        from resilience.chaos import steps
+        from resilience import journal
 
-        return steps.final_verdict(pulled("write_report"))
+        return journal.final_verdict(pulled("write_report"), "chaos campaign", passing="completed")
 
     run = start_campaign()
     checked = preflight(run)

@@ -131,9 +131,9 @@ def dr_monthly_drill():
     @task(trigger_rule="all_done")
     def release_lock() -> bool:
         """Give the chaos/DR lock back (whatever happened)."""
-        from resilience.dr import steps
+        from resilience import journal
 
-        return steps.release_lock(run_id())
+        return journal.release_lock(run_id())
 
     @task(trigger_rule="all_done")
     def write_report() -> dict:
@@ -148,14 +148,14 @@ def dr_monthly_drill():
         """Post the summary to Slack (logged when the Connection is absent)."""
         from resilience.dr import steps
 
-        return steps.notify_slack(pulled("start_drill"), run_id(), pulled("write_report"))
+        return steps.notify_slack(pulled("write_report"))
 
     @task(trigger_rule="all_done")
     def verdict() -> str:
         """Fail the run when the drill failed."""
-        from resilience.dr import steps
+        from resilience import journal
 
-        return steps.final_verdict(pulled("write_report"))
+        return journal.final_verdict(pulled("write_report"), "DR drill")
 
     run = start_drill()
     sandbox = create_sandbox(run)

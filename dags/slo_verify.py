@@ -86,9 +86,9 @@ def slo_verify():
     @task(trigger_rule="all_done")
     def verdict() -> str:
         """Fail the run when an SLO failed."""
-        from resilience.slo_verify import steps
+        from resilience import journal
 
-        return steps.final_verdict(pulled("write_report"))
+        return journal.final_verdict(pulled("write_report"), "SLO verification")
 
     measure_slos(start_verification()) >> write_report() >> notify_slack() >> verdict()
 

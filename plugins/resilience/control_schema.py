@@ -123,7 +123,7 @@ CREATE TABLE IF NOT EXISTS drill_phases (
     PRIMARY KEY (run_id, phase)
 );
 
--- DR operations, region state and DNS changes (dr/operation.py)
+-- DR operations, region state and DNS changes (dr/operation.py, since dr/region_state.py)
 CREATE TABLE IF NOT EXISTS dr_operations (
     run_id       text PRIMARY KEY,
     dag_id       text NOT NULL,
@@ -197,9 +197,74 @@ CREATE INDEX IF NOT EXISTS drill_runs_started ON drill_runs (started_at DESC);
 CREATE INDEX IF NOT EXISTS dr_operations_started ON dr_operations (started_at DESC);
 """
 
+# one run journal (journal.py) for every DAG in place of the campaign, drill and DR-operation records: their
+# rows move over (a DR operation's retried step keeps its last attempt, as a drill phase always did)
+V3 = """
+CREATE TABLE runs (
+    run_id          text PRIMARY KEY,
+    dag_id          text NOT NULL,
+    kind            text NOT NULL CHECK (kind IN ('chaos_campaign', 'dr_drill', 'dr_operation', 'slo_verify')),
+    environment     text NOT NULL,
+    dr_environment  text,                              -- a drill's restore target
+    params          jsonb NOT NULL,
+    started_at      timestamptz NOT NULL,
+    ended_at        timestamptz,
+    status          text NOT NULL DEFAULT 'running',   -- running, then the verdict: passed, failed, completed, ...
+    score           double precision,                  -- a campaign's resilience score
+    rto_s           double precision,                  -- a drill's measured RTO and RPO
+    rpo_s           double precision,
+    details         jsonb NOT NULL DEFAULT '{}',       -- what the run learnt on the way (path, DNS change)
+    summary         jsonb NOT NULL DEFAULT '{}'        -- what it closed with (verdicts, checks, report)
+);
+CREATE INDEX runs_started ON runs (started_at DESC);
+CREATE TABLE run_steps (
+    id          bigserial PRIMARY KEY,
+    run_id      text NOT NULL REFERENCES runs ON DELETE CASCADE,
+    scope       text NOT NULL DEFAULT '',              -- a campaign's scenario, a DR operation's runbook phase
+    step        text NOT NULL,
+    status      text NOT NULL,                         -- running | success | failed | skipped
+    started_at  timestamptz NOT NULL,
+    ended_at    timestamptz,
+    duration_s  double precision,
+    error       text,
+    details     jsonb NOT NULL DEFAULT '{}',           -- the step's evidence
+    UNIQUE (run_id, scope, step)
+);
+
+INSERT INTO runs (run_id, dag_id, kind, environment, params, started_at, ended_at, status, score, summary)
+SELECT run_id, dag_id, 'chaos_campaign', environment, params, started_at, ended_at, status, score, summary
+FROM chaos_runs;
+INSERT INTO run_steps (run_id, scope, step, status, started_at, ended_at, duration_s, details)
+SELECT s.run_id, s.scenario, e.key, 'success', r.started_at, r.started_at, 0, e.value
+FROM chaos_scenarios s JOIN chaos_runs r USING (run_id), jsonb_each(s.steps) e;
+
+INSERT INTO runs (run_id, dag_id, kind, environment, dr_environment, params, started_at, ended_at, status, rto_s,
+                  rpo_s, summary)
+SELECT run_id, dag_id, 'dr_drill', environment, dr_environment, params, started_at, ended_at, status, rto_s, rpo_s,
+       summary
+FROM drill_runs;
+INSERT INTO run_steps (run_id, scope, step, status, started_at, ended_at, duration_s, error, details)
+SELECT run_id, '', phase, status, started_at, ended_at, extract(epoch FROM ended_at - started_at), error, details
+FROM drill_phases;
+
+INSERT INTO runs (run_id, dag_id, kind, environment, params, started_at, ended_at, status, details)
+SELECT run_id, dag_id, 'dr_operation', environment, params, started_at, finished_at, status, details
+FROM dr_operations;
+INSERT INTO run_steps (run_id, scope, step, status, started_at, ended_at, duration_s, error, details)
+SELECT DISTINCT ON (o.run_id, e.value->>'phase', e.value->>'step')
+       o.run_id, coalesce(e.value->>'phase', ''), e.value->>'step', e.value->>'status',
+       (e.value->>'start')::timestamptz, (e.value->>'end')::timestamptz, (e.value->>'duration_s')::float,
+       e.value->>'error', coalesce(e.value->'details', '{}')
+FROM dr_operations o, jsonb_array_elements(o.steps) WITH ORDINALITY e(value, n)
+ORDER BY o.run_id, e.value->>'phase', e.value->>'step', e.n DESC;
+
+DROP TABLE chaos_scenarios, chaos_runs, drill_phases, drill_runs, dr_operations;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, run lock, run records, region state, incidents", V1),
     Migration(2, "indexes for recent runs and a run's ledger rows", V2),
+    Migration(3, "one run journal (runs, run_steps) for every DAG", V3),
 )
 LATEST = MIGRATIONS[-1].version
 LOCK_KEY = 7_426_011  # pg_advisory_xact_lock key: one migration at a time per database

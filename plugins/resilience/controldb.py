@@ -7,7 +7,7 @@ failover scenario may take down.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 
 class ControlDb:
@@ -46,3 +46,18 @@ class PostgresConnect:
 
 def postgres_connect(conn_id: str) -> PostgresConnect:
     return PostgresConnect(conn_id)
+
+
+class ControlStore:
+    """A store over the control database (region state, DNS log, incidents): the schema migrated on first
+    use, then ``db``."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        from resilience.control_schema import ensure_migrated
+
+        ensure_migrated(connect)
+        self.db = ControlDb(connect)
+
+    @classmethod
+    def for_conn(cls, conn_id: str) -> Self:
+        return cls(postgres_connect(conn_id))

@@ -20,7 +20,8 @@ from resilience.reporting import report_stem
 
 Execute = Callable[[str], list[tuple]]
 RECENT = 8
-REPORT_DAGS = ("dr_monthly_drill", "chaos_campaign", "dr_activation", "dr_failback", "emergency_rollback")
+REPORT_DAGS = ("dr_monthly_drill", "chaos_campaign", "dr_activation", "dr_failback", "emergency_rollback",
+               "slo_verify")
 REPORT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.(html|json|md)$")  # md: a drafted Incident Report
 
 QUERIES = {
@@ -29,12 +30,8 @@ QUERIES = {
                    " WHERE state <> 'reverted' ORDER BY id",
     "regions": "SELECT environment, serving, dr_active, run_id, activated_at, recovery_point FROM dr_regions"
                " ORDER BY environment",
-    "drills": f"SELECT dag_id, run_id, environment, status, started_at, ended_at, rto_s, rpo_s FROM drill_runs"
-              f" ORDER BY started_at DESC LIMIT {RECENT}",
-    "campaigns": f"SELECT dag_id, run_id, environment, status, started_at, ended_at, score FROM chaos_runs"
-                 f" ORDER BY started_at DESC LIMIT {RECENT}",
-    "operations": f"SELECT dag_id, run_id, environment, status, started_at, finished_at FROM dr_operations"
-                  f" ORDER BY started_at DESC LIMIT {RECENT}",
+    "runs": "SELECT dag_id, run_id, kind, environment, status, started_at, ended_at, score, rto_s, rpo_s,"
+            f" summary ->> 'reason' FROM runs ORDER BY started_at DESC LIMIT {RECENT * 2}",
     "incidents": "SELECT i.id, i.severity, i.name, i.environment, i.dag_id, i.declared_at, i.report_path,"
                  " (SELECT count(*) FROM incident_items t WHERE t.incident_id = i.id AND t.done_at IS NULL)"
                  f" FROM incidents i ORDER BY i.declared_at DESC LIMIT {RECENT}",
@@ -43,9 +40,8 @@ COLUMNS = {
     "locks": ("name", "run_id", "dag_id", "acquired_at"),
     "open_faults": ("id", "run_id", "environment", "scenario", "state", "injected_at", "expires_at"),
     "regions": ("environment", "serving", "dr_active", "run_id", "activated_at", "recovery_point"),
-    "drills": ("dag_id", "run_id", "environment", "status", "started_at", "ended_at", "rto_s", "rpo_s"),
-    "campaigns": ("dag_id", "run_id", "environment", "status", "started_at", "ended_at", "score"),
-    "operations": ("dag_id", "run_id", "environment", "status", "started_at", "ended_at"),
+    "runs": ("dag_id", "run_id", "kind", "environment", "status", "started_at", "ended_at", "score", "rto_s", "rpo_s",
+             "reason"),
     "incidents": ("id", "severity", "name", "environment", "dag_id", "declared_at", "report_path", "open_items"),
 }
 
@@ -64,17 +60,20 @@ def collect(execute: Execute) -> dict[str, Any]:
     return doc
 
 
+def _result(run: dict[str, Any]) -> str:
+    """A run's one-line result: a drill's RTO and RPO, a campaign's score, a verification's reason."""
+    if run["kind"] == "dr_drill":
+        rto = "n/a" if run["rto_s"] is None else f"{run['rto_s'] / 60:.1f} min"
+        rpo = "n/a" if run["rpo_s"] is None else f"{run['rpo_s'] / 60:.1f} min"
+        return f"RTO {rto}, RPO {rpo}"
+    if run["kind"] == "chaos_campaign":
+        return "" if run["score"] is None else f"resilience score {run['score']:g}"
+    return run["reason"] or ""
+
+
 def recent_runs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Drills, campaigns and DR operations in one list, newest first, each with a one-line result."""
-    runs = []
-    for row in doc["drills"]:
-        rto = "n/a" if row["rto_s"] is None else f"{row['rto_s'] / 60:.1f} min"
-        rpo = "n/a" if row["rpo_s"] is None else f"{row['rpo_s'] / 60:.1f} min"
-        runs.append({**row, "result": f"RTO {rto}, RPO {rpo}"})
-    for row in doc["campaigns"]:
-        runs.append({**row, "result": "" if row["score"] is None else f"resilience score {row['score']:g}"})
-    runs += [{**row, "result": ""} for row in doc["operations"]]
-    return sorted(runs, key=lambda r: r["started_at"], reverse=True)[:RECENT * 2]
+    """Every DAG's runs from the journal, newest first, each with a one-line result."""
+    return [{**run, "result": _result(run)} for run in doc["runs"]]
 
 
 def _when(value: Any) -> str:

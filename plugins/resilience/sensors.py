@@ -80,11 +80,9 @@ class SloGuardSensor(BaseSensorOperator):
 
     def _record_fault(self, context: Any, event: dict[str, Any]) -> None:
         """The fault step of the campaign record (its window shades the report's charts)."""
-        from resilience.chaos.record import CampaignRecord
-        from resilience.controldb import postgres_connect
+        from resilience.journal import Journal
 
-        record = CampaignRecord(postgres_connect(self.spec["control_conn_id"]), context["run_id"])
-        record.step(self.fault["scenario"], "fault", {
+        Journal.for_conn(self.spec["control_conn_id"], context["run_id"]).put(self.fault["scenario"], "fault", {
             "ledger_id": self.fault["ledger_id"], "plan": self.fault["plan"], "injected_at": event["injected_at"],
             "first_reading_at": event.get("first_reading_at"), "revert_info": event.get("revert_info", {})})
 

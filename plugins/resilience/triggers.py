@@ -333,9 +333,9 @@ def _rolled_back_before(changes: list[dict[str, Any]], current_primary: int) -> 
 
 
 def _dns_log(control_conn_id: str) -> Any:
-    from resilience.dr.operation import ControlTables, DnsLog
+    from resilience.dr.region_state import DnsLog
 
-    return DnsLog(ControlTables.for_conn(control_conn_id))
+    return DnsLog.for_conn(control_conn_id)
 
 
 def _only_no_data(decision: Any) -> bool:

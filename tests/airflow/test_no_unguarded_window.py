@@ -142,9 +142,9 @@ def test_no_fault_before_the_guards_first_reading_with_the_triggerer_held(real_a
     run = af.wait_run("chaos_campaign", campaign, timeout_s=DURATION_S + 300,
                       until=lambda r, _: samples.append(_proxy_rate(af.lab)) or r["state"] in airflow_local.FINISHED)
     entry = _entry(af, campaign)
-    [(fault, verdict)] = af.control_db(
-        "SELECT steps->'fault', steps->'verdict' FROM chaos_scenarios WHERE run_id = %s AND scenario = 's3-5xx'",
-        (campaign,))
+    [[steps]] = af.control_db("SELECT jsonb_object_agg(step, details) FROM run_steps WHERE run_id = %s"
+                              " AND scope = 's3-5xx'", (campaign,))
+    fault, verdict, checks = ((steps or {}).get(step) for step in ("fault", "verdict", "checks"))
     timing = (f"triggerer stopped {stopped_at:.2f} for {resumed_at - stopped_at:.1f} s (guard deferred "
               f"{f'at {deferred_at:.2f}' if deferred_at else 'not yet'}), resumed {resumed_at:.2f}; record {fault}")
 
@@ -165,8 +165,6 @@ def test_no_fault_before_the_guards_first_reading_with_the_triggerer_held(real_a
     logs = "" if run["state"] == "success" else af.failure_logs("chaos_campaign", campaign)
     # at 5 % for 20 s the uploads may meet no fault at all, and the runbook check "retries observed" then fails
     # for want of evidence: what this test asks is that the SLOs held, not that the experiment was conclusive
-    [[checks]] = af.control_db("SELECT steps->'checks' FROM chaos_scenarios WHERE run_id = %s AND scenario = 's3-5xx'",
-                               (campaign,))
     failed = [(c["measure"], c["measured"]) for c in checks or [] if c["passed"] is False]
     held = verdict and (verdict.get("status") == "passed" or failed == [("s3_retries", 0.0)])
     assert held, (

@@ -139,7 +139,7 @@ def test_immediate_abort_stops_the_campaign_for_good(lab):
     rows = ledger_rows(lab, run_id)
     assert [(r[2], r[3], r[4]) for r in rows] == [("redis-unavailable", "reverted", "chaos_abort:abort_all")]
     with control(lab) as conn:
-        status, summary = conn.execute("SELECT status, summary FROM chaos_runs WHERE run_id = %s",
+        status, summary = conn.execute("SELECT status, summary FROM runs WHERE run_id = %s",
                                        (run_id,)).fetchone()
     verdicts = {v["scenario"]: v for v in summary["verdicts"]}
     assert status == "aborted"

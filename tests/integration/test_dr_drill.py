@@ -62,10 +62,10 @@ def source_conn(lab):
 
 def control_rows(lab, run_id: str):
     with psycopg.connect(lab["connections"]["resilience_control_db"]) as conn:
-        exists = conn.execute("SELECT to_regclass('drill_runs') IS NOT NULL").fetchone()[0]
+        exists = conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone()[0]
         if not exists:
             return []
-        return conn.execute("SELECT status, rto_s, rpo_s FROM drill_runs WHERE run_id = %s", (run_id,)).fetchall()
+        return conn.execute("SELECT status, rto_s, rpo_s FROM runs WHERE run_id = %s", (run_id,)).fetchall()
 
 
 def sandboxes(lab) -> list[str]:

@@ -110,7 +110,7 @@ def test_bad_params_are_refused_before_any_side_effect(dags, lab):
     assert states3["start_rollback"] == "failed"
     assert weights(lab) == before
     runs = (dagrun.run_id, dagrun2.run_id, dagrun3.run_id)
-    assert control_rows(lab, "SELECT count(*) FROM dr_operations WHERE run_id = ANY(%s)", (list(runs),)) == [(0,)]
+    assert control_rows(lab, "SELECT count(*) FROM runs WHERE run_id = ANY(%s)", (list(runs),)) == [(0,)]
     assert control_rows(lab, "SELECT count(*) FROM run_locks") == [(0,)]
     assert all(s == "success" for t, s in states.items() if t in ("release_lock", "ensure_traffic", "write_report"))
 

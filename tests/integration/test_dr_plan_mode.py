@@ -144,7 +144,7 @@ def test_activation_plan_lists_the_pitr_restore_and_the_cutover_and_changes_noth
     assert f"HostedZoneId={lab['dns']['zone_id']}" in cutover["requests"][0]
     assert "Plan: the 12 call(s) this run would make (none was made)" in report_html(dagrun)
     assert world(lab, statuspage) == before
-    assert control_rows(lab, "SELECT status FROM dr_operations WHERE run_id = %s", (dagrun.run_id,)) == [("planned",)]
+    assert control_rows(lab, "SELECT status FROM runs WHERE run_id = %s", (dagrun.run_id,)) == [("planned",)]
     assert any("*PLANNED*" in m["text"] and "12 call(s)" in m["text"] for m in slack.messages)
 
 
@@ -175,9 +175,9 @@ def region_state(lab, **fields):
     """The lab's DR region state set to ``fields`` while the block runs, put back as it was afterwards (an
     earlier module may leave DR active: a plan is judged on the state it is given)."""
     from resilience.config import load_config
-    from resilience.dr.operation import ControlTables, RegionState
+    from resilience.dr.region_state import RegionState
 
-    regions = RegionState(ControlTables.for_conn(load_config().control_db_conn_id))
+    regions = RegionState.for_conn(load_config().control_db_conn_id)
     had = control_rows(lab, "SELECT count(*) FROM dr_regions WHERE environment = 'lab'") == [(1,)]
     saved = regions.get("lab")
     regions.set("lab", **fields)
@@ -282,6 +282,6 @@ def test_drill_plan_lists_verify_restore_checks_and_cleanup_and_creates_no_sandb
     (cleanup,) = calls_of(report, "cleanup_sandbox")
     assert cleanup["call"].startswith("sandboxes.drop_sandbox(")
     assert world(lab, statuspage) == before  # no sandbox directory
-    assert control_rows(lab, "SELECT status FROM drill_runs WHERE run_id = %s", (dagrun.run_id,)) == [("planned",)]
+    assert control_rows(lab, "SELECT status FROM runs WHERE run_id = %s", (dagrun.run_id,)) == [("planned",)]
     assert control_rows(lab, "SELECT count(*) FROM run_locks") == [(0,)]
     assert any("DR drill *PLANNED*" in m["text"] for m in slack.messages)

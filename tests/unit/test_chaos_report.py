@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from resilience.chaos.conclude import campaign_message
+from resilience.chaos.conclude import slack_message
 from resilience.chaos.report import build_report, render_html
 
 T0 = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
@@ -63,7 +63,7 @@ def test_html_reads_as_numbers_with_units_and_says_when_the_baseline_was_not_ste
 
 
 def test_slack_message_lists_each_scenario():
-    text = campaign_message(report(), "/r/x.html")
+    text = slack_message(report(), "/r/x.html")
     assert text.splitlines()[0] == ":rotating_light: Chaos campaign *FAILED* in lab — resilience score 0.0"
     assert "• s3-5xx: failed — SLO breached: error rate 40.00 % > 1.00 % (by 39.00)" in text
     assert "• pod-kill: not run — " in text

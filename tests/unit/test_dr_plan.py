@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from resilience.dns import RecordValues, WeightedRecord, weights_change
-from resilience.dr.operation_conclude import verdict
 from resilience.dr.operation_report import build_report, render_html, slack_message
 from resilience.dr.outcome import drill_outcome
 from resilience.dr.pgbackrest import restore_args
 from resilience.dr.plan import PlannedStep, plan_html, route53_change
+from resilience.journal import final_verdict
 from resilience.platforms.kubernetes.target import KubernetesTarget
 from resilience.platforms.types import RestoreRequest
 from resilience.platforms.worker_sandboxes import DataDirSandboxes
@@ -52,9 +52,9 @@ def test_a_step_that_failed_in_a_plan_run_fails_it():
 
 
 def test_the_verdict_passes_a_plan_and_still_fails_a_failure():
-    assert verdict({"status": "planned", "report_html": "/r/p.html"}) == "planned"
+    assert final_verdict({"status": "planned", "report_html": "/r/p.html"}, "operation") == "planned"
     with pytest.raises(Exception, match="operation failed"):
-        verdict({"status": "failed", "report_html": "/r/p.html"})
+        final_verdict({"status": "failed", "report_html": "/r/p.html"}, "operation")
 
 
 def drill_record(dry_run, plan_status="success"):

@@ -21,10 +21,10 @@ class UndefinedTable(Exception):  # psycopg.errors.UndefinedTable is matched by 
 ROWS = {
     "run_locks": [("chaos-dr", "manual__1", "dr_activation", T1)],
     "fault_ledger": [(7, "manual__0", "lab", "redis-unavailable", "revert_failed", T0, T1)],
+    "runs": [("dr_activation", "manual__2026-11-28T11:00:00+00:00", "dr_operation", "lab", "passed", T1, T1, None,
+              None, None, None),
+             ("dr_monthly_drill", "scheduled__2026-11-01", "dr_drill", "lab", "passed", T0, T0, None, 13.2, 7.2, None)],
     "dr_regions": [("lab", "dr", True, "manual__1", T1, T0)],
-    "drill_runs": [("dr_monthly_drill", "scheduled__2026-11-01", "lab", "passed", T0, T0, 13.2, 7.2)],
-    "chaos_runs": None,  # never ran: the table does not exist
-    "dr_operations": [("dr_activation", "manual__2026-11-28T11:00:00+00:00", "lab", "passed", T1, T1)],
     "incidents": [("inc-20261128-1100-abc123", "P0", "Service Disruption", "lab", "dr_activation", T1,
                    "/reports/dr_activation/manual__2026-11-28T11_00_00_00_00.incident.md", 7)],
 }
@@ -34,18 +34,20 @@ def allow_all() -> None:
     """Stands in for Airflow's auth check (tested under real Airflow in tests/airflow/)."""
 
 
-def fake_execute(sql: str) -> list[tuple]:
-    table = next(t for t in ROWS if f"FROM {t}" in sql)
-    if ROWS[table] is None:
+def fake_execute(sql: str, rows: dict[str, list[tuple] | None] = ROWS) -> list[tuple]:
+    table = next(t for t in rows if f"FROM {t} " in f"{sql} ")
+    if rows[table] is None:
         raise UndefinedTable(f'relation "{table}" does not exist')
-    return ROWS[table]
+    return rows[table]
 
 
 def test_collect_reads_every_section_and_skips_missing_tables():
     doc = collect(fake_execute)
-    assert doc["campaigns"] == [] and doc["locks"][0]["dag_id"] == "dr_activation"
+    assert doc["locks"][0]["dag_id"] == "dr_activation"
     assert [r["dag_id"] for r in recent_runs(doc)] == ["dr_activation", "dr_monthly_drill"]
     assert recent_runs(doc)[1]["result"] == "RTO 0.2 min, RPO 0.1 min"
+    never_ran = collect(lambda sql: fake_execute(sql, {**ROWS, "runs": None}))  # the table does not exist yet
+    assert never_ran["runs"] == [] and never_ran["regions"]
 
 
 def test_page_shows_lock_open_faults_serving_region_and_report_links():

@@ -347,13 +347,13 @@ def test_an_absent_slack_connection_is_logged_not_fatal(tmp_path, caplog):
 
 def test_verdict_fails_the_run_unless_every_slo_held(tmp_path):
     from resilience.errors import ChecksFailedError
-    from resilience.slo_verify import steps
+    from resilience.journal import final_verdict
 
-    assert steps.final_verdict(_written(tmp_path, "passed")) == "passed"
+    assert final_verdict(_written(tmp_path, "passed"), "SLO verification") == "passed"
     with pytest.raises(ChecksFailedError, match=r"SLO verification in lab failed; see r\.html"):
-        steps.final_verdict(_written(tmp_path, "failed"))
+        final_verdict(_written(tmp_path, "failed"), "SLO verification")
     with pytest.raises(ChecksFailedError, match="no report was written"):
-        steps.final_verdict(None)
+        final_verdict(None, "SLO verification")
 
 
 @pytest.mark.parametrize(("points", "expected"),

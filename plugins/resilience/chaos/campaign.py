@@ -20,6 +20,7 @@ from resilience.checks import summary
 from resilience.config import Config, Environment, load_config
 from resilience.errors import RefusedError
 from resilience.faults.base import needed_capabilities
+from resilience.journal import Journal
 from resilience.ledger import RUN_LOCK
 from resilience.notify import require_connection
 from resilience.platforms.base import Platform, get_platform
@@ -48,11 +49,10 @@ class Campaign:
         return get_platform(self.environment)
 
     @cached_property
-    def record(self):
-        from resilience.chaos.record import CampaignRecord
-        from resilience.controldb import postgres_connect
+    def record(self) -> Journal:
+        from resilience.journal import Journal
 
-        return CampaignRecord(postgres_connect(self.config.control_db_conn_id), self.run_id)
+        return Journal.for_conn(self.config.control_db_conn_id, self.run_id)
 
     @cached_property
     def ledger(self):
@@ -88,7 +88,7 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     log.info("Chaos campaign %s in %s: %s, %d s each%s", run_id, environment.name, ", ".join(params.scenarios),
              params.duration_s, " (plan mode: preflight, baselines, planned calls)" if params.dry_run else "")
     campaign = Campaign(params, run_id, config)
-    campaign.record.start(dag_id, environment.name, params.to_dict(), started_at)
+    campaign.record.open(dag_id, "chaos_campaign", environment.name, params.to_dict(), started_at)
     return params.to_dict()
 
 
@@ -129,14 +129,8 @@ def preflight(params: dict[str, Any], run_id: str, dag_id: str) -> dict[str, Any
     if not all(c.passed for c in checks):
         if acquired:
             campaign.ledger.release_lock(RUN_LOCK, run_id)
-        campaign.record.finish("refused", None, {"preflight": [c.to_dict() for c in checks]})
+        campaign.record.close("refused", {"preflight": [c.to_dict() for c in checks]})
         raise RefusedError(f"preflight refused chaos in {facts.environment}: {summary(checks)}")
     log.info("Preflight passed in %s: %s; lock %s held by this run", facts.environment, summary(checks), RUN_LOCK)
     return {"checks": [c.to_dict() for c in checks]}
 
-
-def release_lock(run_id: str) -> bool:
-    """Give the chaos/DR lock back (a no-op, logged, when this run does not hold it)."""
-    from resilience.journal import release_lock as release
-
-    return release(run_id)

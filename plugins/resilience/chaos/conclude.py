@@ -1,4 +1,4 @@
-"""The end of a campaign: report (JSON + HTML with charts), Slack, and the run's verdict."""
+"""The end of a campaign: its report (JSON + HTML with charts) and its Slack summary."""
 
 from __future__ import annotations
 
@@ -58,12 +58,12 @@ def write_campaign_report(params: dict[str, Any] | None, run_id: str) -> dict[st
     series = {s["scenario"]: _series(campaign, s) for s in record["scenarios"]}
     report = build_report(record, verdicts, status, score, series, datetime.now(UTC))
     json_path, html_path = write_report(report, campaign.config.report_dir / "chaos_campaign", render_html)
-    campaign.record.finish(status, score, {"verdicts": verdicts, "report_html": str(html_path)})
+    campaign.record.close(status, {"verdicts": verdicts, "report_html": str(html_path)}, score=score)
     log.info("Chaos campaign %s: %s, resilience score %s. Report: %s", run_id, status.upper(), score, html_path)
     return {"status": status, "score": score, "report_json": str(json_path), "report_html": str(html_path)}
 
 
-def campaign_message(report: dict[str, Any], html_path: str) -> str:
+def slack_message(report: dict[str, Any], html_path: str) -> str:
     icon = ":white_check_mark:" if report["status"] == "completed" else ":rotating_light:"
     lines = [f"{icon} Chaos campaign *{report['status'].upper()}* in {report['environment']} — "
              f"resilience score {report['resilience_score']}"]
@@ -73,16 +73,3 @@ def campaign_message(report: dict[str, Any], html_path: str) -> str:
     lines.append(f"Run {report['run_id']} · report {html_path}")
     return "\n".join(lines)
 
-
-def notify_slack(written: dict[str, Any] | None) -> bool:
-    """The summary to Slack (logged instead when the Connection is absent)."""
-    from resilience.notify import post_report
-
-    return post_report(written, campaign_message)
-
-
-def final_verdict(written: dict[str, Any] | None) -> str:
-    """Fail the run unless every scenario passed (or the run was a dry run)."""
-    from resilience.journal import final_verdict as verdict
-
-    return verdict(written, "chaos campaign", passing="completed")

@@ -16,6 +16,7 @@ from resilience.chaos.scenarios import load_catalogue
 from resilience.chaos.timeline import fault_timeline
 from resilience.chaos.verdict import ScenarioVerdict, scenario_verdict
 from resilience.faults.base import get_fault
+from resilience.journal import Journal
 from resilience.plan import PlannedCall, log_plan, plan_document
 from resilience.slo import Baseline, Reading, baseline_from, unsettled
 
@@ -61,7 +62,7 @@ def baseline(params: dict[str, Any], run_id: str, scenario: str) -> dict[str, An
     log.info("Baseline before %s: availability %.2f %%, error rate %.2f %%, p95 %.1f ms (%d readings)", scenario,
              steady.availability_pct, steady.error_rate_pct, steady.p95_ms, len(readings))
     spec.update(baseline=steady.to_dict(), policy=policy.to_dict())
-    campaign.record.step(scenario, "baseline", {"baseline": steady.to_dict(), "policy": policy.to_dict(),
+    campaign.record.put(scenario, "baseline", {"baseline": steady.to_dict(), "policy": policy.to_dict(),
                                                 "readings": [r.to_dict() for r in readings],
                                                 "window": [started, time.time()], **settling})
     return spec
@@ -116,7 +117,7 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
                                       timeline.expires_in_s, owner=f"inject_{scenario}:{run_id}")
     except InjectRefused as exc:
         log.warning("Not injecting %s: %s", scenario, exc)
-        campaign.record.step(scenario, "fault", {"refused": str(exc)})
+        campaign.record.put(scenario, "fault", {"refused": str(exc)})
         _skip(f"{scenario} not injected: {exc}")
     claim.release()
     log.info("Planned %s in %s: %s (ledger #%d). The guard injects it once its first SLO reading is healthy; "
@@ -124,7 +125,7 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> d
              claim.entry_id, _utc(timeline.deadline_epoch_s))
     result = {"ledger_id": claim.entry_id, "scenario": scenario, "plan": plan, "planned_at": time.time(),
               "latest_start_epoch_s": timeline.planned_end_epoch_s - campaign.params.duration_s}
-    campaign.record.step(scenario, "plan", result)
+    campaign.record.put(scenario, "plan", result)
     return result
 
 
@@ -132,7 +133,7 @@ def _record_plan(campaign: Campaign, scenario: str, calls: list[PlannedCall]) ->
     """Plan mode: the calls inject and revert would make, and the requests each would send, in the report."""
     planned = plan_document(campaign.platform, calls, f"environment {campaign.environment.name}")
     log_plan(f"{scenario} in {campaign.environment.name}", planned)
-    campaign.record.step(scenario, "planned_calls", planned)
+    campaign.record.put(scenario, "planned_calls", planned)
 
 
 def _utc(epoch_s: float) -> str:
@@ -145,9 +146,7 @@ def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, 
            by: str) -> dict[str, Any]:
     """Teardown: revert this run's open entries of ``scenario`` from the ledger (a no-op when the guard
     already did). Reads no Params and no kill switch: turning chaos off must never block a revert."""
-    from resilience.chaos.record import CampaignRecord
     from resilience.config import load_config
-    from resilience.controldb import postgres_connect
     from resilience.faults.revert import revert_entry
     from resilience.ledger import ledger_for
 
@@ -166,12 +165,12 @@ def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, 
     result = {"ledger_id": entry.id, "reverted_at": entry.reverted_at.timestamp(), "reverted_by": entry.reverted_by,
               "revert_reason": entry.revert_reason, "observed": entry.observed,
               "fault_s": entry.reverted_at.timestamp() - injected_at}
-    CampaignRecord(postgres_connect(control), run_id).step(scenario, "revert", result)
+    Journal.for_conn(control, run_id).put(scenario, "revert", result)
     return result
 
 
 def _why_not_injected(campaign: Campaign, scenario: str, guard: dict | None) -> str:
-    refused = (campaign.record.load_scenario(scenario).get("fault") or {}).get("refused")
+    refused = (campaign.record.values(scenario).get("fault") or {}).get("refused")
     if refused:
         return refused
     if guard and guard.get("status") == "not_injected":
@@ -195,7 +194,7 @@ def _with_expectations(campaign: Campaign, scenario: str, verdict: ScenarioVerdi
     checks = load_catalogue()[scenario].checks
     if not checks or entry is None or entry.injected_at is None or entry.reverted_at is None:
         return verdict, []
-    baseline = ((campaign.record.load_scenario(scenario).get("baseline") or {}).get("baseline") or {})
+    baseline = ((campaign.record.values(scenario).get("baseline") or {}).get("baseline") or {})
     window = (entry.injected_at.timestamp(), entry.reverted_at.timestamp())
     try:
         results = measure_checks(campaign.platform, scenario, checks, entry.observed, window, baseline)
@@ -219,7 +218,7 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
     campaign = Campaign.from_xcom(params, run_id)
     _selected(campaign, scenario)
     if campaign.params.dry_run:
-        campaign.record.step(scenario, "verdict", {"scenario": scenario, "status": "skipped", "reason": "dry run"})
+        campaign.record.put(scenario, "verdict", {"scenario": scenario, "status": "skipped", "reason": "dry run"})
         _skip("dry run: baseline measured, nothing injected")
     policy = load_catalogue()[scenario].policy(campaign.params.slo_overrides)
     entries = [e for e in campaign.ledger.entries(run_id) if e.scenario == scenario]
@@ -234,10 +233,10 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         reverted_by=last.reverted_by if last else None, revert_reason=last.revert_reason if last else None)
     for step, value in (("guard", guard), ("recovery", recovery)):
         if value is not None:
-            campaign.record.step(scenario, step, value)
+            campaign.record.put(scenario, step, value)
     verdict, checks = _with_expectations(campaign, scenario, verdict, last)
-    campaign.record.step(scenario, "checks", [c.to_dict() for c in checks])
-    campaign.record.step(scenario, "verdict", verdict.to_dict())
+    campaign.record.put(scenario, "checks", [c.to_dict() for c in checks])
+    campaign.record.put(scenario, "verdict", verdict.to_dict())
     (log.info if verdict.status == "passed" else log.warning)("%s %s: %s", scenario, verdict.status.upper(),
                                                               verdict.reason)
     return verdict.to_dict()

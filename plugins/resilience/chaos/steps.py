@@ -1,12 +1,12 @@
 """The chaos campaign's steps in runbook order, one import for the DAG files' tasks."""
 
 from resilience.chaos.abort import abort_or_sweep, orphans, release_stale_lock, revert_all
-from resilience.chaos.campaign import preflight, release_lock, start_campaign
-from resilience.chaos.conclude import final_verdict, notify_slack, write_campaign_report
+from resilience.chaos.campaign import preflight, start_campaign
+from resilience.chaos.conclude import slack_message, write_campaign_report
 from resilience.chaos.scenario_steps import baseline, inject, judge, revert
 
 __all__ = [
-    "start_campaign", "preflight", "baseline", "inject", "revert", "judge", "release_lock",
-    "write_campaign_report", "notify_slack", "final_verdict", "orphans", "revert_all", "release_stale_lock",
+    "start_campaign", "preflight", "baseline", "inject", "revert", "judge",
+    "write_campaign_report", "slack_message", "orphans", "revert_all", "release_stale_lock",
     "abort_or_sweep",
 ]

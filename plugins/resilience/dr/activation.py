@@ -1,6 +1,6 @@
 """dr_activation's steps, in the runbook's order: assess, declare, restore in DR, deploy, verify, cut over.
 
-Every step records itself (``dr_operations``) under one of the runbook's phases, so the
+Every step records itself (the run journal) under one of the runbook's phases, so the
 report can hold each phase against its budget. Nothing touches DNS before the DR region
 has passed its health checks.
 """
@@ -71,8 +71,8 @@ def _assess(regions: Regions, params: ActivationParams, now: datetime) -> tuple[
 
 def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
     """Validate everything, assess, decide; then take the lock and open the record (first side effect)."""
-    from resilience.dr.operation import take_run_lock
     from resilience.errors import RefusedError
+    from resilience.journal import take_run_lock
 
     config = load_config()
     now = datetime.now(UTC)
@@ -108,8 +108,8 @@ def start_activation(raw_params: dict[str, Any], run_id: str, dag_id: str, start
     else:
         take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR activation",
                       break_reason=params.break_lock_reason)
-    regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
-    regions.record.update(kind="dr_activation", path=path.to_dict(), answers=answers, severity=severity.to_dict(),
+    regions.record.open(dag_id, "dr_operation", params.environment, params.to_dict(), started_at)
+    regions.record.note(kind="dr_activation", path=path.to_dict(), answers=answers, severity=severity.to_dict(),
                           dns_before=regions.dns.weights(), **(planned or {}))
     return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(),
             "path": path.to_dict(), "answers": answers, "pitr_target": iso(pitr), "dry_run": params.dry_run,
@@ -135,7 +135,7 @@ def declare_incident(run: dict[str, Any], run_id: str) -> dict[str, Any]:
                                   f"(run {run_id})")
         escalation = _best_effort("Escalation", details, declare, regions.config, declaration, datetime.now(UTC))
         details.update(statuspage=incident, escalation=escalation)
-        regions.record.update(incident=incident, escalation=escalation)
+        regions.record.note(incident=incident, escalation=escalation)
         return {"incident": incident, "escalation": escalation}
 
 
@@ -201,11 +201,11 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: RestoreMethod)
                              repo.repo if repo else None)  # checked before anything is created
     with regions.record.step(f"restore_{method}", "dr_environment") as details:
         details["repository"] = source
-        regions.record.update(restored_from=source)
+        regions.record.note(restored_from=source)
         box = open_sandbox(regions.dr_platform, sandbox_name(f"dr-{env.name}", run_id, datetime.now(UTC)),
                            env.dbname, regions.primary_platform.backups.database_endpoints())
         regions.state.set(env.name, database=box.to_dict())  # known even if this run dies half-way
-        regions.record.update(restored=box.name)
+        regions.record.note(restored=box.name)
         log.info("Restoring %s into the DR database %s (%s%s) from %s", env.pgbackrest_stanza, box.name, method,
                  f" to {target.isoformat() if target else 'the end of the WAL archive'}"
                  if method == decision.COMPLETE_PITR else "", source["label"])
@@ -213,7 +213,7 @@ def restore_dr_database(run: dict[str, Any], run_id: str, method: RestoreMethod)
         size = regions.dr_platform.sandboxes.restore_sandbox(box, request, timeout_s=RESTORE_TIMEOUT_S)
         details.update(database=box.to_dict(), restored_bytes=size, restore_s=round(time.monotonic() - started, 3))
         newest = regions.wait_writable(box, details, WRITABLE_TIMEOUT_S)
-        episode = regions.record.dr_episode(env.name)
+        episode = regions.dr_episode()
         details["dr_episode"] = episode
         details["sequences_moved"] = _move_sequences(regions, box, episode, regions.dr.sequence_gap)
         details["total_s"] = round(time.monotonic() - started, 3)
@@ -305,7 +305,7 @@ def dns_cutover(run: dict[str, Any], run_id: str, restored: dict[str, Any]) -> d
                           activated_at=datetime.now(UTC), recovery_point=restored.get("newest_write"),
                           database=restored["database"])
         details.update(change)
-        regions.record.update(dns_change=change)
+        regions.record.note(dns_change=change)
         incident = (regions.record.load()["details"].get("incident") or {}).get("id")
         update_incident(regions.dr.statuspage_conn_id, regions.dr.statuspage_page_id, incident, "monitoring",
                         "Traffic is served from the DR region; we are monitoring.")

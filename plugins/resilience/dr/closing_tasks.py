@@ -33,9 +33,9 @@ def closing_tasks(start_task_id: str, traffic_home_unless: str | None = None) ->
     @task(trigger_rule="all_done")
     def release_lock() -> bool:
         """Give the chaos/DR lock back."""
-        from resilience.dr import operation_conclude
+        from resilience import journal
 
-        return operation_conclude.release_lock(run_id())
+        return journal.release_lock(run_id())
 
     @task(trigger_rule="all_done")
     def write_report() -> dict | None:
@@ -48,16 +48,17 @@ def closing_tasks(start_task_id: str, traffic_home_unless: str | None = None) ->
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:
         """Post the summary to Slack (logged when the Connection is absent)."""
-        from resilience.dr import operation_conclude
+        from resilience.dr.operation_report import slack_message
+        from resilience.notify import post_report
 
-        return operation_conclude.notify(pulled("write_report"))
+        return post_report(pulled("write_report"), slack_message)
 
     @task(trigger_rule="all_done")
     def verdict() -> str:
         """Fail the run unless the operation passed (a canary rolled back to DR is a failed run)."""
-        from resilience.dr import operation_conclude
+        from resilience import journal
 
-        return operation_conclude.verdict(pulled("write_report"))
+        return journal.final_verdict(pulled("write_report"), "operation")
 
     guard = ensure_traffic()
     guard >> release_lock() >> write_report() >> notify_slack() >> verdict()

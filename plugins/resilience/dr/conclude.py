@@ -1,4 +1,4 @@
-"""Runbook steps 6-8: RTO/RPO against targets, the report, Slack, and the run's verdict."""
+"""Runbook steps 6-8: RTO/RPO against targets, the report and its Slack summary (the verdict is the journal's)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def measure_rto_rpo(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     from resilience.dr.outcome import drill_outcome
 
     drill = Drill.from_xcom(params, run_id)
-    with drill.record.phase("measure_rto_rpo") as details:  # a required step: it records itself like the others
+    with drill.record.step("measure_rto_rpo") as details:  # a required step: it records itself like the others
         outcome = drill_outcome(drill.record.load(), datetime.now(UTC))
         for row in outcome["phases"]:
             log.info("Phase %-17s %8.2f s  (%4.1f %%)  %s", row["phase"], row["duration_s"], row["share_pct"],
@@ -59,16 +59,17 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
         box["dsn"] = Sandbox.from_dict(box).dsn(drill.source_credentials[0])
         box["app_url"] = next((p["details"].get("app_url") for p in record["phases"]
                                if p["phase"] == "app_connectivity"), None)
-    report = build_report(record, outcome, drill.record.history(record["environment"]), box,
+    report = build_report(record, outcome, drill.record.earlier(record["environment"]), box,
                           kept=drill.params.no_cleanup)
     json_path, html_path = write_report(report, drill.config.report_dir / "dr_monthly_drill", render_html)
-    drill.record.finish(outcome["status"], outcome["rto"]["measured_s"], outcome["rpo"]["measured_s"],
-                        {"checks": outcome["checks"], "task_states": task_states, "report_html": str(html_path)})
+    drill.record.close(outcome["status"],
+                       {"checks": outcome["checks"], "task_states": task_states, "report_html": str(html_path)},
+                       rto_s=outcome["rto"]["measured_s"], rpo_s=outcome["rpo"]["measured_s"])
     log.info("DR drill %s: %s. Report: %s (JSON %s)", run_id, outcome["status"].upper(), html_path, json_path)
     return {"status": outcome["status"], "report_json": str(json_path), "report_html": str(html_path)}
 
 
-def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, Any] | None) -> bool:
+def notify_slack(written: dict[str, Any] | None) -> bool:
     """Runbook step 8: the summary to Slack (logged instead when the Connection is absent)."""
     from resilience.notify import drill_message, post_report
 
@@ -78,16 +79,3 @@ def notify_slack(params: dict[str, Any] | None, run_id: str, written: dict[str, 
         return post_report(written, lambda report, html: plan_message("DR drill", report, html))
     return post_report(written, drill_message)
 
-
-def final_verdict(written: dict[str, Any] | None) -> str:
-    """Fail the run when the drill failed, so the Airflow UI shows the verdict."""
-    from resilience.journal import final_verdict as verdict
-
-    return verdict(written, "DR drill")
-
-
-def release_lock(run_id: str) -> bool:
-    """Give the chaos/DR lock back (a no-op unless this run holds it)."""
-    from resilience.journal import release_lock as release
-
-    return release(run_id)

@@ -16,7 +16,7 @@ from typing import Any
 
 from resilience.config import Config, Environment, load_config
 from resilience.dr.drill_params import DrillParams, parse_drill_params
-from resilience.dr.record import DrillRecord
+from resilience.journal import Journal, take_run_lock
 from resilience.notify import require_connection
 from resilience.platforms.base import Platform, get_platform
 from resilience.platforms.types import Sandbox
@@ -56,10 +56,8 @@ class Drill:
         return get_platform(self.target)
 
     @cached_property
-    def record(self) -> DrillRecord:
-        from resilience.controldb import postgres_connect
-
-        return DrillRecord(postgres_connect(self.config.control_db_conn_id), self.run_id)
+    def record(self) -> Journal:
+        return Journal.for_conn(self.config.control_db_conn_id, self.run_id)
 
     @cached_property
     def source_credentials(self) -> tuple[str, str | None]:
@@ -107,17 +105,12 @@ def start_drill(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at
 
         planned = drill_plan(drill, run_id, datetime.now(UTC))
         log_plan(f"the DR drill of {source.name} into {target.name}", planned)
-        drill.record.start(dag_id, source.name, target.name, params.to_dict(), started_at)
-        with drill.record.phase("plan") as details:
+        drill.record.open(dag_id, "dr_drill", source.name, params.to_dict(), started_at,
+                          dr_environment=target.name)
+        with drill.record.step("plan") as details:
             details[PLAN_KEY] = planned
         return params.to_dict()
-    _take_run_lock(config.control_db_conn_id, run_id, dag_id)
-    drill.record.start(dag_id, source.name, target.name, params.to_dict(), started_at)
+    # no drill while chaos (or another DR run) is active: the lock is held until release_lock
+    take_run_lock(config.control_db_conn_id, run_id, dag_id, "DR drill")
+    drill.record.open(dag_id, "dr_drill", source.name, params.to_dict(), started_at, dr_environment=target.name)
     return params.to_dict()
-
-
-def _take_run_lock(control_conn_id: str, run_id: str, dag_id: str) -> None:
-    """No drill while chaos (or another DR run) is active: the chaos/DR lock is held until release_lock."""
-    from resilience.journal import take_run_lock
-
-    take_run_lock(control_conn_id, run_id, dag_id, "DR drill")

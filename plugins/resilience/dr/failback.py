@@ -35,8 +35,8 @@ def warmup_s(regions: Regions) -> float:
 def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
     """Validate Params, config, Connections and that DR serves; take the lock; build the sensors' specs."""
     from resilience.canary import stability_queries
-    from resilience.dr.operation import take_run_lock
     from resilience.errors import RefusedError
+    from resilience.journal import take_run_lock
 
     config = load_config()
     params = parse_failback_params(raw_params, config)
@@ -63,8 +63,8 @@ def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
         log_plan(f"the failback of {params.environment}", planned[PLAN_KEY])
     else:
         take_run_lock(config.control_db_conn_id, run_id, dag_id, "failback")
-    regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
-    regions.record.update(kind="dr_failback", dr_since=iso(state["activated_at"]), dns_before=regions.dns.weights(),
+    regions.record.open(dag_id, "dr_operation", params.environment, params.to_dict(), started_at)
+    regions.record.note(kind="dr_failback", dr_since=iso(state["activated_at"]), dns_before=regions.dns.weights(),
                           **(planned or {}))
     stable_s = params.stable_hours * 3600
     step = f"{metrics.scrape_interval_s:g}s"
@@ -101,7 +101,7 @@ def start_failback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
 
 def record_stability(run: dict[str, Any], run_id: str, event: dict[str, Any]) -> None:
     _, regions = _context(run, run_id)
-    regions.record.update(stability={"status": event["status"], "checks": event["checks"]})
+    regions.record.note(stability={"status": event["status"], "checks": event["checks"]})
 
 
 def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes") -> dict[str, Any]:
@@ -134,11 +134,11 @@ def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes
             primary.autocommit = False
             result = sync(dr, primary, since, params.conflict_policy, Watermark.from_dict(after),
                           0 if final else regions.dr.sequence_gap)
-            regions.record.update(sync_watermark={"database": db["name"], "at": datetime.now(UTC).isoformat(),
+            regions.record.note(sync_watermark={"database": db["name"], "at": datetime.now(UTC).isoformat(),
                                                   "step": step, **result["watermark"]})
             details.update({k: v for k, v in result.items() if k not in RECORD_ONLY})
             previous = regions.record.load()["details"].get("sync")
-            regions.record.update(sync=_merge_sync(previous, result))
+            regions.record.note(sync=_merge_sync(previous, result))
             log.info("%s: %d row(s) changed in DR since %s, %d applied to the primary, %d conflict(s) (%s)", step,
                      result["copied"], f"the sync of {after['at']}" if after else iso(since), result["applied"],
                      result["conflicts"], params.conflict_policy)
@@ -153,8 +153,8 @@ def sync_dr_writes(run: dict[str, Any], run_id: str, step: str = "sync_dr_writes
 
 def _last_watermark(regions: Regions, database: str) -> dict[str, Any] | None:
     """Where the last sync of DR database ``database`` stopped (any failback run), None before the first."""
-    rows = regions.tables.db.execute(
-        "SELECT details -> 'sync_watermark' FROM dr_operations WHERE dag_id = 'dr_failback'"
+    rows = regions.record.db.execute(
+        "SELECT details -> 'sync_watermark' FROM runs WHERE dag_id = 'dr_failback'"
         " AND details -> 'sync_watermark' ->> 'database' = %s"
         " ORDER BY details -> 'sync_watermark' ->> 'at' DESC LIMIT 1", (database,))
     return rows[0][0] if rows else None
@@ -186,19 +186,16 @@ def record_ramp(params: dict[str, Any], run_id: str, event: dict[str, Any]) -> N
         regions.dns_log.record(run_id, "dr_failback", regions.dr.zone, regions.dr.record, change["before"],
                                change["after"], change["reason"])
     start = datetime.fromtimestamp(event["started"], UTC)
-    regions.record.update(canary={k: event.get(k) for k in ("status", "plan", "step", "reason", "error",
+    regions.record.note(canary={k: event.get(k) for k in ("status", "plan", "step", "reason", "error",
                                                              "failed_checks", "samples", "analyses", "changes")})
     status = "success" if event["status"] == "completed" else "failed"
-    regions.record.add_step({"step": "canary_ramp", "phase": "canary", "status": status, "start": start,
-                            "end": datetime.fromtimestamp(event["ended"], UTC),
-                            "duration_s": round(event["ended"] - event["started"], 3),
-                            "details": {"plan": event["plan"], "status": event["status"]},
-                            "error": event.get("reason") or event.get("error")})
+    regions.record.add_step("canary_ramp", "canary", status, start, datetime.fromtimestamp(event["ended"], UTC),
+                            {"plan": event["plan"], "status": event["status"]},
+                            error=event.get("reason") or event.get("error"))
 
 
 def dns_cutover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
     """All traffic on the primary (100/0, confirmed by reading back); the primary serves again."""
-    from resilience.dr.operation import OperationRecord
     from resilience.statuspage_io import update_incident
 
     params, regions = _context(run, run_id)
@@ -209,7 +206,7 @@ def dns_cutover(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         details.update(change)
         if activation_run:  # the incident the activation declared is over
             try:
-                incident = OperationRecord(regions.tables, activation_run).load()["details"].get("incident") or {}
+                incident = regions.journal_of(activation_run).load()["details"].get("incident") or {}
             except LookupError:
                 incident = {}
             details["incident_resolved"] = update_incident(

@@ -1,4 +1,5 @@
-"""The end of every DR operation: final validation, the DNS safety net, lock, report, Slack, verdict."""
+"""The end of every DR operation: final validation, the DNS safety net and the report (the lock and the
+verdict are the journal's; ``closing_tasks`` wires them)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def final_validation(run: dict[str, Any], run_id: str, region: str, database: di
     with regions.record.step("final_validation", "traffic_cutover") as details:
         checks = checklist(regions, region, database, expected_replicas, recovery_point)
         details["checks"] = [c.to_dict() for c in checks]
-        regions.record.update(checks=details["checks"], validated_region=region)
+        regions.record.note(checks=details["checks"], validated_region=region)
         if not all(c.passed for c in checks):
             raise ChecksFailedError(summary(checks))
         log.info("Recovery validation: %s (%s region)", summary(checks), region)
@@ -55,14 +56,8 @@ def ensure_traffic(run: dict[str, Any] | None, run_id: str, home: str | None = N
     if not outcome or not outcome["moved"]:
         outcome = ensure_healthy_traffic(regions)
     if outcome["moved"]:
-        regions.record.update(safety_move=outcome["change"])
+        regions.record.note(safety_move=outcome["change"])
     return outcome
-
-
-def release_lock(run_id: str) -> bool:
-    from resilience.journal import release_lock as release
-
-    return release(run_id)
 
 
 def write_report(run: dict[str, Any] | None, run_id: str, task_states: dict[str, str | None] | None = None
@@ -80,7 +75,7 @@ def write_report(run: dict[str, Any] | None, run_id: str, task_states: dict[str,
 
     regions = regions_of(run, run_id)
     if task_states is not None:
-        regions.record.update(task_states=task_states)
+        regions.record.note(task_states=task_states)
     now = utcnow()
     record = regions.record.load()
     report = build_report(record, regions.dns_log.for_run(run_id), now)
@@ -88,8 +83,8 @@ def write_report(run: dict[str, Any] | None, run_id: str, task_states: dict[str,
     if any(s["step"] == "declare_incident" for s in record["steps"]):
         report["incident_report"] = write_incident_report({**record, "status": report["status"]}, directory,
                                                           regions.config.control_db_conn_id, now)
-    regions.record.finish(report["status"], now)
     json_path, html_path = write_files(report, directory, render_html)
+    regions.record.close(report["status"], {"report_html": str(html_path)}, at=now)
     for check in report["required_steps"]:
         if not check["passed"]:
             log.error("Required step: %s", check["detail"])
@@ -113,15 +108,3 @@ def write_incident_report(record: dict[str, Any], directory: Path, control_conn_
     log.info("Incident report draft of %s: %s", declared, path)
     return {"id": declared, "markdown": str(path), "name": path.name}
 
-
-def notify(written: dict[str, Any] | None) -> bool:
-    from resilience.dr.operation_report import slack_message
-    from resilience.notify import post_report
-
-    return post_report(written, slack_message)
-
-
-def verdict(written: dict[str, Any] | None) -> str:
-    from resilience.journal import final_verdict
-
-    return final_verdict(written, "operation")

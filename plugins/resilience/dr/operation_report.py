@@ -28,7 +28,7 @@ def _moment(value: Any) -> datetime:
 
 
 def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """The report document from the ``dr_operations`` row (pure)."""
+    """The report document from the run's journal (pure)."""
     details, steps = record["details"], record["steps"]
     started = _moment(record["started_at"])
     ended = _moment(record["finished_at"]) if record.get("finished_at") else now

@@ -192,7 +192,7 @@ def _full_dr(regions: Regions, params: ActivationParams, path: DrPath, pitr: dat
     repo = dr_repo(env)
     box = planned_sandbox(dr, sandbox_name(f"dr-{env.name}", run_id, now), env.dbname,
                           regions.primary_platform.backups.database_endpoints())
-    episode = regions.record.dr_episode(env.name) + 1  # the record of this run is not open yet: +1 is this one
+    episode = regions.dr_episode() + 1  # the record of this run is not open yet: +1 is this one
     gap = regions.dr.sequence_gap
     user, _ = regions.credentials
     dsn = f"postgresql://{user}:***@{box.host}:{box.port}/{box.dbname}"

@@ -14,7 +14,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from resilience.config import REGIONS, Config, DrSettings, Environment
-from resilience.dr.operation import ControlTables, DnsLog, OperationRecord, RegionState
+from resilience.dr.region_state import DnsLog, RegionState
+from resilience.journal import Journal
 from resilience.notify import require_connection
 
 if TYPE_CHECKING:
@@ -55,20 +56,28 @@ class Regions:
         return self.primary_platform if region == "primary" else self.dr_platform
 
     @cached_property
-    def tables(self) -> ControlTables:
-        return ControlTables.for_conn(self.config.control_db_conn_id)
+    def record(self) -> Journal:
+        return self.journal_of(self.run_id)
 
-    @cached_property
-    def record(self) -> OperationRecord:
-        return OperationRecord(self.tables, self.run_id)
+    def journal_of(self, run_id: str) -> Journal:
+        """The journal of a DR run of this environment (this one, or the activation a failback ends)."""
+        return Journal.for_conn(self.config.control_db_conn_id, run_id)
 
     @cached_property
     def state(self) -> RegionState:
-        return RegionState(self.tables)
+        return RegionState.for_conn(self.config.control_db_conn_id)
 
     @cached_property
     def dns_log(self) -> DnsLog:
-        return DnsLog(self.tables)
+        return DnsLog.for_conn(self.config.control_db_conn_id)
+
+    def dr_episode(self) -> int:
+        """How many full DR activations of this environment have restored a database, this run included."""
+        rows = self.record.db.execute(
+            "SELECT count(*) FROM runs WHERE environment = %s AND dag_id = 'dr_activation'"
+            " AND details -> 'path' ->> 'kind' = 'full_dr' AND (run_id = %s OR details ? 'restored')",
+            (self.environment.name, self.run_id))
+        return int(rows[0][0])
 
     @cached_property
     def dns(self) -> Any:

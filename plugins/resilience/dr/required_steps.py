@@ -86,7 +86,7 @@ def rollback_steps(parts: Iterable[str]) -> tuple[Required, ...]:
 
 
 def operation_steps(dag_id: str, params: Mapping[str, Any], details: Mapping[str, Any]) -> tuple[Required, ...]:
-    """The steps a DR operation's record says its path needs (``dr_operations`` params and details)."""
+    """The steps a DR operation's record says its path needs (its Params and details)."""
     if dag_id == "dr_activation":
         path = details.get("path")
         if not path:

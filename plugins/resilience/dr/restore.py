@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def create_sandbox(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook step 2: an empty sandbox that is provably not the source."""
     drill = Drill.from_xcom(params, run_id)
-    with drill.record.phase("create_sandbox") as details:
+    with drill.record.step("create_sandbox") as details:
         source_platform = get_platform(drill.source)
         sources = source_platform.backups.database_endpoints()
         name = sandbox_name("drill", run_id, datetime.now(UTC))
@@ -35,7 +35,7 @@ def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dic
     drill = Drill.from_xcom(params, run_id)
     box = Sandbox.from_dict(sandbox)
     target = drill.params.pitr_target
-    with drill.record.phase("restore") as details:
+    with drill.record.step("restore") as details:
         conn = drill.source_conn()
         try:
             tables = integrity.timestamped_tables(conn)
@@ -95,11 +95,11 @@ def cleanup_sandbox(params: dict[str, Any] | None, run_id: str, sandbox: dict[st
     box = Sandbox.from_dict(sandbox)
     if drill and drill.params.no_cleanup:
         reason = f"no_cleanup is set: sandbox {box.name} kept at {box.dsn('postgres')}"
-        drill.record.skip_phase("cleanup_sandbox", reason)
+        drill.record.skip("cleanup_sandbox", "", reason)
         raise AirflowSkipException(reason)
     if drill is None:  # the drill never opened its record: nothing to report the cleanup to
         get_platform(load_config().environment(box.environment)).sandboxes.drop_sandbox(box)
         return
-    with drill.record.phase("cleanup_sandbox") as details:  # a required step: a sandbox left behind fails the drill
+    with drill.record.step("cleanup_sandbox") as details:  # a required step: a sandbox left behind fails the drill
         get_platform(load_config().environment(box.environment)).sandboxes.drop_sandbox(box)
         details["dropped"] = box.name

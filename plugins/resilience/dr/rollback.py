@@ -29,8 +29,8 @@ def _context(run: dict[str, Any], run_id: str) -> tuple[RollbackParams, Regions]
 def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
     """Validate every selected part (a previous release, backups covering the target, a DNS change
     to go back to), then take the lock and open the record."""
-    from resilience.dr.operation import take_run_lock
     from resilience.errors import RefusedError
+    from resilience.journal import take_run_lock
 
     config = load_config()
     params = parse_rollback_params(raw_params, config, datetime.now(UTC))
@@ -66,8 +66,8 @@ def start_rollback(raw_params: dict[str, Any], run_id: str, dag_id: str, started
         log_plan(f"the emergency rollback of {params.environment} ({', '.join(plan)})", planned[PLAN_KEY])
     else:
         take_run_lock(config.control_db_conn_id, run_id, dag_id, "emergency rollback")
-    regions.record.start(dag_id, params.environment, params.to_dict(), started_at)
-    regions.record.update(kind="emergency_rollback", plan=plan, **(planned or {}))
+    regions.record.open(dag_id, "dr_operation", params.environment, params.to_dict(), started_at)
+    regions.record.note(kind="emergency_rollback", plan=plan, **(planned or {}))
     return {"params": params.to_dict(), "dag_id": dag_id, "started_at": started_at.isoformat(), "plan": plan,
             "dry_run": params.dry_run}
 
@@ -144,7 +144,7 @@ def rollback_database(run: dict[str, Any], run_id: str) -> dict[str, Any]:
         user, _ = regions.credentials
         details.update(environment=name, dsn=box.dsn(user), target=params.pitr_target.isoformat(),
                        newest_write=iso(newest), seconds=round(time.monotonic() - started, 2), database=box.to_dict())
-        regions.record.update(rollback_database=details)
+        regions.record.note(rollback_database=details)
         log.info("New environment %s ready at %s (newest row %s)", name, box.dsn(user), iso(newest))
         return details
 

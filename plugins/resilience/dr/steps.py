@@ -1,6 +1,6 @@
 """The DR drill's steps in runbook order, one import for the DAG file's tasks."""
 
-from resilience.dr.conclude import final_verdict, measure_rto_rpo, notify_slack, release_lock, write_drill_report
+from resilience.dr.conclude import measure_rto_rpo, notify_slack, write_drill_report
 from resilience.dr.drill import start_drill
 from resilience.dr.restore import cleanup_sandbox, create_sandbox, restore
 from resilience.dr.verify_backups import verify_backups
@@ -8,5 +8,5 @@ from resilience.dr.verify_restore import check_app, check_integrity
 
 __all__ = [
     "start_drill", "verify_backups", "create_sandbox", "restore", "check_integrity", "check_app",
-    "measure_rto_rpo", "cleanup_sandbox", "release_lock", "write_drill_report", "notify_slack", "final_verdict",
+    "measure_rto_rpo", "cleanup_sandbox", "write_drill_report", "notify_slack",
 ]

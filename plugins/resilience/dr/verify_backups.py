@@ -95,7 +95,7 @@ def verify_backups(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     stanza = drill.source.pgbackrest_stanza
     repos: list[BackupRepo | None] = list(environment_repos(drill.source)) or [None]
     restore_from = next((r for r in repos if r is not None and r.repo == drill.params.repo), repos[0])
-    with drill.record.phase("verify_backups") as details:
+    with drill.record.step("verify_backups") as details:
         archiver = _archiver_status(drill)
         now = datetime.now(UTC)
         checks = [pgbackrest.archiver_check(archiver)]

@@ -20,7 +20,7 @@ def check_integrity(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]
     """Runbook step 4: pg_amcheck, the SQL checks, and row counts against the source."""
     drill = Drill.from_xcom(params, run_id)
     box = Sandbox.from_dict(sandbox)
-    with drill.record.phase("integrity") as details:
+    with drill.record.step("integrity") as details:
         user, password = drill.source_credentials
         clean, amcheck_summary = drill.platform.sandboxes.amcheck(box, user, password, timeout_s=RESTORE_TIMEOUT_S)
         checks = [Check("pg_amcheck (heap and B-tree indexes)", clean, amcheck_summary)]
@@ -65,7 +65,7 @@ def check_app(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> d
     """Runbook step 5: start the application on the sandbox; its health endpoints must answer."""
     drill = Drill.from_xcom(params, run_id)
     box = Sandbox.from_dict(sandbox)
-    with drill.record.phase("app_connectivity") as details:
+    with drill.record.step("app_connectivity") as details:
         user, password = drill.source_credentials
         from psycopg.conninfo import make_conninfo
 

@@ -1,7 +1,7 @@
 """The runbook's Incident Report Template, drafted from a DR operation's own record (pure).
 
-Every time comes from the ``dr_operations`` row: the run's start, each step's start and end
-(``OperationRecord.step``); what the record cannot know (root cause, lessons) is left for
+Every time comes from the run's journal (``Journal.load``): the run's start, each step's start and end
+(``Journal.step``); what the record cannot know (root cause, lessons) is left for
 the post-mortem to fill in, marked as such.
 """
 
@@ -90,7 +90,7 @@ def _escalation(details: Mapping[str, Any]) -> list[str]:
 
 
 def incident_report_markdown(record: Mapping[str, Any], incident_id: str, now: datetime) -> str:
-    """The Incident Report Template filled from ``record`` (a ``dr_operations`` row as loaded); ``now`` stands
+    """The Incident Report Template filled from ``record`` (a DR operation's journal as loaded); ``now`` stands
     for the end of a run that has not finished."""
     details, steps = record["details"], record["steps"]
     started = _moment(record["started_at"])

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from resilience.control_schema import ensure_migrated
-from resilience.controldb import ControlDb, postgres_connect
+from resilience.controldb import ControlStore
 from resilience.incidents.followups import ITEMS, STAGES
 
 log = logging.getLogger(__name__)
@@ -56,16 +53,8 @@ INCIDENT_COLUMNS = ("id", "dag_id", "run_id", "environment", "name", "severity",
                     "report_path", "pagerduty_dedup_key")
 
 
-class IncidentStore:
-    """The three tables over one connection factory."""
-
-    def __init__(self, connect: Callable[[], Any]) -> None:
-        ensure_migrated(connect)
-        self.db = ControlDb(connect)
-
-    @classmethod
-    def for_conn(cls, conn_id: str) -> IncidentStore:
-        return cls(postgres_connect(conn_id))
+class IncidentStore(ControlStore):
+    """The three incident tables."""
 
     def declare(self, incident: Incident) -> None:
         """The incident and its post-mortem items (idempotent: a retried declaration keeps the first row)."""

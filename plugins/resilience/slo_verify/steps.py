@@ -1,4 +1,4 @@
-"""The slo_verify DAG's task bodies: validate, measure, report, Slack on failure, verdict."""
+"""The slo_verify DAG's task bodies: validate (and open the run's journal), measure, report, Slack on failure."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from resilience.config import load_config
+from resilience.journal import Journal
 from resilience.slo_verify.decision import Measured, Verification, fmt_window, verify
 from resilience.slo_verify.measure import WindowReadings
 from resilience.slo_verify.params import parse_verify_params
@@ -25,9 +26,12 @@ def start_verification(params: dict[str, Any], run_id: str, run_type: str, start
     chosen, environment, settings = parse_verify_params(params_for_run(DAG_ID, run_type, params, config), config)
     require_connection(settings.prometheus_conn_id, f"environments.{environment.name}.slo_verify.prometheus_conn_id")
     end = started_at.astimezone(UTC).replace(microsecond=0).timestamp()
+    require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
     log.info("Verifying the SLOs of %s over %s ending %s (Prometheus Connection %s; business metrics: %s)",
              environment.name, fmt_window(chosen.window_s), datetime.fromtimestamp(end, UTC).isoformat(),
              settings.prometheus_conn_id, ", ".join(b.name for b in settings.business) or "none mapped")
+    Journal.for_conn(config.control_db_conn_id, run_id).open(DAG_ID, "slo_verify", environment.name,
+                                                              chosen.to_dict(), started_at)
     return {"run_id": run_id, "dag_id": DAG_ID, "params": chosen.to_dict(), "end": end}
 
 
@@ -75,6 +79,8 @@ def write_report(run: dict[str, Any] | None, readings_raw: dict[str, Any] | None
     report = build_report(run, readings, verification, settings, series, chart_step_s(readings.window_s),
                           datetime.now(UTC))
     json_path, html_path = write_files(report, config.report_dir / DAG_ID, render_html)
+    Journal.for_conn(config.control_db_conn_id, run["run_id"]).close(
+        report["status"], {"reason": report["reason"], "report_html": str(html_path)})
     log.info("SLO verification %s: %s — %s. Report: %s", run["run_id"], report["status"].upper(), report["reason"],
              html_path)
     return {"status": report["status"], "environment": report["environment"], "report_json": str(json_path),
@@ -109,9 +115,3 @@ def notify_slack(written: dict[str, Any] | None) -> bool:
     return post_slack(load_config().slack_conn_id_for(written["environment"]),
                       slack_message(report, written["report_html"]))
 
-
-def final_verdict(written: dict[str, Any] | None) -> str:
-    """Fail the run when an SLO failed (or nothing was verified), so the Airflow UI shows the verdict."""
-    from resilience.journal import final_verdict as verdict
-
-    return verdict(written, f"SLO verification in {written['environment']}" if written else "SLO verification")
