@@ -174,7 +174,8 @@ def shaped(run: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         by_scope: dict[str, dict[str, Any]] = {}
         for s in steps:
             by_scope.setdefault(s["scope"], {})[s["step"]] = s["details"]
-        return {"scenarios": [{"scenario": name, **by_scope.get(name, {})} for name in run["params"].get("scenarios", [])]}
+        names = run["params"].get("scenarios", [])
+        return {"scenarios": [{"scenario": name, **by_scope.get(name, {})} for name in names]}
     if run["kind"] == "dr_drill":
         return {"phases": [{"phase": s["step"], "started_at": s["started_at"], "ended_at": s["ended_at"],
                             "status": s["status"], "error": s["error"], "details": s["details"]} for s in steps]}
@@ -185,6 +186,13 @@ def shaped(run: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
                            "duration_s": s["duration_s"], "details": s["details"], "error": s["error"]}
                           for s in steps]}
     return {"steps": steps}
+
+
+def report_header(record: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Pure: the keys every report opens with, from the run's journal (each DAG adds its status, times and
+    evidence)."""
+    return {"kind": kind, "run_id": record["run_id"], "dag_id": record["dag_id"],
+            "environment": record["environment"], "params": record["params"]}
 
 
 # -- the chaos/DR lock and the verdict ----------------------------------------------------------

@@ -15,6 +15,7 @@ from resilience.faults.base import get_fault
 
 if TYPE_CHECKING:
     from resilience.platforms.base import Capability, Platform
+    from resilience.prometheus import PrometheusHook
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,16 @@ def missing_window_queries(environment: Environment, checks: tuple[Expectation, 
             if c.spec.source == "window" and not c.optional and c.measure not in slo.window_queries]
 
 
-def window_measurement(slo: SloSource, measure: str, start_s: float, end_s: float) -> Measurement:
+def window_measurement(hook: PrometheusHook, slo: SloSource, measure: str, start_s: float, end_s: float
+                       ) -> Measurement:
     """``measure`` over [start_s, end_s] from Prometheus: a query error or an empty answer is no data."""
-    from resilience.prometheus import PrometheusHook, read_value
+    from resilience.prometheus import read_value
 
     try:
         query = slo.window_query(measure, end_s - start_s)
     except ValueError as exc:
         return Measurement(None, str(exc))
-    value, why = read_value(PrometheusHook(slo.prometheus_conn_id, timeout_s=max(slo.query_timeout_s, 5.0)),
-                            query, end_s)
+    value, why = read_value(hook, query, end_s)
     return Measurement(value, "" if why is None else f"no data in the fault window ({why})")
 
 
@@ -75,8 +76,11 @@ def measure_checks(platform: Platform, scenario: str, checks: tuple[Expectation,
                    baseline: Mapping[str, float]) -> list[CheckResult]:
     """Every check of ``scenario`` judged: fault measures from ``observed`` (the ledger's), window and platform
     measures over ``window`` (the fault's (applied, reverted) epoch seconds)."""
+    from resilience.prometheus import PrometheusHook
+
     environment = platform.environment
     slo = environment.slo_source()
+    hook = PrometheusHook(slo.prometheus_conn_id, timeout_s=max(slo.query_timeout_s, 5.0))  # one for every query
     from_fault = get_fault(scenario).measurements(dict(observed or {}))
     results = []
     for check in checks:
@@ -89,10 +93,10 @@ def measure_checks(platform: Platform, scenario: str, checks: tuple[Expectation,
             measured, not_provided = None, (f"environments.{environment.name}.slo.window_queries."
                                             f"{check.measure} is not set")
         else:
-            measured = window_measurement(slo, check.measure, *window)
+            measured = window_measurement(hook, slo, check.measure, *window)
             sample = SAMPLE_OF.get(check.measure)
             if sample is not None and sample in slo.window_queries and measured.value is not None:
-                count = window_measurement(slo, sample, *window).value
+                count = window_measurement(hook, slo, sample, *window).value
                 measured = replace(measured, samples=None if count is None else round(count))
         result = check_expectation(check, measured, baseline, not_provided)
         log.info("%s check %s: %s", scenario, {True: "PASSED", False: "FAILED", None: "not measured"}[result.passed],

@@ -8,6 +8,7 @@ from typing import Any
 
 from resilience import charts
 from resilience.dr.report import CSS
+from resilience.journal import report_header
 from resilience.units import fmt
 
 
@@ -17,11 +18,7 @@ def build_report(record: dict[str, Any], verdicts: list[dict[str, Any]], status:
     start = record["started_at"]
     end = now
     return {
-        "kind": "chaos_campaign",
-        "run_id": record["run_id"],
-        "dag_id": record["dag_id"],
-        "environment": record["environment"],
-        "params": record["params"],
+        **report_header(record, "chaos_campaign"),
         "status": status,
         "deviated": any(v["status"] == "failed" for v in verdicts),
         "start": start.isoformat(),

@@ -18,6 +18,7 @@ from resilience.dr.decision import phase_report
 from resilience.dr.plan import PLAN_KEY, PLANNED, plan_html, plan_message
 from resilience.dr.report import CSS
 from resilience.dr.required_steps import Recorded, operation_steps, step_checks
+from resilience.journal import report_header
 
 TITLES = {"dr_activation": "DR activation", "dr_failback": "Return to primary", "emergency_rollback":
           "Emergency rollback"}
@@ -41,11 +42,9 @@ def build_report(record: dict[str, Any], dns_changes: list[dict[str, Any]], now:
     status = PLANNED if planned and not failed else "rolled_back" if rolled_back else (
         "failed" if failed or any(not c["passed"] for c in [*checks, *required]) else "passed")
     report: dict[str, Any] = {
-        "kind": details.get("kind", record["dag_id"]),
-        "run_id": record["run_id"], "dag_id": record["dag_id"], "environment": record["environment"],
+        **report_header(record, details.get("kind", record["dag_id"])),
         "status": status, "deviated": status not in ("passed", PLANNED),
         "start": started.isoformat(), "end": ended.isoformat(), "duration": (ended - started).total_seconds(),
-        "params": record["params"],
         "steps": [{**s, "offset_s": (_moment(s["start"]) - started).total_seconds()} for s in steps],
         "checks": checks,
         "required_steps": required,

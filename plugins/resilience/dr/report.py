@@ -9,6 +9,7 @@ from typing import Any
 from resilience import charts
 from resilience.dr.outcome import required_datetime
 from resilience.dr.plan import PLAN_KEY, plan_html
+from resilience.journal import report_header
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
@@ -24,12 +25,8 @@ def build_report(record: dict[str, Any], outcome: dict[str, Any], history: list[
     """The report document: outcome + what was run + the sandbox when it is kept (+ the plan of a plan run)."""
     planned = next(((p["details"] or {}).get(PLAN_KEY) for p in record["phases"] if p["phase"] == "plan"), None)
     return {
-        "kind": "dr_drill",
-        "run_id": record["run_id"],
-        "dag_id": record["dag_id"],
-        "environment": record["environment"],
+        **report_header(record, "dr_drill"),
         "dr_environment": record["dr_environment"],
-        "params": record["params"],
         **outcome,
         "phase_details": {p["phase"]: {"status": p["status"], "error": p["error"], **p["details"]}
                           for p in record["phases"]},
