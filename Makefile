@@ -6,7 +6,7 @@ PYTHON     ?= python3
 VENV       := .venv
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
-DEB_PKGS   := postgresql postgresql-contrib pgbackrest redis-server prometheus stress-ng patroni etcd-server stunnel4
+DEB_PKGS   := postgresql postgresql-contrib pgbackrest redis-server prometheus stress-ng patroni etcd-server stunnel4 docker-compose
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export RESILIENCE_LAB_DIR ?= $(CURDIR)/.lab
 
