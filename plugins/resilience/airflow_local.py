@@ -191,9 +191,10 @@ def up(sa: Standalone, lab_state: dict[str, Any] | None, timeout_s: float = 120,
 # -- stopping: every process of this home, task processes included ------------------------------
 
 def _is_airflow(argv: list[bytes]) -> bool:
-    """``.../bin/airflow ...`` (possibly via python) or a process titled ``airflow ...`` by setproctitle."""
+    """``.../bin/airflow ...`` (possibly via python), a process titled ``airflow ...`` by setproctitle, or
+    a Celery worker's main or pool process (``[celeryd: worker-1@host:MainProcess] ...``)."""
     head = [Path(a.decode(errors="replace")).name for a in argv[:2]]
-    return "airflow" in head or (bool(argv) and argv[0].startswith(b"airflow "))
+    return "airflow" in head or (bool(argv) and argv[0].startswith((b"airflow ", b"[celeryd: ")))
 
 
 def _ancestors() -> set[int]:

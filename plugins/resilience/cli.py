@@ -142,10 +142,19 @@ def cmd_airflow_up(args: argparse.Namespace) -> int:
 
     sa = airflow_local.Standalone.from_env()
     schedules = not args.no_schedules
-    airflow_local.up(sa, load_lab_state(_lab_layout(args).lab_dir), schedules=schedules)
+    if args.executor == "celery":
+        from resilience import airflow_celery
+
+        airflow_celery.up(airflow_celery.CeleryTopology(sa), load_lab_state(_lab_layout(args).lab_dir),
+                          schedules=schedules)
+    else:
+        airflow_local.up(sa, load_lab_state(_lab_layout(args).lab_dir), schedules=schedules)
     with airflow_local.client(sa) as api:
         dags = airflow_local.wait_parsed(api, airflow_local.dag_files())
     print(f"Airflow UI: {sa.base_url}  user: {airflow_local.USER}  password: in {sa.passwords_file}")
+    if args.executor == "celery":
+        print(f"CeleryExecutor: api-server, scheduler, dag-processor, 2 triggerers, 2 workers; logs in "
+              f"{sa.home / 'components'}")
     print(f"Resilience page: {sa.base_url}/resilience/ (behind the same login)")
     print("DAGs:")
     print("\n".join(airflow_local.pause_report(dags, schedules)))
@@ -153,9 +162,10 @@ def cmd_airflow_up(args: argparse.Namespace) -> int:
 
 
 def cmd_airflow_down(args: argparse.Namespace) -> int:
-    from resilience import airflow_local
+    from resilience import airflow_celery, airflow_local
 
-    airflow_local.down(airflow_local.Standalone.from_env())
+    # every Airflow process of the home, whichever executor started it, then the Celery broker if there is one
+    airflow_celery.down(airflow_celery.CeleryTopology(airflow_local.Standalone.from_env()))
     return 0
 
 
@@ -186,8 +196,12 @@ def add_airflow_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="start airflow standalone (idempotent); say where the login is, which DAGs run")
     up.add_argument("--no-schedules", action="store_true",
                     help="run triggered runs only (no scheduled intervals when a DAG is unpaused)")
+    up.add_argument("--executor", choices=("standalone", "celery"), default="standalone",
+                    help="standalone (LocalExecutor, one process tree; default) or celery: the production "
+                         "topology (PostgreSQL metadata, Redis broker, api-server, scheduler, dag-processor, "
+                         "2 triggerers, 2 Celery workers, each its own process and log)")
     up.set_defaults(func=cmd_airflow_up)
-    sub.add_parser("down", help="stop airflow standalone and its task processes").set_defaults(
+    sub.add_parser("down", help="stop Airflow (standalone or Celery), its task processes and broker").set_defaults(
         func=cmd_airflow_down)
     run = sub.add_parser("run", help="trigger a DAG through the REST API and follow it to the end")
     run.add_argument("dag_id")
