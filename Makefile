@@ -10,7 +10,7 @@ DEB_PKGS   := postgresql postgresql-contrib pgbackrest redis-server prometheus s
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export RESILIENCE_LAB_DIR ?= $(CURDIR)/.lab
 
-.PHONY: help deps venv lab-up lab-down lab-status up down demo test lint typecheck bench bench-kill-matrix
+.PHONY: help deps venv lab-up lab-down lab-status up up-celery down demo test lint typecheck bench bench-kill-matrix
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lab-status: venv  ## show the lab's endpoints
 
 up: lab-up  ## lab + Airflow standalone on http://127.0.0.1:8080 (says where the login is; lists the DAGs, chaos_abort on)
 	$(BIN)/resilience airflow up
+
+up-celery: lab-up  ## lab + the production topology on http://127.0.0.1:8080: CeleryExecutor (Redis broker), PostgreSQL metadata, api-server, scheduler, dag-processor, 2 triggerers, 2 workers; `make down` stops it
+	$(BIN)/resilience airflow up --executor celery
 
 down:  ## stop Airflow standalone and the lab
 	@if [ -x $(BIN)/resilience ]; then $(BIN)/resilience airflow down; $(BIN)/resilience lab down; fi
