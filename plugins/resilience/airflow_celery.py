@@ -245,9 +245,10 @@ def _log_size(path: Path) -> int:
 
 
 def up(topo: CeleryTopology, lab_state: dict[str, Any] | None, timeout_s: float = 240,
-       schedules: bool = True) -> None:
+       schedules: bool = True, extra_env: dict[str, str] | None = None) -> None:
     """Start the whole topology (idempotent: a home whose API answers is left as it is) and wait until
-    the API answers, both triggerers heartbeat and both workers consume the queue."""
+    the API answers, both triggerers heartbeat and both workers consume the queue. ``extra_env``
+    overrides the shared environment (a benchmark's DAG folder)."""
     if not lab_state:
         raise RuntimeError("the Celery topology keeps its metadata on the lab's control-plane PostgreSQL: "
                            "run `resilience lab up` first")
@@ -258,7 +259,7 @@ def up(topo: CeleryTopology, lab_state: dict[str, Any] | None, timeout_s: float 
     sa.home.mkdir(parents=True, exist_ok=True)
     ensure_password(sa)
     ensure_metadata_db(sa, lab_state)
-    env = celery_env(topo, lab_state, schedules)
+    env = {**celery_env(topo, lab_state, schedules), **(extra_env or {})}
     started = time.monotonic()
     start_broker(topo)
     log.info("Migrating the metadata DB of %s", sa.home)
