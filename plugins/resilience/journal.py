@@ -95,12 +95,16 @@ class Journal:
 
     def _write_step(self, scope: str, name: str, status: str, started_at: datetime, ended_at: datetime | None,
                     duration_s: float | None, error: str | None, details: Any) -> None:
-        self.db.execute(
+        written = self.db.execute(
             "INSERT INTO run_steps (run_id, scope, step, status, started_at, ended_at, duration_s, error, details)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (run_id, scope, step) DO UPDATE SET"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb WHERE EXISTS (SELECT FROM runs WHERE run_id = %s)"
+            " ON CONFLICT (run_id, scope, step) DO UPDATE SET"
             " status = EXCLUDED.status, started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,"
-            " duration_s = EXCLUDED.duration_s, error = EXCLUDED.error, details = EXCLUDED.details",
-            (self.run_id, scope, name, status, started_at, ended_at, duration_s, error, _json(details)))
+            " duration_s = EXCLUDED.duration_s, error = EXCLUDED.error, details = EXCLUDED.details RETURNING id",
+            (self.run_id, scope, name, status, started_at, ended_at, duration_s, error, _json(details), self.run_id))
+        if not written:  # bookkeeping never fails a step (a revert above all): say what was not kept
+            log.warning("Run %s has no journal (it was never opened): step %s%s (%s) not recorded", self.run_id,
+                        f"{scope}/" if scope else "", name, status)
 
     @contextmanager
     def step(self, name: str, scope: str = "") -> Iterator[dict[str, Any]]:

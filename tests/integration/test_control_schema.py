@@ -3,33 +3,16 @@ one at the previous version, one from before the schema was versioned, and one n
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from functools import partial
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from resilience.control_schema import LATEST, MIGRATIONS, V1, migrate
 from resilience.journal import Journal
 from resilience.ledger import Ledger
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def database(lab) -> Iterator[str]:
-    """A throw-away database on the lab's control server: its DSN."""
-    server = lab["connections"]["resilience_control_db"]
-    name = f"schema_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_conninfo(server, dbname=name)
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def tables(dsn: str) -> set[str]:

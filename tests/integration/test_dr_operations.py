@@ -325,7 +325,7 @@ def test_the_resilience_page_shows_the_incident_history(dags, lab):
     client = TestClient(create_app(access=lambda: None))  # the login is tested under real Airflow (tests/airflow)
     status = client.get("/status.json").json()
     assert {r["environment"] for r in status["regions"]} == {"lab"}
-    assert {r["dag_id"] for r in status["operations"]} >= {"dr_activation", "dr_failback", "emergency_rollback"}
+    assert {r["dag_id"] for r in status["runs"]} >= {"dr_activation", "dr_failback", "emergency_rollback"}
     page = client.get("/").text
     links = re.findall(r'href="(reports/dr_failback/[^"]+\.html)"', page)
     assert links and client.get(f"/{links[0]}").status_code == 200
