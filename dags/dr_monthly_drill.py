@@ -47,7 +47,7 @@ from airflow.sdk import dag, get_current_context, setup, task, teardown
 
 from resilience.context import pulled, run_id
 from resilience.deadlines import rto_deadline_alert
-from resilience.dr.drill_params import drill_params
+from resilience.dr.drill.params import drill_params
 from resilience.dr.plan import plan_gate
 
 PARAMS = drill_params()
@@ -70,7 +70,7 @@ def dr_monthly_drill():
     @task
     def start_drill() -> dict:
         """Validate Params, environments.yaml and Connections; open the drill record."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
         from resilience.schedules import params_for_run
 
         ctx = get_current_context()
@@ -82,49 +82,49 @@ def dr_monthly_drill():
     @task
     def verify_backups(run: dict) -> dict:
         """Backups exist, are sound, and the WAL archive is fresh enough for the RPO target."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.verify_backups(run, run_id())
 
     @setup
     def create_sandbox(run: dict) -> dict:
         """An empty sandbox that is provably not the source."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.create_sandbox(run, run_id())
 
     @task
     def restore(run: dict, sandbox: dict) -> dict:
         """Restore latest or point-in-time into the sandbox; wait until it takes writes."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.restore(run, run_id(), sandbox)
 
     @task
     def check_integrity(run: dict, sandbox: dict, restored: dict) -> dict:
         """pg_amcheck, SQL integrity checks, row counts against the source."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.check_integrity(run, run_id(), sandbox, restored)
 
     @task
     def check_app(run: dict, sandbox: dict) -> dict:
         """Start the app on the sandbox; its health endpoints must answer."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.check_app(run, run_id(), sandbox)
 
     @task
     def measure_rto_rpo(run: dict) -> dict:
         """RTO and RPO against their targets, with the per-phase breakdown."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.measure_rto_rpo(run, run_id())
 
     @teardown
     def cleanup_sandbox(run: dict, sandbox: dict) -> None:
         """Drop the sandbox (skipped when no_cleanup)."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         steps.cleanup_sandbox(run, run_id(), sandbox)
 
@@ -138,7 +138,7 @@ def dr_monthly_drill():
     @task(trigger_rule="all_done")
     def write_report() -> dict:
         """Complete the record; write the JSON + HTML report, whatever failed before."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
         from resilience.dr.task_states import run_task_states
 
         return steps.write_drill_report(pulled("start_drill"), run_id(), pulled("create_sandbox"), run_task_states())
@@ -146,7 +146,7 @@ def dr_monthly_drill():
     @task(trigger_rule="all_done")
     def notify_slack() -> bool:
         """Post the summary to Slack (logged when the Connection is absent)."""
-        from resilience.dr import steps
+        from resilience.dr.drill import steps
 
         return steps.notify_slack(pulled("write_report"))
 

@@ -1,4 +1,5 @@
-"""Write a report document as ``<run>.json`` and ``<run>.html`` side by side."""
+"""Write a report document as ``<run>.json`` and ``<run>.html`` side by side; the style every HTML report
+and the Resilience page share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
+h1 .passed{color:#2e7d32}h1 .failed{color:#c62828}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left}
+.pass{color:#2e7d32;font-weight:bold}.fail{color:#c62828;font-weight:bold}
+.chart text{font-size:13px}.chart .small{font-size:11px;fill:#555}code{background:#f4f4f4;padding:0 .2rem}
+"""
 
 
 def report_stem(run_id: str) -> str:

@@ -15,8 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from resilience.dr.report import CSS
-from resilience.reporting import report_stem
+from resilience.reporting import CSS, report_stem
 
 Execute = Callable[[str], list[tuple]]
 RECENT = 8

@@ -90,8 +90,8 @@ def test_parse_imports_no_heavy_modules(path):
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1]);"
         "heavy = [m for m in sys.modules if m.startswith(('psycopg', 'airflow.providers.postgres.hooks', "
-        "'airflow.providers.slack.hooks', 'resilience.dr.steps', 'resilience.platforms.local', "
-        "'boto3')) or m in ('resilience.dr.drill', 'resilience.dr.activation', 'resilience.dr.failback', "
+        "'airflow.providers.slack.hooks', 'resilience.dr.drill.steps', 'resilience.platforms.local', "
+        "'boto3')) or m in ('resilience.dr.drill.run', 'resilience.dr.activation', 'resilience.dr.failback', "
         "'resilience.dr.rollback', "
         "'resilience.dr.regions', 'resilience.dr.datasync')];"
         "print(','.join(heavy))"

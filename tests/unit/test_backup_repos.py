@@ -12,7 +12,7 @@ import yaml
 from resilience.config import DEFAULT_CONFIG_PATH, load_config, parse_config
 from resilience.dr import pgbackrest
 from resilience.dr.backup_repos import dr_repo, environment_repos, parse_repos, repo_arg, repo_by_index
-from resilience.dr.drill_params import parse_drill_params
+from resilience.dr.drill.params import parse_drill_params
 from resilience.platforms.types import RestoreRequest
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_drill_repo_param_refused(value, message):
 
 
 def test_drill_form_has_the_repo_param_with_a_schema():
-    from resilience.dr.drill_params import drill_params
+    from resilience.dr.drill.params import drill_params
 
     param = drill_params()["repo"]
     assert param.value == 1 and param.schema["enum"] == [1, 2] and param.schema["type"] == "integer"

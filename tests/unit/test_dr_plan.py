@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from resilience.dns import RecordValues, WeightedRecord, weights_change
+from resilience.dr.drill.outcome import drill_outcome
 from resilience.dr.operation_report import build_report, render_html, slack_message
-from resilience.dr.outcome import drill_outcome
 from resilience.dr.pgbackrest import restore_args
 from resilience.dr.plan import PlannedStep, plan_html, route53_change
 from resilience.journal import final_verdict

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from resilience.dr.outcome import drill_outcome
-from resilience.dr.report import build_report, render_html
+from resilience.dr.drill.outcome import drill_outcome
+from resilience.dr.drill.report import build_report, render_html
 
 T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from resilience.config import load_config
-from resilience.dr.drill_params import parse_drill_params
+from resilience.dr.drill.params import parse_drill_params
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 GOOD = {"environment": "lab", "dr_environment": "lab", "full_drill": False, "rto_target": 30, "rpo_target": 15,

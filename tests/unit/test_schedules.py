@@ -131,7 +131,7 @@ def test_airflows_run_type_enum_is_recognised():
 
 @pytest.mark.parametrize(("dag_id", "start_task", "step", "expected"), [
     ("chaos_campaign", "start_campaign", "resilience.chaos.steps.start_campaign", {"environment": "staging"}),
-    ("dr_monthly_drill", "start_drill", "resilience.dr.steps.start_drill",
+    ("dr_monthly_drill", "start_drill", "resilience.dr.drill.steps.start_drill",
      {"environment": "production", "dr_environment": "dr-sandbox"}),
 ])
 def test_the_start_task_of_a_scheduled_run_acts_on_the_configured_environment(airflow_db, dag_id, start_task, step,

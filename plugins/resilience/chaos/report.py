@@ -7,8 +7,8 @@ from html import escape
 from typing import Any
 
 from resilience import charts
-from resilience.dr.report import CSS
 from resilience.journal import report_header
+from resilience.reporting import CSS
 from resilience.units import fmt
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from resilience.config import Config, Environment
-from resilience.dr.drill_params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN
+from resilience.dr.drill.params import DEFAULT_RPO_TARGET_MIN, DEFAULT_RTO_TARGET_MIN
 from resilience.incidents.severity import SEVERITY_CHOICES
 from resilience.param_values import flag, parse_pitr_target, target_minutes
 

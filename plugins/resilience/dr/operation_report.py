@@ -16,9 +16,9 @@ from resilience.checks import Check
 from resilience.dr.activation_params import QUESTIONS
 from resilience.dr.decision import phase_report
 from resilience.dr.plan import PLAN_KEY, PLANNED, plan_html, plan_message
-from resilience.dr.report import CSS
 from resilience.dr.required_steps import Recorded, operation_steps, step_checks
 from resilience.journal import report_header
+from resilience.reporting import CSS
 
 TITLES = {"dr_activation": "DR activation", "dr_failback": "Return to primary", "emergency_rollback":
           "Emergency rollback"}

@@ -27,7 +27,7 @@ from resilience.plan import PlannedStep
 if TYPE_CHECKING:
     from resilience.dr.activation_params import ActivationParams
     from resilience.dr.decision import DrPath
-    from resilience.dr.drill import Drill
+    from resilience.dr.drill.run import Drill
     from resilience.dr.failback_params import FailbackParams
     from resilience.dr.regions import Regions
     from resilience.dr.rollback_params import RollbackParams

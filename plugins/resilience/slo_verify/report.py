@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from resilience import charts
-from resilience.dr.report import CSS
+from resilience.reporting import CSS
 from resilience.slo_verify.decision import (
     KeyMetricsPolicy,
     Verification,

@@ -7,17 +7,10 @@ from html import escape
 from typing import Any
 
 from resilience import charts
-from resilience.dr.outcome import required_datetime
+from resilience.dr.drill.outcome import required_datetime
 from resilience.dr.plan import PLAN_KEY, plan_html
 from resilience.journal import report_header
-
-CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
-h1 .passed{color:#2e7d32}h1 .failed{color:#c62828}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left}
-.pass{color:#2e7d32;font-weight:bold}.fail{color:#c62828;font-weight:bold}
-.chart text{font-size:13px}.chart .small{font-size:11px;fill:#555}code{background:#f4f4f4;padding:0 .2rem}
-"""
+from resilience.reporting import CSS
 
 
 def build_report(record: dict[str, Any], outcome: dict[str, Any], history: list[dict[str, Any]],

@@ -10,7 +10,7 @@ from typing import Any
 from resilience.config import load_config
 from resilience.dr import integrity
 from resilience.dr.backup_repos import repo_by_index
-from resilience.dr.drill import RESTORE_TIMEOUT_S, WRITABLE_TIMEOUT_S, Drill
+from resilience.dr.drill.run import RESTORE_TIMEOUT_S, WRITABLE_TIMEOUT_S, Drill
 from resilience.dr.sandbox import open_sandbox, sandbox_name
 from resilience.platforms.base import get_platform
 from resilience.platforms.types import RestoreRequest, Sandbox

@@ -1,9 +1,10 @@
-"""The monthly DR drill: what every step shares, and the first step (validate, open the record).
+"""The monthly DR drill: what every step shares, and the first step (validate, open the run's journal).
 
 The steps live in modules named for the runbook: ``verify_backups``, ``restore`` (the
 sandbox's life), ``verify_restore`` (integrity, app) and ``conclude`` (RTO/RPO, report,
-Slack, verdict). Every step takes the validated params (from ``start_drill``) and the run
-id, and records itself, so a step can be cleared and re-run on its own.
+Slack; the lock and the verdict are the journal's). Every step takes the validated params (from
+``start_drill``) and the run id, and records itself in the journal, so a step can be cleared and
+re-run on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from resilience.config import Config, Environment, load_config
-from resilience.dr.drill_params import DrillParams, parse_drill_params
+from resilience.dr.drill.params import DrillParams, parse_drill_params
 from resilience.journal import Journal, take_run_lock
 from resilience.notify import require_connection
 from resilience.platforms.base import Platform, get_platform

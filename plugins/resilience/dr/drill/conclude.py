@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from resilience.checks import Check
-from resilience.dr.drill import Drill
+from resilience.dr.drill.run import Drill
 from resilience.errors import ChecksFailedError
 from resilience.platforms.types import Sandbox
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def measure_rto_rpo(params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Runbook step 6: RTO (start to app healthy) and RPO (data-loss window) against the targets."""
-    from resilience.dr.outcome import drill_outcome
+    from resilience.dr.drill.outcome import drill_outcome
 
     drill = Drill.from_xcom(params, run_id)
     with drill.record.step("measure_rto_rpo") as details:  # a required step: it records itself like the others
@@ -40,8 +40,8 @@ def write_drill_report(params: dict[str, Any] | None, run_id: str, sandbox: dict
 
     ``task_states``: Airflow's state of each task of the run, the second witness of the required steps.
     """
-    from resilience.dr.outcome import drill_outcome
-    from resilience.dr.report import build_report, render_html
+    from resilience.dr.drill.outcome import drill_outcome
+    from resilience.dr.drill.report import build_report, render_html
     from resilience.reporting import write_report
 
     if params is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from resilience.checks import Check, summary
 from resilience.dr import integrity
-from resilience.dr.drill import APP_TIMEOUT_S, RESTORE_TIMEOUT_S, Drill
+from resilience.dr.drill.run import APP_TIMEOUT_S, RESTORE_TIMEOUT_S, Drill
 from resilience.errors import ChecksFailedError
 from resilience.platforms.types import Sandbox
 

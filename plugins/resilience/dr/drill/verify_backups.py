@@ -18,7 +18,7 @@ from typing import Any
 from resilience.checks import Check, summary
 from resilience.dr import pgbackrest
 from resilience.dr.backup_repos import BackupRepo, environment_repos, repo_arg
-from resilience.dr.drill import RESTORE_TIMEOUT_S, Drill
+from resilience.dr.drill.run import RESTORE_TIMEOUT_S, Drill
 from resilience.errors import ChecksFailedError
 
 log = logging.getLogger(__name__)
