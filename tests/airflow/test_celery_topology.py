@@ -254,6 +254,13 @@ def celery_airflow(lab) -> Iterator[Topology]:
 
 # -- the cases ---------------------------------------------------------------------------------------
 
+def unless_ended(af: Topology, run_id: str, value: Any) -> Any:
+    """``value``; when it is falsy and the run has already ended, fail with its failed tasks' logs."""
+    if not value and af.run_state(run_id) in airflow_local.FINISHED:
+        pytest.fail(f"campaign {run_id} ended before the awaited moment\n{af.failure_logs(run_id)}")
+    return value
+
+
 def _assert_lab_clean(af: Topology) -> None:
     assert control.s3_fault(af.lab)["error_rate"] == 0.0, "the S3 proxy still serves errors"
 
@@ -282,9 +289,8 @@ def test_worker_killed_mid_inject_leaves_no_fault_and_an_honest_verdict(celery_a
             raise AssertionError("the inject ended before its ledger row was seen")
         return None
 
-    wait_for(lambda: ledger_written_while_inject_runs() or (
-        af.run_state(run_id) in airflow_local.FINISHED and pytest.fail(af.failure_logs(run_id))), 300,
-        "the inject's ledger row", interval_s=0.02)
+    wait_for(lambda: unless_ended(af, run_id, ledger_written_while_inject_runs()), 300, "the inject's ledger row",
+             interval_s=0.02)
     victim = runner["worker"]
     assert victim in workers, f"inject process {runner['pid']} runs under no worker: {workers}"
     assert task_runner(inject_ti), "the inject finished before the kill: the case was not reached"
@@ -326,8 +332,7 @@ def test_scheduler_and_guard_triggerer_killed_the_other_triggerer_reverts_a_brea
     run_id = airflow_local.trigger(af.api, DAG_ID, _campaign(90))
 
     # (c) the scheduler dies while a task of the campaign runs on a worker; a supervisor restarts it
-    wait_for(lambda: af.tis(run_id).get("s3_5xx.baseline", {}).get("state") == "running"
-             or (af.run_state(run_id) in airflow_local.FINISHED and pytest.fail(af.failure_logs(run_id))),
+    wait_for(lambda: unless_ended(af, run_id, af.tis(run_id).get("s3_5xx.baseline", {}).get("state") == "running"),
              300, "the s3-5xx baseline running on a worker")
     before = {job for job, _ in airflow_celery.live_jobs(af.topo, af.lab, "SchedulerJob")}
     [scheduler] = af.roots(("scheduler",)).values()
