@@ -6,14 +6,20 @@ they are tested on their own.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg import sql
 
 from resilience.checks import Check
 from resilience.config import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INTEGRITY_SQL_DIR = PROJECT_ROOT / "include" / "sql" / "integrity"
 # Rows whose transaction began before the recovery point but committed after it are
@@ -143,3 +149,31 @@ def pitr_checks(newer_than_target: dict[str, int], target: datetime) -> list[Che
         )
         for table, count in sorted(newer_than_target.items())
     ]
+
+
+def wait_writable(connect: Callable[[], Any], name: str, timeout_s: float, details: dict[str, Any] | None,
+                  read: Callable[[Any, datetime | None], T]) -> T:
+    """Poll a restored database until its recovery has ended and it takes a write (a temporary table), then
+    ``read(conn, last replayed commit)``; progress logged every 5 s, ``writable_after_s`` put in ``details``.
+
+    ``connect``: a fresh autocommit connection each call (the server may still be starting)."""
+    started = last_log = time.monotonic()
+    while True:
+        try:
+            with connect() as conn:
+                in_recovery, replay_at = conn.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()").fetchone()
+                if not in_recovery:
+                    conn.execute("CREATE TEMP TABLE resilience_write_probe (x int)")
+                    if details is not None:
+                        details["writable_after_s"] = round(time.monotonic() - started, 3)
+                    return read(conn, replay_at)
+                state = f"recovering, replayed up to {replay_at}"
+        except Exception as exc:  # the server may still be starting: retried until the timeout
+            state = f"not reachable yet ({type(exc).__name__})"
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"database {name} not writable after {timeout_s:g} s ({state})")
+        if time.monotonic() - last_log >= 5:
+            log.info("Database %s not writable yet (%s)", name, state)
+            last_log = time.monotonic()
+        time.sleep(0.1)

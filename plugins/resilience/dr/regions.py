@@ -7,7 +7,6 @@ can be cleared and re-run on its own.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -145,24 +144,9 @@ class Regions:
         """Poll a restored database until recovery has ended; its newest write (progress logged every 5 s)."""
         from resilience.dr import integrity
 
-        started = last_log = time.monotonic()
-        while True:
-            try:
-                with self.connect(box.host, box.port, box.dbname) as conn:
-                    if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                        if details is not None:
-                            details["writable_after_s"] = round(time.monotonic() - started, 3)
-                        return integrity.latest_write(conn, integrity.timestamped_tables(conn))
-            except Exception as exc:  # still starting: retried until the timeout
-                state = type(exc).__name__
-            else:
-                state = "recovering"
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"database {box.name} not writable after {timeout_s:g} s ({state})")
-            if time.monotonic() - last_log >= 5:
-                log.info("Database %s not writable yet (%s)", box.name, state)
-                last_log = time.monotonic()
-            time.sleep(0.1)
+        return integrity.wait_writable(lambda: self.connect(box.host, box.port, box.dbname), box.name, timeout_s,
+                                       details, lambda conn, _: integrity.latest_write(
+                                           conn, integrity.timestamped_tables(conn)))
 
     def primary_conn(self) -> Any:
         """The primary region's writable database as its platform knows it now (it follows a failover)."""

@@ -64,28 +64,11 @@ def restore(params: dict[str, Any], run_id: str, sandbox: dict[str, Any]) -> dic
 
 
 def _wait_writable(drill: Drill, box: Sandbox, details: dict[str, Any]) -> None:
-    """Poll until recovery has ended and the server accepts writes, logging progress."""
-    started = time.monotonic()
-    last_log = started
-    while True:
-        try:
-            with drill.sandbox_conn(box) as conn:
-                in_recovery, replay_at = conn.execute(
-                    "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp()").fetchone()
-                if not in_recovery:
-                    conn.execute("CREATE TEMP TABLE resilience_write_probe (x int)")
-                    details["recovery_point"] = replay_at
-                    details["writable_after_s"] = round(time.monotonic() - started, 3)
-                    return
-        except Exception as exc:  # the server may still be starting: retried until the timeout
-            replay_at = f"not reachable yet ({type(exc).__name__})"
-        if time.monotonic() - started > WRITABLE_TIMEOUT_S:
-            raise TimeoutError(f"sandbox {box.name} not writable after {WRITABLE_TIMEOUT_S} s")
-        if time.monotonic() - last_log >= 5:
-            log.info("Sandbox %s still recovering (replayed up to %s)", box.name, replay_at)
-            last_log = time.monotonic()
-        time.sleep(0.1)
+    """Until recovery has ended and the sandbox takes a write; its last replayed commit is the recovery point."""
+    def recovery_point(_conn: Any, replay_at: datetime | None) -> None:
+        details["recovery_point"] = replay_at
 
+    integrity.wait_writable(lambda: drill.sandbox_conn(box), box.name, WRITABLE_TIMEOUT_S, details, recovery_point)
 
 def cleanup_sandbox(params: dict[str, Any] | None, run_id: str, sandbox: dict[str, Any]) -> None:
     """Runbook step 9 (teardown): drop the sandbox, unless the run asked to keep it."""
