@@ -154,6 +154,97 @@ def parse_uploads(raw: Mapping[str, Any], where: str) -> UploadsSource | None:
 
 
 @dataclass(frozen=True)
+class Service:
+    """One of an environment's ``services``: a campaign across many services faults each on its own, at most
+    ``chaos.blast_radius`` at once, never two that share a dependency (the ledger's admission enforces it).
+
+    ``selector`` finds its pods the way the platform does (kubernetes: an equality-based label selector, as
+    ``kubernetes.app.selector``); ``slo_queries`` are its own ``slo.queries`` or, when it gives none, the
+    environment's; ``depends_on`` names the shared dependencies a fault on it may hit (``postgres``, ``redis``)."""
+
+    name: str
+    selector: str
+    depends_on: tuple[str, ...] = ()
+    slo_queries: Mapping[str, str] = field(default_factory=dict)
+
+
+SERVICE_KEYS = ("name", "selector", "slo", "depends_on")
+# a service's name becomes part of task ids, pool names and report anchors: an RFC 1123 label
+SERVICE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DEPENDENCY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_services(raw: Any, platform: str, slo: SloSource | None, where: str) -> tuple[Service, ...]:
+    """The ``services`` list: unique names, a selector the platform can use, SLO queries (their own, all of
+    them, or the environment's) and the dependencies they share."""
+    from resilience.platforms.kubernetes.target import _SELECTOR
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{where} must be a list of services, got {type(raw).__name__}")
+    if raw and platform != "kubernetes":
+        raise ValueError(f"{where}: a {platform} environment runs one app (the lab's replicas behind its load "
+                         "balancer), so it takes no services; services are listed for kubernetes environments")
+    services: list[Service] = []
+    for index, entry in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{at} must be a mapping with {list(SERVICE_KEYS)}, got {type(entry).__name__}")
+        unknown = sorted(set(entry) - set(SERVICE_KEYS))
+        if unknown:
+            raise ValueError(f"{at}: unknown key(s) {unknown}; allowed: {list(SERVICE_KEYS)}")
+        name = _require(entry, "name", at)
+        if not SERVICE_NAME.match(name):
+            raise ValueError(f"{at}.name: {name!r} must be lower-case letters, digits and '-' (at most 63, starting "
+                             "and ending with a letter or digit)")
+        at = f"{where}.{name}"
+        if any(s.name == name for s in services):
+            raise ValueError(f"{at}: the name {name!r} is listed twice; each service is listed once")
+        selector = _require(entry, "selector", at)
+        if not _SELECTOR.match(selector):
+            raise ValueError(f"{at}.selector: {selector!r} must be an equality-based label selector like "
+                             "'app=checkout' or 'app=checkout,tier=api'")
+        depends_on = entry.get("depends_on", [])
+        if not isinstance(depends_on, list) or any(not isinstance(d, str) or not DEPENDENCY_NAME.match(d)
+                                                   for d in depends_on):
+            raise ValueError(f"{at}.depends_on: {depends_on!r} must be a list of dependency names like "
+                             "[postgres, redis]")
+        if len(set(depends_on)) != len(depends_on):
+            raise ValueError(f"{at}.depends_on: {depends_on!r} names a dependency twice")
+        own = _section(entry, "slo", at)
+        unknown = sorted(set(own) - {"queries"})
+        if unknown:
+            raise ValueError(f"{at}.slo: unknown key(s) {unknown}; allowed: ['queries'] (the rest is the "
+                             "environment's slo)")
+        queries = _section(own, "queries", f"{at}.slo")
+        if queries:
+            missing = [m for m in SLO_METRICS if m not in queries]
+            extra = sorted(set(queries) - set(SLO_METRICS))
+            if missing or extra:
+                raise ValueError(f"{at}.slo.queries: must give a query for each of {list(SLO_METRICS)} (missing "
+                                 f"{missing}, unknown {extra}), or none to use the environment's")
+            resolved = {m: str(queries[m]) for m in SLO_METRICS}
+        elif slo is not None:
+            resolved = dict(slo.queries)
+        else:
+            raise ValueError(f"{at}.slo.queries is missing and the environment has no slo section: the guard "
+                             "would have nothing to watch")
+        services.append(Service(name=name, selector=selector, depends_on=tuple(depends_on), slo_queries=resolved))
+    return tuple(services)
+
+
+def parse_blast_radius(chaos: Mapping[str, Any], where: str) -> int:
+    """``chaos.blast_radius``: at most this many faults active at once across all runs (default 1)."""
+    from resilience.chaos.blast_radius import DEFAULT_BLAST_RADIUS
+
+    value = chaos.get("blast_radius", DEFAULT_BLAST_RADIUS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}.blast_radius: {value!r} must be an integer >= 1 (faults active at once)")
+    return value
+
+
+@dataclass(frozen=True)
 class Environment:
     """One environment of environments.yaml, validated."""
 
@@ -176,6 +267,8 @@ class Environment:
     slo_verify: SloVerifySettings | None = None  # verify-slo's Key Metrics and business metrics (slo_verify DAG)
     slack_conn_id: str | None = None  # its runs' alerts (Deadline Alerts); None: defaults.slack_conn_id
     uploads: UploadsSource | None = None  # the app's upload bucket: acknowledged uploads audited after s3-5xx
+    services: tuple[Service, ...] = ()  # a campaign across many services (none: the environment's one app)
+    blast_radius: int = 1  # chaos.blast_radius: at most this many faults active at once across all runs
 
     @property
     def is_production(self) -> bool:
@@ -187,6 +280,14 @@ class Environment:
             raise ValueError(f"environments.{self.name} has no slo section in environments.yaml: "
                              "the guard would have nothing to watch")
         return self.slo
+
+    def service(self, name: str, field_name: str = "service") -> Service:
+        """The service called ``name``; ``field_name`` names the input in the error."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise ValueError(f"{field_name}: {name!r} is not one of environments.{self.name}.services "
+                         f"{[s.name for s in self.services]}")
 
 
 SEVERITIES = ("P0", "P1", "P2", "P3")  # the runbook's "Severity Levels"
@@ -499,8 +600,9 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
     chaos = _section(raw, "chaos", where)
     sandbox = _section(raw, "sandbox", where)
     known = {"description", "platform", "tier", "database", "pgbackrest", "chaos", "sandbox", "slo", "dr", "kubernetes",
-             "slack_conn_id", "slo_verify", "uploads"}
+             "slack_conn_id", "slo_verify", "uploads", "services"}
     kubernetes = parse_target(raw.get("kubernetes"), f"{where}.kubernetes") if platform == "kubernetes" else None
+    slo = parse_slo(_section(raw, "slo", where), f"{where}.slo")
     return Environment(
         name=name,
         description=str(raw.get("description", "")),
@@ -514,13 +616,15 @@ def parse_environment(name: str, raw: Mapping[str, Any]) -> Environment:
         orphan_grace_s=_seconds(chaos, "orphan_grace_s", f"{where}.chaos", 120.0),
         sandbox_allowed=bool(sandbox.get("allowed", False)),
         settings={k: v for k, v in raw.items() if k not in known} | {"pgbackrest": dict(pgbackrest)},
-        slo=parse_slo(_section(raw, "slo", where), f"{where}.slo"),
+        slo=slo,
         dr=parse_dr(_section(raw, "dr", where), f"{where}.dr"),
         kubernetes=kubernetes,
         worker_sandbox=parse_worker_sandbox(sandbox, platform, f"{where}.sandbox"),
         slo_verify=parse_slo_verify(raw.get("slo_verify"), f"{where}.slo_verify"),
         slack_conn_id=_optional_str(raw, "slack_conn_id", where),
         uploads=parse_uploads(_section(raw, "uploads", where), f"{where}.uploads"),
+        services=parse_services(raw.get("services"), platform, slo, f"{where}.services"),
+        blast_radius=parse_blast_radius(chaos, f"{where}.chaos"),
     )
 
 

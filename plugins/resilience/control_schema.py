@@ -261,10 +261,20 @@ ORDER BY o.run_id, e.value->>'phase', e.value->>'step', e.n DESC;
 DROP TABLE chaos_scenarios, chaos_runs, drill_phases, drill_runs, dr_operations;
 """
 
+V4 = """
+-- the service a fault targets and the shared dependencies it has (e.g. postgres, redis): admission keeps at
+-- most the environment's blast radius open at once and never two on one service or one dependency. Rows from
+-- before were the single-service campaign's: its app, with no dependencies named.
+ALTER TABLE fault_ledger ADD COLUMN service text NOT NULL DEFAULT 'app';
+ALTER TABLE fault_ledger ADD COLUMN depends_on jsonb NOT NULL DEFAULT '[]'
+    CHECK (jsonb_typeof(depends_on) = 'array');
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger, run lock, run records, region state, incidents", V1),
     Migration(2, "indexes for recent runs and a run's ledger rows", V2),
     Migration(3, "one run journal (runs, run_steps) for every DAG", V3),
+    Migration(4, "fault_ledger: the service a fault targets and its dependencies (blast radius)", V4),
 )
 LATEST = MIGRATIONS[-1].version
 LOCK_KEY = 7_426_011  # pg_advisory_xact_lock key: one migration at a time per database

@@ -10,9 +10,12 @@ renewed while the holder works): unlike a session advisory lock, a claim is not 
 connection is lost while its holder still acts, and a holder that died lets go when its lease
 runs out. Waiting for a claim is bounded.
 
-A new fault is admitted atomically (:meth:`Ledger.record_intent`) only while its run holds the
-chaos/DR lock and no other fault is open: an Immediate Abort (which takes the lock away) or a
-failed revert (which leaves its entry open) stops every later inject.
+A new fault is admitted atomically (:meth:`Ledger.admit`) only while its run holds the chaos/DR
+lock and the blast radius allows it (:mod:`resilience.chaos.blast_radius`: at most K faults of the
+environment open at once, never two on one service or on services sharing a dependency): an Immediate
+Abort (which takes the lock away) or a failed revert (which leaves its entry open) stops every later
+inject. Admissions are serialised by one transaction-level advisory lock, so concurrent runs and
+workers each see the entries the others admitted.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from resilience.chaos.blast_radius import DEFAULT_BLAST_RADIUS, DEFAULT_SERVICE, Admission, OpenFault, decide
 from resilience.control_schema import ensure_migrated
 from resilience.controldb import ControlDb, postgres_connect
 from resilience.errors import RefusedError
@@ -39,10 +43,12 @@ RUN_LOCK = "chaos-dr"  # one lock for every chaos and DR run: no chaos during a 
 CLAIM_LEASE_S = 30.0  # a claim's holder renews it every third of this; a dead holder lets go after it
 CLAIM_WAIT_S = 180.0  # longest wait for another holder (an inject or a revert in progress) to finish
 LOCK_LEASE_S = 1800.0  # a lock whose holder's state is unknown is stale after this long without a heartbeat
+ADMISSION_LOCK_KEY = 7_426_012  # pg_advisory_xact_lock key: one admission at a time (control_schema has 7_426_011)
 
 
 COLUMNS = ("id", "run_id", "dag_id", "environment", "scenario", "state", "plan", "revert_info", "error",
-           "created_at", "injected_at", "reverted_at", "reverted_by", "observed", "expires_at", "revert_reason")
+           "created_at", "injected_at", "reverted_at", "reverted_by", "observed", "expires_at", "revert_reason",
+           "service", "depends_on")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class LedgerEntry:
     observed: dict[str, Any]
     expires_at: datetime | None
     revert_reason: str | None = None
+    service: str = DEFAULT_SERVICE  # the service the fault targets (migration 4)
+    depends_on: list[str] | None = None  # the shared dependencies of that service (None: read before migration 4)
 
 
 @dataclass(frozen=True)
@@ -160,24 +168,36 @@ class Ledger:
     # -- faults ------------------------------------------------------------------------
 
     def record_intent(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict,
-                      expires_in_s: float) -> int:
+                      expires_in_s: float, *, service: str = DEFAULT_SERVICE, depends_on: Sequence[str] = ()) -> int:
         """Write the row before anything is touched (unclaimed, unchecked); returns the ledger id.
 
         ``expires_in_s``: the fault's whole planned life (guard start + duration + revert + grace)."""
-        return self._insert_intent(run_id, dag_id, environment, scenario, plan, expires_in_s, None, None)
+        return self._insert_intent(run_id, dag_id, environment, scenario, plan, expires_in_s, None, None,
+                                   service, depends_on, DEFAULT_BLAST_RADIUS)
 
     def admit(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict,
-              expires_in_s: float, owner: str) -> Claim:
+              expires_in_s: float, owner: str, *, service: str = DEFAULT_SERVICE, depends_on: Sequence[str] = (),
+              blast_radius: int = DEFAULT_BLAST_RADIUS) -> Claim:
         """The campaign's inject: write the intent row, already claimed by ``owner``, only while
-        ``run_id`` holds the chaos/DR lock and no fault is open. Both are checked in the same
-        transaction as the insert, with the lock row locked, so an Immediate Abort (which takes the
-        lock away) or a failed revert (which leaves its entry open) refuses it: :class:`InjectRefused`."""
+        ``run_id`` holds the chaos/DR lock and the blast radius allows a fault on ``service`` (which
+        depends on ``depends_on``): at most ``blast_radius`` (the environment's ``chaos.blast_radius``)
+        open in ``environment``, none on the same service or a shared dependency, none failed to revert
+        (:func:`resilience.chaos.blast_radius.decide`). All is checked in the transaction of the insert,
+        under the admission advisory lock and with the run-lock row locked, so an Immediate Abort (which
+        takes the lock away), a failed revert (which leaves its entry open) or a concurrent admission
+        that took the last slot refuses it: :class:`InjectRefused` (:class:`BlastRadiusRefused` when the
+        blast radius refuses). A caller naming no service is the environment's one app, with no
+        dependencies: with K = 1 it is admitted exactly when nothing is open."""
         token = uuid.uuid4().hex
-        entry_id = self._insert_intent(run_id, dag_id, environment, scenario, plan, expires_in_s, token, owner)
+        entry_id = self._insert_intent(run_id, dag_id, environment, scenario, plan, expires_in_s, token, owner,
+                                       service, depends_on, blast_radius)
         return Claim(self, entry_id, token, owner)
 
     def _insert_intent(self, run_id: str, dag_id: str, environment: str, scenario: str, plan: dict,
-                       expires_in_s: float, token: str | None, owner: str | None) -> int:
+                       expires_in_s: float, token: str | None, owner: str | None, service: str,
+                       depends_on: Sequence[str], blast_radius: int) -> int:
+        if isinstance(depends_on, str) or any(not isinstance(d, str) or not d for d in depends_on):
+            raise ValueError(f"depends_on: {depends_on!r} must be a list of non-empty dependency names")
         conn = self._connect()
         try:
             with conn.cursor() as cur:
@@ -186,14 +206,18 @@ class Ledger:
                     if refusal:
                         conn.rollback()
                         raise InjectRefused(refusal)
+                    admission = decide(environment, service, depends_on, blast_radius, _open_faults(cur))
+                    if not admission.admitted:
+                        conn.rollback()
+                        raise BlastRadiusRefused(admission)
                 cur.execute(
                     "INSERT INTO fault_ledger (run_id, dag_id, environment, scenario, state, plan, expires_at,"
-                    " claim_token, claimed_by, claim_until)"
+                    " claim_token, claimed_by, claim_until, service, depends_on)"
                     " VALUES (%s, %s, %s, %s, 'injecting', %s::jsonb, clock_timestamp() + %s * interval '1 second',"
                     " %s, %s, CASE WHEN %s::text IS NULL THEN NULL"
-                    " ELSE clock_timestamp() + %s * interval '1 second' END) RETURNING id",
+                    " ELSE clock_timestamp() + %s * interval '1 second' END, %s, %s::jsonb) RETURNING id",
                     (run_id, dag_id, environment, scenario, json.dumps(plan), expires_in_s, token, owner, token,
-                     CLAIM_LEASE_S))
+                     CLAIM_LEASE_S, service, json.dumps(sorted(set(depends_on)))))
                 entry_id = cur.fetchone()[0]
             conn.commit()
         finally:
@@ -334,12 +358,24 @@ class InjectRefused(RefusedError):
     """The campaign may not inject (its lock was taken away, or a fault is still open)."""
 
 
+class BlastRadiusRefused(InjectRefused):
+    """The blast radius refused the fault (its limit is reached, or its service or a dependency is already
+    under a fault): ``admission`` says why and which open entries stand in the way."""
+
+    def __init__(self, admission: Admission) -> None:
+        super().__init__(admission.reason)
+        self.admission = admission
+
+
 class LedgerConflict(RuntimeError):
     """The row changed under the holder (it was closed while the side effect ran)."""
 
 
 def _admission_refusal(cur: Any, run_id: str) -> str | None:
-    """Why ``run_id`` may not inject now (None: it may), read inside the admitting transaction."""
+    """Why ``run_id`` may not inject now because of the run lock (None: it holds it), read inside the
+    admitting transaction once it holds the admission lock (every admission waits for the one before it
+    to commit, so the open entries read next include what that one admitted)."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (ADMISSION_LOCK_KEY,))
     cur.execute("SELECT run_id, dag_id FROM run_locks WHERE name = %s FOR UPDATE", (RUN_LOCK,))
     holder = cur.fetchone()
     if holder is None or holder[0] != run_id:
@@ -351,13 +387,14 @@ def _admission_refusal(cur: Any, run_id: str) -> str | None:
                     f" ({broken[2]}): nothing more is injected")
         held = f"held by {holder[1]} run {holder[0]}" if holder else "not held"
         return f"this run does not hold the {RUN_LOCK} lock ({held}): nothing is injected"
-    cur.execute("SELECT id, scenario, state, run_id FROM fault_ledger WHERE state = ANY(%s) ORDER BY id LIMIT 1",
-                (list(OPEN_STATES),))
-    open_fault = cur.fetchone()
-    if open_fault:
-        return (f"ledger #{open_fault[0]} ({open_fault[1]}, run {open_fault[3]}) is still {open_fault[2]}: "
-                "no fault is injected on top of an open one")
     return None
+
+
+def _open_faults(cur: Any) -> list[OpenFault]:
+    """Every entry not yet reverted, in every environment, oldest first (inside the admitting transaction)."""
+    cur.execute("SELECT id, run_id, environment, scenario, service, depends_on, state FROM fault_ledger"
+                " WHERE state = ANY(%s) ORDER BY id", (list(OPEN_STATES),))
+    return [OpenFault(row[0], row[1], row[2], row[3], row[4], tuple(row[5] or ()), row[6]) for row in cur.fetchall()]
 
 
 def ledger_for(control_conn_id: str) -> Ledger:

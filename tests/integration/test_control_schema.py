@@ -69,10 +69,10 @@ def test_an_empty_database_gets_every_table_once(database):
     assert versions(database) == [m.version for m in MIGRATIONS]
 
 
-def test_a_database_at_the_previous_version_keeps_its_rows_and_gains_what_came_after(database):
-    previous = MIGRATIONS[-2]
+def test_a_database_at_version_2_keeps_its_rows_and_gains_what_came_after(database):
+    previous = MIGRATIONS[1]  # version 2: the record tables migration 3 moves into the journal
     with psycopg.connect(database) as conn:
-        for migration in MIGRATIONS[:-1]:
+        for migration in MIGRATIONS[:2]:
             conn.execute(migration.sql)
         conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL, "
                      "applied_at timestamptz NOT NULL DEFAULT clock_timestamp())")
@@ -80,6 +80,8 @@ def test_a_database_at_the_previous_version_keeps_its_rows_and_gains_what_came_a
                      (previous.version,))
         for statement in RECORDS_AT_VERSION_2:
             conn.execute(statement)
+        conn.execute("INSERT INTO fault_ledger (run_id, dag_id, environment, scenario, state, plan) VALUES"
+                     " ('scheduled__campaign', 'chaos_campaign', 'lab', 'pod-kill', 'reverted', '{}')")
     ledger = Ledger(lambda: psycopg.connect(database))  # first use migrates: from the previous version
     assert versions(database) == [m.version for m in MIGRATIONS]
     assert "fault_ledger_run" in indexes(database)
@@ -102,6 +104,9 @@ def test_a_database_at_the_previous_version_keeps_its_rows_and_gains_what_came_a
     entry = ledger.record_intent("manual__schema", "chaos_campaign", "lab", "s3-5xx", {"error_rate": 0.1},
                                  expires_in_s=60)
     assert [e.id for e in ledger.entries("manual__schema")] == [entry]
+    # migration 4: a fault from before it was the single-service campaign's (its app, no dependencies named)
+    [old] = ledger.entries("scheduled__campaign")
+    assert (old.scenario, old.service, old.depends_on) == ("pod-kill", "app", [])
 
 
 def test_a_database_from_before_versioning_is_taken_as_it_is(database):
