@@ -211,6 +211,24 @@ def _with_expectations(campaign: Campaign, scenario: str, verdict: ScenarioVerdi
     return replace(verdict, reason=f"{verdict.reason}; runbook expectations met: {summary(results)}"), results
 
 
+def _close_unreverted(campaign: Campaign, run_id: str, scenario: str) -> None:
+    """Revert this run's open entries of ``scenario`` now rather than at the next sweep: an inject that failed
+    (its worker killed after the ledger row was written) may have applied part of its fault, and no later
+    campaign is admitted while the row is open. A failure here is logged: the sweep retries."""
+    from resilience.faults.revert import revert_entry
+
+    for entry in campaign.ledger.entries(run_id):
+        if entry.scenario == scenario and entry.state != "reverted":
+            log.warning("%s: ledger #%d is %s and its revert teardown did not run: reverting it now", scenario,
+                        entry.id, entry.state)
+            try:
+                revert_entry(campaign.config.control_db_conn_id, entry.id, "chaos_campaign:verdict",
+                             reason="its inject failed, so the revert teardown did not run")
+            except Exception:
+                log.exception("%s: ledger #%d could not be reverted; chaos_abort's sweep retries it", scenario,
+                              entry.id)
+
+
 def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | None, guard: dict | None,
           reverted: dict | None, recovery: dict | None) -> dict[str, Any]:
     """The scenario's verdict from what its steps reported and from the ledger (runs whatever happened
@@ -221,6 +239,8 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         campaign.record.put(scenario, "verdict", {"scenario": scenario, "status": "skipped", "reason": "dry run"})
         _skip("dry run: baseline measured, nothing injected")
     policy = load_catalogue()[scenario].policy(campaign.params.slo_overrides)
+    if reverted is None:  # the revert teardown did not run (a failed inject skips it): close what it left open
+        _close_unreverted(campaign, run_id, scenario)
     entries = [e for e in campaign.ledger.entries(run_id) if e.scenario == scenario]
     last = entries[-1] if entries else None
     injected = last is not None and last.injected_at is not None  # the ledger says the fault went on
