@@ -399,3 +399,13 @@ def test_read_value_fills_the_window_and_never_raises(answer, expected):
     hook = StubPrometheus(answer)
     assert read_value(hook, "sum(rate(x[{window}]))", 86400.0, 1_800_000_000.0) == expected
     assert hook.asked == [("sum(rate(x[86400s]))", 1_800_000_000.0)]
+
+
+def test_float_noise_does_not_pass_a_bound():
+    """PromQL computes a rate of 100 % as 100.00000000000001: that does not pass "> 100 %" (seen in CI)."""
+    from resilience.slo_verify.decision import Measured, above, below
+
+    assert not above("publishing_success_pct", "publishing success rate", Measured(100.00000000000001), 100.0,
+                     "%").passed
+    assert not below("error_rate_pct", "error rate", Measured(0.9999999999999999), 1.0, "%").passed  # 1 % is not < 1 %
+    assert above("availability_pct", "availability", Measured(99.95), 99.9, "%").passed

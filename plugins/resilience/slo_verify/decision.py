@@ -82,12 +82,19 @@ def _missing(metric: str, title: str, unit: str, bound: str, measured: Measured)
     return SloCheck(metric, title, False, None, unit, bound, f"{title}: no data ({measured.missing})")
 
 
+def _exact(value: float) -> float:
+    """PromQL's float noise taken off before a value meets its bound: a success rate of 100 % comes back as
+    100.00000000000001 and would pass "> 100 %"; an SLO bound never needs more than 9 decimals."""
+    return round(value, 9)
+
+
 def below(metric: str, title: str, measured: Measured, bound: float, unit: str) -> SloCheck:
     """Passes when the value is strictly below ``bound``."""
     words = f"< {fmt_bound(bound, unit)}"
     if measured.value is None:
         return _missing(metric, title, unit, words, measured)
-    value, passed = measured.value, measured.value < bound
+    value = _exact(measured.value)
+    passed = value < bound
     relation = "<" if passed else ">="
     return SloCheck(metric, title, passed, value, unit, words,
                     f"{title} {fmt(value, unit)} {relation} {fmt_bound(bound, unit)}")
@@ -98,7 +105,8 @@ def above(metric: str, title: str, measured: Measured, bound: float, unit: str) 
     words = f"> {fmt_bound(bound, unit)}"
     if measured.value is None:
         return _missing(metric, title, unit, words, measured)
-    value, passed = measured.value, measured.value > bound
+    value = _exact(measured.value)
+    passed = value > bound
     relation = ">" if passed else "<="
     return SloCheck(metric, title, passed, value, unit, words,
                     f"{title} {fmt(value, unit)} {relation} {fmt_bound(bound, unit)}")
