@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ import psycopg
 import pytest
 
 from resilience import airflow_local
+from tests.airflow.airflowkit import airflow_cli
 from tests.fakes.slack import SlackWebhookServer
 
 PORT = int(os.environ.get(airflow_local.PORT_ENV_VAR) or 28080)
@@ -85,11 +84,6 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval
     return value
 
 
-def _cli(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resilience.cli", "airflow", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
-
-
 @pytest.fixture(scope="session")
 def real_airflow(lab) -> Iterator[RealAirflow]:
     from resilience.config import load_config
@@ -109,7 +103,7 @@ def real_airflow(lab) -> Iterator[RealAirflow]:
         pytest.fail(f"something already answers on {sa.base_url}: set {airflow_local.PORT_ENV_VAR} to a free port")
     started = time.monotonic()
     try:
-        up = _cli(env, "up", "--lab-dir", lab["lab_dir"], timeout_s=400)
+        up = airflow_cli(env, "up", "--lab-dir", lab["lab_dir"], timeout_s=400)
         TIMINGS["start_s"] = time.monotonic() - started
         if up.returncode != 0:
             log_tail = sa.logfile.read_text(errors="replace")[-3000:] if sa.logfile.exists() else ""
@@ -119,7 +113,7 @@ def real_airflow(lab) -> Iterator[RealAirflow]:
     finally:
         slack.__exit__(None, None, None)
         stopping = time.monotonic()
-        down = _cli(env, "down", timeout_s=120)
+        down = airflow_cli(env, "down", timeout_s=120)
         TIMINGS["stop_s"] = time.monotonic() - stopping
         left = airflow_local.processes(sa)
         if down.returncode == 0 and not left:

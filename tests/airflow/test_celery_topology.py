@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ import pytest
 
 from resilience import airflow_celery, airflow_local
 from resilience.lab import control
+from tests.airflow.airflowkit import airflow_cli
 from tests.fakes.slack import SlackWebhookServer
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
@@ -203,11 +203,6 @@ class Topology:
         return "\n".join(logs)
 
 
-def _cli(env: dict[str, str], *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resilience.cli", "airflow", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
-
-
 @pytest.fixture(scope="module")
 def celery_airflow(lab) -> Iterator[Topology]:
     from resilience.config import load_config
@@ -224,7 +219,7 @@ def celery_airflow(lab) -> Iterator[Topology]:
     started = time.monotonic()
     topology = None
     try:
-        up = _cli(env, "up", "--executor", "celery", "--no-schedules", "--lab-dir", lab["lab_dir"], timeout_s=400)
+        up = airflow_cli(env, "up", "--executor", "celery", "--no-schedules", "--lab-dir", lab["lab_dir"], timeout_s=400)
         TIMINGS["up_s"] = time.monotonic() - started
         if up.returncode != 0:
             logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
@@ -238,7 +233,7 @@ def celery_airflow(lab) -> Iterator[Topology]:
     finally:
         slack.__exit__(None, None, None)
         stopping = time.monotonic()
-        down = _cli(env, "down", timeout_s=120)
+        down = airflow_cli(env, "down", timeout_s=120)
         TIMINGS["down_s"] = time.monotonic() - stopping
         for proc in topology.restarted if topology else []:
             with contextlib.suppress(subprocess.TimeoutExpired):
