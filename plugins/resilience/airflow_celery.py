@@ -36,10 +36,9 @@ from resilience.airflow_local import (
     HOST,
     Standalone,
     airflow_env,
-    ensure_metadata_db,
-    ensure_password,
     healthy,
     metadata_db_uri,
+    prepare_home,
 )
 
 log = logging.getLogger(__name__)
@@ -253,12 +252,8 @@ def up(topo: CeleryTopology, lab_state: dict[str, Any] | None, timeout_s: float 
         raise RuntimeError("the Celery topology keeps its metadata on the lab's control-plane PostgreSQL: "
                            "run `resilience lab up` first")
     sa = topo.sa
-    if healthy(sa):
-        log.info("Airflow is already up at %s", sa.base_url)
+    if not prepare_home(sa, lab_state):
         return
-    sa.home.mkdir(parents=True, exist_ok=True)
-    ensure_password(sa)
-    ensure_metadata_db(sa, lab_state)
     env = {**celery_env(topo, lab_state, schedules), **(extra_env or {})}
     started = time.monotonic()
     start_broker(topo)

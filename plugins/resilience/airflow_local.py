@@ -164,14 +164,22 @@ def healthy(sa: Standalone) -> bool:
         return False
 
 
-def up(sa: Standalone, lab_state: dict[str, Any] | None, timeout_s: float = 120, schedules: bool = True) -> None:
-    """Start ``airflow standalone`` in the background (idempotent) and wait until it is healthy."""
+def prepare_home(sa: Standalone, lab_state: dict[str, Any] | None) -> bool:
+    """Before starting Airflow in ``sa``'s home, whatever the executor: False when it already answers (left as
+    it is); else the home, the admin password and the metadata database made ready."""
     if healthy(sa):
         log.info("Airflow is already up at %s", sa.base_url)
-        return
+        return False
     sa.home.mkdir(parents=True, exist_ok=True)
     ensure_password(sa)
     ensure_metadata_db(sa, lab_state)
+    return True
+
+
+def up(sa: Standalone, lab_state: dict[str, Any] | None, timeout_s: float = 120, schedules: bool = True) -> None:
+    """Start ``airflow standalone`` in the background (idempotent) and wait until it is healthy."""
+    if not prepare_home(sa, lab_state):
+        return
     env = airflow_env(sa, lab_state, schedules)
     airflow = str(Path(sys.executable).with_name("airflow"))
     log.info("Starting airflow standalone in %s (it migrates its metadata DB first; log %s)", sa.home, sa.logfile)
