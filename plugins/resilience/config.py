@@ -281,6 +281,20 @@ class Environment:
                              "the guard would have nothing to watch")
         return self.slo
 
+    def for_service(self, name: str) -> Environment:
+        """This environment as one fault on service ``name`` sees it: the app's selector and SLO queries are the
+        service's. The default service (a campaign that names none) is the environment itself."""
+        from dataclasses import replace
+
+        from resilience.chaos.blast_radius import DEFAULT_SERVICE
+
+        if name == DEFAULT_SERVICE and all(s.name != name for s in self.services):
+            return self
+        service = self.service(name)
+        kubernetes = replace(self.kubernetes, app_selector=service.selector) if self.kubernetes else None
+        slo = replace(self.slo, queries=dict(service.slo_queries)) if self.slo else None
+        return replace(self, kubernetes=kubernetes, slo=slo)
+
     def service(self, name: str, field_name: str = "service") -> Service:
         """The service called ``name``; ``field_name`` names the input in the error."""
         for service in self.services:

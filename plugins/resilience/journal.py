@@ -172,6 +172,11 @@ class Journal:
         return [dict(zip(keys, r, strict=True)) for r in reversed(rows)]
 
 
+def target_scope(service: str | None, scenario: str) -> str:
+    """A campaign scenario's scope: its name, or ``<service>/<scenario>`` in a campaign across services."""
+    return f"{service}/{scenario}" if service else scenario
+
+
 def shaped(run: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Pure: the steps of ``run`` in the shape its kind's report reads."""
     if run["kind"] == "chaos_campaign":
@@ -179,7 +184,12 @@ def shaped(run: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         for s in steps:
             by_scope.setdefault(s["scope"], {})[s["step"]] = s["details"]
         names = run["params"].get("scenarios", [])
-        return {"scenarios": [{"scenario": name, **by_scope.get(name, {})} for name in names]}
+        services = run["params"].get("services")
+        if not services:
+            return {"scenarios": [{"scenario": name, **by_scope.get(name, {})} for name in names]}
+        # a campaign across services: one scope per (service, scenario), "<service>/<scenario>"
+        return {"scenarios": [{"scenario": name, "service": service, **by_scope.get(target_scope(service, name), {})}
+                              for service in services for name in names]}
     if run["kind"] == "dr_drill":
         return {"phases": [{"phase": s["step"], "started_at": s["started_at"], "ended_at": s["ended_at"],
                             "status": s["status"], "error": s["error"], "details": s["details"]} for s in steps]}

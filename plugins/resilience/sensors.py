@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseOperator, BaseSensorOperator
 
 from resilience.errors import ChecksFailedError
 
@@ -189,3 +189,43 @@ class CanaryRampSensor(BaseSensorOperator):
         self.log.info("Canary ramp completed: all traffic on the primary after %.0f s",
                       event["ended"] - event["started"])
         return event
+
+
+ADMISSION_WAIT_S = 6 * 3600  # a backstop: the wait ends when a slot frees or the run loses the chaos/DR lock
+
+
+class InjectFault(BaseOperator):
+    """A campaign across services: plan ``scenario`` on ``service`` and write its ledger row when the blast
+    radius admits it; while it does not (K faults open, or one on the service or on what it depends on),
+    wait in the triggerer holding no worker slot (``BlastRadiusTrigger``), then plan and ask again: another
+    fault may have taken the slot first. Returns what ``chaos.scenario_steps.inject`` returns."""
+
+    template_fields = ("run", "scenario", "service")
+
+    def __init__(self, *, run: Any, scenario: Any, service: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run = run
+        self.scenario = scenario
+        self.service = service
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self._admit(context, waited_s=0.0)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("Blast-radius wait for %s ended after %.1f s: %s", self.service, event.get("waited_s", 0.0),
+                      event.get("reason"))
+        return self._admit(context, waited_s=float(event.get("waited_s", 0.0)))
+
+    def _admit(self, context: Any, waited_s: float) -> dict[str, Any]:
+        from resilience.chaos import steps
+        from resilience.ledger import BlastRadiusRefused
+        from resilience.triggers import BlastRadiusTrigger
+
+        run_id = context["run_id"]
+        try:
+            result = steps.inject(self.run, run_id, context["dag"].dag_id, self.scenario, service=self.service)
+        except BlastRadiusRefused as exc:
+            self.log.info("%s/%s waits for the blast radius: %s", self.service, self.scenario, exc)
+            self.defer(trigger=BlastRadiusTrigger(**steps.blast_radius_wait(self.run, run_id, self.service)),
+                       method_name="execute_complete", timeout=timedelta(seconds=ADMISSION_WAIT_S))
+        return {**result, "admission_wait_s": waited_s}

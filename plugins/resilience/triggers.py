@@ -566,3 +566,56 @@ class CanaryRampTrigger(BaseTrigger):
                     if elapsed >= self.interval_s and last_action == "advance":
                         break
         yield event("completed", step=self.plan[-1])
+
+
+def _slot_now(control_conn_id: str, run_id: str, environment: str, service: str, depends_on: list[str],
+              blast_radius: int) -> dict[str, Any] | None:
+    """The blast-radius wait's one poll: an event when the fault may be admitted now, or must never be (the
+    run lost the chaos/DR lock); None while it must wait."""
+    from resilience.ledger import ledger_for
+
+    ledger = ledger_for(control_conn_id)
+    stop = ledger.still_admitted(run_id)
+    if stop:
+        return {"status": "stopped", "reason": stop}
+    admission = ledger.admission(environment, service, depends_on, blast_radius)
+    return {"status": "free", "reason": admission.reason} if admission.admitted else None
+
+
+class BlastRadiusTrigger(BaseTrigger):
+    """Wait, holding no worker slot, until the ledger would admit a fault on ``service``: fewer than
+    ``blast_radius`` faults open in ``environment``, none on the service or on what it depends on. Read
+    only: the inject admits (in its own transaction) when the task resumes, and waits again when another
+    run took the slot first. Yields ``free`` or ``stopped`` (the run no longer holds the chaos/DR lock)."""
+
+    def __init__(self, control_conn_id: str, run_id: str, environment: str, service: str,
+                 depends_on: list[str], blast_radius: int, poll_interval_s: float) -> None:
+        super().__init__()
+        self.control_conn_id = control_conn_id
+        self.run_id = run_id
+        self.environment = environment
+        self.service = service
+        self.depends_on = list(depends_on)
+        self.blast_radius = int(blast_radius)
+        self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("resilience.triggers.BlastRadiusTrigger",
+                {"control_conn_id": self.control_conn_id, "run_id": self.run_id, "environment": self.environment,
+                 "service": self.service, "depends_on": self.depends_on, "blast_radius": self.blast_radius,
+                 "poll_interval_s": self.poll_interval_s})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        while True:
+            try:
+                found = await asyncio.to_thread(_slot_now, self.control_conn_id, self.run_id, self.environment,
+                                                self.service, self.depends_on, self.blast_radius)
+            except Exception as exc:  # the control database blinked: keep waiting, the inject decides anyway
+                self.log.warning("Blast-radius wait for %s: the ledger could not be read (%s); retrying", self.service,
+                                 exc)
+                found = None
+            if found is not None:
+                yield _event({**found, "waited_s": round(time.monotonic() - started, 3)})
+                return
+            await asyncio.sleep(self.poll_interval_s)

@@ -28,7 +28,7 @@ RECORD = {
 }
 VERDICTS = [{"scenario": "s3-5xx", "status": "failed", "reason": "SLO breached: error rate 40.00 % > 1.00 % (by 39.00)",
              "recovery_s": 3.0}]
-SERIES = {"s3-5xx": {"error_rate_pct": [(T0.timestamp() + i, 40.0 if 10 <= i <= 12 else 0.0) for i in range(0, 20)],
+SERIES = {(None, "s3-5xx"): {"error_rate_pct": [(T0.timestamp() + i, 40.0 if 10 <= i <= 12 else 0.0) for i in range(0, 20)],
                      "p95_ms": [(T0.timestamp() + i, 12.0) for i in range(0, 20)]}}
 
 

@@ -80,7 +80,7 @@ def test_campaign_status(statuses, expected):
 
 
 def test_a_selected_scenario_without_a_verdict_is_aborted_not_dropped():
-    decided = with_missing(["pod-kill", "s3-5xx"], [ScenarioVerdict("s3-5xx", "passed", "ok")])
+    decided = with_missing([(None, "pod-kill"), (None, "s3-5xx")], [ScenarioVerdict("s3-5xx", "passed", "ok")])
     assert [(v.scenario, v.status) for v in decided] == [("pod-kill", "aborted"), ("s3-5xx", "passed")]
     assert decided[0].reason.startswith("no verdict recorded")
     assert campaign_status(decided) == "aborted"

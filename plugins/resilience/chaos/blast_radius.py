@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 DEFAULT_SERVICE = "app"  # the environment's one app: what a campaign that names no service targets
 DEFAULT_BLAST_RADIUS = 1
+# the Airflow pool of chaos_services' guards (K slots, deferred tasks count): it spreads the work; the ledger is
+# the bound, so a pool set larger than K cannot exceed it
+POOL = "resilience_blast_radius"
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,31 @@ class Campaign:
     params: CampaignParams
     run_id: str
     config: Config
+    service: str | None = None  # one service of a campaign across services; None: the environment's app
 
     @classmethod
-    def from_xcom(cls, params: dict[str, Any], run_id: str) -> Campaign:
+    def from_xcom(cls, params: dict[str, Any], run_id: str, service: str | None = None) -> Campaign:
         config = load_config()
-        return cls(parse_campaign_params(params, config), run_id, config)
+        return cls(parse_campaign_params(params, config), run_id, config, service)
 
     @property
     def environment(self) -> Environment:
-        return self.config.environment(self.params.environment)
+        """The run's environment, as its service sees it (its selector and SLO queries)."""
+        environment = self.config.environment(self.params.environment)
+        return environment.for_service(self.service) if self.service else environment
+
+    @property
+    def ledger_service(self) -> str:
+        """The service the ledger's admission counts a fault against."""
+        from resilience.chaos.blast_radius import DEFAULT_SERVICE
+
+        return self.service or DEFAULT_SERVICE
+
+    def scope(self, scenario: str) -> str:
+        """Where this service's ``scenario`` is journaled."""
+        from resilience.journal import target_scope
+
+        return target_scope(self.service, scenario)
 
     @cached_property
     def platform(self) -> Platform:
@@ -68,10 +84,12 @@ class Campaign:
                 "control_conn_id": self.config.control_db_conn_id}
 
 
-def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime) -> dict[str, Any]:
-    """Validate Params, config, platform and Connections (nothing touched before this passes); open the record."""
+def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started_at: datetime, *,
+                   every_service: bool = False) -> dict[str, Any]:
+    """Validate Params, config, platform and Connections (nothing touched before this passes); open the record.
+    ``every_service``: a campaign across services (chaos_services), whose empty ``services`` means all."""
     config = load_config()
-    params = parse_campaign_params(raw_params, config)
+    params = parse_campaign_params(raw_params, config, every_service=every_service)
     environment = config.environment(params.environment)
     platform = get_platform(environment)
     catalogue = load_catalogue()
@@ -85,8 +103,10 @@ def start_campaign(raw_params: dict[str, Any], run_id: str, dag_id: str, started
     require_connection(config.control_db_conn_id, "defaults.control_db_conn_id")
     require_connection(environment.slo_source().prometheus_conn_id,
                        f"environments.{environment.name}.slo.prometheus_conn_id")
-    log.info("Chaos campaign %s in %s: %s, %d s each%s", run_id, environment.name, ", ".join(params.scenarios),
-             params.duration_s, " (plan mode: preflight, baselines, planned calls)" if params.dry_run else "")
+    log.info("Chaos campaign %s in %s: %s, %d s each%s%s", run_id, environment.name, ", ".join(params.scenarios),
+             params.duration_s, " (plan mode: preflight, baselines, planned calls)" if params.dry_run else "",
+             f" on {len(params.services)} service(s), at most {environment.blast_radius} fault(s) at once"
+             if params.services else "")
     campaign = Campaign(params, run_id, config)
     campaign.record.open(dag_id, "chaos_campaign", environment.name, params.to_dict(), started_at)
     return params.to_dict()

@@ -8,7 +8,7 @@ from typing import Any
 
 from resilience.chaos.campaign import Campaign
 from resilience.chaos.scenarios import load_catalogue
-from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score, with_missing
+from resilience.chaos.verdict import ScenarioVerdict, campaign_status, resilience_score, scores_by_service, with_missing
 
 log = logging.getLogger(__name__)
 CHART_MARGIN_S = 15
@@ -21,7 +21,7 @@ def _series(campaign: Campaign, scenario: dict[str, Any]) -> dict[str, list[tupl
     fault = scenario.get("fault") or {}
     if not fault.get("injected_at"):
         return {}
-    slo = campaign.environment.slo_source()
+    slo = Campaign(campaign.params, campaign.run_id, campaign.config, scenario.get("service")).environment.slo_source()
     end = max((scenario.get("recovery") or {}).get("at", 0), (scenario.get("revert") or {}).get("reverted_at", 0),
               fault["injected_at"]) + CHART_MARGIN_S
     baseline_window = (scenario.get("baseline") or {}).get("window") or [fault["injected_at"]]
@@ -50,13 +50,14 @@ def write_campaign_report(params: dict[str, Any] | None, run_id: str) -> dict[st
     record = campaign.record.load()
     if record["status"] == "refused":
         raise AirflowSkipException(f"No report: preflight refused the campaign ({record['summary']})")
-    decided = with_missing(campaign.params.scenarios,
+    decided = with_missing(campaign.params.targets(),
                            [ScenarioVerdict(**s["verdict"]) for s in record["scenarios"] if s.get("verdict")])
     verdicts = [v.to_dict() for v in decided]
     weights = {name: s.weight for name, s in load_catalogue().items()}
     status, score = campaign_status(decided), resilience_score(decided, weights)
-    series = {s["scenario"]: _series(campaign, s) for s in record["scenarios"]}
-    report = build_report(record, verdicts, status, score, series, datetime.now(UTC))
+    series = {(s.get("service"), s["scenario"]): _series(campaign, s) for s in record["scenarios"]}
+    services = scores_by_service(decided, weights)
+    report = build_report(record, verdicts, status, score, series, datetime.now(UTC), services)
     json_path, html_path = write_report(report, campaign.config.report_dir / "chaos_campaign", render_html)
     campaign.record.close(status, {"verdicts": verdicts, "report_html": str(html_path)}, score=score)
     log.info("Chaos campaign %s: %s, resilience score %s. Report: %s", run_id, status.upper(), score, html_path)
@@ -67,9 +68,15 @@ def slack_message(report: dict[str, Any], html_path: str) -> str:
     icon = ":white_check_mark:" if report["status"] == "completed" else ":rotating_light:"
     lines = [f"{icon} Chaos campaign *{report['status'].upper()}* in {report['environment']} — "
              f"resilience score {report['resilience_score']}"]
+    if report.get("services"):  # a campaign across services: a line per service, then only what did not pass
+        lines += [f"• {name}: {s['status']}, score {s['resilience_score']} ({s['passed']} of {s['scenarios']} "
+                  "passed)" for name, s in report["services"].items()]
     for s in report["scenarios"]:
         verdict = s.get("verdict") or {"status": "not run", "reason": ""}
-        lines.append(f"• {s['scenario']}: {verdict['status']} — {verdict['reason']}")
+        if report.get("services") and verdict["status"] == "passed":
+            continue
+        where = f"{s['service']} / {s['scenario']}" if s.get("service") else s["scenario"]
+        lines.append(f"• {where}: {verdict['status']} — {verdict['reason']}")
     lines.append(f"Run {report['run_id']} · report {html_path}")
     return "\n".join(lines)
 

@@ -24,13 +24,38 @@ class CampaignParams:
     scenario_options: Mapping[str, Mapping[str, Any]]
     allow_production: bool
     dry_run: bool
+    services: tuple[str, ...] = ()  # a campaign across services (chaos_services); none: the environment's app
+
+    def targets(self) -> list[tuple[str | None, str]]:
+        """(service, scenario) for each fault the run makes; service None: the environment's one app."""
+        services: tuple[str | None, ...] = self.services or (None,)
+        return [(service, scenario) for service in services for scenario in self.scenarios]
 
     def to_dict(self) -> dict[str, Any]:
         """Back to the Params' names (for XCom and the record)."""
         return {"environment": self.environment, "scenarios": list(self.scenarios), "duration": self.duration_s,
                 **{k: self.slo_overrides.get(k) for k in SLO_OVERRIDE_PARAMS},
                 "scenario_options": {k: dict(v) for k, v in self.scenario_options.items()},
-                "allow_production": self.allow_production, "dry_run": self.dry_run}
+                "allow_production": self.allow_production, "dry_run": self.dry_run,
+                **({"services": list(self.services)} if self.services else {})}
+
+
+def _services(raw: Any, environment: Environment, every: bool) -> tuple[str, ...]:
+    """``params.services``: names among the environment's ``services``; empty means all of them when the
+    run is a campaign across services (``every``), none (the environment's one app) otherwise."""
+    listed = [s.name for s in environment.services]
+    if raw in (None, [], ()):
+        if every and not listed:
+            raise ValueError(f"params.environment: environments.{environment.name} lists no services "
+                             "(environments.yaml): a campaign across services needs them")
+        return tuple(listed) if every else ()
+    if not isinstance(raw, list | tuple) or any(not isinstance(n, str) for n in raw):
+        raise ValueError(f"params.services: {raw!r} must be a list of service names")
+    unknown = [n for n in raw if n not in listed]
+    if unknown or len(set(raw)) != len(raw):
+        raise ValueError(f"params.services: {list(raw)!r} must name each of environments.{environment.name}."
+                         f"services {listed} at most once")
+    return tuple(raw)
 
 
 def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], environment: Environment,
@@ -61,8 +86,9 @@ def _within_loosest(overrides: Mapping[str, float], scenarios: tuple[str, ...], 
                              f"({policy.max_breach_s:g} s): the guard could never halt it")
 
 
-def parse_campaign_params(params: Mapping[str, Any], config: Config) -> CampaignParams:
-    """Validate against environments.yaml and the fault registry. Raises ValueError naming the field."""
+def parse_campaign_params(params: Mapping[str, Any], config: Config, *, every_service: bool = False) -> CampaignParams:
+    """Validate against environments.yaml and the fault registry. Raises ValueError naming the field.
+    ``every_service``: a campaign across services, whose empty ``services`` means all of them."""
     environment = config.environment(str(params.get("environment", "")), "params.environment")
     allow_production = flag(params, "allow_production")
     if not environment.chaos_enabled:
@@ -96,11 +122,13 @@ def parse_campaign_params(params: Mapping[str, Any], config: Config) -> Campaign
                                                for k, v in options.items()):
         raise ValueError(f"params.scenario_options: {options!r} must map scenario names to option objects")
     return CampaignParams(environment.name, tuple(scenarios), duration, overrides,
-                          {k: dict(v) for k, v in options.items()}, allow_production, flag(params, "dry_run"))
+                          {k: dict(v) for k, v in options.items()}, allow_production, flag(params, "dry_run"),
+                          _services(params.get("services"), environment, every_service))
 
 
-def campaign_params() -> dict[str, Any]:
-    """The trigger form (JSON schema per Param); validation above covers what a schema cannot."""
+def campaign_params(*, across_services: bool = False) -> dict[str, Any]:
+    """The trigger form (JSON schema per Param); validation above covers what a schema cannot.
+    ``across_services``: chaos_services' form, which also picks the services (each fault on each)."""
     from airflow.sdk import Param
 
     from resilience.config import ENVIRONMENT_NAMES
@@ -111,8 +139,8 @@ def campaign_params() -> dict[str, Any]:
                                                "when looser than the environment's slo.loosest (environments.yaml).",
                      section="SLO overrides")
 
-    return {
-        "environment": Param("lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Environment",
+    form = {
+        "environment": Param("staging" if across_services else "lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Environment",
                              description="Where to inject faults (environments.yaml). Production also needs "
                                          "its chaos.enabled and allow_production below."),
         "scenarios": Param(list(SCENARIOS), type="array", examples=list(SCENARIOS), minItems=1, uniqueItems=True,
@@ -151,3 +179,13 @@ def campaign_params() -> dict[str, Any]:
                                      "production run this way before allowing it.",
                          section="Advanced"),
     }
+    if across_services:
+        form["scenarios"] = Param(["pod-kill"], type="array", examples=list(SCENARIOS), minItems=1, uniqueItems=True,
+                                  items={"type": "string", "enum": list(SCENARIOS)}, title="Scenarios",
+                                  description="Faults to make on each service. Faults run in parallel, at most the "
+                                              "environment's chaos.blast_radius at once, never two on services that "
+                                              "share a dependency.")
+        form["services"] = Param([], type="array", uniqueItems=True, items={"type": "string"}, title="Services",
+                                 description="Names from the environment's services list (environments.yaml). "
+                                             "Empty: all of them.")
+    return form

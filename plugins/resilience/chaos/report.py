@@ -12,9 +12,15 @@ from resilience.reporting import CSS
 from resilience.units import fmt
 
 
+def _key(item: dict[str, Any]) -> tuple[str | None, str]:
+    return item.get("service"), item["scenario"]
+
+
 def build_report(record: dict[str, Any], verdicts: list[dict[str, Any]], status: str, score: float | None,
-                 series: dict[str, dict[str, list[tuple[float, float]]]], now: datetime) -> dict[str, Any]:
-    """The report document; ``series`` holds per scenario the error-rate and p95 series over its window."""
+                 series: dict[tuple[str | None, str], dict[str, list[tuple[float, float]]]], now: datetime,
+                 services: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report document; ``series`` holds per (service, scenario) the error-rate and p95 series over its
+    window; ``services``, in a campaign across services, each service's status and resilience score."""
     start = record["started_at"]
     end = now
     return {
@@ -25,9 +31,14 @@ def build_report(record: dict[str, Any], verdicts: list[dict[str, Any]], status:
         "end": end.isoformat(),
         "duration": round((end - start).total_seconds(), 3),
         "resilience_score": score,
-        "scenarios": [{**s, "verdict": next((v for v in verdicts if v["scenario"] == s["scenario"]), None),
-                       "series": series.get(s["scenario"], {})} for s in record["scenarios"]],
+        "scenarios": [{**s, "verdict": next((v for v in verdicts if _key(v) == _key(s)), None),
+                       "series": series.get(_key(s), {})} for s in record["scenarios"]],
+        **({"services": services} if services else {}),
     }
+
+
+def _title(s: dict[str, Any]) -> str:
+    return f"{s['service']} / {s['scenario']}" if s.get("service") else s["scenario"]
 
 
 def _index_range(times: list[float], start: float, end: float) -> tuple[int, int] | None:
@@ -125,25 +136,42 @@ def _scenario_html(s: dict[str, Any]) -> str:
         ("baseline", _baseline_text(s.get("baseline") or {})), ("SLO bounds", _bounds_text(bounds)),
         ("fault", _readable((s.get("fault") or {}).get("plan"))), ("observed during revert", _readable(observed)),
         ("recovery", "&mdash;" if recovery is None else fmt(recovery, "s"))))
-    return (f"<h2>{escape(s['scenario'])} — <span class='{css}'>{escape(verdict['status'].upper())}</span></h2>"
+    return (f"<h2>{escape(_title(s))} — <span class='{css}'>{escape(verdict['status'].upper())}</span></h2>"
             f"<p>{escape(verdict['reason'])}</p><table>{rows}</table>{_checks_html(s.get('checks') or [])}"
             f"{plan_table}<h3>Error rate (baseline green, fault window red)</h3>"
             f"{_chart(s, 'error_rate_pct', '%', bounds.get('error_rate_pct'))}"
             f"<h3>p95 latency</h3>{_chart(s, 'p95_ms', 'ms', bounds.get('p95_ms'))}")
 
 
+def _score_text(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:g} / 100"
+
+
+def _services_html(services: dict[str, dict[str, Any]]) -> str:
+    """A campaign across services: one row per service, its score and how many of its faults passed."""
+    if not services:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td class='{'pass' if s['status'] == 'completed' else 'fail'}'>"
+        f"{escape(s['status'])}</td><td>{_score_text(s['resilience_score'])}</td>"
+        f"<td>{s['passed']} of {s['scenarios']}</td></tr>" for name, s in services.items())
+    return ("<h2>Services</h2><table><tr><th>service</th><th>status</th><th>resilience score</th>"
+            f"<th>faults passed</th></tr>{rows}</table>")
+
+
 def render_html(report: dict[str, Any]) -> str:
     status = report["status"]
     css = "passed" if status == "completed" else "failed"
-    score = "n/a" if report["resilience_score"] is None else f"{report['resilience_score']:g} / 100"
+    score = _score_text(report["resilience_score"])
     summary = "".join(
-        f"<tr><td>{escape(s['scenario'])}</td><td>{escape((s.get('verdict') or {}).get('status', 'not run'))}</td>"
+        f"<tr><td>{escape(_title(s))}</td><td>{escape((s.get('verdict') or {}).get('status', 'not run'))}</td>"
         f"<td>{escape((s.get('verdict') or {}).get('reason', ''))}</td></tr>" for s in report["scenarios"])
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Chaos campaign {escape(report['run_id'])}: {escape(status)}</title><style>{CSS}</style></head><body>
 <h1>Chaos campaign <span class="{css}">{escape(status.upper())}</span></h1>
 <p>{escape(report['environment'])}, run <code>{escape(report['run_id'])}</code>, {escape(report['start'])} to
 {escape(report['end'])} ({report['duration']:.0f} s). Resilience score <b>{score}</b>.</p>
+{_services_html(report.get('services') or {})}
 <table><tr><th>scenario</th><th>verdict</th><th>why</th></tr>{summary}</table>
 {''.join(_scenario_html(s) for s in report['scenarios'])}
 </body></html>"""

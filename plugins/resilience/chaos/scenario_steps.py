@@ -42,11 +42,12 @@ def _selected(campaign: Campaign, scenario: str) -> None:
         _skip(f"{scenario} was not selected for this run")
 
 
-def baseline(params: dict[str, Any], run_id: str, scenario: str) -> dict[str, Any]:
-    """Steady state before the fault, and the guard's spec (queries, baseline, policy) for this scenario."""
+def baseline(params: dict[str, Any], run_id: str, scenario: str, service: str | None = None) -> dict[str, Any]:
+    """Steady state before the fault, and the guard's spec (queries, baseline, policy) for this scenario
+    (of ``service``, in a campaign across services)."""
     from resilience.prometheus import PrometheusHook, read_slo
 
-    campaign = Campaign.from_xcom(params, run_id)
+    campaign = Campaign.from_xcom(params, run_id, service)
     _selected(campaign, scenario)
     spec = campaign.slo_spec()
     hook = PrometheusHook(spec["prometheus_conn_id"], timeout_s=spec["query_timeout_s"])
@@ -62,16 +63,18 @@ def baseline(params: dict[str, Any], run_id: str, scenario: str) -> dict[str, An
     log.info("Baseline before %s: availability %.2f %%, error rate %.2f %%, p95 %.1f ms (%d readings)", scenario,
              steady.availability_pct, steady.error_rate_pct, steady.p95_ms, len(readings))
     spec.update(baseline=steady.to_dict(), policy=policy.to_dict())
-    campaign.record.put(scenario, "baseline", {"baseline": steady.to_dict(), "policy": policy.to_dict(),
+    campaign.record.put(campaign.scope(scenario), "baseline", {"baseline": steady.to_dict(), "policy": policy.to_dict(),
                                                 "readings": [r.to_dict() for r in readings],
                                                 "window": [started, time.time()], **settling})
     return spec
 
 
 def _first_baseline(campaign: Campaign, scenario: str) -> Baseline | None:
-    """The campaign's first baseline (taken before any fault), or None when ``scenario`` is the first."""
+    """The campaign's first baseline (taken before any fault), or None when ``scenario`` is the first (of its
+    service, in a campaign across services: the other services' faults run meanwhile)."""
     taken = [(s["baseline"]["window"][0], s["baseline"]["baseline"]) for s in campaign.record.load()["scenarios"]
-             if s["scenario"] != scenario and (s.get("baseline") or {}).get("window")]
+             if s["scenario"] != scenario and s.get("service") == campaign.service
+             and (s.get("baseline") or {}).get("window")]
     return Baseline(**min(taken, key=lambda t: t[0])[1]) if taken else None
 
 
@@ -96,37 +99,71 @@ def _wait_for_steady_state(campaign: Campaign, scenario: str, read: Callable[[],
     return {"steady": False, "settle_s": float(STEADY_WAIT_S), "unsettled": why}
 
 
-def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str) -> dict[str, Any]:
-    """Plan the fault and write its ledger row, admitted only while this run holds the lock and no
-    fault is open. Nothing is touched here: the guard's trigger applies the fault once its first
-    SLO reading is in and healthy, so the fault is never on while nothing watches it."""
-    from resilience.ledger import InjectRefused
+def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str, service: str | None = None) -> dict[str, Any]:
+    """Plan the fault and write its ledger row, admitted only while this run holds the lock and the blast
+    radius allows it (``resilience.chaos.blast_radius``). Nothing is touched here: the guard's trigger applies
+    the fault once its first SLO reading is in and healthy, so the fault is never on while nothing watches it.
 
-    campaign = Campaign.from_xcom(params, run_id)
+    In a campaign across services (``service`` given) a blast-radius refusal raises
+    :class:`~resilience.ledger.BlastRadiusRefused`: the caller waits for a slot and asks again. A campaign on
+    the environment's one app skips the scenario instead (something else is open)."""
+    from resilience.ledger import BlastRadiusRefused, InjectRefused
+
+    campaign = Campaign.from_xcom(params, run_id, service)
+    scope = campaign.scope(scenario)
     fault = get_fault(scenario)
     options = {**load_catalogue()[scenario].options, **campaign.params.scenario_options.get(scenario, {})}
     plan = fault.plan(campaign.platform, options)
     if campaign.params.dry_run:
-        _record_plan(campaign, scenario, fault.planned_calls(plan))
-        _skip(f"dry run: {scenario} planned, not injected")
-    timeline = fault_timeline(time.time(), campaign.params.duration_s, campaign.environment.orphan_grace_s)
+        _record_plan(campaign, scope, fault.planned_calls(plan))
+        _skip(f"dry run: {scope} planned, not injected")
+    # across services the slot is taken before the baseline (no other fault starts on the service meanwhile):
+    # the guard starts that much later
+    now = time.time()
+    start = now + (STEADY_WAIT_S + BASELINE_READINGS * 2 * campaign.environment.slo_source().poll_interval_s
+                           if service else 0.0)
+    timeline = fault_timeline(start, campaign.params.duration_s, campaign.environment.orphan_grace_s)
     plan["deadline_epoch_s"] = timeline.deadline_epoch_s
     plan["duration_s"] = campaign.params.duration_s  # the guard tightens the deadline to it when it applies
+    environment = campaign.environment
+    target = environment.service(service) if service else None
     try:
-        claim = campaign.ledger.admit(run_id, dag_id, campaign.environment.name, scenario, plan,
-                                      timeline.expires_in_s, owner=f"inject_{scenario}:{run_id}")
+        claim = campaign.ledger.admit(run_id, dag_id, environment.name, scenario, plan,
+                                      timeline.expires_in_s + (start - now),
+                                      owner=f"inject_{scope}:{run_id}", service=campaign.ledger_service,
+                                      depends_on=target.depends_on if target else (),
+                                      blast_radius=environment.blast_radius)
+    except BlastRadiusRefused as exc:
+        if service is not None:
+            raise
+        log.warning("Not injecting %s: %s", scope, exc)
+        campaign.record.put(scope, "fault", {"refused": str(exc)})
+        _skip(f"{scope} not injected: {exc}")
     except InjectRefused as exc:
-        log.warning("Not injecting %s: %s", scenario, exc)
-        campaign.record.put(scenario, "fault", {"refused": str(exc)})
-        _skip(f"{scenario} not injected: {exc}")
+        log.warning("Not injecting %s: %s", scope, exc)
+        campaign.record.put(scope, "fault", {"refused": str(exc)})
+        _skip(f"{scope} not injected: {exc}")
     claim.release()
     log.info("Planned %s in %s: %s (ledger #%d). The guard injects it once its first SLO reading is healthy; "
-             "it ends by itself at %s if nobody reverts it", scenario, campaign.environment.name, plan,
+             "it ends by itself at %s if nobody reverts it", scope, environment.name, plan,
              claim.entry_id, _utc(timeline.deadline_epoch_s))
     result = {"ledger_id": claim.entry_id, "scenario": scenario, "plan": plan, "planned_at": time.time(),
               "latest_start_epoch_s": timeline.planned_end_epoch_s - campaign.params.duration_s}
-    campaign.record.put(scenario, "plan", result)
+    if service is not None:
+        result["service"] = service
+    campaign.record.put(scope, "plan", result)
     return result
+
+
+def blast_radius_wait(params: dict[str, Any], run_id: str, service: str) -> dict[str, Any]:
+    """What the blast-radius wait of ``service`` polls (``resilience.triggers.BlastRadiusTrigger``)."""
+    campaign = Campaign.from_xcom(params, run_id, service)
+    environment = campaign.environment
+    slo = environment.slo_source()
+    return {"control_conn_id": campaign.config.control_db_conn_id, "run_id": run_id,
+            "environment": environment.name, "service": service,
+            "depends_on": list(environment.service(service).depends_on),
+            "blast_radius": environment.blast_radius, "poll_interval_s": slo.poll_interval_s}
 
 
 def _record_plan(campaign: Campaign, scenario: str, calls: list[PlannedCall]) -> None:
@@ -143,18 +180,20 @@ def _utc(epoch_s: float) -> str:
 
 
 def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, Any] | None,
-           by: str) -> dict[str, Any]:
-    """Teardown: revert this run's open entries of ``scenario`` from the ledger (a no-op when the guard
-    already did). Reads no Params and no kill switch: turning chaos off must never block a revert."""
+           by: str, service: str | None = None) -> dict[str, Any]:
+    """Teardown: revert this run's open entries of ``scenario`` (on ``service``) from the ledger (a no-op when
+    the guard already did). Reads no Params and no kill switch: turning chaos off must never block a revert."""
+    from resilience.chaos.blast_radius import DEFAULT_SERVICE
+    from resilience.journal import target_scope
     from resilience.config import load_config
     from resilience.faults.revert import revert_entry
     from resilience.ledger import ledger_for
 
     control = load_config().control_db_conn_id
     ledger = ledger_for(control)
-    entries = [e for e in ledger.entries(run_id) if e.scenario == scenario]
+    entries = [e for e in ledger.entries(run_id) if e.scenario == scenario and e.service == (service or DEFAULT_SERVICE)]
     if not entries:
-        _skip(f"nothing to revert: {scenario} was not injected by this run")
+        _skip(f"nothing to revert: {target_scope(service, scenario)} was not injected by this run")
     for entry in entries:
         if entry.state != "reverted":
             revert_entry(control, entry.id, by, reason="the fault window ended")
@@ -165,12 +204,12 @@ def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, 
     result = {"ledger_id": entry.id, "reverted_at": entry.reverted_at.timestamp(), "reverted_by": entry.reverted_by,
               "revert_reason": entry.revert_reason, "observed": entry.observed,
               "fault_s": entry.reverted_at.timestamp() - injected_at}
-    Journal.for_conn(control, run_id).put(scenario, "revert", result)
+    Journal.for_conn(control, run_id).put(target_scope(service, scenario), "revert", result)
     return result
 
 
 def _why_not_injected(campaign: Campaign, scenario: str, guard: dict | None) -> str:
-    refused = (campaign.record.values(scenario).get("fault") or {}).get("refused")
+    refused = (campaign.record.values(campaign.scope(scenario)).get("fault") or {}).get("refused")
     if refused:
         return refused
     if guard and guard.get("status") == "not_injected":
@@ -194,7 +233,7 @@ def _with_expectations(campaign: Campaign, scenario: str, verdict: ScenarioVerdi
     checks = load_catalogue()[scenario].checks
     if not checks or entry is None or entry.injected_at is None or entry.reverted_at is None:
         return verdict, []
-    baseline = ((campaign.record.values(scenario).get("baseline") or {}).get("baseline") or {})
+    baseline = ((campaign.record.values(campaign.scope(scenario)).get("baseline") or {}).get("baseline") or {})
     window = (entry.injected_at.timestamp(), entry.reverted_at.timestamp())
     try:
         results = measure_checks(campaign.platform, scenario, checks, entry.observed, window, baseline)
@@ -217,8 +256,8 @@ def _close_unreverted(campaign: Campaign, run_id: str, scenario: str) -> None:
     campaign is admitted while the row is open. A failure here is logged: the sweep retries."""
     from resilience.faults.revert import revert_entry
 
-    for entry in campaign.ledger.entries(run_id):
-        if entry.scenario == scenario and entry.state != "reverted":
+    for entry in _entries(campaign, scenario):
+        if entry.state != "reverted":
             log.warning("%s: ledger #%d is %s and its revert teardown did not run: reverting it now", scenario,
                         entry.id, entry.state)
             try:
@@ -229,19 +268,29 @@ def _close_unreverted(campaign: Campaign, run_id: str, scenario: str) -> None:
                               entry.id)
 
 
+def _entries(campaign: Campaign, scenario: str) -> list[LedgerEntry]:
+    """This run's ledger entries of ``scenario`` on the campaign's service, oldest first."""
+    return [e for e in campaign.ledger.entries(campaign.run_id)
+            if e.scenario == scenario and e.service == campaign.ledger_service]
+
+
 def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | None, guard: dict | None,
-          reverted: dict | None, recovery: dict | None) -> dict[str, Any]:
+          reverted: dict | None, recovery: dict | None, service: str | None = None) -> dict[str, Any]:
     """The scenario's verdict from what its steps reported and from the ledger (runs whatever happened
     before): a breach the guard reverted counts even if its event was lost."""
-    campaign = Campaign.from_xcom(params, run_id)
+    from dataclasses import replace
+
+    campaign = Campaign.from_xcom(params, run_id, service)
+    scope = campaign.scope(scenario)
     _selected(campaign, scenario)
     if campaign.params.dry_run:
-        campaign.record.put(scenario, "verdict", {"scenario": scenario, "status": "skipped", "reason": "dry run"})
+        campaign.record.put(scope, "verdict", {"scenario": scenario, "status": "skipped", "reason": "dry run",
+                                               **({"service": service} if service else {})})
         _skip("dry run: baseline measured, nothing injected")
     policy = load_catalogue()[scenario].policy(campaign.params.slo_overrides)
     if reverted is None:  # the revert teardown did not run (a failed inject skips it): close what it left open
         _close_unreverted(campaign, run_id, scenario)
-    entries = [e for e in campaign.ledger.entries(run_id) if e.scenario == scenario]
+    entries = _entries(campaign, scenario)
     last = entries[-1] if entries else None
     injected = last is not None and last.injected_at is not None  # the ledger says the fault went on
     verdict = scenario_verdict(
@@ -253,10 +302,12 @@ def judge(params: dict[str, Any], run_id: str, scenario: str, *, fault: dict | N
         reverted_by=last.reverted_by if last else None, revert_reason=last.revert_reason if last else None)
     for step, value in (("guard", guard), ("recovery", recovery)):
         if value is not None:
-            campaign.record.put(scenario, step, value)
+            campaign.record.put(scope, step, value)
     verdict, checks = _with_expectations(campaign, scenario, verdict, last)
-    campaign.record.put(scenario, "checks", [c.to_dict() for c in checks])
-    campaign.record.put(scenario, "verdict", verdict.to_dict())
-    (log.info if verdict.status == "passed" else log.warning)("%s %s: %s", scenario, verdict.status.upper(),
+    if service:
+        verdict = replace(verdict, service=service)
+    campaign.record.put(scope, "checks", [c.to_dict() for c in checks])
+    campaign.record.put(scope, "verdict", verdict.to_dict())
+    (log.info if verdict.status == "passed" else log.warning)("%s %s: %s", scope, verdict.status.upper(),
                                                               verdict.reason)
     return verdict.to_dict()

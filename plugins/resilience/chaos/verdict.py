@@ -20,9 +20,13 @@ class ScenarioVerdict:
     status: str
     reason: str
     recovery_s: float | None = None
+    service: str | None = None  # in a campaign across services: the service the fault was on
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.service is None:
+            del values["service"]
+        return values
 
 
 def _overshoot(breach: dict[str, Any]) -> str:
@@ -83,11 +87,24 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
     return ScenarioVerdict(scenario, "passed", f"SLOs held; recovered in {recovery_s:.1f} s", recovery_s)
 
 
-def with_missing(selected: Iterable[str], verdicts: Iterable[ScenarioVerdict]) -> list[ScenarioVerdict]:
-    """One verdict per selected scenario, in order: one that recorded none was aborted."""
-    decided = {v.scenario: v for v in verdicts}
-    return [decided.get(name) or ScenarioVerdict(name, "aborted", "no verdict recorded (its verdict task did not "
-                                                 "run, or the run was killed)") for name in selected]
+def with_missing(targets: Iterable[tuple[str | None, str]], verdicts: Iterable[ScenarioVerdict]) -> list[ScenarioVerdict]:
+    """One verdict per (service, scenario) the run targeted, in order (service None: the environment's app):
+    one that recorded none was aborted."""
+    decided = {(v.service, v.scenario): v for v in verdicts}
+    return [decided.get((service, name)) or ScenarioVerdict(name, "aborted", "no verdict recorded (its verdict task "
+                                                            "did not run, or the run was killed)", service=service)
+            for service, name in targets]
+
+
+def scores_by_service(verdicts: Iterable[ScenarioVerdict], weights: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """A campaign across services: each service's status and resilience score, in the order first seen."""
+    grouped: dict[str, list[ScenarioVerdict]] = {}
+    for verdict in verdicts:
+        if verdict.service is not None:
+            grouped.setdefault(verdict.service, []).append(verdict)
+    return {service: {"status": campaign_status(group), "resilience_score": resilience_score(group, weights),
+                      "passed": sum(v.status == "passed" for v in group), "scenarios": len(group)}
+            for service, group in grouped.items()}
 
 
 def resilience_score(verdicts: Iterable[ScenarioVerdict], weights: dict[str, float]) -> float | None:

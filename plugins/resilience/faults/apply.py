@@ -50,7 +50,7 @@ def apply_entry(control_conn_id: str, ledger_id: int, by: str) -> dict[str, Any]
             ledger.mark_reverted(ledger_id, "not_applied", {}, stop)
             raise NotApplied(f"not applying ledger #{ledger_id}: {stop}")
         fault = get_fault(entry.scenario)
-        platform = get_platform(load_config().environment(entry.environment))
+        platform = get_platform(load_config().environment(entry.environment).for_service(entry.service))
         injected_at = time.time()
         plan = with_experiment(applied_plan(entry.plan, injected_at), ledger_id)
         log.info("Injecting %s in %s (ledger #%d): %s", entry.scenario, entry.environment, ledger_id, plan)

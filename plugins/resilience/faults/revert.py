@@ -44,7 +44,7 @@ def _revert_claimed(ledger: Ledger, ledger_id: int, by: str, reason: str | None)
         return False
     log.info("Reverting %s in %s (ledger #%d, %s, by %s%s)", entry.scenario, entry.environment, ledger_id,
              entry.state, by, f": {reason}" if reason else "")
-    platform = get_platform(load_config().environment(entry.environment))
+    platform = get_platform(load_config().environment(entry.environment).for_service(entry.service))
     try:
         plan = with_experiment(entry.plan, ledger_id)  # what inject was handed: its objects carry the id
         observed = get_fault(entry.scenario).revert(platform, plan, entry.revert_info) or {}
