@@ -143,8 +143,10 @@ def chaos_services():
         fault >> spec >> guard >> undone >> recovery >> judged
         return judged
 
-    faults = fault_on_service.expand_kwargs(targets(run))
-    checked >> faults >> release_lock() >> write_report() >> notify_slack() >> campaign_verdict()
+    chosen = targets(run)
+    checked >> chosen  # the groups start only after preflight
+    faults = fault_on_service.expand_kwargs(chosen)
+    faults >> release_lock() >> write_report() >> notify_slack() >> campaign_verdict()
 
 
 chaos_services()

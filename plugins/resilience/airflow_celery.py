@@ -38,6 +38,7 @@ from resilience.airflow_local import (
     airflow_env,
     healthy,
     metadata_db_uri,
+    ensure_blast_radius_pool,
     prepare_home,
 )
 
@@ -259,6 +260,7 @@ def up(topo: CeleryTopology, lab_state: dict[str, Any] | None, timeout_s: float 
     start_broker(topo)
     log.info("Migrating the metadata DB of %s", sa.home)
     migrate(topo, env)
+    ensure_blast_radius_pool(env)
     offsets = {w: _log_size(topo.logfile(w)) for w in WORKERS}
     procs = {c: start_component(topo, c, env) for c in COMPONENTS}
     deadline = started + timeout_s

@@ -155,6 +155,21 @@ def ensure_password(sa: Standalone) -> Path:
     return sa.passwords_file
 
 
+def ensure_blast_radius_pool(env: dict[str, str]) -> int:
+    """The pool of chaos_services' guards, with as many slots as the largest ``chaos.blast_radius`` of
+    environments.yaml (deferred tasks count); the ledger bounds each environment to its own K. Returns K."""
+    from resilience.chaos.blast_radius import POOL
+    from resilience.config import load_config
+
+    slots = max((e.blast_radius for e in load_config().environments.values()), default=1)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "pools", "set", POOL, str(slots), "chaos_services' guards: at most the largest "
+                    "chaos.blast_radius of environments.yaml; the ledger bounds each environment to its own",
+                    "--include-deferred"], env=env, check=True, capture_output=True, timeout=120)
+    log.info("Pool %s: %d slot(s), deferred tasks included", POOL, slots)
+    return slots
+
+
 def healthy(sa: Standalone) -> bool:
     import httpx
 
@@ -193,6 +208,7 @@ def up(sa: Standalone, lab_state: dict[str, Any] | None, timeout_s: float = 120,
         if time.monotonic() > deadline:
             raise TimeoutError(f"Airflow not healthy after {timeout_s:g} s; see {sa.logfile}")
         time.sleep(1)
+    ensure_blast_radius_pool(env)
     log.info("Airflow is up at %s: user %s, password in %s", sa.base_url, USER, sa.passwords_file)
 
 

@@ -140,3 +140,44 @@ def test_without_the_run_lock_nothing_is_admitted_whatever_the_blast_radius(ledg
         admit(ledger, "run-without-lock", "checkout", k=10)
     assert not isinstance(refused.value, BlastRadiusRefused)
     assert ledger.open_entries() == []
+
+
+def first_event(trigger) -> dict:
+    import asyncio
+
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(asyncio.wait_for(first(), timeout=30))
+
+
+def test_the_wait_for_a_slot_fires_once_a_revert_frees_it_and_stops_when_the_lock_is_lost(ledger, run, database,
+                                                                                          monkeypatch):
+    """chaos_services' inject waits in the triggerer (BlastRadiusTrigger): it polls the same decision the
+    admission makes, read only, until the slot is free, or the run no longer holds the chaos/DR lock."""
+    from resilience.triggers import BlastRadiusTrigger, _slot_now
+
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    db = conninfo_to_dict(database)
+    monkeypatch.setenv("AIRFLOW_CONN_BLAST_RADIUS_TEST", f"postgresql://{db['user']}:{quote(str(db['password']))}@"
+                                                         f"{db['host']}:{db['port']}/{db['dbname']}")
+    held = admit(ledger, run, "checkout", ("postgres",), k=2)
+    wait = ("blast_radius_test", run, "lab", "orders", ["postgres"], 2)
+    assert _slot_now(*wait) is None  # orders shares postgres with checkout's open fault: it waits
+    assert ledger.admission("lab", "orders", ("postgres",), 2).blocking[0].ledger_id == held
+    ledger.mark_reverted(held, "test", {}, "done")
+    trigger = BlastRadiusTrigger(*wait, poll_interval_s=0.1)
+    kind, kwargs = trigger.serialize()
+    assert kind == "resilience.triggers.BlastRadiusTrigger"
+    event = first_event(BlastRadiusTrigger(**kwargs))
+    assert event["status"] == "free" and "none on orders" in event["reason"]
+    # the slot is free, but the run lost its lock (an Immediate Abort): the wait ends, and the inject refuses
+    ledger.release_lock(RUN_LOCK, run)
+    assert first_event(BlastRadiusTrigger(**kwargs))["status"] == "stopped"
+    with pytest.raises(InjectRefused):
+        admit(ledger, run, "orders", ("postgres",), k=2)
