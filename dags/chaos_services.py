@@ -1,4 +1,4 @@
-"""Chaos across services: each selected fault on each of the environment's services, in parallel within the blast radius.
+"""Chaos across services: each fault on each of the environment's services, in parallel within the blast radius.
 
 The environment lists its services in environments.yaml (`services`: name, pod selector, SLO queries,
 `depends_on`). One **mapped task group per service x scenario** (dynamic task mapping), each:

@@ -36,9 +36,9 @@ from resilience.airflow_local import (
     HOST,
     Standalone,
     airflow_env,
+    ensure_blast_radius_pool,
     healthy,
     metadata_db_uri,
-    ensure_blast_radius_pool,
     prepare_home,
 )
 

@@ -226,6 +226,7 @@ class InjectFault(BaseOperator):
             result = steps.inject(self.run, run_id, context["dag"].dag_id, self.scenario, service=self.service)
         except BlastRadiusRefused as exc:
             self.log.info("%s/%s waits for the blast radius: %s", self.service, self.scenario, exc)
-            self.defer(trigger=BlastRadiusTrigger(**steps.blast_radius_wait(self.run, run_id, self.service)),
-                       method_name="execute_complete", timeout=timedelta(seconds=ADMISSION_WAIT_S))
+            wait = steps.blast_radius_wait(self.run, run_id, self.service, self.scenario)
+            self.defer(trigger=BlastRadiusTrigger(**wait), method_name="execute_complete",
+                       timeout=timedelta(seconds=ADMISSION_WAIT_S))
         return {**result, "admission_wait_s": waited_s}

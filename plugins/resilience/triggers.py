@@ -568,10 +568,45 @@ class CanaryRampTrigger(BaseTrigger):
         yield event("completed", step=self.plan[-1])
 
 
+# a waiter admissible now but behind others of its run that the blast radius would admit first still fires
+# after this long: one of those may never ask (its inject failed before it wrote its row)
+QUEUE_GRACE_S = 60.0
+
+
+def _first_in_line(ledger: Any, run_id: str, environment: str, service: str, scenario: str | None,
+                   queue: list[dict[str, Any]], blast_radius: int) -> bool:
+    """Would ``service``/``scenario`` get a slot free now if its run's targets not yet admitted asked in ``queue``
+    order? Every waiter of the run computes the same answer from the same ledger, so a freed slot wakes the
+    one target it goes to instead of every waiter (each wake-up is a task run that asks, is refused, defers)."""
+    from resilience.chaos.blast_radius import OpenFault, decide
+    from resilience.ledger import _open_faults
+
+    mine = (service, scenario)
+    if not any((t["service"], t["scenario"]) == mine for t in queue):
+        return True
+    taken = {(e.service, e.scenario) for e in ledger.entries(run_id)}
+    conn = ledger._connect()
+    try:
+        with conn.cursor() as cur:
+            opened = list(_open_faults(cur))
+    finally:
+        conn.close()
+    for target in queue:
+        key = (target["service"], target["scenario"])
+        if key in taken or not decide(environment, key[0], target["depends_on"], blast_radius, opened).admitted:
+            continue
+        if key == mine:
+            return True
+        opened.append(OpenFault(0, run_id, environment, key[1], key[0], tuple(target["depends_on"]), "injecting"))
+    return False
+
+
 def _slot_now(control_conn_id: str, run_id: str, environment: str, service: str, depends_on: list[str],
-              blast_radius: int) -> dict[str, Any] | None:
+              blast_radius: int, scenario: str | None = None,
+              queue: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The blast-radius wait's one poll: an event when the fault may be admitted now, or must never be (the
-    run lost the chaos/DR lock); None while it must wait."""
+    run lost the chaos/DR lock); ``{"status": "behind"}`` when a slot is free but goes to a target ahead in
+    ``queue``; None while it must wait."""
     from resilience.ledger import ledger_for
 
     ledger = ledger_for(control_conn_id)
@@ -579,17 +614,25 @@ def _slot_now(control_conn_id: str, run_id: str, environment: str, service: str,
     if stop:
         return {"status": "stopped", "reason": stop}
     admission = ledger.admission(environment, service, depends_on, blast_radius)
-    return {"status": "free", "reason": admission.reason} if admission.admitted else None
+    if not admission.admitted:
+        return None
+    if queue and not _first_in_line(ledger, run_id, environment, service, scenario, queue, blast_radius):
+        return {"status": "behind", "reason": admission.reason}
+    return {"status": "free", "reason": admission.reason}
 
 
 class BlastRadiusTrigger(BaseTrigger):
     """Wait, holding no worker slot, until the ledger would admit a fault on ``service``: fewer than
     ``blast_radius`` faults open in ``environment``, none on the service or on what it depends on. Read
     only: the inject admits (in its own transaction) when the task resumes, and waits again when another
-    run took the slot first. Yields ``free`` or ``stopped`` (the run no longer holds the chaos/DR lock)."""
+    run took the slot first. With ``queue`` (the run's targets in order: service, scenario, depends_on) a
+    free slot goes to the first target of the run it would admit, and only that waiter fires (the others
+    after ``QUEUE_GRACE_S`` of a slot free for them but taken by nobody). Yields ``free`` or ``stopped`` (the
+    run no longer holds the chaos/DR lock)."""
 
     def __init__(self, control_conn_id: str, run_id: str, environment: str, service: str,
-                 depends_on: list[str], blast_radius: int, poll_interval_s: float) -> None:
+                 depends_on: list[str], blast_radius: int, poll_interval_s: float, scenario: str | None = None,
+                 queue: list[dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.control_conn_id = control_conn_id
         self.run_id = run_id
@@ -598,23 +641,33 @@ class BlastRadiusTrigger(BaseTrigger):
         self.depends_on = list(depends_on)
         self.blast_radius = int(blast_radius)
         self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.scenario = scenario
+        self.queue = [{"service": t["service"], "scenario": t["scenario"], "depends_on": list(t["depends_on"])}
+                      for t in queue or []]
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("resilience.triggers.BlastRadiusTrigger",
                 {"control_conn_id": self.control_conn_id, "run_id": self.run_id, "environment": self.environment,
                  "service": self.service, "depends_on": self.depends_on, "blast_radius": self.blast_radius,
-                 "poll_interval_s": self.poll_interval_s})
+                 "poll_interval_s": self.poll_interval_s, "scenario": self.scenario, "queue": self.queue})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
+        behind_since: float | None = None
         while True:
             try:
                 found = await asyncio.to_thread(_slot_now, self.control_conn_id, self.run_id, self.environment,
-                                                self.service, self.depends_on, self.blast_radius)
+                                                self.service, self.depends_on, self.blast_radius, self.scenario,
+                                                self.queue)
             except Exception as exc:  # the control database blinked: keep waiting, the inject decides anyway
                 self.log.warning("Blast-radius wait for %s: the ledger could not be read (%s); retrying", self.service,
                                  exc)
                 found = None
+            if found is not None and found["status"] == "behind":
+                behind_since = behind_since or time.monotonic()
+                found = None if time.monotonic() - behind_since < QUEUE_GRACE_S else {**found, "status": "free"}
+            elif found is None:
+                behind_since = None
             if found is not None:
                 yield _event({**found, "waited_s": round(time.monotonic() - started, 3)})
                 return

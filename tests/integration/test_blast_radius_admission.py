@@ -157,11 +157,11 @@ def test_the_wait_for_a_slot_fires_once_a_revert_frees_it_and_stops_when_the_loc
                                                                                           monkeypatch):
     """chaos_services' inject waits in the triggerer (BlastRadiusTrigger): it polls the same decision the
     admission makes, read only, until the slot is free, or the run no longer holds the chaos/DR lock."""
-    from resilience.triggers import BlastRadiusTrigger, _slot_now
-
     from urllib.parse import quote
 
     from psycopg.conninfo import conninfo_to_dict
+
+    from resilience.triggers import BlastRadiusTrigger, _slot_now
 
     db = conninfo_to_dict(database)
     monkeypatch.setenv("AIRFLOW_CONN_BLAST_RADIUS_TEST", f"postgresql://{db['user']}:{quote(str(db['password']))}@"

@@ -140,7 +140,8 @@ def campaign_params(*, across_services: bool = False) -> dict[str, Any]:
                      section="SLO overrides")
 
     form = {
-        "environment": Param("staging" if across_services else "lab", type="string", enum=list(ENVIRONMENT_NAMES), title="Environment",
+        "environment": Param("staging" if across_services else "lab", type="string", enum=list(ENVIRONMENT_NAMES),
+                             title="Environment",
                              description="Where to inject faults (environments.yaml). Production also needs "
                                          "its chaos.enabled and allow_production below."),
         "scenarios": Param(list(SCENARIOS), type="array", examples=list(SCENARIOS), minItems=1, uniqueItems=True,

@@ -99,7 +99,8 @@ def _wait_for_steady_state(campaign: Campaign, scenario: str, read: Callable[[],
     return {"steady": False, "settle_s": float(STEADY_WAIT_S), "unsettled": why}
 
 
-def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str, service: str | None = None) -> dict[str, Any]:
+def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str,
+           service: str | None = None) -> dict[str, Any]:
     """Plan the fault and write its ledger row, admitted only while this run holds the lock and the blast
     radius allows it (``resilience.chaos.blast_radius``). Nothing is touched here: the guard's trigger applies
     the fault once its first SLO reading is in and healthy, so the fault is never on while nothing watches it.
@@ -155,15 +156,20 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str, serv
     return result
 
 
-def blast_radius_wait(params: dict[str, Any], run_id: str, service: str) -> dict[str, Any]:
-    """What the blast-radius wait of ``service`` polls (``resilience.triggers.BlastRadiusTrigger``)."""
+def blast_radius_wait(params: dict[str, Any], run_id: str, service: str, scenario: str | None = None
+                      ) -> dict[str, Any]:
+    """What the blast-radius wait of ``service`` (``scenario``) polls (``resilience.triggers.BlastRadiusTrigger``):
+    with the run's targets in order, so that a freed slot wakes only the waiter it goes to."""
     campaign = Campaign.from_xcom(params, run_id, service)
     environment = campaign.environment
     slo = environment.slo_source()
+    queue = [{"service": s, "scenario": sc, "depends_on": list(environment.service(s).depends_on)}
+             for s, sc in campaign.params.targets() if s is not None] if scenario else []
     return {"control_conn_id": campaign.config.control_db_conn_id, "run_id": run_id,
             "environment": environment.name, "service": service,
             "depends_on": list(environment.service(service).depends_on),
-            "blast_radius": environment.blast_radius, "poll_interval_s": slo.poll_interval_s}
+            "blast_radius": environment.blast_radius, "poll_interval_s": slo.poll_interval_s,
+            "scenario": scenario, "queue": queue}
 
 
 def _record_plan(campaign: Campaign, scenario: str, calls: list[PlannedCall]) -> None:
@@ -184,14 +190,15 @@ def revert(params: dict[str, Any], run_id: str, scenario: str, fault: dict[str, 
     """Teardown: revert this run's open entries of ``scenario`` (on ``service``) from the ledger (a no-op when
     the guard already did). Reads no Params and no kill switch: turning chaos off must never block a revert."""
     from resilience.chaos.blast_radius import DEFAULT_SERVICE
-    from resilience.journal import target_scope
     from resilience.config import load_config
     from resilience.faults.revert import revert_entry
+    from resilience.journal import target_scope
     from resilience.ledger import ledger_for
 
     control = load_config().control_db_conn_id
     ledger = ledger_for(control)
-    entries = [e for e in ledger.entries(run_id) if e.scenario == scenario and e.service == (service or DEFAULT_SERVICE)]
+    entries = [e for e in ledger.entries(run_id)
+               if e.scenario == scenario and e.service == (service or DEFAULT_SERVICE)]
     if not entries:
         _skip(f"nothing to revert: {target_scope(service, scenario)} was not injected by this run")
     for entry in entries:

@@ -87,7 +87,8 @@ def scenario_verdict(scenario: str, *, injected: bool, inject_error: str | None,
     return ScenarioVerdict(scenario, "passed", f"SLOs held; recovered in {recovery_s:.1f} s", recovery_s)
 
 
-def with_missing(targets: Iterable[tuple[str | None, str]], verdicts: Iterable[ScenarioVerdict]) -> list[ScenarioVerdict]:
+def with_missing(targets: Iterable[tuple[str | None, str]],
+                 verdicts: Iterable[ScenarioVerdict]) -> list[ScenarioVerdict]:
     """One verdict per (service, scenario) the run targeted, in order (service None: the environment's app):
     one that recorded none was aborted."""
     decided = {(v.service, v.scenario): v for v in verdicts}
