@@ -32,6 +32,7 @@ from pathlib import Path
 from airflow.sdk import TaskGroup, dag, get_current_context, setup, task, teardown
 
 from resilience.chaos.params import campaign_params
+from resilience.chaos.tasks import end_of_campaign, preflight
 from resilience.context import pulled, run_id
 from resilience.faults.base import SCENARIOS
 from resilience.sensors import SloGuardSensor, SloRecoverySensor
@@ -61,13 +62,6 @@ def chaos_campaign():
         dag_id = ctx["dag"].dag_id  # a scheduled run: the environment from environments.yaml's schedules
         return steps.start_campaign(params_for_run(dag_id, ctx["dag_run"].run_type, ctx["params"]), run_id(), dag_id,
                                     started_at)
-
-    @task
-    def preflight(run: dict) -> dict:
-        """Take the chaos/DR lock; refuse unless every safety check passes."""
-        from resilience.chaos import steps
-
-        return steps.preflight(run, run_id(), get_current_context()["dag"].dag_id)
 
     @task(trigger_rule="none_failed")
     def baseline(run: dict, scenario: str) -> dict:
@@ -101,35 +95,6 @@ def chaos_campaign():
                            guard=pulled(f"{group}.guard_slo", "event"), reverted=pulled(f"{group}.revert_{key}"),
                            recovery=pulled(f"{group}.recovery", "event"))
 
-    @task(trigger_rule="all_done")
-    def release_lock() -> bool:
-        """Give the chaos/DR lock back (whatever happened; a no-op unless this run holds it)."""
-        from resilience import journal
-
-        return journal.release_lock(run_id())
-
-    @task(trigger_rule="all_done")
-    def write_report() -> dict:
-        """JSON + HTML report with charts and the resilience score."""
-        from resilience.chaos import steps
-
-        return steps.write_campaign_report(pulled("start_campaign"), run_id())
-
-    @task(trigger_rule="all_done")
-    def notify_slack() -> bool:
-        """Summary to Slack (logged when the Connection is absent)."""
-        from resilience.chaos import steps
-        from resilience.notify import post_report
-
-        return post_report(pulled("write_report"), steps.slack_message)
-
-    @task(trigger_rule="all_done")
-    def campaign_verdict() -> str:
-        """Fail the run unless every scenario passed."""
-        from resilience import journal
-
-        return journal.final_verdict(pulled("write_report"), "chaos campaign", passing="completed")
-
     run = start_campaign()
     checked = preflight(run)
     previous = checked
@@ -144,7 +109,7 @@ def chaos_campaign():
             judged = verdict(run, scenario)
             [checked, previous] >> spec >> fault >> guard >> undone >> recovery >> judged
         previous = judged
-    previous >> release_lock() >> write_report() >> notify_slack() >> campaign_verdict()
+    previous >> end_of_campaign()
 
 
 chaos_campaign()

@@ -31,6 +31,7 @@ from airflow.sdk import dag, get_current_context, task, task_group, teardown
 
 from resilience.chaos.blast_radius import POOL
 from resilience.chaos.params import campaign_params
+from resilience.chaos.tasks import end_of_campaign, preflight
 from resilience.context import pulled, run_id
 from resilience.sensors import InjectFault, SloGuardSensor, SloRecoverySensor
 
@@ -57,13 +58,6 @@ def chaos_services():
         ctx = get_current_context()
         started_at = ctx["dag_run"].start_date or ctx["ti"].start_date
         return steps.start_campaign(ctx["params"], run_id(), ctx["dag"].dag_id, started_at, every_service=True)
-
-    @task
-    def preflight(run: dict) -> dict:
-        """Take the chaos/DR lock; refuse unless every safety check passes."""
-        from resilience.chaos import steps
-
-        return steps.preflight(run, run_id(), get_current_context()["dag"].dag_id)
 
     @task
     def targets(run: dict) -> list[dict]:
@@ -99,35 +93,6 @@ def chaos_services():
         return steps.judge(run, run_id(), scenario, fault=here("inject"), guard=here("guard_slo", "event"),
                            reverted=here("revert"), recovery=here("recovery", "event"), service=service)
 
-    @task(trigger_rule="all_done")
-    def release_lock() -> bool:
-        """Give the chaos/DR lock back (whatever happened; a no-op unless this run holds it)."""
-        from resilience import journal
-
-        return journal.release_lock(run_id())
-
-    @task(trigger_rule="all_done")
-    def write_report() -> dict:
-        """JSON + HTML report: verdicts and resilience score per service, charts per fault."""
-        from resilience.chaos import steps
-
-        return steps.write_campaign_report(pulled("start_campaign"), run_id())
-
-    @task(trigger_rule="all_done")
-    def notify_slack() -> bool:
-        """Summary to Slack (logged when the Connection is absent)."""
-        from resilience.chaos import steps
-        from resilience.notify import post_report
-
-        return post_report(pulled("write_report"), steps.slack_message)
-
-    @task(trigger_rule="all_done")
-    def campaign_verdict() -> str:
-        """Fail the run unless every fault passed."""
-        from resilience import journal
-
-        return journal.final_verdict(pulled("write_report"), "chaos campaign", passing="completed")
-
     run = start_campaign()
     checked = preflight(run)
 
@@ -146,7 +111,7 @@ def chaos_services():
     chosen = targets(run)
     checked >> chosen  # the groups start only after preflight
     faults = fault_on_service.expand_kwargs(chosen)
-    faults >> release_lock() >> write_report() >> notify_slack() >> campaign_verdict()
+    faults >> end_of_campaign()
 
 
 chaos_services()
