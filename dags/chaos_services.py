@@ -46,7 +46,10 @@ from resilience.sensors import InjectFault, SloGuardSensor, SloRecoverySensor
     max_active_runs=1,
     max_active_tasks=64,  # the mapped groups' waits are deferred: they hold no worker slot
     tags=["chaos", "slo", "services"],
-    default_args={"owner": "platform-engineering", "retries": 0},
+    # a group's later steps before other groups' injects: with "downstream" (the default) every waiting inject
+    # outranked the baselines, reverts and recoveries of the faults already admitted, which then started too
+    # late for their planned window or their recovery bound when worker slots were few
+    default_args={"owner": "platform-engineering", "retries": 0, "weight_rule": "upstream"},
     params=campaign_params(across_services=True),
 )
 def chaos_services():

@@ -26,6 +26,26 @@ def _watch_kwargs(spec: dict[str, Any], until: datetime) -> dict[str, Any]:
     }
 
 
+def _first_event(trigger: Any, within_s: float) -> dict[str, Any] | None:
+    """The event ``trigger`` yields within ``within_s`` when run here, in the task (None: it has none yet, or
+    it failed here: the deferred trigger then reads as it always did)."""
+    import asyncio
+    import logging
+
+    async def first() -> dict[str, Any] | None:
+        async for event in trigger.run():
+            return event.payload
+        return None
+
+    try:
+        return asyncio.run(asyncio.wait_for(first(), within_s))
+    except TimeoutError:
+        return None
+    except Exception:
+        logging.getLogger(__name__).warning("First reading in the task failed; deferring", exc_info=True)
+        return None
+
+
 class SloGuardSensor(BaseSensorOperator):
     """Watch the SLOs for ``duration_s``; the trigger applies the fault after a healthy first reading,
     reverts it at once on a breach and at the end of the window. Fails unless the window held."""
@@ -98,15 +118,23 @@ class SloRecoverySensor(BaseSensorOperator):
         self.spec = spec
         self.reverted = reverted
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any) -> dict[str, Any] | None:
         from resilience.triggers import SloRecoveryTrigger
 
         limit_s = float(self.spec["policy"]["max_recovery_s"])
         reverted_at = float(self.reverted["reverted_at"])
         until = datetime.fromtimestamp(reverted_at, UTC) + timedelta(seconds=limit_s)
-        self.log.info("Waiting for the SLOs to be green again (limit %g s after the revert)", limit_s)
         trigger = SloRecoveryTrigger(**_watch_kwargs(self.spec, until), reverted_at=reverted_at)
+        # the trigger's first reading, taken here: SLOs already green (the common case) end the task without
+        # deferring. A trigger that fires within seconds of the deferral races the executor's report of the
+        # deferring attempt, and Airflow 3.3 fails the task for it ("finished with state success, but the task
+        # instance's state attribute is queued": apache/airflow#67287, #72716)
+        event = _first_event(trigger, within_s=float(self.spec["query_timeout_s"]) + 1.0)
+        if event is not None:
+            return self.execute_complete(context, event)
+        self.log.info("Waiting for the SLOs to be green again (limit %g s after the revert)", limit_s)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=limit_s + GRACE_S))
+        return None
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         context["ti"].xcom_push(key="event", value=event)
