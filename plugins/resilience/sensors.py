@@ -16,6 +16,9 @@ from airflow.sdk import BaseOperator, BaseSensorOperator
 from resilience.errors import ChecksFailedError
 
 GRACE_S = 30  # the trigger ends itself at `until`; the sensor's timeout is only a backstop
+# how long the recovery reads in its task before it defers (a task process on a loaded 2-core machine took
+# 5-10 s to its first reading: with 1 s it deferred, and the trigger fired at once, into Airflow's race)
+FIRST_READING_BUDGET_S = 15.0
 
 
 def _watch_kwargs(spec: dict[str, Any], until: datetime) -> dict[str, Any]:
@@ -129,7 +132,7 @@ class SloRecoverySensor(BaseSensorOperator):
         # deferring. A trigger that fires within seconds of the deferral races the executor's report of the
         # deferring attempt, and Airflow 3.3 fails the task for it ("finished with state success, but the task
         # instance's state attribute is queued": apache/airflow#67287, #72716)
-        event = _first_event(trigger, within_s=float(self.spec["query_timeout_s"]) + 1.0)
+        event = _first_event(trigger, within_s=float(self.spec["query_timeout_s"]) + FIRST_READING_BUDGET_S)
         if event is not None:
             return self.execute_complete(context, event)
         self.log.info("Waiting for the SLOs to be green again (limit %g s after the revert)", limit_s)
