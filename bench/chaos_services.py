@@ -178,8 +178,14 @@ class Bench:
 
     def not_passed(self, run_id: str) -> list[str]:
         """Why the run did not pass: its failed tasks and the report's verdicts other than passed."""
-        tis = self.api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}).json()
-        why = [f"task {t['task_id']}[{t['map_index']}] {t['state']}" for t in tis.get("task_instances", [])
+        tis: list[dict[str, Any]] = []
+        while True:  # the API answers at most 100 per page
+            page = self.api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+                                params={"limit": 100, "offset": len(tis)}).json().get("task_instances", [])
+            tis += page
+            if len(page) < 100:
+                break
+        why = [f"task {t['task_id']}[{t['map_index']}] {t['state']}" for t in tis
                if t["state"] in ("failed", "upstream_failed")]
         for path in (Path(os.environ["RESILIENCE_REPORT_DIR"]) / "chaos_campaign").glob("*.json"):
             report = json.loads(path.read_text())
