@@ -236,15 +236,19 @@ class Ledger:
             raise LedgerConflict(f"ledger #{entry_id} is no longer 'injecting' ({self.get(entry_id).state}): "
                                  "the fault just applied must be undone")
 
-    def admission(self, environment: str, service: str, depends_on: Sequence[str], blast_radius: int) -> Admission:
-        """Would a fault on ``service`` be admitted now? Read only (the blast-radius wait polls it); the
-        admission itself decides again inside its transaction."""
+    def open_faults(self) -> list[OpenFault]:
+        """Every entry not yet reverted, as admission sees it; read only (the blast-radius wait polls it), the
+        admission itself reads them again inside its transaction."""
         conn = self._connect()
         try:
             with conn.cursor() as cur:
-                return decide(environment, service, depends_on, blast_radius, _open_faults(cur))
+                return _open_faults(cur)
         finally:
             conn.close()
+
+    def admission(self, environment: str, service: str, depends_on: Sequence[str], blast_radius: int) -> Admission:
+        """Would a fault on ``service`` be admitted now? Read only."""
+        return decide(environment, service, depends_on, blast_radius, self.open_faults())
 
     def still_admitted(self, run_id: str) -> str | None:
         """Why ``run_id`` should stop now (None: it still holds the lock), checked after a side effect."""

@@ -573,51 +573,27 @@ class CanaryRampTrigger(BaseTrigger):
 QUEUE_GRACE_S = 60.0
 
 
-def _first_in_line(ledger: Any, run_id: str, environment: str, service: str, scenario: str | None,
-                   queue: list[dict[str, Any]], blast_radius: int) -> bool:
-    """Would ``service``/``scenario`` get a slot free now if its run's targets not yet admitted asked in ``queue``
-    order? Every waiter of the run computes the same answer from the same ledger, so a freed slot wakes the
-    one target it goes to instead of every waiter (each wake-up is a task run that asks, is refused, defers)."""
-    from resilience.chaos.blast_radius import OpenFault, decide
-    from resilience.ledger import _open_faults
-
-    mine = (service, scenario)
-    if not any((t["service"], t["scenario"]) == mine for t in queue):
-        return True
-    taken = {(e.service, e.scenario) for e in ledger.entries(run_id)}
-    conn = ledger._connect()
-    try:
-        with conn.cursor() as cur:
-            opened = list(_open_faults(cur))
-    finally:
-        conn.close()
-    for target in queue:
-        key = (target["service"], target["scenario"])
-        if key in taken or not decide(environment, key[0], target["depends_on"], blast_radius, opened).admitted:
-            continue
-        if key == mine:
-            return True
-        opened.append(OpenFault(0, run_id, environment, key[1], key[0], tuple(target["depends_on"]), "injecting"))
-    return False
-
-
 def _slot_now(control_conn_id: str, run_id: str, environment: str, service: str, depends_on: list[str],
               blast_radius: int, scenario: str | None = None,
               queue: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The blast-radius wait's one poll: an event when the fault may be admitted now, or must never be (the
     run lost the chaos/DR lock); ``{"status": "behind"}`` when a slot is free but goes to a target ahead in
     ``queue``; None while it must wait."""
+    from resilience.chaos.blast_radius import decide, first_in_line
     from resilience.ledger import ledger_for
 
     ledger = ledger_for(control_conn_id)
     stop = ledger.still_admitted(run_id)
     if stop:
         return {"status": "stopped", "reason": stop}
-    admission = ledger.admission(environment, service, depends_on, blast_radius)
+    opened = ledger.open_faults()  # one read per poll, for the admission and for the queue
+    admission = decide(environment, service, depends_on, blast_radius, opened)
     if not admission.admitted:
         return None
-    if queue and not _first_in_line(ledger, run_id, environment, service, scenario, queue, blast_radius):
-        return {"status": "behind", "reason": admission.reason}
+    if queue:
+        taken = {(e.service, e.scenario) for e in ledger.entries(run_id)}
+        if not first_in_line(run_id, environment, service, scenario, queue, blast_radius, opened, taken):
+            return {"status": "behind", "reason": admission.reason}
     return {"status": "free", "reason": admission.reason}
 
 

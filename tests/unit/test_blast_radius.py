@@ -157,3 +157,21 @@ def test_a_local_environment_takes_no_services():
     doc["environments"]["lab"]["services"] = [{"name": "x", "selector": "app=x"}]
     with pytest.raises(ValueError, match=r"environments\.lab\.services: a local environment runs one app"):
         parse_config(doc)
+
+
+def test_a_freed_slot_goes_to_the_first_waiter_of_the_run_it_admits():
+    """K = 2, checkout (postgres) open: orders shares postgres, so of the waiters the slot goes to search,
+    then billing would be next; a target already in the ledger is not in line any more."""
+    from resilience.chaos.blast_radius import first_in_line
+
+    queue = [{"service": "orders", "scenario": "pod-kill", "depends_on": ["postgres"]},
+             {"service": "search", "scenario": "pod-kill", "depends_on": []},
+             {"service": "billing", "scenario": "pod-kill", "depends_on": []}]
+    opened = [fault(7, "checkout", ("postgres",), environment="staging")]
+
+    def first(service: str, taken: set[tuple[str, str]] = frozenset()) -> bool:
+        return first_in_line("run-a", "staging", service, "pod-kill", queue, 2, opened, set(taken))
+
+    assert (first("orders"), first("search"), first("billing")) == (False, True, False)
+    assert first("billing", {("search", "pod-kill")})  # search already asked: billing is next
+    assert first("ledger-only") is True  # not in the run's queue: nothing to wait behind

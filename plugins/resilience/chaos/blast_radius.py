@@ -17,8 +17,9 @@ dependencies: with K = 1 (the default) it is admitted exactly when nothing is op
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_SERVICE = "app"  # the environment's one app: what a campaign that names no service targets
 DEFAULT_BLAST_RADIUS = 1
@@ -91,3 +92,23 @@ def decide(environment: str, service: str, depends_on: Sequence[str], blast_radi
                                 f"open: {_names(shared)}", tuple(shared))
     return Admission(True, f"{len(here)} of {blast_radius} fault(s) open in {environment}, none on {service} "
                            f"or on what it depends on ({', '.join(sorted(wanted)) or 'nothing'})")
+
+
+def first_in_line(run_id: str, environment: str, service: str, scenario: str | None, queue: Sequence[Mapping[str, Any]],
+                  blast_radius: int, open_faults: Sequence[OpenFault], taken: set[tuple[str, str]]) -> bool:
+    """Would ``service``/``scenario`` get a slot free now if its run's targets not yet admitted (``taken``: the
+    run's ledger rows) asked in ``queue`` order? Every waiter of the run computes the same answer from the same
+    ledger, so a freed slot wakes the one target it goes to instead of every waiter (each wake-up is a task run
+    that asks, is refused, defers)."""
+    mine = (service, scenario)
+    if not any((t["service"], t["scenario"]) == mine for t in queue):
+        return True
+    opened = list(open_faults)
+    for target in queue:
+        key = (target["service"], target["scenario"])
+        if key in taken or not decide(environment, key[0], target["depends_on"], blast_radius, opened).admitted:
+            continue
+        if key == mine:
+            return True
+        opened.append(OpenFault(0, run_id, environment, key[1], key[0], tuple(target["depends_on"]), "injecting"))
+    return False
