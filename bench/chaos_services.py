@@ -79,38 +79,6 @@ def service_names(count: int) -> list[str]:
     return [f"svc-{i:02d}" for i in range(count)]
 
 
-def deployment(name: str, namespace: str, app: str | None = None) -> dict[str, Any]:
-    labels = {"app": app or name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"replicas": REPLICAS, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"terminationGracePeriodSeconds": 5,
-                                           "containers": [{"name": "app", "image": f"registry.local/{name}:1"}]}}}}
-
-
-def with_services(names: list[str], blast_radius: int, conn_id: str) -> Callable[[dict[str, Any]], None]:
-    def edit(environments: dict[str, Any]) -> None:
-        lab_env, staging = environments["lab"], environments["staging"]
-        staging["kubernetes"]["conn_id"] = conn_id
-        staging["slo"] = lab_env["slo"]
-        staging["database"]["patroni_conn_id"] = lab_env["database"]["patroni_conn_id"]
-        staging["chaos"]["blast_radius"] = blast_radius
-        staging["services"] = [{"name": n, "selector": f"app={n}", "depends_on": ["postgres"] if n in SHARED else []}
-                               for n in names]
-    return edit
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of ``(start, end)`` intervals open at one instant (an end before a start at a tie)."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
-
-
 # -- Airflow's processes -------------------------------------------------------------------------------------
 
 def component(sa: Any, name: str) -> list[int]:
@@ -210,6 +178,7 @@ class Bench:
 
     def run(self, names: list[str], duration_s: int, timeout_s: float) -> dict[str, Any]:
         from resilience import airflow_local
+        from tests.contract.services import most_at_once
 
         wait_for(lambda: self.ready(names), 120, f"{len(names)} services at {REPLICAS} ready pods")
         before_pods = {n: self.pods(n) for n in names}
@@ -242,8 +211,8 @@ class Bench:
             "n": len(names), "run_id": run_id, "state": run["state"], "wall_s": end - start, "faults": len(ledger),
             "reverted": sum(1 for r in ledger if r[1] == "reverted"), "replaced": replaced,
             "slot_s": [r[4] - r[2] for r in closed], "on_s": [r[4] - r[3] for r in closed if r[3]],
-            "max_on": max_overlap([(r[3], r[4]) for r in closed if r[3]]),
-            "max_held": max_overlap([(r[2], r[4]) for r in closed]),
+            "max_on": most_at_once([(r[3], r[4]) for r in closed if r[3]]),
+            "max_held": most_at_once([(r[2], r[4]) for r in closed]),
             "scheduler_cpu_s": cpu_after[0] - cpu_before[0], "triggerer_cpu_s": cpu_after[1] - cpu_before[1],
             "rows": {t: n for t, n in rows.items() if n}, "shared_overlap": shared_overlap(ledger),
             "not_passed": self.not_passed(run_id),
@@ -317,18 +286,20 @@ def main() -> int:
     os.environ.update({"AIRFLOW_HOME": str(home), "RESILIENCE_REPORT_DIR": str(home / "reports")})
     from resilience import airflow_local
     from tests.contract.kubeapi import KubeApi
-    from tests.contract.platforms import APP_DEPLOYMENT, APP_SELECTOR, CONN_ID, NAMESPACE, cluster_config
+    from tests.contract.platforms import APP_DEPLOYMENT, APP_SELECTOR, NAMESPACE, cluster_config
+    from tests.contract.services import service_deployment, with_services
 
     sa = airflow_local.Standalone(home, args.airflow_port)
     names = service_names(max(counts))
     results: list[dict[str, Any]] = []
     with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab, KubeApi() as kubeapi:
         # staging's own app (kubernetes.app): preflight reads its rollout whatever the services
-        kubeapi.create(deployment(APP_DEPLOYMENT, NAMESPACE, app=APP_SELECTOR.partition("=")[2]))
+        kubeapi.create(service_deployment(APP_DEPLOYMENT, app=APP_SELECTOR.partition("=")[2], replicas=REPLICAS))
         for name in names:
-            kubeapi.create(deployment(name, NAMESPACE))
+            kubeapi.create(service_deployment(name, replicas=REPLICAS))
+        services = {n: ["postgres"] if n in SHARED else [] for n in names}
         with cluster_config(home, kubeapi.connection_json(namespace=NAMESPACE),
-                            with_services(names, args.blast_radius, CONN_ID)):
+                            with_services(services, args.blast_radius)):
             try:
                 started = time.monotonic()
                 with quiet_stdout():

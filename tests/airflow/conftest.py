@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,23 @@ def real_airflow(lab) -> Iterator[RealAirflow]:
     # in-process Execution API, whose first request built its app for minutes on a loaded 2-core machine
     slack = SlackWebhookServer().__enter__()
     env[f"AIRFLOW_CONN_{load_config().slack_conn_id_for('lab')}".upper()] = slack.connection_json()
+    with standalone(sa, lab, env, slack, "start_s", "stop_s") as airflow:
+        yield airflow
+
+
+@contextmanager
+def standalone(sa: airflow_local.Standalone, lab: dict[str, Any], env: dict[str, str], slack: SlackWebhookServer,
+               start_timing: str, stop_timing: str) -> Iterator[RealAirflow]:
+    """``resilience airflow up`` in ``sa``'s home with ``env`` (timed into ``TIMINGS``), then ``resilience airflow
+    down``: no process of the home may survive; the home is removed when none did. Stops ``slack`` too."""
+    home = sa.home
     if airflow_local.healthy(sa):
+        slack.__exit__(None, None, None)
         pytest.fail(f"something already answers on {sa.base_url}: set {airflow_local.PORT_ENV_VAR} to a free port")
     started = time.monotonic()
     try:
         up = airflow_cli(env, "up", "--lab-dir", lab["lab_dir"], timeout_s=400)
-        TIMINGS["start_s"] = time.monotonic() - started
+        TIMINGS[start_timing] = time.monotonic() - started
         if up.returncode != 0:
             log_tail = sa.logfile.read_text(errors="replace")[-3000:] if sa.logfile.exists() else ""
             pytest.fail(f"resilience airflow up failed ({up.returncode}):\n{up.stdout}\n{up.stderr[-3000:]}\n{log_tail}")
@@ -114,7 +126,7 @@ def real_airflow(lab) -> Iterator[RealAirflow]:
         slack.__exit__(None, None, None)
         stopping = time.monotonic()
         down = airflow_cli(env, "down", timeout_s=120)
-        TIMINGS["stop_s"] = time.monotonic() - stopping
+        TIMINGS[stop_timing] = time.monotonic() - stopping
         left = airflow_local.processes(sa)
         if down.returncode == 0 and not left:
             shutil.rmtree(home, ignore_errors=True)

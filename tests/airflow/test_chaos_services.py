@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,11 @@ from typing import Any
 import pytest
 
 from resilience import airflow_local
-from tests.airflow.airflowkit import airflow_cli
-from tests.airflow.conftest import PORT, TIMINGS, RealAirflow
+from tests.airflow.conftest import PORT, RealAirflow, standalone
 from tests.contract.kubeapi import KubeApi
 from tests.contract.platforms import APP_DEPLOYMENT, APP_SELECTOR, CONN_ID, NAMESPACE, cluster_config
+from tests.contract.services import REPLICAS, most_at_once, service_deployment, with_services
+from tests.contract.test_kubernetes_campaign import pods, ready_pods
 from tests.fakes.slack import SlackWebhookServer
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
@@ -43,39 +42,17 @@ pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 SERVICES = {"checkout": [], "search": [], "orders": ["postgres"], "billing": ["postgres"]}
 SHARED = ("orders", "billing")
 K = 2
-REPLICAS = 2
 DURATION_S = 10
 CAMPAIGN = {"environment": "staging", "scenarios": ["pod-kill"], "duration": DURATION_S, "max_p95_ratio": 5,
             "scenario_options": {"pod-kill": {"count": 1, "grace_period_s": 2}}}
 
 
-def deployment(name: str, app: str | None = None) -> dict[str, Any]:
-    labels = {"app": app or name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-            "spec": {"replicas": REPLICAS, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"terminationGracePeriodSeconds": 5,
-                                           "containers": [{"name": "app", "image": f"registry.local/{name}:1"}]}}}}
-
-
-def with_services(environments: dict[str, Any]) -> None:
-    """staging on the loopback cluster with 4 services and a blast radius of 2; SLOs and Patroni the lab's."""
-    lab_env, staging = environments["lab"], environments["staging"]
-    staging["kubernetes"]["conn_id"] = CONN_ID
-    staging["slo"] = lab_env["slo"]
-    staging["database"]["patroni_conn_id"] = lab_env["database"]["patroni_conn_id"]
-    staging["chaos"]["blast_radius"] = K
-    staging["services"] = [{"name": name, "selector": f"app={name}", "depends_on": deps}
-                           for name, deps in SERVICES.items()]
-
-
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
     with KubeApi() as api:
-        api.create(deployment(APP_DEPLOYMENT, app=APP_SELECTOR.partition("=")[2]))
+        api.create(service_deployment(APP_DEPLOYMENT, app=APP_SELECTOR.partition("=")[2]))
         for name in SERVICES:
-            api.create(deployment(name))
+            api.create(service_deployment(name))
         yield api
         assert api.controller_errors() == []
 
@@ -92,53 +69,15 @@ def services_airflow(lab, kubeapi: KubeApi) -> Iterator[RealAirflow]:
     port = PORT + 3 if airflow_local.healthy(airflow_local.Standalone(home, PORT)) else PORT
     sa = airflow_local.Standalone(home, port)
     slack = SlackWebhookServer().__enter__()
-    with cluster_config(home, kubeapi.connection_json(namespace=NAMESPACE), with_services) as config_path:
+    with cluster_config(home, kubeapi.connection_json(namespace=NAMESPACE), with_services(SERVICES, K)) as config_path:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
         env.update({"AIRFLOW_HOME": str(home), airflow_local.PORT_ENV_VAR: str(port),
                     "RESILIENCE_REPORT_DIR": str(home / "reports"), "RESILIENCE_LAB_DIR": lab["lab_dir"],
                     "RESILIENCE_ENVIRONMENTS": str(config_path),
                     f"AIRFLOW_CONN_{CONN_ID.upper()}": os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"],
                     f"AIRFLOW_CONN_{load_config().slack_conn_id_for('staging')}".upper(): slack.connection_json()})
-    if airflow_local.healthy(sa):
-        pytest.fail(f"something already answers on {sa.base_url}: set {airflow_local.PORT_ENV_VAR} to a free port")
-    started = time.monotonic()
-    try:
-        up = airflow_cli(env, "up", "--lab-dir", lab["lab_dir"], timeout_s=400)
-        TIMINGS["services_start_s"] = time.monotonic() - started
-        if up.returncode != 0:
-            log_tail = sa.logfile.read_text(errors="replace")[-3000:] if sa.logfile.exists() else ""
-            pytest.fail(f"resilience airflow up failed ({up.returncode}):\n{up.stdout}\n{up.stderr[-3000:]}\n{log_tail}")
-        with airflow_local.client(sa) as api:
-            yield RealAirflow(sa, lab, up.stdout + up.stderr, api, env, slack)
-    finally:
-        slack.__exit__(None, None, None)
-        down = airflow_cli(env, "down", timeout_s=120)
-        left = airflow_local.processes(sa)
-        if down.returncode == 0 and not left:
-            shutil.rmtree(home, ignore_errors=True)
-        assert down.returncode == 0, f"resilience airflow down failed:\n{down.stdout}\n{down.stderr[-3000:]}"
-        assert not left, f"Airflow processes {left} of {home} survived `resilience airflow down`"
-
-
-def pods(api: KubeApi, name: str) -> dict[str, str]:
-    """name -> uid of the service's pods that are not being deleted."""
-    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in api.list("v1", "pods", NAMESPACE, f"app={name}")
-            if not p["metadata"].get("deletionTimestamp")}
-
-
-def ready(api: KubeApi, name: str) -> int:
-    return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
-               for p in api.list("v1", "pods", NAMESPACE, f"app={name}") if not p["metadata"].get("deletionTimestamp"))
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of ``(start, end)`` intervals open at one instant (an end first at a tie)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
+    with standalone(sa, lab, env, slack, "services_start_s", "services_stop_s") as airflow:
+        yield airflow
 
 
 def report_of(af: RealAirflow, run_id: str) -> dict[str, Any]:
@@ -152,8 +91,8 @@ def report_of(af: RealAirflow, run_id: str) -> dict[str, Any]:
 def test_each_service_loses_a_pod_within_the_blast_radius_and_gets_a_score(services_airflow, kubeapi):
     af = services_airflow
     for name in SERVICES:
-        af.wait_for(lambda name=name: ready(kubeapi, name) == REPLICAS, 60, f"{name}'s {REPLICAS} pods ready")
-    before = {name: pods(kubeapi, name) for name in SERVICES}
+        af.wait_for(lambda name=name: ready_pods(kubeapi, f"app={name}") == REPLICAS, 60, f"{name}'s {REPLICAS} pods ready")
+    before = {name: pods(kubeapi, f"app={name}") for name in SERVICES}
 
     run_id = af.trigger("chaos_services", CAMPAIGN)
     run = af.wait_run("chaos_services", run_id, timeout_s=900)
@@ -169,8 +108,8 @@ def test_each_service_loses_a_pod_within_the_blast_radius_and_gets_a_score(servi
         assert killed in before[service], f"{service}'s fault killed {killed}, not one of its pods {before[service]}"
         assert injected_at is not None, f"{service}'s fault was never applied"
         old_uid = before[service][killed]
-        af.wait_for(lambda s=service, uid=old_uid: len(pods(kubeapi, s)) == REPLICAS
-                    and uid not in pods(kubeapi, s).values(), 60, f"{service}'s killed pod {killed} replaced")
+        af.wait_for(lambda s=service, uid=old_uid: len(pods(kubeapi, f"app={s}")) == REPLICAS
+                    and uid not in pods(kubeapi, f"app={s}").values(), 60, f"{service}'s killed pod {killed} replaced")
 
     on = {r[0]: (r[5], r[6]) for r in rows}          # the fault applied -> reverted
     held = {r[0]: (r[4], r[6]) for r in rows}        # admitted (ledger row written) -> reverted: the slot

@@ -18,24 +18,14 @@ from typing import Any
 import pytest
 
 from tests.contract.kubeapi import KubeApi
-from tests.contract.platforms import CONN_ID, NAMESPACE, cluster_config
+from tests.contract.platforms import NAMESPACE, cluster_config
+from tests.contract.services import REPLICAS, service_deployment, with_services
 from tests.contract.test_kubernetes_campaign import pods, ready_pods, report_of
 from tests.contract.test_workloads import app_deployment
 from tests.integration.dagkit import load_dag
 
 pytestmark = pytest.mark.integration
 SERVICES = {"checkout": [], "orders": ["postgres"], "billing": ["redis"]}
-REPLICAS = 2
-
-
-def deployment(name: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-            "spec": {"replicas": REPLICAS, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"terminationGracePeriodSeconds": 5,
-                                           "containers": [{"name": "app", "image": f"registry.local/{name}:1"}]}}}}
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +33,15 @@ def kubeapi() -> Iterator[KubeApi]:
     with KubeApi() as api:
         api.create(app_deployment())  # the environment's own app: preflight reads its rollout
         for name in SERVICES:
-            api.create(deployment(name))
+            api.create(service_deployment(name))
         yield api
         assert api.controller_errors() == []
-
-
-def with_services(environments: dict[str, Any]) -> None:
-    """staging on the loopback cluster, its SLOs the lab's, three services and a blast radius of 3."""
-    lab_env, staging = environments["lab"], environments["staging"]
-    staging["kubernetes"]["conn_id"] = CONN_ID
-    staging["slo"] = lab_env["slo"]
-    staging["database"]["patroni_conn_id"] = lab_env["database"]["patroni_conn_id"]
-    staging["chaos"]["blast_radius"] = 3
-    staging["services"] = [{"name": name, "selector": f"app={name}", "depends_on": deps}
-                           for name, deps in SERVICES.items()]
 
 
 @pytest.fixture(scope="module")
 def cluster(kubeapi: KubeApi, lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with cluster_config(tmp_path_factory.mktemp("services"), kubeapi.connection_json(namespace=NAMESPACE),
-                        with_services) as path:
+                        with_services(SERVICES, blast_radius=3)) as path:
         yield path
 
 
