@@ -68,12 +68,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, lab_arguments, own_lab, quiet_stdout
+from benchlib import ROOT, lab_arguments, own_lab, quiet_stdout, wait_for
 
 DAG_ID = "chaos_campaign"
 BENCH_DAG_ID = "bench_guards"
@@ -107,15 +106,6 @@ def {dag_id}():
 
 {dag_id}()
 '''
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(interval_s)
-    return value
 
 
 def log(message: str) -> None:

@@ -48,12 +48,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, lab_arguments, own_lab, quiet_stdout
+from benchlib import ROOT, lab_arguments, own_lab, quiet_stdout, wait_for
 
 sys.path.insert(0, str(ROOT))  # tests.contract.kubeapi: the loopback API server
 
@@ -64,15 +63,6 @@ SHARED = ("svc-00", "svc-01")  # the two services that share depends_on: [postgr
 
 def log(message: str) -> None:
     print(f"{datetime.now(UTC):%H:%M:%S} {message}", file=sys.stderr, flush=True)
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(interval_s)
-    return value
 
 
 def service_names(count: int) -> list[str]:
@@ -180,7 +170,7 @@ class Bench:
         from resilience import airflow_local
         from tests.contract.services import most_at_once
 
-        wait_for(lambda: self.ready(names), 120, f"{len(names)} services at {REPLICAS} ready pods")
+        wait_for(lambda: self.ready(names), 120, f"{len(names)} services at {REPLICAS} ready pods", interval_s=0.5)
         before_pods = {n: self.pods(n) for n in names}
         scheduler, triggerer = component(self.sa, "scheduler")[:1], component(self.sa, "triggerer")
         log(f"scheduler {scheduler}, triggerer {triggerer}")
@@ -203,7 +193,7 @@ class Bench:
             " extract(epoch FROM reverted_at)::float8, reverted_by FROM fault_ledger WHERE run_id = %s ORDER BY id",
             (run_id,))
         replaced = sum(1 for n in names if before_pods[n] and set(before_pods[n].values()) - set(
-            wait_for(lambda n=n: len(self.pods(n)) == REPLICAS and self.pods(n), 60, f"{n} back").values()))
+            wait_for(lambda n=n: len(self.pods(n)) == REPLICAS and self.pods(n), 60, f"{n} back", interval_s=0.5).values()))
         start, end = (datetime.fromisoformat(run[k]).timestamp() for k in ("start_date", "end_date"))
         rows = {t: rows_after.get(t, 0) - rows_before.get(t, 0) for t in rows_after}
         closed = [r for r in ledger if r[2] and r[4]]
