@@ -192,8 +192,10 @@ class Bench:
             "SELECT service, state, extract(epoch FROM created_at)::float8, extract(epoch FROM injected_at)::float8,"
             " extract(epoch FROM reverted_at)::float8, reverted_by FROM fault_ledger WHERE run_id = %s ORDER BY id",
             (run_id,))
-        replaced = sum(1 for n in names if before_pods[n] and set(before_pods[n].values()) - set(
-            wait_for(lambda n=n: len(self.pods(n)) == REPLICAS and self.pods(n), 60, f"{n} back", interval_s=0.5).values()))
+        def back(n: str) -> dict[str, str]:
+            return wait_for(lambda: len(self.pods(n)) == REPLICAS and self.pods(n), 60, f"{n} back", interval_s=0.5)
+
+        replaced = sum(1 for n in names if before_pods[n] and set(before_pods[n].values()) - set(back(n).values()))
         start, end = (datetime.fromisoformat(run[k]).timestamp() for k in ("start_date", "end_date"))
         rows = {t: rows_after.get(t, 0) - rows_before.get(t, 0) for t in rows_after}
         closed = [r for r in ledger if r[2] and r[4]]
