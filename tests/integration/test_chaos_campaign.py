@@ -70,19 +70,20 @@ def pod_kill_entry(lab, run_id):
                             (run_id,)).fetchone()
 
 
-class PostLoad:
-    """POST /api/posts through the lab's load balancer from 2 clients, ~20/s each, until the block ends
-    (bounded: 120 s at most), on top of the load generator's mix."""
+class ClientLoad:
+    """POSTs ``body`` to ``path`` through the lab's load balancer from 2 clients, ``rate_per_s`` each, until
+    the block ends (bounded: 120 s at most), on top of the load generator's mix."""
 
-    def __init__(self, lab, rate_per_s=20.0, max_s=120.0):
-        self.url, self.interval_s, self.max_s = f"{lab['app']['url']}/api/posts", 1.0 / rate_per_s, max_s
+    def __init__(self, lab, path, body, rate_per_s=20.0, max_s=120.0):
+        self.url, self.body = f"{lab['app']['url']}{path}", body
+        self.interval_s, self.max_s = 1.0 / rate_per_s, max_s
         self.stop, self.answers = threading.Event(), Counter()
         self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(2)]
 
     def client(self):
         deadline = time.monotonic() + self.max_s
         while not self.stop.wait(self.interval_s) and time.monotonic() < deadline:
-            req = urllib.request.Request(self.url, data=b'{"body": "forced pod-kill load"}', method="POST")
+            req = urllib.request.Request(self.url, data=self.body, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=10) as response:
                     self.answers[response.status] += 1
@@ -142,7 +143,7 @@ def test_harmless_fault_passes(campaign_dag, lab):
 def test_forced_pod_kill_under_post_load_is_judged_by_the_guards_readings(campaign_dag, lab):
     """A SIGKILL loses the POSTs in flight: whether that breaches an SLO depends on timing, the verdict
     does not: it is failed (naming the SLO) exactly when the guard recorded a breach, passed otherwise."""
-    with PostLoad(lab) as load:
+    with ClientLoad(lab, "/api/posts", b'{"body": "forced pod-kill load"}') as load:
         dagrun, states = run(campaign_dag, environment="lab", scenarios=["pod-kill"], duration=10, max_p95_ratio=10,
                              scenario_options={"pod-kill": {"force": True}})
     assert sum(load.answers.values()) >= 100, load.answers
@@ -211,8 +212,12 @@ def test_a_crash_failover_campaign_tolerates_the_outage_it_expects_and_checks_th
 
 
 def test_breaking_fault_is_aborted_early_and_fails(campaign_dag, lab):
-    dagrun, states = run(campaign_dag, environment="lab", scenarios=["s3-5xx"], duration=120,
-                         scenario_options={"s3-5xx": {"error_rate": 1.0}})
+    # the load generator's 1 upload/s may send none in the few seconds the guard leaves the fault on (0/0: not
+    # measured): 10 more uploads/s make the window's upload rate a measurement
+    with ClientLoad(lab, "/api/uploads", os.urandom(512), rate_per_s=5.0) as uploads_load:
+        dagrun, states = run(campaign_dag, environment="lab", scenarios=["s3-5xx"], duration=120,
+                             scenario_options={"s3-5xx": {"error_rate": 1.0}})
+    assert uploads_load.answers[503] > 0, uploads_load.answers
     assert dagrun.state == "failed"
     assert states["s3_5xx.guard_slo"] == "failed" and states["s3_5xx.revert_s3_5xx"] == "success"
     [(_, _, state, reverted_by, injected_at, reverted_at)] = ledger_rows(lab, dagrun.run_id)
