@@ -114,6 +114,28 @@ class PrometheusAsyncHook(HttpAsyncHook):
             raise PrometheusError(f"{response.status}:{response.reason}")
         return parse_query_response(await response.json())
 
+    async def query_range(self, session: Any, promql: str, start: float, end: float, step_s: float,
+                          timeout_s: float) -> dict[float, float]:
+        """One aggregated series over [start, end] every ``step_s``: {epoch s: value} (a step without a
+        sample is absent)."""
+        import aiohttp
+
+        response = await self.run(
+            session=session, endpoint="api/v1/query_range",
+            data={"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": _duration(step_s),
+                  "timeout": _duration(timeout_s)},
+            extra_options={"timeout": aiohttp.ClientTimeout(total=timeout_s), "check_response": False},
+        )
+        if response.status >= 400 and response.content_type != "application/json":
+            raise PrometheusError(f"{response.status}:{response.reason}")
+        payload = await response.json()
+        if payload.get("status") != "success":
+            raise PrometheusError(f"{payload.get('errorType', 'error')}:{payload.get('error', 'unknown error')}")
+        result = payload["data"]["result"]
+        if len(result) > 1:
+            raise PrometheusError(f"bad_data:expected one series, got {len(result)} (aggregate with sum())")
+        return {round(float(t), 3): float(v) for t, v in result[0]["values"]} if result else {}
+
 
 def failure_reason(exc: BaseException, timeout_s: float) -> str:
     """Why a query has no answer, for a report: a timeout, or Prometheus' error."""
@@ -166,6 +188,27 @@ async def read_values_async(hook: PrometheusAsyncHook, session: Any, queries: Ma
         else:
             values[name] = single_value(result)
     return values, errors
+
+
+async def read_slo_history_async(hook: PrometheusAsyncHook, session: Any, queries: Mapping[str, str], window: str,
+                                 start: float, end: float, step_s: float, timeout_s: float
+                                 ) -> list[tuple[float, Reading]]:
+    """The readings Prometheus recorded over [start, end], every ``step_s``, oldest first: what the guard
+    would have read then. A query that fails makes its metric missing at every step, never an exception."""
+    names = list(queries)
+    results = await asyncio.gather(
+        *(asyncio.wait_for(hook.query_range(session, render(queries[n], window), start, end, step_s, timeout_s),
+                           timeout_s) for n in names),
+        return_exceptions=True)
+    series: dict[str, dict[float, float]] = {}
+    errors: dict[str, str] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            errors[name] = failure_reason(result, timeout_s)
+        else:
+            series[name] = result
+    steps = sorted({t for values in series.values() for t in values})
+    return [(t, Reading.from_values({n: values.get(t) for n, values in series.items()}, errors)) for t in steps]
 
 
 async def read_slo_async(hook: PrometheusAsyncHook, session: Any, queries: Mapping[str, str], window: str,

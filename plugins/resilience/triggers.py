@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from resilience.slo import Baseline, SloPolicy, breached_time, halt, slo_verdict
+from resilience.slo import Baseline, Reading, SloPolicy, breached_time, halt, slo_verdict
 
 
 def json_safe(value: Any) -> Any:
@@ -290,6 +290,13 @@ class SloRecoveryTrigger(_PrometheusWatch):
         return ("resilience.triggers.SloRecoveryTrigger", {**self._kwargs(), "reverted_at": self.reverted_at})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if (recorded := await self._green_since_revert()) is not None:
+            at, reading = recorded
+            self.log.info("SLOs green again %.1f s after the revert (from Prometheus' record: this watch started "
+                          "%.0f s after the revert)", at - self.reverted_at, time.time() - self.reverted_at)
+            yield _event({"status": "ok", "at": at, "recovery_s": max(0.0, at - self.reverted_at), "readings": 0,
+                          "reading": reading.to_dict(), "from_record": True})
+            return
         count, last = 0, None
         async for at, reading, verdict in self._readings():
             count += 1
@@ -303,6 +310,29 @@ class SloRecoveryTrigger(_PrometheusWatch):
                 yield _event({"status": "timeout", "at": at, "readings": count, "reading": reading.to_dict(),
                                     "verdict": last.to_dict()})
                 return
+
+
+    async def _green_since_revert(self) -> tuple[float, Reading] | None:
+        """The first green reading Prometheus recorded between the revert and now, when this watch starts
+        late (a busy scheduler, a restarted triggerer): the recovery is when the service recovered, not
+        when Airflow got round to looking. None: none recorded (or not late), the live readings decide."""
+        import aiohttp
+
+        from resilience.prometheus import PrometheusAsyncHook, read_slo_history_async
+
+        now = time.time()
+        if now - self.reverted_at < 2 * self.poll_interval_s:
+            return None
+        start, end = self.reverted_at + self.poll_interval_s, min(now, self.until.timestamp())
+        if end <= start:
+            return None
+        baseline, policy = Baseline(**self.baseline), SloPolicy(**self.policy)
+        async with aiohttp.ClientSession() as session:
+            history = await read_slo_history_async(
+                PrometheusAsyncHook(self.prometheus_conn_id), session, self.queries, self.window, start, end,
+                self.poll_interval_s, max(self.query_timeout_s, 5.0))
+        return next(((at, reading) for at, reading in history if slo_verdict(reading, baseline, policy).passed),
+                    None)
 
 
 def resume_plan(plan: list[int], current_primary: int) -> list[int]:

@@ -82,3 +82,32 @@ def test_guard_calls_missing_data_a_breach(lab):
     event = asyncio.run(first_event(guard(queries, 5)))
     assert event["status"] == "breach"
     assert "p95_ms missing: empty result" in event["verdict"]["reason"]
+
+
+def recovery_watch(reverted_at, green_from):
+    """A recovery watch whose error rate, a query on Prometheus' own clock, is 100 % before ``green_from``
+    (epoch s) and 0 from then on: what Prometheus records at each past instant is known."""
+    from resilience.triggers import SloRecoveryTrigger
+
+    queries = {"availability_pct": "vector(100)", "p95_ms": "vector(20)",
+               "error_rate_pct": f"vector(100 * (time() < bool {green_from:.3f}))"}
+    return SloRecoveryTrigger(
+        prometheus_conn_id=CONN, queries=queries, window=WINDOW,
+        baseline={"availability_pct": 100.0, "error_rate_pct": 0.0, "p95_ms": 20.0}, policy={},
+        until=datetime.now(UTC) + timedelta(seconds=60), poll_interval_s=1.0, query_timeout_s=2,
+        reverted_at=reverted_at)
+
+
+def test_a_late_recovery_watch_reads_when_the_slos_went_green_from_the_record(lab):
+    """Started 30 s after the revert: the recovery is the 10 s Prometheus recorded, not the 30 s it took to look."""
+    now = time.time()
+    event = asyncio.run(first_event(recovery_watch(reverted_at=now - 30, green_from=now - 20)))
+    assert event["status"] == "ok" and event["from_record"] is True, event
+    assert 9.5 <= event["recovery_s"] <= 11.0, event
+
+
+def test_a_late_recovery_watch_with_nothing_green_on_record_waits_for_a_live_green_reading(lab):
+    now = time.time()
+    event = asyncio.run(first_event(recovery_watch(reverted_at=now - 30, green_from=now + 2)))
+    assert event["status"] == "ok" and "from_record" not in event and event["readings"] >= 2, event
+    assert 31.5 <= event["recovery_s"] <= 40.0, event

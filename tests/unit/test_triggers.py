@@ -123,15 +123,46 @@ def test_guard_passes_when_the_window_ends_green():
 
 @mock.patch("asyncio.sleep", new=mock.AsyncMock())
 def test_recovery_reports_seconds_to_the_first_green_reading():
-    with scripted([RED, RED, GREEN]), mock.patch("time.time", side_effect=[1001.0, 1002.0, 1003.5]):
+    # the first time() is the watch's start: 1 s after the revert, not late, so the live readings decide
+    with scripted([RED, RED, GREEN]), mock.patch("time.time", side_effect=[1001.0, 1001.0, 1002.0, 1003.5]):
         event = asyncio.run(first_event(SloRecoveryTrigger(**ARGS, reverted_at=1000.0)))
     assert (event["status"], event["recovery_s"], event["readings"]) == ("ok", 3.5, 3)
+
+
+def recorded(history):
+    """read_slo_history_async answering ``history`` ([(epoch s, reading)]); the arguments it was called with."""
+    calls = []
+
+    async def fake_history(*args):
+        calls.append(args)
+        return history
+
+    return mock.patch("resilience.prometheus.read_slo_history_async", fake_history), calls
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_late_recovery_watch_takes_the_recovery_from_prometheus_record():
+    """Started 100 s after the revert (a busy scheduler): recovered when the record first went green, not now."""
+    history, calls = recorded([(1001.0, RED), (1002.0, RED), (1003.0, GREEN), (1004.0, GREEN)])
+    with history, scripted([]), mock.patch("time.time", return_value=1100.0):
+        event = asyncio.run(first_event(SloRecoveryTrigger(**ARGS, reverted_at=1000.0)))
+    assert (event["status"], event["recovery_s"], event["from_record"]) == ("ok", 3.0, True)
+    [(_, _, _, _, start, end, step, _)] = calls
+    assert (start, end, step) == (1001.0, 1100.0, 1.0)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_late_recovery_watch_with_no_green_on_record_reads_live():
+    history, _ = recorded([(1001.0, RED), (1002.0, RED)])
+    with history, scripted([RED, GREEN]), mock.patch("time.time", side_effect=[1100.0, 1101.0, 1102.5]):
+        event = asyncio.run(first_event(SloRecoveryTrigger(**ARGS, reverted_at=1000.0)))
+    assert (event["status"], event["recovery_s"], event["readings"], "from_record" in event) == ("ok", 102.5, 2, False)
 
 
 @mock.patch("asyncio.sleep", new=mock.AsyncMock())
 def test_recovery_times_out_red():
     past = {**ARGS, "until": datetime.now(UTC) - timedelta(seconds=1)}
-    with scripted([RED]):
+    with scripted([RED]), recorded([])[0]:
         event = asyncio.run(first_event(SloRecoveryTrigger(**past, reverted_at=1000.0)))
     assert event["status"] == "timeout" and event["verdict"]["passed"] is False
 
