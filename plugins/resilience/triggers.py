@@ -601,6 +601,10 @@ class CanaryRampTrigger(BaseTrigger):
 # a waiter admissible now but behind others of its run that the blast radius would admit first still fires
 # after this long: one of those may never ask (its inject failed before it wrote its row)
 QUEUE_GRACE_S = 60.0
+# a wait never ends sooner than this after it started: an event within a second or two of the deferral races
+# the executor's report of the deferring attempt, and Airflow 3.3 then fails the resumed task ("finished with
+# state success, but the task instance's state attribute is queued": apache/airflow#67287, #72716)
+DEFERRAL_SETTLE_S = 5.0
 
 
 def _slot_now(control_conn_id: str, run_id: str, environment: str, service: str, depends_on: list[str],
@@ -675,6 +679,7 @@ class BlastRadiusTrigger(BaseTrigger):
             elif found is None:
                 behind_since = None
             if found is not None:
+                await asyncio.sleep(max(0.0, started + DEFERRAL_SETTLE_S - time.monotonic()))
                 yield _event({**found, "waited_s": round(time.monotonic() - started, 3)})
                 return
             await asyncio.sleep(self.poll_interval_s)

@@ -161,7 +161,7 @@ def test_the_wait_for_a_slot_fires_once_a_revert_frees_it_and_stops_when_the_loc
 
     from psycopg.conninfo import conninfo_to_dict
 
-    from resilience.triggers import BlastRadiusTrigger, _slot_now
+    from resilience.triggers import DEFERRAL_SETTLE_S, BlastRadiusTrigger, _slot_now
 
     db = conninfo_to_dict(database)
     monkeypatch.setenv("AIRFLOW_CONN_BLAST_RADIUS_TEST", f"postgresql://{db['user']}:{quote(str(db['password']))}@"
@@ -176,6 +176,8 @@ def test_the_wait_for_a_slot_fires_once_a_revert_frees_it_and_stops_when_the_loc
     assert kind == "resilience.triggers.BlastRadiusTrigger"
     event = first_event(BlastRadiusTrigger(**kwargs))
     assert event["status"] == "free" and "none on orders" in event["reason"]
+    # free at once, yet the event waits out the deferral's settling time (Airflow's resume race)
+    assert event["waited_s"] >= DEFERRAL_SETTLE_S, event
     # the slot is free, but the run lost its lock (an Immediate Abort): the wait ends, and the inject refuses
     ledger.release_lock(RUN_LOCK, run)
     assert first_event(BlastRadiusTrigger(**kwargs))["status"] == "stopped"
