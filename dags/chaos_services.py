@@ -6,11 +6,12 @@ The environment lists its services in environments.yaml (`services`: name, pod s
 1. **inject** (setup) — plans the fault and writes its ledger row when the **blast radius** admits it:
    at most `chaos.blast_radius` (K) faults open at once across all runs, never two on one service, never
    two on services that share a dependency. Until then it waits in the triggerer, holding no worker slot.
-2. **baseline** — the service's steady state (its own SLO queries), taken once its slot is held.
-3. **guard_slo** — the deferrable guard applies the fault after a healthy first reading and reverts it
+   Once admitted it measures the service's **baseline** (its steady state, its own SLO queries), so no other
+   fault starts on the service meanwhile.
+2. **guard_slo** — the deferrable guard applies the fault after a healthy first reading and reverts it
    at once on a breach. It runs in the `resilience_blast_radius` pool (K slots, deferred tasks count):
    the pool spreads the work, the ledger is the bound (a pool set too large cannot exceed K).
-4. **revert** (teardown) — always runs; **recovery**; **verdict**.
+3. **revert** (teardown) — always runs; **recovery**; **verdict**.
 
 `dry_run` plans each fault (the calls and API requests it would make, in the report) and takes no slot,
 no baseline and no lock beyond preflight's.
@@ -71,13 +72,6 @@ def chaos_services():
         params = parse_campaign_params(run, load_config())
         return [{"service": service, "scenario": scenario} for service, scenario in params.targets()]
 
-    @task
-    def baseline(run: dict, scenario: str, service: str) -> dict:
-        """The service's steady state before its fault, once its slot is held; the guard's spec."""
-        from resilience.chaos import steps
-
-        return steps.baseline(run, run_id(), scenario, service)
-
     @teardown
     def revert(run: dict, scenario: str, service: str, fault: dict) -> dict:
         """Undo the fault (always runs; idempotent)."""
@@ -102,13 +96,13 @@ def chaos_services():
     @task_group(group_id="fault")
     def fault_on_service(service: str, scenario: str):
         fault = InjectFault(task_id="inject", run=run, scenario=scenario, service=service).as_setup()
-        spec = baseline(run, scenario, service)
+        spec = fault.output["spec"]  # the baseline the inject measured once admitted: the guard's spec
         guard = SloGuardSensor(task_id="guard_slo", spec=spec, fault=fault.output, duration_s="{{ params.duration }}",
                                pool=POOL)
         undone = revert(run, scenario, service, fault.output)
         recovery = SloRecoverySensor(task_id="recovery", spec=spec, reverted=undone)
         judged = verdict(run, scenario, service)
-        fault >> spec >> guard >> undone >> recovery >> judged
+        fault >> guard >> undone >> recovery >> judged
         return judged
 
     chosen = targets(run)

@@ -229,7 +229,9 @@ class InjectFault(BaseOperator):
     """A campaign across services: plan ``scenario`` on ``service`` and write its ledger row when the blast
     radius admits it; while it does not (K faults open, or one on the service or on what it depends on),
     wait in the triggerer holding no worker slot (``BlastRadiusTrigger``), then plan and ask again: another
-    fault may have taken the slot first. Returns what ``chaos.scenario_steps.inject`` returns."""
+    fault may have taken the slot first. Once admitted, measure the service's baseline in the same task (one
+    scheduling hop less between the slot taken and the guard started). Returns what
+    ``chaos.scenario_steps.inject`` returns; the guard's spec is its XCom ``spec``."""
 
     template_fields = ("run", "scenario", "service")
 
@@ -260,4 +262,11 @@ class InjectFault(BaseOperator):
             wait = steps.blast_radius_wait(self.run, run_id, self.service, self.scenario)
             self.defer(trigger=BlastRadiusTrigger(**wait), method_name="execute_complete",
                        timeout=timedelta(seconds=ADMISSION_WAIT_S))
+        try:
+            spec = steps.baseline(self.run, run_id, self.scenario, self.service)
+        except BaseException:
+            # a failed setup's teardown does not run: give the slot back here (the fault was never applied)
+            steps.revert(self.run, run_id, self.scenario, result, by="inject", service=self.service)
+            raise
+        context["ti"].xcom_push(key="spec", value=spec)
         return {**result, "admission_wait_s": waited_s}

@@ -23,9 +23,11 @@ def service_deployment(name: str, app: str | None = None, replicas: int = REPLIC
                                            "containers": [{"name": "app", "image": f"registry.local/{name}:1"}]}}}}
 
 
-def with_services(services: Mapping[str, Sequence[str]], blast_radius: int) -> Callable[[dict[str, Any]], None]:
+def with_services(services: Mapping[str, Sequence[str]], blast_radius: int,
+                  slo_queries: Mapping[str, Mapping[str, str]] | None = None) -> Callable[[dict[str, Any]], None]:
     """The environments.yaml edit: staging on the loopback cluster listing ``services`` (name -> depends_on,
-    selector ``app=<name>``) with ``blast_radius``; its SLOs the lab's Prometheus, its Patroni the lab's."""
+    selector ``app=<name>``, SLO queries of its own where ``slo_queries`` names it) with ``blast_radius``; its
+    SLOs the lab's Prometheus, its Patroni the lab's."""
     def edit(environments: dict[str, Any]) -> None:
         lab_env, staging = environments["lab"], environments["staging"]
         staging["kubernetes"]["conn_id"] = CONN_ID
@@ -33,6 +35,7 @@ def with_services(services: Mapping[str, Sequence[str]], blast_radius: int) -> C
         staging["database"]["patroni_conn_id"] = lab_env["database"]["patroni_conn_id"]
         staging["chaos"]["blast_radius"] = blast_radius
         staging["services"] = [{"name": name, "selector": f"app={name}", "depends_on": list(deps)}
+                               | ({"slo": {"queries": dict(slo_queries[name])}} if name in (slo_queries or {}) else {})
                                for name, deps in services.items()]
     return edit
 

@@ -26,13 +26,17 @@ from tests.integration.dagkit import load_dag
 
 pytestmark = pytest.mark.integration
 SERVICES = {"checkout": [], "orders": ["postgres"], "billing": ["redis"]}
+# a service whose SLO queries read a metric nobody exports: its baseline cannot be taken
+NO_DATA = "ledger"
+NO_DATA_QUERIES = {m: "sum(rate(resilience_no_such_metric_total[{window}]))"
+                   for m in ("availability_pct", "error_rate_pct", "p95_ms")}
 
 
 @pytest.fixture(scope="module")
 def kubeapi() -> Iterator[KubeApi]:
     with KubeApi() as api:
         api.create(app_deployment())  # the environment's own app: preflight reads its rollout
-        for name in SERVICES:
+        for name in [*SERVICES, NO_DATA]:
             api.create(service_deployment(name))
         yield api
         assert api.controller_errors() == []
@@ -41,7 +45,8 @@ def kubeapi() -> Iterator[KubeApi]:
 @pytest.fixture(scope="module")
 def cluster(kubeapi: KubeApi, lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with cluster_config(tmp_path_factory.mktemp("services"), kubeapi.connection_json(namespace=NAMESPACE),
-                        with_services(SERVICES, blast_radius=3)) as path:
+                        with_services({**SERVICES, NO_DATA: []}, blast_radius=3,
+                                      slo_queries={NO_DATA: NO_DATA_QUERIES})) as path:
         yield path
 
 
@@ -52,7 +57,8 @@ def test_each_service_loses_a_pod_of_its_own_and_gets_its_own_verdict(airflow_db
         KubeApi.wait(lambda name=name: ready_pods(kubeapi, f"app={name}") == REPLICAS, timeout_s=30)
     before = {name: pods(kubeapi, f"app={name}") for name in SERVICES}
     dagrun = load_dag("chaos_services").test(run_conf={
-        "environment": "staging", "scenarios": ["pod-kill"], "duration": 10, "max_p95_ratio": 5,
+        "environment": "staging", "services": list(SERVICES), "scenarios": ["pod-kill"], "duration": 10,
+        "max_p95_ratio": 5,
         "scenario_options": {"pod-kill": {"count": 1, "grace_period_s": 2}}})
     states = {(ti.task_id, ti.map_index): ti.state for ti in dagrun.get_task_instances()}
     assert dagrun.state == "success", states
@@ -84,3 +90,24 @@ def test_a_service_not_in_the_environment_is_refused_before_anything(airflow_db,
     start = next(ti for ti in dagrun.get_task_instances() if ti.task_id == "start_campaign")
     assert start.state == "failed"
     assert not [r for r in kubeapi.requests()[requests:] if r[0] in {"POST", "PUT", "PATCH", "DELETE"}]
+
+
+def test_a_baseline_that_cannot_be_taken_gives_the_slot_back_and_touches_no_pod(airflow_db, cluster, kubeapi, lab):
+    """The inject measures the baseline once admitted; when it cannot (no data), the inject (a setup, whose
+    teardown then does not run) reverts its own ledger row before failing: the slot is free, no pod killed."""
+    import psycopg
+
+    KubeApi.wait(lambda: ready_pods(kubeapi, f"app={NO_DATA}") == REPLICAS, timeout_s=30)
+    before = pods(kubeapi, f"app={NO_DATA}")
+    dagrun = load_dag("chaos_services").test(run_conf={
+        "environment": "staging", "services": [NO_DATA], "scenarios": ["pod-kill"], "duration": 10})
+    states = {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+    assert dagrun.state == "failed" and states["fault.inject"] == "failed", states
+    assert states["fault.guard_slo"] == "upstream_failed", states
+    with psycopg.connect(lab["connections"]["resilience_control_db"]) as conn:
+        [(state, reverted_by, injected_at)] = conn.execute(
+            "SELECT state, reverted_by, injected_at FROM fault_ledger WHERE run_id = %s", (dagrun.run_id,)).fetchall()
+    assert (state, reverted_by, injected_at) == ("reverted", "inject", None)
+    assert pods(kubeapi, f"app={NO_DATA}") == before
+    [fault] = report_of(dagrun)["scenarios"]
+    assert (fault["service"], fault["verdict"]["status"]) == (NO_DATA, "aborted"), fault["verdict"]
