@@ -295,6 +295,16 @@ class Environment:
         slo = replace(self.slo, queries=dict(service.slo_queries)) if self.slo else None
         return replace(self, kubernetes=kubernetes, slo=slo)
 
+    def for_revert(self, name: str, recorded_selector: str | None) -> Environment:
+        """What the revert of a fault on service ``name`` sees: :meth:`for_service`, or, when ``name`` has left
+        ``services`` since the fault was admitted, the pod selector its ledger row recorded then. Undoing a
+        fault needs only the selector, and must not depend on the config still listing the service."""
+        from dataclasses import replace
+
+        if recorded_selector is None or self.kubernetes is None or any(s.name == name for s in self.services):
+            return self.for_service(name)
+        return replace(self, kubernetes=replace(self.kubernetes, app_selector=recorded_selector))
+
     def service(self, name: str, field_name: str = "service") -> Service:
         """The service called ``name``; ``field_name`` names the input in the error."""
         for service in self.services:

@@ -107,3 +107,13 @@ def test_the_report_and_slack_name_each_service():
     assert "• checkout: failed, score 0.0 (0 of 1 passed)" in message
     assert "• checkout / pod-kill: failed — p95 doubled" in message
     assert "search / pod-kill" not in message  # a passed fault is counted in its service's line only
+
+
+def test_a_revert_finds_the_pods_of_a_service_that_has_left_the_config_by_the_selector_its_row_recorded(config):
+    staging = config.environment("staging")
+    assert staging.for_revert("search", "app=old-search").kubernetes.app_selector == \
+        staging.for_service("search").kubernetes.app_selector  # still listed: the config's own
+    gone = staging.for_revert("payments", "app=payments,tier=api")
+    assert gone.kubernetes.app_selector == "app=payments,tier=api"
+    with pytest.raises(ValueError, match=r"service: 'payments' is not one of environments\.staging\.services"):
+        staging.for_revert("payments", None)  # a row from before selectors were recorded: said, not guessed

@@ -16,6 +16,7 @@ from resilience.chaos.scenarios import load_catalogue
 from resilience.chaos.timeline import fault_timeline
 from resilience.chaos.verdict import ScenarioVerdict, scenario_verdict
 from resilience.faults.base import get_fault
+from resilience.faults.revert import SERVICE_SELECTOR_KEY
 from resilience.journal import Journal
 from resilience.plan import PlannedCall, log_plan, plan_document
 from resilience.slo import Baseline, Reading, baseline_from, unsettled
@@ -128,6 +129,8 @@ def inject(params: dict[str, Any], run_id: str, dag_id: str, scenario: str,
     plan["duration_s"] = campaign.params.duration_s  # the guard tightens the deadline to it when it applies
     environment = campaign.environment
     target = environment.service(service) if service else None
+    if target is not None:
+        plan[SERVICE_SELECTOR_KEY] = target.selector
     try:
         claim = campaign.ledger.admit(run_id, dag_id, environment.name, scenario, plan,
                                       timeline.expires_in_s + (start - now),

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# a fault on one of an environment's services records the service's pod selector in its plan: its revert
+# finds the pods even after the service left environments.yaml
+SERVICE_SELECTOR_KEY = "service_selector"
+
 
 def revert_entry(control_conn_id: str, ledger_id: int, by: str, reason: str | None = None,
                  held: Claim | None = None) -> bool:
@@ -44,7 +48,11 @@ def _revert_claimed(ledger: Ledger, ledger_id: int, by: str, reason: str | None)
         return False
     log.info("Reverting %s in %s (ledger #%d, %s, by %s%s)", entry.scenario, entry.environment, ledger_id,
              entry.state, by, f": {reason}" if reason else "")
-    platform = get_platform(load_config().environment(entry.environment).for_service(entry.service))
+    environment = load_config().environment(entry.environment)
+    if all(s.name != entry.service for s in environment.services) and entry.plan.get(SERVICE_SELECTOR_KEY):
+        log.warning("Service %r is no longer in environments.%s.services: reverting ledger #%d with the selector "
+                    "it recorded (%s)", entry.service, entry.environment, ledger_id, entry.plan[SERVICE_SELECTOR_KEY])
+    platform = get_platform(environment.for_revert(entry.service, entry.plan.get(SERVICE_SELECTOR_KEY)))
     try:
         plan = with_experiment(entry.plan, ledger_id)  # what inject was handed: its objects carry the id
         observed = get_fault(entry.scenario).revert(platform, plan, entry.revert_info) or {}
