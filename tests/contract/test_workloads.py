@@ -109,3 +109,26 @@ def test_a_template_change_is_a_rollout_in_progress_until_every_replica_is_updat
     assert all(s.startswith(f"deployment {DEPLOYMENT}: ") for s in seen[:-1]), seen
     pods = whole(workloads)
     assert len({r.release for r in pods}) == 1 and pods[0].release is not None  # all on the new template
+
+
+def test_a_services_view_sees_the_rollout_of_its_own_deployment_and_not_the_apps(kubeapi, monkeypatch):
+    """Kubernetes only. A campaign across services checks, in preflight, each service's rollout: the view
+    whose app selector is the service's reads the Deployments that selector picks."""
+    from dataclasses import replace
+
+    from resilience.platforms.kubernetes.workloads import KubernetesWorkloads
+    from tests.contract.services import service_deployment
+
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", kubeapi.connection_json(namespace=NAMESPACE))
+    kubeapi.create(service_deployment("search"))
+    app = KubernetesWorkloads(kubernetes_target())
+    search = KubernetesWorkloads(replace(kubernetes_target(), app_selector="app=search"))
+    kubeapi.wait(lambda: search.rollout_in_progress() is None and app.rollout_in_progress() is None, timeout_s=30)
+    search.apps.patch_namespaced_deployment("search", NAMESPACE, {"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "image": "registry.local/search:2"}]}}}})
+    seen, app_seen = [search.rollout_in_progress()], [app.rollout_in_progress()]
+    kubeapi.wait(lambda: seen.append(search.rollout_in_progress()) or app_seen.append(app.rollout_in_progress())
+                 or seen[-1] is None, timeout_s=30)
+    assert seen[0] is not None and seen[0].startswith("deployment search: "), seen
+    assert set(app_seen) == {None}, app_seen  # the app's own Deployment is not rolling out
+    search.apps.delete_namespaced_deployment("search", NAMESPACE)

@@ -119,6 +119,16 @@ def _firing_alerts(campaign: Campaign) -> tuple[str, ...]:
     return tuple(sorted({labels.get("alertname", "?") for labels, _ in hook.query('ALERTS{alertstate="firing"}')}))
 
 
+def _rollouts_in_progress(campaign: Campaign) -> str | None:
+    """What is rolling out: the app's Deployment, and each targeted service's (a campaign across services)."""
+    from resilience.platforms.base import get_platform
+
+    env = campaign.environment
+    views = [campaign.platform] + [get_platform(env.for_service(s)) for s in campaign.params.services]
+    states = dict.fromkeys(state for view in views if (state := view.workloads.rollout_in_progress()))
+    return "; ".join(states) or None
+
+
 def gather_facts(campaign: Campaign, lock_holder: tuple[str, str] | None) -> PreflightFacts:
     env = campaign.environment
     pods = campaign.platform.workloads.pod_census()
@@ -127,7 +137,7 @@ def gather_facts(campaign: Campaign, lock_holder: tuple[str, str] | None) -> Pre
         environment=env.name, is_production=env.is_production, chaos_enabled=env.chaos_enabled,
         allow_production=campaign.params.allow_production,
         pods_ready=pods.ready, pods_total=pods.total, pods_scope=pods.scope,
-        deployment_in_progress=campaign.platform.workloads.rollout_in_progress(),
+        deployment_in_progress=_rollouts_in_progress(campaign),
         firing_alerts=_firing_alerts(campaign), lock_holder=lock_holder,
         open_faults=tuple(f"#{e.id} {e.scenario} ({e.state}, run {e.run_id})" for e in others),
     )

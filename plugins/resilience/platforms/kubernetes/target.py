@@ -12,6 +12,19 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # equality-based selector terms, comma-separated (the form the runbook's `kubectl -l` uses)
 _SELECTOR = re.compile(r"^[A-Za-z0-9./_-]+(!?={1,2})[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+(!?={1,2})[A-Za-z0-9._-]*)*$")
+
+
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Whether ``labels`` satisfy an equality-based label selector (``a=b``, ``a==b``, ``a!=b``, comma-joined),
+    as the API server decides it: ``a!=b`` also holds where ``a`` is absent."""
+    for term in selector.replace(" ", "").split(","):
+        matched = re.match(r"^([^!=]+)(!=|==|=)(.*)$", term)
+        if matched is None:
+            raise ValueError(f"selector {selector!r}: {term!r} is not key=value, key==value or key!=value")
+        key, op, value = matched.groups()
+        if (labels.get(key) == value) != (op != "!="):
+            return False
+    return True
 # what EKS's CreateCluster accepts as a name, and an AWS region code (us-west-2, us-gov-west-1)
 _EKS_CLUSTER = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")

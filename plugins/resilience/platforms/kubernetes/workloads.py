@@ -161,5 +161,14 @@ class KubernetesWorkloads:
         return PodCensus(sum(pod_ready(p) for p in pods), len(pods), f"namespace {self.target.namespace}")
 
     def rollout_in_progress(self) -> str | None:
-        deployment = self.apps.read_namespaced_deployment(self.target.app_deployment, self.target.namespace)
-        return rollout_state(deployment)
+        """The rollouts of the Deployments whose pods the app selector picks (the app's; a service's, in a
+        campaign across services, where the selector is the service's); the app Deployment by name when the
+        selector picks none (pods of a StatefulSet, say)."""
+        from resilience.platforms.kubernetes.target import selector_matches
+
+        picked = [d for d in self.apps.list_namespaced_deployment(self.target.namespace).items
+                  if selector_matches(self.target.app_selector, d.spec.template.metadata.labels or {})]
+        if not picked:
+            picked = [self.apps.read_namespaced_deployment(self.target.app_deployment, self.target.namespace)]
+        states = [s for s in (rollout_state(d) for d in picked) if s is not None]
+        return "; ".join(states) or None
