@@ -73,3 +73,17 @@ def test_the_dr_environments_reach_the_dr_cluster_through_eks(name):
     target = load_config().environment(name).kubernetes
     assert target is not None
     assert (target.eks, target.conn_id) == (EksCluster("ofm-dr-cluster", "aws_dr", "us-west-2"), "aws_dr")
+
+
+@pytest.mark.parametrize(("selector", "labels", "picked"), [
+    ("app=search", {"app": "search", "pod-template-hash": "5f"}, True),
+    ("app==search", {"app": "orders"}, False),
+    ("app=search,tier!=db", {"app": "search"}, True),  # != holds where the key is absent, as the API server says
+    ("app=search,tier!=db", {"app": "search", "tier": "db"}, False),
+    ("app=search, tier=api", {"app": "search", "tier": "api"}, True),
+    ("app=search", {}, False),
+])
+def test_a_label_selector_picks_labels_as_the_api_server_does(selector, labels, picked):
+    from resilience.platforms.kubernetes.target import selector_matches
+
+    assert selector_matches(selector, labels) is picked
