@@ -294,3 +294,64 @@ def test_trigger_events_carry_no_nan_the_metadata_db_would_refuse():
     assert safe == {"status": "stable", "values": {"up_min": 1.0, "error_rate_max": None},
                     "checks": [{"value": None}, [None, 2]], "reading": None}
     json.dumps(safe, allow_nan=False)  # what a strict JSON column accepts
+
+
+def blast_radius_wait():
+    from resilience.triggers import BlastRadiusTrigger
+
+    return BlastRadiusTrigger("ctl", "run-1", "staging", "search", [], 2, poll_interval_s=1.0, scenario="pod-kill",
+                              queue=[{"service": "checkout", "scenario": "pod-kill", "depends_on": []},
+                                     {"service": "search", "scenario": "pod-kill", "depends_on": []}])
+
+
+def clock(*readings):
+    """The triggers' time.monotonic answering ``readings`` in turn, then the last one again (the event loop
+    keeps its own clock)."""
+    it = iter(readings)
+    last = [readings[-1]]
+
+    def monotonic():
+        last[0] = next(it, last[0])
+        return last[0]
+
+    fake = mock.Mock(wraps=time)
+    fake.monotonic.side_effect = monotonic
+    return mock.patch("resilience.triggers.time", fake)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_waiter_behind_others_of_its_run_waits_out_the_queue_grace_then_fires():
+    """A slot free for this waiter but going to a target ahead of it in the run's queue: it keeps waiting, and
+    fires after QUEUE_GRACE_S of that (the one ahead may never ask: its inject failed before its row)."""
+    from resilience.triggers import QUEUE_GRACE_S
+
+    behind = {"status": "behind", "reason": "2 of 2 free"}
+    polls = [None, behind, behind, behind]
+    # monotonic: start 0; behind since 1; 1 s behind; 30 s behind; past the grace; the settle check; waited_s
+    with clock(0.0, 1.0, 2.0, 31.0, 1.0 + QUEUE_GRACE_S + 0.5, 70.0, 70.0), \
+         mock.patch("resilience.triggers._slot_now", side_effect=polls) as poll:
+        event = asyncio.run(first_event(blast_radius_wait()))
+    assert poll.call_count == 4
+    assert (event["status"], event["reason"], event["waited_s"]) == ("free", "2 of 2 free", 70.0)
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_waiter_no_longer_behind_forgets_how_long_it_was():
+    """Behind, then nothing free (someone took the slot), then behind again: the grace starts over."""
+    behind = {"status": "behind", "reason": "r"}
+    polls = [behind, None, behind, {"status": "free", "reason": "first in line"}]
+    with clock(0.0, 10.0, 11.0, 50.0, 55.0, 70.0, 70.0, 71.0), \
+         mock.patch("resilience.triggers._slot_now", side_effect=polls) as poll:
+        event = asyncio.run(first_event(blast_radius_wait()))
+    assert poll.call_count == 4 and (event["status"], event["reason"]) == ("free", "first in line")
+
+
+@mock.patch("asyncio.sleep")
+def test_a_slot_free_at_once_still_waits_out_the_deferral_settling_time(sleep):
+    from resilience.triggers import DEFERRAL_SETTLE_S
+
+    with clock(100.0, 100.5, 105.0), \
+         mock.patch("resilience.triggers._slot_now", return_value={"status": "free", "reason": "free"}):
+        event = asyncio.run(first_event(blast_radius_wait()))
+    sleep.assert_awaited_once_with(DEFERRAL_SETTLE_S - 0.5)
+    assert event["waited_s"] == 5.0
