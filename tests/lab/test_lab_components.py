@@ -225,3 +225,20 @@ def test_each_node_is_a_patroni_member_that_archives_its_own_wal_to_the_repo(tmp
     assert a["postgresql"]["create_replica_methods"] == ["pgbackrest", "basebackup"]
     assert "--delta restore" in a["postgresql"]["pgbackrest"]["command"]
     assert "password" not in str(a["postgresql"]["authentication"])  # from the environment only
+
+
+def test_the_fault_keeps_its_own_record_of_when_it_went_on_and_off() -> None:
+    """What a benchmark reads as "reverted", whoever reverted it: a PUT, or the proxy's own expiry."""
+    from resilience.lab.s3_proxy import HISTORY
+
+    state = FaultState()
+    state.set(1.0, 503, 1010.0, now_s=1000.0)
+    state.set(0.0, 503, None, now_s=1004.5)
+    state.set(0.5, 500, 1020.0, now_s=1006.0)
+    assert state.expire(1030.0)
+    assert [(c["at"], c["error_rate"], c["by"]) for c in state.as_dict()["changes"]] == [
+        (1000.0, 1.0, "put"), (1004.5, 0.0, "put"), (1006.0, 0.5, "put"), (1020.0, 0.0, "expiry")]
+    for n in range(HISTORY + 5):
+        state.set(0.1, 503, None, now_s=2000.0 + n)
+    changes = state.as_dict()["changes"]
+    assert len(changes) == HISTORY and changes[-1]["at"] == 2000.0 + HISTORY + 4  # bounded, newest kept

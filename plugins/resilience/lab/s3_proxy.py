@@ -5,7 +5,9 @@ request never reaches moto (like an S3 front end failing before storage), so it 
 
 Control API on the proxy itself:
   ``GET /__fault__``  -> ``{"error_rate": 0.0, "status": 503, "expires_at": null, "expired_at": null,
-  "injected": N, "forwarded": M}``
+  "injected": N, "forwarded": M, "changes": [{"at": epoch_s, "error_rate": r, "status": s, "by": "put"}]}``
+  (``changes``: the last HISTORY settings, oldest first; ``by`` is ``put`` or ``expiry``: the proxy's own
+  record of when a fault went on and off, whoever set it)
   ``PUT /__fault__``  with ``{"error_rate": 0..1, "status": 500..599, "expires_at": epoch_s}`` (status
   optional, default 503; expires_at optional, null: no expiry). Each PUT replaces the whole setting.
   ``GET /__metrics__`` Prometheus metrics (requests by status, injected faults)
@@ -25,7 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
@@ -37,6 +39,7 @@ log = logging.getLogger("resilience.lab.s3_proxy")
 NOT_FORWARDED = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                  "transfer-encoding", "upgrade", "expect", "host", "content-length"}
 S3_ERROR_CODES = {500: "InternalError", 501: "NotImplemented", 503: "SlowDown"}
+HISTORY = 100  # settings kept in the fault's change record
 
 
 def parse_fault(doc: Any, current_status: int = 503, now_s: float | None = None) -> tuple[float, int, float | None]:
@@ -79,17 +82,28 @@ class FaultState:
     expired_at: float | None = None  # when the last fault ended by its expiry rather than by a PUT
     injected: int = 0
     forwarded: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)  # the last HISTORY settings, oldest first
+
+    def set(self, error_rate: float, status: int, expires_at: float | None, now_s: float) -> None:
+        self.error_rate, self.status, self.expires_at = error_rate, status, expires_at
+        self._record(now_s, "put")
 
     def expire(self, now_s: float) -> bool:
         """Turn a fault past its ``expires_at`` off; True if this call did it."""
         if self.expires_at is None or now_s < self.expires_at or self.error_rate == 0:
             return False
         self.error_rate, self.expired_at, self.expires_at = 0.0, self.expires_at, None
+        self._record(self.expired_at, "expiry")
         return True
+
+    def _record(self, at: float, by: str) -> None:
+        self.changes = [*self.changes[-(HISTORY - 1):],
+                        {"at": at, "error_rate": self.error_rate, "status": self.status, "by": by}]
 
     def as_dict(self) -> dict[str, Any]:
         return {"error_rate": self.error_rate, "status": self.status, "expires_at": self.expires_at,
-                "expired_at": self.expired_at, "injected": self.injected, "forwarded": self.forwarded}
+                "expired_at": self.expired_at, "injected": self.injected, "forwarded": self.forwarded,
+                "changes": list(self.changes)}
 
 
 class S3FaultProxy:
@@ -134,7 +148,7 @@ class S3FaultProxy:
                                                    self.clock())
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             return web.json_response({"error": str(exc)}, status=400)
-        self.fault.error_rate, self.fault.status, self.fault.expires_at = rate, status, expires_at
+        self.fault.set(rate, status, expires_at, self.clock())
         self.rate_gauge.set(rate)
         if expires_at is None:
             log.info("Fault set: error_rate=%.3f status=%d, no expiry", rate, status)
