@@ -91,6 +91,9 @@ class _PrometheusWatch(BaseTrigger):
                 await asyncio.sleep(max(0.0, self.poll_interval_s - (time.monotonic() - started)))
 
 
+INCOMPLETE_FIRST_READINGS = 5  # the guard reads again this many times when a first reading lacks a metric
+
+
 class SloGuardTrigger(_PrometheusWatch):
     """Poll the SLOs while a fault is active; on the first breach revert the fault and report.
 
@@ -131,6 +134,7 @@ class SloGuardTrigger(_PrometheusWatch):
         # no tolerance for a guard that did not see the whole window (resumed after a triggerer restart, or a
         # stretch unwatched): what it tolerated before is unknown, so the first breach it sees halts
         strict = False
+        incomplete = 0  # first readings with a metric missing, read again before refusing
         if self.apply_fault:
             injected_at = await self._injected_at()
             window_end = None if injected_at is None else self._window_end(injected_at)
@@ -158,6 +162,13 @@ class SloGuardTrigger(_PrometheusWatch):
                 return
             if window_end is None:  # the fault is not on yet: this is the first reading
                 refusal = self._start_refusal(at, verdict)
+                if refusal and reading.missing and incomplete < INCOMPLETE_FIRST_READINGS and \
+                        (self.latest_start_epoch_s is None or at <= self.latest_start_epoch_s):
+                    # no data is not bad data: a slow Prometheus (a loaded machine) is read again before the
+                    # fault is refused; nothing is on yet, and the latest start still bounds the wait
+                    incomplete += 1
+                    self.log.warning("First reading incomplete (%s): reading again before applying", refusal)
+                    continue
                 if refusal:
                     self.log.warning("Not injecting: %s", refusal)
                     await self._revert(refusal, by="guard_steady_state")

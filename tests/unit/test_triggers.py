@@ -355,3 +355,34 @@ def test_a_slot_free_at_once_still_waits_out_the_deferral_settling_time(sleep):
         event = asyncio.run(first_event(blast_radius_wait()))
     sleep.assert_awaited_once_with(DEFERRAL_SETTLE_S - 0.5)
     assert event["waited_s"] == 5.0
+
+
+INCOMPLETE = Reading(None, None, None, missing={m: "timeout after 0.8 s" for m in
+                                                ("availability_pct", "error_rate_pct", "p95_ms")})
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_an_incomplete_first_reading_is_read_again_before_the_fault_is_refused():
+    """A slow Prometheus is no evidence against the steady state: the guard reads again, then applies."""
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=4000000000.0)
+    with scripted([INCOMPLETE, INCOMPLETE, GREEN, RED]), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=None)), \
+         mock.patch("resilience.triggers._apply", return_value={"injected_at": time.time(), "revert_info": {}}) \
+         as apply, mock.patch("resilience.faults.revert.revert_entry", return_value=True):
+        event = asyncio.run(first_event(trigger))
+    assert apply.call_count == 1 and event["status"] == "breach" and event["first_reading_at"] is not None
+
+
+@mock.patch("asyncio.sleep", new=mock.AsyncMock())
+def test_a_first_reading_that_stays_incomplete_refuses_the_fault():
+    from resilience.triggers import INCOMPLETE_FIRST_READINGS
+
+    trigger = SloGuardTrigger(**ARGS, **APPLY, latest_start_epoch_s=4000000000.0)
+    with scripted([INCOMPLETE] * (INCOMPLETE_FIRST_READINGS + 1)), \
+         mock.patch("resilience.triggers.SloGuardTrigger._injected_at", new=mock.AsyncMock(return_value=None)), \
+         mock.patch("resilience.triggers._apply") as apply, \
+         mock.patch("resilience.faults.revert.revert_entry", return_value=True) as revert:
+        event = asyncio.run(first_event(trigger))
+    assert apply.call_count == 0 and event["readings"] == INCOMPLETE_FIRST_READINGS + 1
+    assert event["status"] == "not_injected" and "timeout after 0.8 s" in event["reason"]
+    assert revert.call_args.args[2] == "guard_steady_state"
