@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 BASELINE_READINGS = 5
 STEADY_READINGS = 3   # readings in a row back within the first baseline before a later scenario's baseline
 STEADY_WAIT_S = 120   # at most this long; the runbook's recovery bound is 2 min
+BASELINE_QUERY_TIMEOUT_S = 5.0  # a baseline query waits this long (the guard waits its own query_timeout_s)
 
 
 def _skip(reason: str) -> None:
@@ -51,7 +52,9 @@ def baseline(params: dict[str, Any], run_id: str, scenario: str, service: str | 
     campaign = Campaign.from_xcom(params, run_id, service)
     _selected(campaign, scenario)
     spec = campaign.slo_spec()
-    hook = PrometheusHook(spec["prometheus_conn_id"], timeout_s=spec["query_timeout_s"])
+    # the guard's query timeout bounds its reaction; a baseline reacts to nothing, and a slow Prometheus (a loaded
+    # machine) must not leave it without one complete reading
+    hook = PrometheusHook(spec["prometheus_conn_id"], timeout_s=max(spec["query_timeout_s"], BASELINE_QUERY_TIMEOUT_S))
     settling = _wait_for_steady_state(campaign, scenario, lambda: read_slo(hook, spec["queries"], spec["window"]),
                                       spec["poll_interval_s"])
     started = time.time()
