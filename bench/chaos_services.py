@@ -268,6 +268,8 @@ def main() -> int:
     parser.add_argument("--blast-radius", type=int, default=5, help="staging's chaos.blast_radius K (default 5)")
     parser.add_argument("--duration", type=int, default=10, help="each fault's duration in s (default 10)")
     parser.add_argument("--airflow-port", type=int, default=int(os.environ.get("RESILIENCE_AIRFLOW_PORT") or 28380))
+    parser.add_argument("--keep-airflow-home", action="store_true",
+                        help="leave AIRFLOW_HOME (task logs, reports) in place for inspection; its path is printed")
     lab_arguments(parser, int(os.environ.get("RESILIENCE_TEST_LAB_PORT_BASE") or 25920))
     args = parser.parse_args()
     counts = sorted({1, *(int(c) for c in args.counts.split(",") if c.strip() and int(c) <= args.max)})
@@ -305,7 +307,9 @@ def main() -> int:
             finally:
                 with quiet_stdout():
                     airflow_local.down(sa)
-                if not airflow_local.processes(sa):
+                if args.keep_airflow_home:
+                    log(f"AIRFLOW_HOME kept: {home}")
+                elif not airflow_local.processes(sa):
                     shutil.rmtree(home, ignore_errors=True)
         errors = kubeapi.controller_errors()
     if results:
