@@ -65,9 +65,9 @@ def chaos_binary() -> tuple[str | None, str]:
     return str(chaos), f"Chaos Toolkit installed in {VENV} from {python}"
 
 
-def experiment(fault_api: str, prometheus_url: str, availability_query: str, min_availability_pct: float
-               ) -> dict[str, Any]:
-    """s3-5xx at rate 1.0 on the lab's proxy, guarded by a 1 s safeguard on availability >= the bound."""
+def experiment(fault_api: str, prometheus_url: str, availability_query: str, min_availability_pct: float,
+               error_rate: float = 1.0) -> dict[str, Any]:
+    """s3-5xx at ``error_rate`` on the lab's proxy, guarded by a 1 s safeguard on availability >= the bound."""
     put = {"type": "http", "url": fault_api, "method": "PUT", "timeout": 5,
            "headers": {"Content-Type": "application/json"}}
     breached = f"({availability_query}) < bool {min_availability_pct:g}"
@@ -84,7 +84,7 @@ def experiment(fault_api: str, prometheus_url: str, availability_query: str, min
                              "arguments": {"query": breached, "timeout": 0.8}},
                 "tolerance": {"type": "jsonpath", "path": "$.data.result[0].value[1]", "expect": "0"}}]}}}],
         "method": [{"type": "action", "name": "s3-answers-503",
-                    "provider": {**put, "arguments": {"error_rate": 1.0, "status": 503}},
+                    "provider": {**put, "arguments": {"error_rate": error_rate, "status": 503}},
                     "pauses": {"after": HOLD_S}}],
         "rollbacks": [{"type": "action", "name": "s3-serves-again",
                        "provider": {**put, "arguments": {"error_rate": 0.0}}}],
