@@ -7,22 +7,15 @@ uploads through the lab's load balancer, so the availability SLO breaks; the sam
 - **Chaos Toolkit** (the reference, ``bench/chaostoolkit_ref.py``): ``chaos run --rollback-strategy
   always`` of the experiment a Chaos Toolkit user would write: the fault on, a 1 s
   ``chaosaddons`` safeguard on the same availability SLO (``chaosprometheus``), a rollback that turns it off.
-
-- **real**: the product path. ``airflow standalone`` (scheduler, triggerer, LocalExecutor) runs
+- **real** (ours as users run it): ``airflow standalone`` (scheduler, triggerer, LocalExecutor) runs
   ``chaos_campaign`` through the REST API (``airflow_local``, as ``resilience airflow run`` does);
-  the guard's trigger applies the fault after its first healthy reading and reverts it on the
-  breach. Onset -> reverted is read from the client and the ledger's ``reverted_at``.
-- **in-process**: the guard's own floor. ``SloGuardTrigger`` runs in this process right after
-  the inject (no scheduler, no triggerer pick-up), as before.
+  the guard's trigger applies the fault after its first healthy reading and reverts it on the breach.
+- **in-process** (the guard's own floor): ``SloGuardTrigger`` runs in this process right after the
+  inject through the ledger (no scheduler, no triggerer pick-up), polling every ``poll_interval_s``
+  (1 s in the lab, scrape 1 s). Its rounds also give the detection (breach reading - onset) and the
+  recovery (revert -> first all-green reading, ``SloRecoveryTrigger``).
 
-In-process rounds inject through the ledger (as the campaign does); the guard (polling every
-``poll_interval_s`` from environments.yaml: 1 s in the lab, scrape 1 s) reverts the fault from
-the ledger on the breach. Measured per round:
-
-- onset: the first 5xx the client receives after the inject (the breach as users see it);
-- reverted: the ledger's ``reverted_at`` (the proxy answers 2xx again after it);
-- detection: the guard's breach reading minus the onset;
-- recovery: the revert to the first all-green reading (``SloRecoveryTrigger``).
+The onset is the first 5xx the client receives after the fault went on (the breach as users see it).
 
 Then what each leaves behind when SIGKILLed mid-fault, 3 s after the fault went on (a harmless 1 % rate, so
 that no guard ends it first): Chaos Toolkit's process, and all of our Airflow (scheduler, triggerer, task
