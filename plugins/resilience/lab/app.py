@@ -203,12 +203,18 @@ def make_server(config: AppConfig, db: Database | None = None, metrics: AppMetri
     return AppServer(build_app(config, db, metrics, cache, store), config)
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def serve(config: AppConfig) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: leave the load balancers, close the socket, finish in-flight work."""
+    """Serve until SIGTERM/SIGINT, then drain: leave the load balancers, close the socket, finish in-flight work.
+
+    The stop signal is blocked before any thread starts (each inherits the mask) and taken with sigwait: no
+    Python handler. A handler that set an Event deadlocked when the signal came while the main thread was
+    entering that Event's wait, holding its lock (a replica deleted just after it came up: SIGKILLed after
+    the 30 s grace, 1 CI run in a few)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     server = make_server(config)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     if server.app.store is not None:
@@ -216,7 +222,7 @@ def serve(config: AppConfig) -> None:
     log.info("Demo app %s release %s (fail rate %g) listening on http://%s:%d (database %s, cache %s, uploads %s)",
              config.name, config.release, config.fail_rate, config.host, config.port, config.describe_database(),
              "redis" if config.redis_url else "none", config.s3.endpoint if config.s3 else "off")
-    stop.wait()
+    signal.sigwait(STOP_SIGNALS)
     shut_down_gracefully(server, config)
 
 
