@@ -75,11 +75,15 @@ lint: venv  ## ruff
 typecheck: venv  ## mypy (settings and files in pyproject.toml's [tool.mypy])
 	$(BIN)/mypy
 
-bench: venv  ## benchmarks (each brings up a lab of its own; see bench/)
-	$(BIN)/python bench/drill.py
-	$(BIN)/python bench/abort_latency.py
-	$(BIN)/python bench/canary.py
-	$(BIN)/python bench/failover.py
+bench: venv  ## benchmarks side by side with their references (each brings up a lab of its own; see bench/), then one summary table
+	rm -rf .bench
+	$(BIN)/python bench/abort_latency.py; \
+	  $(BIN)/python bench/drill.py; \
+	  $(BIN)/python bench/orchestration.py; \
+	  $(BIN)/python bench/canary.py; \
+	  $(BIN)/python bench/failover.py; \
+	  $(BIN)/python bench/archive_lag.py; \
+	  $(BIN)/python bench/summary.py
 
 bench-kill-matrix: venv  ## SIGKILL Airflow parts at each point of each fault (60 cases, hours; filters: KILL_MATRIX_ARGS="--victims airflow --points guard")
 	$(BIN)/python bench/kill_matrix.py $(KILL_MATRIX_ARGS)

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import chaostoolkit_ref as ctk
-from benchlib import isolated_airflow_home, own_lab, quiet_stdout
+from benchlib import SummaryRow, isolated_airflow_home, own_lab, quiet_stdout, record_summary
 
 isolated_airflow_home()
 UPLOAD_RPS = 25
@@ -357,13 +357,13 @@ def main() -> int:
     print(line("  resilience: the guard's trigger in-process (floor)", latencies))
     summary = []
     if real_latencies and ctk_latencies:
-        ours, theirs = statistics.median(real_latencies), statistics.median(ctk_latencies)
-        summary.append(f"| guard: breach onset -> fault off (median s) | {ours:.2f} | Chaos Toolkit {theirs:.2f} | "
-                       f"{ours / theirs:.2f} |")
+        summary.append(SummaryRow("guard: breach onset -> fault off, median s (chaos_campaign, airflow standalone)",
+                                  statistics.median(real_latencies), statistics.median(ctk_latencies),
+                                  "Chaos Toolkit 1.21, 1 s safeguard"))
     if latencies and ctk_latencies:
-        floor, theirs = statistics.median(latencies), statistics.median(ctk_latencies)
-        summary.append(f"| guard floor (in-process trigger) | {floor:.2f} | Chaos Toolkit {theirs:.2f} | "
-                       f"{floor / theirs:.2f} |")
+        summary.append(SummaryRow("guard floor: breach onset -> fault off, median s (trigger in-process)",
+                                  statistics.median(latencies), statistics.median(ctk_latencies),
+                                  "Chaos Toolkit 1.21, 1 s safeguard"))
     print(line("resilience: ledger row planned -> fault applied", [r["injected_at"] - r["planned_at"] for r in real]))
     print(f"resilience real: reverted by {sorted({r['status'] for r in real})}, runs "
           f"{sorted({r['run_state'] for r in real})}")
@@ -374,8 +374,7 @@ def main() -> int:
     for who, what in kills.items():
         print(f"SIGKILLed 3 s into the fault: {who}: {what}")
     if summary:
-        print("\n| measure | ours | reference | ratio ours / reference |\n|---|---|---|---|")
-        print("\n".join(summary))
+        record_summary("abort_latency", summary)
     return 0
 
 

@@ -11,6 +11,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,40 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval
             raise TimeoutError(f"{what}: not within {timeout_s:g} s")
         time.sleep(interval_s)
     return value
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of ``make bench``'s summary: our figure next to its reference measured in the same run."""
+
+    measure: str  # what is measured, with its unit: "breach onset -> fault off, median s"
+    ours: float
+    reference: float
+    reference_name: str  # what the reference is: "Chaos Toolkit 1.21", "raw cp -a + sync"
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.reference if self.reference else float("inf")
+
+    def markdown(self, bench: str) -> str:
+        return (f"| {bench} | {self.measure} | {self.ours:.3g} | {self.reference_name}: {self.reference:.3g} | "
+                f"{self.ratio:.2f} |")
+
+
+SUMMARY_HEADER = "| bench | measure | ours | reference | ratio ours / reference |\n|---|---|---|---|---|"
+
+
+def summary_dir() -> Path:
+    return Path(os.environ.get("RESILIENCE_BENCH_SUMMARY_DIR") or ROOT / ".bench")
+
+
+def record_summary(bench: str, rows: list[SummaryRow]) -> None:
+    """Print ``rows`` as markdown and keep them in ``summary_dir()/<bench>.json`` for ``bench/summary.py``
+    (``make bench``'s closing table), with when and under what load they were measured."""
+    print(f"\n{SUMMARY_HEADER}")
+    print("\n".join(row.markdown(bench) for row in rows))
+    directory = summary_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{bench}.json").write_text(json.dumps({
+        "bench": bench, "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "load": os.getloadavg()[0],
+        "rows": [asdict(row) for row in rows]}, indent=1))
