@@ -1,17 +1,28 @@
-"""Benchmark the monthly DR drill against a seeded lab database.
+"""Benchmark the monthly DR drill's restore against pgBackRest by hand and against the disk, at several sizes.
 
-Seeds the lab's app database to ``--size-mb`` (default 1024), takes a fresh full backup, runs
-``dr_monthly_drill`` through ``dag.test()``, and prints:
+Seeds the lab's app database to each of ``--sizes`` MB in turn (default 1024 and 5120), takes a fresh
+full backup at each, and measures in the same run:
 
-- restore seconds and MB/s, next to a raw ``cp -a`` of the same data directory measured in the
-  same run (the physical limit) and the ratio between the two;
-- ``pgbackrest restore`` by hand of the same database from the S3 repository (repo1) and from a
-  POSIX repository with the same options, in the same run (issue 9: what S3 costs);
-- the orchestration overhead: drill wall time minus restore, integrity and app checks;
-- RTO and RPO as the drill measured them.
+- **the drill's restore step** (``dr_monthly_drill`` through ``dag.test()``, full_drill off): its
+  ``restore_s`` (``pgbackrest restore`` + ``pg_ctl start``) and ``total_s`` (until the sandbox
+  takes a write: WAL replayed, promoted), from the drill's report;
+- **the same restore by hand** of the same backup: the commands an operator would type
+  (``pgbackrest restore --type=default`` with the same ``restore_command``, ``pg_ctl start -w``,
+  then ``pg_is_in_recovery()`` polled until false), timed as files / start / total: our overhead
+  is the drill's ``total_s`` minus this total;
+- **the limit**: a raw ``cp -a`` + ``sync`` of the primary's data directory without ``pg_wal``;
+- **the slope** from the first size to the last for each (seconds per GB).
 
-Usage: ``python bench/drill.py [--size-mb 1024] [--lab-dir DIR --port-base N] [--keep-lab]``.
-Without ``--lab-dir`` it brings up a lab of its own in a temporary directory and stops it after.
+Then, at the first size, the settings sweep (``--no-sweep`` skips it), each a restore by hand:
+``process-max`` 1/2/4; ``--delta`` into the data directory of a previous restore (a sandbox kept
+from month to month) against an empty one; the backup's compression type and level (a full backup
+each: backup seconds, repository bytes, restore seconds); and WAL replay of ``--replay-mb`` of WAL
+written after the backup with ``archive-get`` synchronous against its asynchronous queue
+(``archive-get-queue-max`` 128 MB and 1 GB).
+
+Usage: ``python bench/drill.py [--sizes 1024,5120] [--no-sweep] [--posix] [--lab-dir DIR --port-base N]
+[--keep-lab]``. Without ``--lab-dir`` it brings up a lab of its own in a temporary directory and
+stops it after.
 """
 
 from __future__ import annotations
@@ -19,19 +30,38 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import ROOT, isolated_airflow_home, lab_arguments, own_lab, quiet_stdout
+from benchlib import (
+    ROOT,
+    SummaryRow,
+    isolated_airflow_home,
+    lab_arguments,
+    own_lab,
+    quiet_stdout,
+    record_summary,
+    wait_for,
+)
 
 HOME = isolated_airflow_home()
 
 
+# A post's body: 512 characters that compress well (a phrase repeated) and 512 that do not (a slice of a
+# 16 MB pool of random hex, wider than lz4's and gzip's windows): about 2x with lz4, as app data often is.
+# (A body of one md5 repeated compressed about 10x: every compression type looked alike.)
+POST_BODY = "repeat(md5(g::text || random()::text), 16) || substr(pool.hex, 1 + floor(random() * 16000000)::int, 512)"
+RANDOM_POOL = "(SELECT string_agg(md5(random()::text), '') AS hex FROM generate_series(1, 500000)) pool"
+
+
 def seed(dsn: str, size_mb: int) -> float:
-    """Grow the app database to ``size_mb`` with realistic posts; return the size reached in MB."""
+    """Grow the app database to ``size_mb`` with posts (``POST_BODY``); return the size reached in MB."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -44,8 +74,8 @@ def seed(dsn: str, size_mb: int) -> float:
                 return size
             rows = max(10_000, min(200_000, int((size_mb - size) * 1e6 / 1300)))
             conn.execute(
-                "INSERT INTO posts (account_id, body, status) "
-                "SELECT %s, repeat(md5(g::text || random()::text), 32), 'published' FROM generate_series(1, %s) g",
+                f"INSERT INTO posts (account_id, body, status) "
+                f"SELECT %s, {POST_BODY}, 'published' FROM generate_series(1, %s) g, {RANDOM_POOL}",
                 (account, rows),
             )
 
@@ -68,7 +98,10 @@ def settle(conn) -> None:
 def run_as_postgres(cmd: list[str]) -> None:
     from resilience.lab.osuser import as_user
 
-    subprocess.run(as_user(cmd, "postgres"), check=True, capture_output=True, timeout=3600)
+    result = subprocess.run(as_user(cmd, "postgres"), capture_output=True, text=True, timeout=3600)
+    if result.returncode:
+        tail = (result.stderr or result.stdout)[-500:]
+        raise RuntimeError(f"{' '.join(cmd[:2])}... exit {result.returncode}: {tail}")
 
 
 def raw_copy(data_dir: str) -> tuple[float, float, int]:
@@ -85,22 +118,6 @@ def raw_copy(data_dir: str) -> tuple[float, float, int]:
     size = int(subprocess.run(["du", "-sb", str(target)], capture_output=True, text=True).stdout.split()[0])
     shutil.rmtree(target)
     return copied, synced, size
-
-
-def restore_by_hand(config: str, *repo: str) -> tuple[float, int]:
-    """``pgbackrest restore`` of the newest backup into an empty directory, as an operator would; return
-    (seconds, bytes restored). The copy is not started: the files are what is being compared."""
-    from resilience.lab.osuser import make_dir
-
-    target = Path(tempfile.mkdtemp(prefix="resilience-bench-restore-"))
-    target.chmod(0o755)
-    data = make_dir(target / "pgdata", "postgres", 0o700)
-    started = time.monotonic()
-    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", *repo, f"--pg1-path={data}", "restore"])
-    elapsed = time.monotonic() - started
-    size = int(subprocess.run(["du", "-sb", str(data)], capture_output=True, text=True).stdout.split()[0])
-    shutil.rmtree(target)
-    return elapsed, size
 
 
 def posix_repository(lab: dict) -> str:
@@ -127,67 +144,281 @@ def posix_repository(lab: dict) -> str:
     return str(config)
 
 
+def restore_by_hand_posix(config: str) -> float:
+    """``pgbackrest restore`` (files only) of the POSIX repository's newest backup; return seconds."""
+    from resilience.lab.osuser import make_dir
+
+    target = scratch()
+    data = make_dir(target / "pgdata", "postgres", 0o700)
+    started = time.monotonic()
+    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", f"--pg1-path={data}", "restore"])
+    elapsed = time.monotonic() - started
+    shutil.rmtree(target)
+    return elapsed
+
+
+@dataclass(frozen=True)
+class HandRestore:
+    """A restore by hand: ``pgbackrest restore`` (files), then ``pg_ctl start`` until writable (start)."""
+
+    files_s: float
+    start_s: float | None  # None: not started (files only)
+    restored_bytes: int
+
+    @property
+    def total_s(self) -> float:
+        return self.files_s + (self.start_s or 0.0)
+
+
+def sync_restore_command(config: str, pg_path: str) -> str:
+    """``archive-get`` one segment per call, as pgBackRest's user guide writes it."""
+    return f'pgbackrest --config={config} --stanza=app --repo=1 --pg1-path={pg_path} archive-get %f "%p"'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def restore_by_hand(lab: dict, target: Path, *options: str, start: bool = True, process_max: int = 2,
+                    restore_command: str = "async", queue_mb: int = 1024) -> HandRestore:
+    """``pgbackrest restore`` of repo1's newest backup into ``target/pgdata`` as an operator would (the
+    drill's options: ``--type=default``, ``--archive-mode=off``, ``process_max`` 2; ``options`` add to
+    them), then, with ``start``, ``pg_ctl start -w`` and ``pg_is_in_recovery()`` polled until
+    false. ``restore_command`` is ``async`` (the drill's: a prefetch queue of ``queue_mb``) or ``sync``.
+    The server is stopped after; ``target`` is kept (a later ``--delta`` restore reuses it)."""
+    from resilience.dr.pgbackrest import async_restore_command
+    from resilience.lab.osuser import make_dir
+
+    config = lab["pgbackrest"]["config"]
+    bindir = Path(lab["pg_bindir"])
+    data = make_dir(target / "pgdata", "postgres", 0o700)
+    run = make_dir(target / "run", "postgres", 0o755)  # the server's socket and log
+    spool = make_dir(target / "spool", "postgres", 0o700)
+    command = (async_restore_command(config, "app", str(data), str(spool), queue_bytes=queue_mb << 20, repo=1)
+               if restore_command == "async" else sync_restore_command(config, str(data)))
+    started = time.monotonic()
+    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", "--repo=1", f"--pg1-path={data}",
+                     "--archive-mode=off", "--type=default", f"--process-max={process_max}", *options,
+                     f"--recovery-option=restore_command={command}", "restore"])
+    files_s = time.monotonic() - started
+    size = int(subprocess.run(["du", "-sb", str(data)], capture_output=True, text=True).stdout.split()[0])
+    if not start:
+        return HandRestore(files_s, None, size)
+    port = free_port()
+    server = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={run} -c archive_mode=off"
+              f" -c synchronous_standby_names= -c hba_file={data / 'pg_hba.conf'}"
+              f" -c ident_file={data / 'pg_ident.conf'}")
+    started = time.monotonic()
+    run_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(run / "postgres.log"), "-o", server,
+                     "-w", "-t", "3600", "start"])
+    try:
+        wait_for(lambda: in_recovery(bindir, run, port) == "f", 3600, "the hand-restored copy promoted", 0.05)
+        start_s = time.monotonic() - started
+    finally:
+        run_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
+    return HandRestore(files_s, start_s, size)
+
+
+def in_recovery(bindir: Path, sock: Path, port: int) -> str:
+    from resilience.lab.osuser import as_user
+
+    result = subprocess.run(as_user([str(bindir / "psql"), "-h", str(sock), "-p", str(port), "-d", "postgres",
+                                     "-Atc", "SELECT pg_is_in_recovery()"], "postgres"),
+                            capture_output=True, text=True, timeout=30)
+    return result.stdout.strip()
+
+
+def scratch() -> Path:
+    target = Path(tempfile.mkdtemp(prefix="resilience-bench-restore-"))
+    target.chmod(0o755)
+    return target
+
+
+def full_backup(lab: dict, *options: str) -> tuple[float, int]:
+    """A full backup into repo1 with ``options``; return (seconds, bytes it holds in the repository)."""
+    config = lab["pgbackrest"]["config"]
+    started = time.monotonic()
+    run_as_postgres(["pgbackrest", f"--config={config}", "--stanza=app", "--repo=1", "--type=full", *options,
+                     "backup"])
+    elapsed = time.monotonic() - started
+    from resilience.lab.osuser import as_user
+
+    info = json.loads(subprocess.run(as_user(["pgbackrest", f"--config={config}", "--stanza=app", "--repo=1",
+                                              "--output=json", "info"], "postgres"),
+                                     capture_output=True, text=True, check=True).stdout)
+    return elapsed, int(info[0]["backup"][-1]["info"]["repository"]["delta"])
+
+
+def drill_run(size_mb: float) -> dict:
+    """One ``dr_monthly_drill`` through ``dag.test()``; its report's restore step and phases."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    reports = HOME / "reports" / "dr_monthly_drill"
+    before = set(reports.glob("*.json")) if reports.exists() else set()
+    with quiet_stdout():
+        db.resetdb()
+        dag = DagBag(dag_folder=str(ROOT / "dags" / "dr_monthly_drill.py")).get_dag("dr_monthly_drill")
+        dag.deadline = None  # apache/airflow#73428: dag.test() crashes after a run when a deadline is set
+        started = time.monotonic()
+        dagrun = dag.test(run_conf={"environment": "lab", "dr_environment": "lab", "full_drill": False})
+        wall_s = time.monotonic() - started
+    report = json.loads(next(iter(set(reports.glob("*.json")) - before)).read_text())
+    restore = report["phase_details"]["restore"]
+    phases = {p["phase"]: p["duration_s"] for p in report["phases"]}
+    return {"state": str(dagrun.state), "status": report["status"], "wall_s": wall_s, "size_mb": size_mb,
+            "restore_s": restore["restore_s"], "total_s": restore["total_s"], "bytes": restore["restored_bytes"],
+            "rto_s": report["rto"]["measured_s"], "rpo_s": report["rpo"]["measured_s"], "phases": phases}
+
+
+def measure_size(lab: dict, size_mb: int) -> dict:
+    """Seed to ``size_mb``, back up, then the drill, the same restore by hand, and the raw copy."""
+    reached = seed(lab["app_db"]["read_write_dsn"], size_mb)
+    backup_s, _ = full_backup(lab)
+    print(f"  {size_mb} MB: full backup {backup_s:.1f} s; drill", file=sys.stderr)
+    drill = drill_run(reached)
+    print(f"  {size_mb} MB: drill {drill['state']}, restore to writable {drill['total_s']:.2f} s; by hand",
+          file=sys.stderr)
+    target = scratch()
+    hand = restore_by_hand(lab, target)
+    shutil.rmtree(target)
+    copy_s, copy_sync_s, copy_bytes = raw_copy(lab["app_db"]["primary"]["data_dir"])
+    print(f"  {size_mb} MB: by hand {hand.total_s:.2f} s, raw copy + sync {copy_sync_s:.2f} s", file=sys.stderr)
+    return {"size_mb": reached, "backup_s": backup_s, "drill": drill, "hand": hand, "copy_s": copy_s,
+            "copy_sync_s": copy_sync_s, "copy_bytes": copy_bytes}
+
+
+def sweep(lab: dict, replay_mb: int) -> list[tuple[str, str, str]]:
+    """Each setting's effect on a restore by hand of the current database: (setting, figures, vs default)."""
+    rows: list[tuple[str, str, str]] = []
+
+    def files(*options: str, process_max: int = 2, target: Path | None = None) -> float:
+        where = target or scratch()
+        try:
+            return restore_by_hand(lab, where, *options, start=False, process_max=process_max).files_s
+        finally:
+            if target is None:
+                shutil.rmtree(where)
+
+    base = statistics.median(files() for _ in range(3))
+    rows.append(("process-max 2, lz4 (lab default)", f"files {base:.2f} s (median of 3)", "1.00x"))
+    for n in (1, 4):
+        elapsed = statistics.median(files(process_max=n) for _ in range(3))
+        rows.append((f"process-max {n}", f"files {elapsed:.2f} s (median of 3)", f"{elapsed / base:.2f}x"))
+    kept = scratch()
+    restore_by_hand(lab, kept)  # restored, started, promoted, stopped: a sandbox kept from last month
+    delta = files("--delta", target=kept)
+    shutil.rmtree(kept)
+    rows.append(("--delta into last restore's directory", f"files {delta:.2f} s", f"{delta / base:.2f}x"))
+    for kind, level in (("none", None), ("zst", 1), ("zst", 3), ("gz", 6), ("lz4", None)):
+        options = [f"--compress-type={kind}", *([f"--compress-level={level}"] if level is not None else [])]
+        backup_s, stored = full_backup(lab, *options)
+        elapsed = files()
+        name = f"backup {kind}" + (f" level {level}" if level is not None else "")
+        rows.append((name, f"backup {backup_s:.1f} s, {stored / 1e6:.0f} MB in repo, restore files {elapsed:.2f} s",
+                     f"{elapsed / base:.2f}x"))
+        print(f"  sweep: {rows[-1]}", file=sys.stderr)
+    wal_mb = write_wal(lab["app_db"]["read_write_dsn"], replay_mb)
+    replays = {}
+    for name, command, queue in (("sync", "sync", 0), ("async, queue 128 MB", "async", 128),
+                                 ("async, queue 1 GB (lab default)", "async", 1024)):
+        target = scratch()
+        replays[name] = restore_by_hand(lab, target, restore_command=command, queue_mb=queue or 1024).start_s or 0.0
+        shutil.rmtree(target)
+    default = replays["async, queue 1 GB (lab default)"]
+    for name, elapsed in replays.items():
+        rows.append((f"archive-get {name}", f"replay {wal_mb:.0f} MB of WAL + promote {elapsed:.2f} s",
+                     f"{elapsed / default:.2f}x"))
+    return rows
+
+
+def write_wal(dsn: str, mb: int) -> float:
+    """Write about ``mb`` MB of WAL after the newest backup (updates of seeded rows), archived; return MB written."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        begin = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        while True:
+            written = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (begin,)).fetchone()[0]
+            if written >= mb * 1e6:
+                break
+            conn.execute("UPDATE posts SET status = 'published' WHERE id IN (SELECT id FROM posts "
+                         "ORDER BY random() LIMIT 20000)")
+        wal = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        conn.execute("SELECT pg_switch_wal()")
+        wait_for(lambda: (conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] or "") >= wal,
+                 600, f"WAL {wal} archived", 0.5)
+    return float(written) / 1e6
+
+
+def slope(first: float, last: float, first_mb: float, last_mb: float) -> float:
+    """Seconds per GB between two sizes."""
+    return (last - first) / ((last_mb - first_mb) / 1000)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--sizes", default="1024,5120", help="database sizes in MB, comma-separated, ascending")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the settings sweep")
+    parser.add_argument("--replay-mb", type=int, default=512, help="WAL replayed in the sweep's archive-get rows")
+    parser.add_argument("--posix", action="store_true", help="also restore from a POSIX repository (issue 9)")
     lab_arguments(parser, 29320)
     args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
 
+    results, sweep_rows, posix = [], [], None
     with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:
-        size_mb = seed(lab["app_db"]["read_write_dsn"], args.size_mb)
-        started = time.monotonic()
-        run_as_postgres(["pgbackrest", f"--config={lab['pgbackrest']['config']}", "--stanza=app",
-                         "--type=full", "backup"])
-        backup_s = time.monotonic() - started
+        for index, size_mb in enumerate(sizes):
+            results.append(measure_size(lab, size_mb))
+            if index == 0 and not args.no_sweep:
+                sweep_rows = sweep(lab, args.replay_mb)
+            if index == 0 and args.posix:
+                config = posix_repository(lab)
+                posix = restore_by_hand_posix(config)
+                shutil.rmtree(Path(config).parent, ignore_errors=True)
 
-        from airflow.dag_processing.dagbag import DagBag
-        from airflow.utils import db
-
-        with quiet_stdout():
-            db.resetdb()
-            dag = DagBag(dag_folder=str(ROOT / "dags" / "dr_monthly_drill.py")).get_dag("dr_monthly_drill")
-            dag.deadline = None  # apache/airflow#73428: dag.test() crashes after a run when a deadline is set
-            started = time.monotonic()
-            dagrun = dag.test(run_conf={"environment": "lab", "dr_environment": "lab", "full_drill": False})
-            wall_s = time.monotonic() - started
-        report_path = next((HOME / "reports" / "dr_monthly_drill").glob("*.json"))
-        report = json.loads(report_path.read_text())
-
-        copy_s, copy_sync_s, copy_bytes = raw_copy(lab["app_db"]["primary"]["data_dir"])
-        s3_s, s3_bytes = restore_by_hand(lab["pgbackrest"]["config"], "--repo=1")
-        posix_config = posix_repository(lab)
-        posix_s, posix_bytes = restore_by_hand(posix_config)
-        shutil.rmtree(Path(posix_config).parent, ignore_errors=True)
-
-    details = report["phase_details"]
-    restore = details["restore"]
-    phases = {p["phase"]: p["duration_s"] for p in report["phases"]}
-    work_s = phases["restore"] + phases["integrity"] + phases["app_connectivity"]
-    restore_mb_s = restore["restored_bytes"] / 1e6 / restore["restore_s"]
-    print(f"drill run state             {dagrun.state} (report {report['status']})")
-    print(f"database size               {size_mb:.0f} MB (full backup {backup_s:.1f} s)")
-    print(f"restore (pgbackrest)        {restore['restore_s']:.2f} s, {restore['restored_bytes'] / 1e6:.0f} MB, "
-          f"{restore_mb_s:.0f} MB/s")
-    print(f"restore to writable         {restore['total_s']:.2f} s")
-    print(f"raw cp -a of the data dir   {copy_s:.2f} s, {copy_bytes / 1e6:.0f} MB, {copy_bytes / 1e6 / copy_s:.0f} MB/s"
-          " (pg_wal excluded, like a restore)")
-    raw_mb_s = copy_bytes / 1e6 / copy_sync_s
-    print(f"raw cp -a + sync            {copy_sync_s:.2f} s ({raw_mb_s:.0f} MB/s; a restore fsyncs too)")
-    print(f"restore / raw copy+sync     {restore['restore_s'] / copy_sync_s:.2f}x the time "
-          f"({100 * restore_mb_s / raw_mb_s:.0f} % of raw throughput)")
-    print(f"pgbackrest restore, S3      {s3_s:.2f} s, {s3_bytes / 1e6:.0f} MB, {s3_bytes / 1e6 / s3_s:.0f} MB/s "
-          f"(repo1: moto behind TLS; {s3_s / copy_sync_s:.2f}x raw copy+sync)")
-    print(f"pgbackrest restore, POSIX   {posix_s:.2f} s, {posix_bytes / 1e6:.0f} MB, "
-          f"{posix_bytes / 1e6 / posix_s:.0f} MB/s (same options, local disk; {posix_s / copy_sync_s:.2f}x raw "
-          f"copy+sync; S3 / POSIX {s3_s / posix_s:.2f}x)")
-    print(f"integrity checks            {phases['integrity']:.2f} s")
-    print(f"app connectivity            {phases['app_connectivity']:.2f} s")
-    print(f"drill wall time             {wall_s:.2f} s")
-    print(f"orchestration overhead      {wall_s - work_s:.2f} s (wall minus restore, integrity and app phases)")
-    rto, rpo = report["rto"], report["rpo"]
-    print(f"RTO                         {rto['measured_s']:.1f} s (target {rto['target_min']:g} min)")
-    print(f"RPO                         {rpo['measured_s']:.1f} s (target {rpo['target_min']:g} min)")
-    return 0 if dagrun.state == "success" else 1
+    print("| database | drill restore to writable s | by hand: files + start = total s | drill - by hand s | "
+          "raw cp -a + sync s | drill / raw | by hand files / raw | RTO s | RPO s | drill state |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        d, h = r["drill"], r["hand"]
+        print(f"| {r['size_mb']:.0f} MB | {d['total_s']:.2f} (restore {d['restore_s']:.2f}) | {h.files_s:.2f} + "
+              f"{h.start_s:.2f} = {h.total_s:.2f} | {d['total_s'] - h.total_s:+.2f} | {r['copy_sync_s']:.2f} | "
+              f"{d['total_s'] / r['copy_sync_s']:.2f}x | {h.files_s / r['copy_sync_s']:.2f}x | {d['rto_s']:.1f} | "
+              f"{d['rpo_s']:.1f} | {d['state']} ({d['status']}) |")
+    summary = []
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        mb = (a["size_mb"], b["size_mb"])
+        slopes = {
+            "drill restore to writable": slope(a["drill"]["total_s"], b["drill"]["total_s"], *mb),
+            "by hand (files + start)": slope(a["hand"].total_s, b["hand"].total_s, *mb),
+            "raw cp -a + sync": slope(a["copy_sync_s"], b["copy_sync_s"], *mb),
+        }
+        print(f"\nslope {a['size_mb']:.0f} -> {b['size_mb']:.0f} MB (s per GB): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items()))
+        summary.append(SummaryRow("restore slope, s per GB (drill to writable)", slopes["drill restore to writable"],
+                                  slopes["raw cp -a + sync"], "raw cp -a + sync"))
+    last = results[-1]
+    summary += [
+        SummaryRow(f"restore to writable, s, {last['size_mb'] / 1000:.1f} GB (drill step)", last["drill"]["total_s"],
+                   last["hand"].total_s, "pgbackrest restore + pg_ctl start by hand"),
+        SummaryRow(f"restore to writable, s, {last['size_mb'] / 1000:.1f} GB (drill step)", last["drill"]["total_s"],
+                   last["copy_sync_s"], "raw cp -a + sync"),
+    ]
+    if sweep_rows:
+        print(f"\nsettings sweep at {results[0]['size_mb']:.0f} MB (restore by hand, repo1):\n")
+        print("| setting | figures | vs lab default |\n|---|---|---|")
+        for row in sweep_rows:
+            print(f"| {' | '.join(row)} |")
+    if posix is not None:
+        print(f"\npgbackrest restore from a POSIX repository (same options): {posix:.2f} s")
+    for r in results:
+        print(f"drill at {r['size_mb']:.0f} MB: wall {r['drill']['wall_s']:.1f} s, phases {r['drill']['phases']}")
+    record_summary("drill", summary)
+    return 0 if all(r["drill"]["state"].endswith("success") for r in results) else 1
 
 
 if __name__ == "__main__":

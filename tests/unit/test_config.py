@@ -59,7 +59,7 @@ def test_unknown_environment_lists_the_known_ones():
 
 def test_lab_slo_source():
     slo = load_config().environment("lab").slo
-    assert (slo.prometheus_conn_id, slo.window, slo.poll_interval_s) == ("resilience_lab_prometheus", "5s", 1.0)
+    assert (slo.prometheus_conn_id, slo.window, slo.poll_interval_s) == ("resilience_lab_prometheus", "5s", 0.5)
     assert set(slo.queries) == {"availability_pct", "error_rate_pct", "p95_ms"}
     assert all("{window}" in q for q in slo.queries.values())
 
