@@ -40,6 +40,7 @@ class Standalone:
 
     home: Path
     port: int = DEFAULT_PORT
+    dags_folder: Path | None = None  # default: the project's dags/ (a benchmark may point it at its own)
 
     def __post_init__(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1024 <= self.port <= 65533:
@@ -85,7 +86,7 @@ def airflow_env(sa: Standalone, lab_state: dict[str, Any] | None, schedules: boo
         # at most on the lab's control-plane server, which the DAGs' own ledger connections share
         "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "4",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(sa.dags_folder or PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
