@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-from benchlib import isolated_airflow_home, lab_arguments, own_lab
+from benchlib import SummaryRow, isolated_airflow_home, lab_arguments, own_lab, record_summary
 
 isolated_airflow_home()
 
@@ -92,6 +92,10 @@ def main() -> int:
         print(f"| {name} | {stats(values)} | {ratio} |")
     print(f"\nreference: archive_timeout {ARCHIVE_TIMEOUT_S:g} s; writes whose segment was not in every "
           f"repository at the end: {missing}")
+    if lags["both"]:
+        record_summary("archive_lag", [SummaryRow("commit -> WAL in both S3 repositories, median s",
+                                                  statistics.median(lags["both"]), ARCHIVE_TIMEOUT_S,
+                                                  "archive_timeout")])
     return 0
 
 

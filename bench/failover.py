@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import isolated_airflow_home, lab_arguments, own_lab, quiet_stdout
+from benchlib import SummaryRow, isolated_airflow_home, lab_arguments, own_lab, quiet_stdout, record_summary
 
 isolated_airflow_home()
 
@@ -140,6 +140,9 @@ def main() -> int:
         ratio = statistics.median(s.failover_s) / TARGET_S
         print(f"| {mode} | {'synchronous' if replication == 'sync' else 'asynchronous'} | {stats(s.failover_s)} "
               f"| {ratio:.2f}x | {stats(s.errors_back_s)} | {stats(s.peak_error_pct)} | {s.lost} of {s.acknowledged} |")
+    record_summary("failover", [
+        SummaryRow(f"postgres failover ({mode}, {replication}), median s", statistics.median(s.failover_s), TARGET_S,
+                   "runbook target") for (mode, replication), s in results.items()])
     return 0
 
 
