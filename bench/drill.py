@@ -13,7 +13,11 @@ full backup at each, and measures in the same run:
 - **the limit**: a raw ``cp -a`` + ``sync`` of the primary's data directory without ``pg_wal``;
 - **the slope** from the first size to the last for each (seconds per GB).
 
-Then, at the first size, the settings sweep (``--no-sweep`` skips it), each a restore by hand:
+Each is measured ``--rounds`` times (default 3), the three interleaved, and reported as medians: this
+machine is shared, and a load that comes and goes then hits all three alike.
+
+Then, at the first size, the settings sweep (``--no-sweep`` skips it), each a restore by hand (medians,
+the settings interleaved):
 ``process-max`` 1/2/4; ``--delta`` into the data directory of a previous restore (a sandbox kept
 from month to month) against an empty one; the backup's compression type and level (a full backup
 each: backup seconds, repository bytes, restore seconds); and WAL replay of ``--replay-mb`` of WAL
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +58,13 @@ from benchlib import (
 HOME = isolated_airflow_home()
 
 
-# A post's body: 512 characters that compress well (a phrase repeated) and 512 that do not (a slice of a
-# 16 MB pool of random hex, wider than lz4's and gzip's windows): about 2x with lz4, as app data often is.
-# (A body of one md5 repeated compressed about 10x: every compression type looked alike.)
-POST_BODY = "repeat(md5(g::text || random()::text), 16) || substr(pool.hex, 1 + floor(random() * 16000000)::int, 512)"
-RANDOM_POOL = "(SELECT string_agg(md5(random()::text), '') AS hex FROM generate_series(1, 500000)) pool"
+# A post's body: 512 characters that compress well (a phrase repeated) and 512 that do not (hex of a slice of
+# an 8 MB pool of random bytes, wider than lz4's and gzip's windows): about 2x with lz4, as app data often is.
+# (A body of one md5 repeated compressed about 10x: every compression type looked alike.) The pool is bytea:
+# substr of a text in a UTF-8 database scans from its start.
+POST_BODY = ("repeat(md5(g::text || random()::text), 16)"
+             " || encode(substr(pool.b, 1 + (random() * 7999000)::int, 256), 'hex')")
+RANDOM_POOL = "(SELECT decode(string_agg(md5(random()::text), ''), 'hex') AS b FROM generate_series(1, 500000)) pool"
 
 
 def seed(dsn: str, size_mb: int) -> float:
@@ -273,60 +280,88 @@ def drill_run(size_mb: float) -> dict:
             "rto_s": report["rto"]["measured_s"], "rpo_s": report["rpo"]["measured_s"], "phases": phases}
 
 
-def measure_size(lab: dict, size_mb: int) -> dict:
-    """Seed to ``size_mb``, back up, then the drill, the same restore by hand, and the raw copy."""
+def measure_size(lab: dict, size_mb: int, rounds: int) -> dict:
+    """Seed to ``size_mb`` and back up; then ``rounds`` times the drill, the same restore by hand and the raw
+    copy, interleaved (a load that comes and goes hits all three alike); medians."""
     reached = seed(lab["app_db"]["read_write_dsn"], size_mb)
     backup_s, _ = full_backup(lab)
-    print(f"  {size_mb} MB: full backup {backup_s:.1f} s; drill", file=sys.stderr)
-    drill = drill_run(reached)
-    print(f"  {size_mb} MB: drill {drill['state']}, restore to writable {drill['total_s']:.2f} s; by hand",
-          file=sys.stderr)
-    target = scratch()
-    hand = restore_by_hand(lab, target)
-    shutil.rmtree(target)
-    copy_s, copy_sync_s, copy_bytes = raw_copy(lab["app_db"]["primary"]["data_dir"])
-    print(f"  {size_mb} MB: by hand {hand.total_s:.2f} s, raw copy + sync {copy_sync_s:.2f} s", file=sys.stderr)
-    return {"size_mb": reached, "backup_s": backup_s, "drill": drill, "hand": hand, "copy_s": copy_s,
-            "copy_sync_s": copy_sync_s, "copy_bytes": copy_bytes}
+    print(f"  {size_mb} MB: full backup {backup_s:.1f} s", file=sys.stderr)
+    drills, hands, copies = [], [], []
+    for n in range(1, rounds + 1):
+        drills.append(drill_run(reached))
+        target = scratch()
+        hands.append(restore_by_hand(lab, target))
+        shutil.rmtree(target)
+        copies.append(raw_copy(lab["app_db"]["primary"]["data_dir"]))
+        print(f"  {size_mb} MB round {n}: drill {drills[-1]['state']} restore to writable {drills[-1]['total_s']:.2f}"
+              f" s, by hand {hands[-1].total_s:.2f} s, raw copy + sync {copies[-1][1]:.2f} s", file=sys.stderr)
+    drill = {**drills[-1], **{key: statistics.median(d[key] for d in drills)
+                              for key in ("total_s", "restore_s", "wall_s", "rto_s", "rpo_s")},
+             "state": ",".join(sorted({d["state"] for d in drills})),
+             "status": ",".join(sorted({d["status"] for d in drills}))}
+    hand = HandRestore(statistics.median(h.files_s for h in hands), statistics.median(h.start_s or 0 for h in hands),
+                       hands[-1].restored_bytes)
+    return {"size_mb": reached, "backup_s": backup_s, "drill": drill, "hand": hand,
+            "copy_s": statistics.median(c[0] for c in copies), "copy_sync_s": statistics.median(c[1] for c in copies),
+            "copy_bytes": copies[-1][2]}
 
 
-def sweep(lab: dict, replay_mb: int) -> list[tuple[str, str, str]]:
-    """Each setting's effect on a restore by hand of the current database: (setting, figures, vs default)."""
+def sweep(lab: dict, replay_mb: int, rounds: int) -> list[tuple[str, str, str]]:
+    """Each setting's effect on a restore by hand of the current database, medians of ``rounds`` (settings
+    interleaved within a round): (setting, figures, vs the lab's default)."""
     rows: list[tuple[str, str, str]] = []
 
-    def files(*options: str, process_max: int = 2, target: Path | None = None) -> float:
-        where = target or scratch()
+    def files(*options: str, process_max: int = 2) -> float:
+        target = scratch()
         try:
-            return restore_by_hand(lab, where, *options, start=False, process_max=process_max).files_s
+            return restore_by_hand(lab, target, *options, start=False, process_max=process_max).files_s
         finally:
-            if target is None:
-                shutil.rmtree(where)
+            shutil.rmtree(target)
 
-    base = statistics.median(files() for _ in range(3))
-    rows.append(("process-max 2, lz4 (lab default)", f"files {base:.2f} s (median of 3)", "1.00x"))
-    for n in (1, 4):
-        elapsed = statistics.median(files(process_max=n) for _ in range(3))
-        rows.append((f"process-max {n}", f"files {elapsed:.2f} s (median of 3)", f"{elapsed / base:.2f}x"))
+    def median_of(measure: dict[str, Callable[[], float]]) -> dict[str, float]:
+        values: dict[str, list[float]] = {name: [] for name in measure}
+        for _ in range(rounds):
+            for name, run in measure.items():
+                values[name].append(run())
+        return {name: statistics.median(v) for name, v in values.items()}
+
     kept = scratch()
-    restore_by_hand(lab, kept)  # restored, started, promoted, stopped: a sandbox kept from last month
-    delta = files("--delta", target=kept)
+    restore_by_hand(lab, kept)  # restored, started, promoted, stopped: the sandbox kept from last month
+
+    def delta() -> float:  # then restored over with --delta (and started again: next round's starting point)
+        return restore_by_hand(lab, kept, "--delta").files_s
+
+    times = median_of({"2": files, "1": lambda: files(process_max=1), "4": lambda: files(process_max=4),
+                       "delta": delta})
     shutil.rmtree(kept)
-    rows.append(("--delta into last restore's directory", f"files {delta:.2f} s", f"{delta / base:.2f}x"))
+    base = times["2"]
+    rows.append(("process-max 2, lz4 (lab default)", f"files {base:.2f} s", "1.00x"))
+    for n in ("1", "4"):
+        rows.append((f"process-max {n}", f"files {times[n]:.2f} s", f"{times[n] / base:.2f}x"))
+    rows.append(("--delta over last restore's directory (started since)", f"files {times['delta']:.2f} s",
+                 f"{times['delta'] / base:.2f}x"))
     for kind, level in (("none", None), ("zst", 1), ("zst", 3), ("gz", 6), ("lz4", None)):
         options = [f"--compress-type={kind}", *([f"--compress-level={level}"] if level is not None else [])]
         backup_s, stored = full_backup(lab, *options)
-        elapsed = files()
-        name = f"backup {kind}" + (f" level {level}" if level is not None else "")
+        elapsed = median_of({"files": files})["files"]
+        name = f"backup {kind}" + (f" level {level}" if level is not None else "") + \
+            (" (lab default)" if kind == "lz4" else "")
         rows.append((name, f"backup {backup_s:.1f} s, {stored / 1e6:.0f} MB in repo, restore files {elapsed:.2f} s",
                      f"{elapsed / base:.2f}x"))
         print(f"  sweep: {rows[-1]}", file=sys.stderr)
     wal_mb = write_wal(lab["app_db"]["read_write_dsn"], replay_mb)
-    replays = {}
-    for name, command, queue in (("sync", "sync", 0), ("async, queue 128 MB", "async", 128),
-                                 ("async, queue 1 GB (lab default)", "async", 1024)):
-        target = scratch()
-        replays[name] = restore_by_hand(lab, target, restore_command=command, queue_mb=queue or 1024).start_s or 0.0
-        shutil.rmtree(target)
+
+    def replay(command: str, queue_mb: int) -> Callable[[], float]:
+        def run() -> float:
+            target = scratch()
+            try:
+                return restore_by_hand(lab, target, restore_command=command, queue_mb=queue_mb).start_s or 0.0
+            finally:
+                shutil.rmtree(target)
+        return run
+
+    replays = median_of({"sync": replay("sync", 0), "async, queue 128 MB": replay("async", 128),
+                         "async, queue 1 GB (lab default)": replay("async", 1024)})
     default = replays["async, queue 1 GB (lab default)"]
     for name, elapsed in replays.items():
         rows.append((f"archive-get {name}", f"replay {wal_mb:.0f} MB of WAL + promote {elapsed:.2f} s",
@@ -361,6 +396,7 @@ def slope(first: float, last: float, first_mb: float, last_mb: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--sizes", default="1024,5120", help="database sizes in MB, comma-separated, ascending")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (medians)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the settings sweep")
     parser.add_argument("--replay-mb", type=int, default=512, help="WAL replayed in the sweep's archive-get rows")
     parser.add_argument("--posix", action="store_true", help="also restore from a POSIX repository (issue 9)")
@@ -371,9 +407,9 @@ def main() -> int:
     results, sweep_rows, posix = [], [], None
     with own_lab(args.lab_dir, args.port_base, keep=args.keep_lab) as lab:
         for index, size_mb in enumerate(sizes):
-            results.append(measure_size(lab, size_mb))
+            results.append(measure_size(lab, size_mb, args.rounds))
             if index == 0 and not args.no_sweep:
-                sweep_rows = sweep(lab, args.replay_mb)
+                sweep_rows = sweep(lab, args.replay_mb, args.rounds)
             if index == 0 and args.posix:
                 config = posix_repository(lab)
                 posix = restore_by_hand_posix(config)
@@ -418,7 +454,7 @@ def main() -> int:
     for r in results:
         print(f"drill at {r['size_mb']:.0f} MB: wall {r['drill']['wall_s']:.1f} s, phases {r['drill']['phases']}")
     record_summary("drill", summary)
-    return 0 if all(r["drill"]["state"].endswith("success") for r in results) else 1
+    return 0 if all(r["drill"]["state"] == "success" for r in results) else 1
 
 
 if __name__ == "__main__":
