@@ -101,8 +101,9 @@ class SummaryRow:
         return self.ours / self.reference if self.reference else float("inf")
 
     def markdown(self, bench: str) -> str:
+        ratio = "n/a" if self.ours == self.reference == 0 else f"{self.ratio:.2f}"  # 0 of 0: nothing to compare
         return (f"| {bench} | {self.measure} | {self.ours:.3g} | {self.reference_name}: {self.reference:.3g} | "
-                f"{self.ratio:.2f} |")
+                f"{ratio} |")
 
 
 SUMMARY_HEADER = "| bench | measure | ours | reference | ratio ours / reference |\n|---|---|---|---|---|"
