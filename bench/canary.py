@@ -3,8 +3,9 @@
 A lab of its own with both regions up (the DR region runs against the lab's database: the
 canary only moves traffic), Route53 on moto, the load generator (20 req/s) resolving through the
 weights. Ours is ``CanaryRampTrigger`` exactly as the triggerer runs it: it reads both regions
-every poll (1 s; rate window 5 s, scrape 1 s), each reading is a check, no data during a step's
-warm-up (window + 2 scrapes = 7 s) is not counted, 2 failed checks roll back. The reference is
+every poll (1 s; rate window 5 s, scrape 1 s), each reading is a check of the error rate and each
+interval's end a check of every metric (p95 too), no data during a step's warm-up (window + 2 scrapes
+= 7 s) is not counted, 2 failed checks roll back. The reference is
 Flagger's rule (analysis ``interval``, ``threshold``): ONE check at the end of each interval of a
 step, a failed check holds the step, ``threshold`` = 2 failed checks roll back. Both use the same
 interval (default 10 s; Flagger's typical is 1 m), the same PromQL, the same check
@@ -103,13 +104,14 @@ def settle(spec: dict) -> None:
 
 # -- the two rules on a stream of readings ---------------------------------------------------------
 
-def gate(spec: dict, sample: dict | None, failed: int) -> Any:
-    """The check both rules make on one reading (none at all: no values, a failed check)."""
+def gate(spec: dict, sample: dict | None, failed: int, counted: frozenset[str] | None = None) -> Any:
+    """The check both rules make on one reading (none at all: no values, a failed check); ``counted`` as
+    ``canary_gate``'s."""
     from resilience.canary import FailbackPolicy, canary_gate, failback_ranges
 
     sample = sample or {"primary": {}, "dr": {}}
     return canary_gate(failback_ranges(sample["dr"], FailbackPolicy(**spec["policy"])), sample["primary"], failed,
-                       THRESHOLD)
+                       THRESHOLD, counted)
 
 
 def reading_at(samples: list[dict], instant: float) -> dict | None:
@@ -134,15 +136,21 @@ def flagger_rollback(spec: dict, segments: list[Segment], interval_s: float) -> 
     return None, failed
 
 
-def per_poll_rollback(spec: dict, start: float, samples: list[dict]) -> float | None:
-    """Ours replayed on recorded readings of one step: every reading a check, no data during the warm-up
-    not counted (``CanaryRampTrigger.run``'s loop without the weights)."""
-    failed = 0
+def per_poll_rollback(spec: dict, start: float, samples: list[dict], interval_s: float) -> float | None:
+    """Ours replayed on recorded readings of one step: every reading a check of the error rate, every metric
+    at each interval's end, no data during the warm-up not counted (``CanaryRampTrigger.run``'s loop
+    without the weights)."""
+    from resilience.canary import PER_POLL_METRICS
+
+    failed, full_check_at = 0, interval_s
     for sample in samples:
-        decision = gate(spec, sample, failed)
+        full = sample["at"] - start >= full_check_at
+        decision = gate(spec, sample, failed, None if full else PER_POLL_METRICS)
         no_data_only = all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
         if sample["at"] - start < spec["warmup_s"] and decision.action != "advance" and no_data_only:
             continue
+        if full:
+            full_check_at += interval_s
         failed = decision.failed_checks
         if decision.action == "rollback":
             return sample["at"]
@@ -198,7 +206,7 @@ def bad_step_round(spec: dict, interval_s: float, primary_url: str) -> dict:
     start, end, samples = asyncio.run(record_step(spec, 50, 2 * interval_s + spec["poll_interval_s"]))
     set_weights(spec, 0)
     flagger_at, _ = flagger_rollback(spec, [(start, end, samples)], interval_s)
-    replayed_at = per_poll_rollback(spec, start, samples)
+    replayed_at = per_poll_rollback(spec, start, samples, interval_s)
     return {"ours_s": rollback["at"] - bad_step, "drained_s": drained - bad_step,
             "flagger_s": (flagger_at or end) - start, "flagger_rolled_back": flagger_at is not None,
             "ours_replayed_s": (replayed_at or end) - start}  # the hold's length when a rule never rolled back

@@ -8,7 +8,7 @@ a pass ("no values found" halts Flagger too). One function compares a value with
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from resilience.checks import Check
@@ -66,15 +66,24 @@ def check_metric(metric: MetricRange, value: float | None) -> Check:
     return Check(metric.name, True, f"{metric.name} {value:.2f}{metric.unit} within range")
 
 
+# What the ramp judges at every poll: a broken release fails the error rate at once and keeps failing it. A
+# p95 over the few requests a step's first seconds bring a freshly started primary is noise (bench/canary.py:
+# 14 false rollbacks in 20 healthy ramps when every reading counted), so latency counts once per interval.
+PER_POLL_METRICS = frozenset({"error_rate_pct"})
+
+
 def canary_gate(metrics: Iterable[MetricRange], values: Mapping[str, float | None], failed_so_far: int,
-                threshold: int) -> GateDecision:
-    """One analysis interval: advance when every check passes; otherwise count a failed check and
-    roll back once ``threshold`` failed checks have accumulated, else hold the current weight."""
+                threshold: int, counted: Collection[str] | None = None) -> GateDecision:
+    """One check: advance when every metric passes; otherwise count a failed check and roll back once
+    ``threshold`` failed checks have accumulated, else hold the current weight. ``counted`` names the
+    metrics whose failure counts in this check (None: all); another's failure holds the step uncounted."""
     if threshold < 1:
         raise ValueError(f"threshold: {threshold!r} must be >= 1")
     checks = tuple(check_metric(m, values.get(m.name)) for m in metrics)
     if all(c.passed for c in checks):
         return GateDecision("advance", failed_so_far, checks)
+    if counted is not None and all(c.passed or c.name not in counted for c in checks):
+        return GateDecision("hold", failed_so_far, checks)
     failed = failed_so_far + 1
     return GateDecision("rollback" if failed >= threshold else "hold", failed, checks)
 

@@ -446,16 +446,18 @@ class CanaryRampTrigger(BaseTrigger):
     """Move traffic back to the primary step by step, analysing each step (Flagger's loop).
 
     Per step: UPSERT the weights, then for ``interval_s`` read both regions every poll; each
-    reading is a gate check. During ``warmup_s`` (one rate window and two scrapes: the new
-    weight must reach the metrics) a reading with no data is not counted, but a bad value is.
-    A step advances at the end of its interval if its last check passed; a failed check holds
-    it; ``threshold`` failed checks roll all traffic back to DR at once, here, before the event
-    is yielded. Every weight change is in the event for the audit trail and, with ``audit``
-    (``control_conn_id``, ``run_id``, ``dag_id``, ``zone``, ``record``), written to ``dns_changes`` the
-    moment Route53 accepted it. A restarted trigger resumes at the step the weights show
-    (:func:`resume_plan`), unless this run already rolled back: then it stays rolled back and yields
-    ``rolled_back`` again (a fresh ramp also starts with the primary at 0, so the weights alone
-    cannot tell).
+    reading is a gate check. The error rate counts at every reading; the other metrics (p95) count
+    once per interval, at its end (Flagger's schedule; ``canary.PER_POLL_METRICS``): a broken release
+    is rolled back within seconds, a cold primary's first slow requests do not roll back a healthy one.
+    During ``warmup_s`` (one rate window and two scrapes: the new weight must reach the metrics) a
+    reading with no data is not counted, but a bad value is. A step advances at the end of its
+    interval if its last check passed; a failed check holds it; ``threshold`` failed checks roll all
+    traffic back to DR at once, here, before the event is yielded. Every weight change is in the event
+    for the audit trail and, with ``audit`` (``control_conn_id``, ``run_id``, ``dag_id``, ``zone``,
+    ``record``), written to ``dns_changes`` the moment Route53 accepted it. A restarted trigger resumes
+    at the step the weights show (:func:`resume_plan`), unless this run already rolled back: then it
+    stays rolled back and yields ``rolled_back`` again (a fresh ramp also starts with the primary at 0,
+    so the weights alone cannot tell).
     """
 
     def __init__(self, aws_conn_id: str, record: dict[str, Any], plan: list[int], interval_s: float,
@@ -527,7 +529,7 @@ class CanaryRampTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import aiohttp
 
-        from resilience.canary import FailbackPolicy, canary_gate, failback_ranges
+        from resilience.canary import PER_POLL_METRICS, FailbackPolicy, canary_gate, failback_ranges
         from resilience.prometheus import PrometheusAsyncHook, read_values_async
 
         hook, policy = PrometheusAsyncHook(self.prometheus_conn_id), FailbackPolicy(**self.policy)
@@ -576,6 +578,7 @@ class CanaryRampTrigger(BaseTrigger):
                               self.interval_s)
                 step_start = time.monotonic()
                 last_action = "hold"
+                full_check_at = self.interval_s  # the step's next check of every metric (elapsed s)
                 while True:
                     await asyncio.sleep(self.poll_interval_s)
                     elapsed = time.monotonic() - step_start
@@ -583,9 +586,13 @@ class CanaryRampTrigger(BaseTrigger):
                         read_values_async(hook, session, self.primary_queries, self.query_timeout_s),
                         read_values_async(hook, session, self.dr_queries, self.query_timeout_s))
                     samples.append({"at": time.time(), "weight": weight, "primary": primary[0], "dr": dr[0]})
-                    decision = canary_gate(failback_ranges(dr[0], policy), primary[0], failed, self.threshold)
+                    full = elapsed >= full_check_at
+                    decision = canary_gate(failback_ranges(dr[0], policy), primary[0], failed, self.threshold,
+                                           None if full else PER_POLL_METRICS)
                     if elapsed < self.warmup_s and decision.action != "advance" and _only_no_data(decision):
                         continue  # the new weight has not reached the rate window yet: no data is expected
+                    if full:
+                        full_check_at += self.interval_s
                     failed, last_action = decision.failed_checks, decision.action
                     analyses.append({"at": time.time(), "weight": weight, "action": decision.action,
                                      "failed_checks": failed, "checks": [c.to_dict() for c in decision.checks]})

@@ -6,6 +6,7 @@ import pytest
 
 from resilience.canary import (
     DEFAULT_STEPS,
+    PER_POLL_METRICS,
     FailbackPolicy,
     MetricRange,
     canary_gate,
@@ -110,3 +111,13 @@ def test_stability_queries_are_subqueries_over_the_window():
     assert queries == {"up_min": 'min_over_time((max(up{job="lb"}))[7200s:1s])',
                        "samples": 'count_over_time((max(up{job="lb"}))[7200s:1s])',
                        "error_rate_max": "max_over_time((ERR)[7200s:1s])"}
+
+
+def test_a_failure_of_a_metric_not_counted_holds_without_counting():
+    ranges = failback_ranges({"error_rate_pct": 0.0, "p95_ms": 5.0}, FailbackPolicy())
+    slow = canary_gate(ranges, {"error_rate_pct": 0.0, "p95_ms": 500.0}, 1, 2, counted=PER_POLL_METRICS)
+    assert (slow.action, slow.failed_checks) == ("hold", 1)
+    erroring = canary_gate(ranges, {"error_rate_pct": 30.0, "p95_ms": 500.0}, 1, 2, counted=PER_POLL_METRICS)
+    assert (erroring.action, erroring.failed_checks) == ("rollback", 2)
+    judged = canary_gate(ranges, {"error_rate_pct": 0.0, "p95_ms": 500.0}, 1, 2)
+    assert judged.action == "rollback"

@@ -252,3 +252,26 @@ def test_rolled_back_before(changes, current, expected):
 def test_audit_must_be_complete():
     with pytest.raises(ValueError, match=r"audit: .* must give \['control_conn_id', 'dag_id', 'record', 'run_id'"):
         CanaryRampTrigger(**{**RAMP, "audit": {"run_id": "r"}})
+
+
+SLOW = {"error_rate_pct": 0.0, "p95_ms": 500.0}  # DR's p95 is 5 ms: far past the 50 ms floor
+LONG = {**RAMP, "interval_s": 9}  # several readings per interval (the fake clock moves 1-2 s per reading)
+
+
+def test_a_slow_reading_mid_interval_holds_the_step_but_is_not_counted():
+    event = run_ramp([SLOW, SLOW] + [GOOD] * 20, LONG)
+    assert event["status"] == "completed" and event["failed_checks"] == 0
+    assert [a["action"] for a in event["analyses"]][:3] == ["hold", "hold", "advance"]
+
+
+def test_latency_bad_at_two_interval_checks_rolls_back_after_two_intervals():
+    event = run_ramp([SLOW] * 40, LONG)
+    assert event["status"] == "rolled_back" and event["step"] == 50 and "p95_ms 500.00 ms > 50 ms" in event["reason"]
+    counts = [a["failed_checks"] for a in event["analyses"]]
+    # counted once per interval: uncounted holds before the first interval's end and between the two checks
+    assert counts[:2] == [0, 0] and counts[-1] == 2 and counts.count(1) >= 2
+
+
+def test_errors_still_count_at_every_reading():
+    event = run_ramp([BAD, BAD], LONG)
+    assert event["status"] == "rolled_back" and len(event["samples"]) == 2
