@@ -12,7 +12,7 @@ uploads through the lab's load balancer, so the availability SLO breaks; the sam
   the guard's trigger applies the fault after its first healthy reading and reverts it on the breach.
 - **in-process** (the guard's own floor): ``SloGuardTrigger`` runs in this process right after the
   inject through the ledger (no scheduler, no triggerer pick-up), polling every ``poll_interval_s``
-  (1 s in the lab, scrape 1 s). Its rounds also give the detection (breach reading - onset) and the
+  (0.5 s in the lab, scrape 1 s). Its rounds also give the detection (breach reading - onset) and the
   recovery (revert -> first all-green reading, ``SloRecoveryTrigger``).
 
 The onset is the first 5xx the client receives after the fault went on (the breach as users see it).
