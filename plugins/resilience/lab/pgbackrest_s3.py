@@ -53,7 +53,10 @@ class GlobalOptions:
     lock_path: Path
     spool_path: Path
     process_max: int = 2
-    compress_type: str = "lz4"
+    # zst level 1 against lz4 (bench/drill.py's sweep, 1 GB of posts compressing 2x): half the repository
+    # (269 vs 504 MB), a faster backup (9.5 vs 11.8 s) and restore (2.9 vs 3.4 s): fewer bytes through S3
+    compress_type: str = "zst"
+    compress_level: int | None = 1
     archive_async: bool = False
     log_level_console: str = "warn"
     log_level_file: str = "info"
@@ -107,6 +110,8 @@ def render_global(repos: Sequence[S3Repo], options: GlobalOptions) -> str:
         f"process-max={options.process_max}",
         f"compress-type={options.compress_type}",
     ]
+    if options.compress_level is not None:
+        lines.append(f"compress-level={options.compress_level}")
     if options.archive_async:
         lines.append("archive-async=y")
     if options.io_timeout_s is not None:
