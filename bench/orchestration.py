@@ -196,7 +196,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each DAG, alternating (default 3)")
     parser.add_argument("--airflow-port", type=int, default=28880)
     parser.add_argument("--from-json", type=Path, help="print the figures again from a run's raw results")
-    lab_arguments(parser, 27320)
+    lab_arguments(parser, 28320)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
 
