@@ -70,3 +70,38 @@ def test_teardown_kills_this_labs_async_archive_processes_only(tmp_path: Path) -
         for proc in (ours, other):
             proc.kill()
             proc.wait(5)
+
+
+def test_stray_wal_in_a_lost_repository_is_removed_and_the_stanza_created(monkeypatch) -> None:
+    # pgBackRest's answers scripted (a race with a surviving archive-push process cannot be staged on demand):
+    # repo1 has its stanza back, repo2 only a segment pushed after moto lost everything
+    from resilience.lab.errors import CommandError
+
+    calls: list[list[str]] = []
+    listings = {"--repo=1": "archive.info\narchive.info.copy\n15-1\n", "--repo=2": "15-1\n"}
+
+    def fake_run(argv: list[str], **_kwargs) -> subprocess.CompletedProcess:
+        calls.append(argv)
+        if argv[-1] == "stanza-create" and sum(c[-1] == "stanza-create" for c in calls) == 1:
+            raise CommandError(argv, 40, "ERROR: [040]: archive directory not empty")
+        out = listings[argv[3]] if "repo-ls" in argv else ""
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(pgbackrest_setup, "run_as_postgres", fake_run)
+    pgbackrest_setup.stanza_create(Path("/x/pgbackrest.conf"), repos=(1, 2))
+    removed = [c for c in calls if "repo-rm" in c]
+    assert [c[3] for c in removed] == ["--repo=2"] and removed[0][-1] == "archive/app"
+    assert [c[-1] for c in calls].count("stanza-create") == 2
+
+
+def test_other_stanza_create_errors_are_not_retried(monkeypatch) -> None:
+    import pytest
+
+    from resilience.lab.errors import CommandError
+
+    def fake_run(argv: list[str], **_kwargs) -> subprocess.CompletedProcess:
+        raise CommandError(argv, 41, "ERROR: [041]: unable to open file")
+
+    monkeypatch.setattr(pgbackrest_setup, "run_as_postgres", fake_run)
+    with pytest.raises(CommandError, match="unable to open"):
+        pgbackrest_setup.stanza_create(Path("/x/pgbackrest.conf"))

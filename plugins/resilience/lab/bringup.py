@@ -76,7 +76,7 @@ def start_databases(layout: LabLayout, password: str, moto_pid: int) -> subproce
     if not missing:
         log.info("pgBackRest stanza app has a backup in every repository: not taking another one")
         return None
-    pgbackrest_setup.stanza_create(conf)  # idempotent; a fresh lab, or moto restarted (it keeps nothing)
+    pgbackrest_setup.stanza_create(conf, repos=missing)  # idempotent; a fresh lab, or moto restarted
     return pgbackrest_setup.start_full_backup(conf, repos=missing)
 
 

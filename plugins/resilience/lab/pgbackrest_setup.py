@@ -107,10 +107,35 @@ def check(config: Path, stanza: str = STANZA) -> None:
     run_as_postgres([*base_argv(config, stanza), "check"], timeout_s=120)
 
 
-def stanza_create(config: Path, stanza: str = STANZA) -> None:
-    """``stanza-create`` in every repository (idempotent: an existing valid stanza is left as is)."""
+def stanza_create(config: Path, stanza: str = STANZA, repos: Sequence[int] = REPOS) -> None:
+    """``stanza-create`` in every repository (idempotent: an existing valid stanza is left as is).
+
+    After moto restarted (it keeps nothing), an ``archive-push --archive-async`` process started before may
+    push a queued segment into the recreated bucket before the stanza exists there; pgBackRest then refuses
+    ("archive directory not empty"). Such stray WAL in ``repos`` without an ``archive.info`` is removed (it
+    belongs to no stanza, and the backups it would replay onto are gone) and the stanza created again."""
     log.info("Creating pgBackRest stanza %s (config %s)", stanza, config)
-    run_as_postgres([*base_argv(config, stanza), "stanza-create"])
+    try:
+        run_as_postgres([*base_argv(config, stanza), "stanza-create"])
+    except CommandError as exc:
+        if "archive directory not empty" not in exc.output or not clear_stray_archive(config, repos, stanza):
+            raise
+        run_as_postgres([*base_argv(config, stanza), "stanza-create"])
+
+
+def clear_stray_archive(config: Path, repos: Sequence[int], stanza: str = STANZA) -> list[int]:
+    """Remove ``archive/<stanza>`` from each of ``repos`` that has files there but no ``archive.info``;
+    return the repositories cleared."""
+    cleared = []
+    for repo in repos:
+        argv = [*base_argv(config, stanza), f"--repo={repo}"]
+        listing = run_as_postgres([*argv, "repo-ls", f"archive/{stanza}"]).stdout.split()
+        if listing and "archive.info" not in listing:
+            log.warning("repo%d has WAL under archive/%s but no stanza (pushed after the repository was lost): "
+                        "removing it before stanza-create", repo, stanza)
+            run_as_postgres([*argv, "repo-rm", "--recurse", f"archive/{stanza}"])
+            cleared.append(repo)
+    return cleared
 
 
 def info(config: Path, stanza: str = STANZA, repo: int | None = None) -> dict[str, Any]:
