@@ -140,14 +140,13 @@ def per_poll_rollback(spec: dict, start: float, samples: list[dict], interval_s:
     """Ours replayed on recorded readings of one step: every reading a check of the error rate, every metric
     at each interval's end, no data during the warm-up not counted (``CanaryRampTrigger.run``'s loop
     without the weights)."""
-    from resilience.canary import PER_POLL_METRICS
+    from resilience.canary import PER_POLL_METRICS, only_no_data
 
     failed, full_check_at = 0, interval_s
     for sample in samples:
         full = sample["at"] - start >= full_check_at
         decision = gate(spec, sample, failed, None if full else PER_POLL_METRICS)
-        no_data_only = all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
-        if sample["at"] - start < spec["warmup_s"] and decision.action != "advance" and no_data_only:
+        if sample["at"] - start < spec["warmup_s"] and decision.action != "advance" and only_no_data(decision):
             continue
         if full:
             full_check_at += interval_s

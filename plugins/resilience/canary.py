@@ -88,6 +88,11 @@ def canary_gate(metrics: Iterable[MetricRange], values: Mapping[str, float | Non
     return GateDecision("rollback" if failed >= threshold else "hold", failed, checks)
 
 
+def only_no_data(decision: GateDecision) -> bool:
+    """Every failed check of ``decision`` is a metric with no value (a step's warm-up forgives those)."""
+    return all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
+
+
 @dataclass(frozen=True)
 class FailbackPolicy:
     """How much worse than DR the primary may be during the ramp (absolute bounds when DR has no data)."""

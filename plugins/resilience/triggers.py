@@ -379,10 +379,6 @@ def _dns_log(control_conn_id: str) -> Any:
     return DnsLog.for_conn(control_conn_id)
 
 
-def _only_no_data(decision: Any) -> bool:
-    return all(c.passed or c.detail.startswith("Halt: no values found") for c in decision.checks)
-
-
 def _worse(metric: str, a: float, b: float) -> float:
     return min(a, b) if metric == "availability_pct" else max(a, b)
 
@@ -529,7 +525,7 @@ class CanaryRampTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import aiohttp
 
-        from resilience.canary import PER_POLL_METRICS, FailbackPolicy, canary_gate, failback_ranges
+        from resilience.canary import PER_POLL_METRICS, FailbackPolicy, canary_gate, failback_ranges, only_no_data
         from resilience.prometheus import PrometheusAsyncHook, read_values_async
 
         hook, policy = PrometheusAsyncHook(self.prometheus_conn_id), FailbackPolicy(**self.policy)
@@ -589,7 +585,7 @@ class CanaryRampTrigger(BaseTrigger):
                     full = elapsed >= full_check_at
                     decision = canary_gate(failback_ranges(dr[0], policy), primary[0], failed, self.threshold,
                                            None if full else PER_POLL_METRICS)
-                    if elapsed < self.warmup_s and decision.action != "advance" and _only_no_data(decision):
+                    if elapsed < self.warmup_s and decision.action != "advance" and only_no_data(decision):
                         continue  # the new weight has not reached the rate window yet: no data is expected
                     if full:
                         full_check_at += self.interval_s

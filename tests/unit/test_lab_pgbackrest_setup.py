@@ -1,5 +1,6 @@
 """The lab's pgBackRest on S3: the rendered configuration, the archive command, lab.json's repositories, and
-the teardown of leftover async archive processes (real processes, found by their command line)."""
+the teardown of leftover async archive processes (real processes, found by their command line), and
+stanza-create over stray WAL (pgBackRest's answers scripted)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from resilience.lab import pgbackrest_setup
+from resilience.lab.errors import CommandError
 from resilience.lab.layout import LabLayout
 from resilience.lab.state import pgbackrest_state
 
@@ -75,8 +79,6 @@ def test_teardown_kills_this_labs_async_archive_processes_only(tmp_path: Path) -
 def test_stray_wal_in_a_lost_repository_is_removed_and_the_stanza_created(monkeypatch) -> None:
     # pgBackRest's answers scripted (a race with a surviving archive-push process cannot be staged on demand):
     # repo1 has its stanza back, repo2 only a segment pushed after moto lost everything
-    from resilience.lab.errors import CommandError
-
     calls: list[list[str]] = []
     listings = {"--repo=1": "archive.info\narchive.info.copy\n15-1\n", "--repo=2": "15-1\n"}
 
@@ -95,10 +97,6 @@ def test_stray_wal_in_a_lost_repository_is_removed_and_the_stanza_created(monkey
 
 
 def test_other_stanza_create_errors_are_not_retried(monkeypatch) -> None:
-    import pytest
-
-    from resilience.lab.errors import CommandError
-
     def fake_run(argv: list[str], **_kwargs) -> subprocess.CompletedProcess:
         raise CommandError(argv, 41, "ERROR: [041]: unable to open file")
 

@@ -115,12 +115,13 @@ def stanza_create(config: Path, stanza: str = STANZA, repos: Sequence[int] = REP
     ("archive directory not empty"). Such stray WAL in ``repos`` without an ``archive.info`` is removed (it
     belongs to no stanza, and the backups it would replay onto are gone) and the stanza created again."""
     log.info("Creating pgBackRest stanza %s (config %s)", stanza, config)
+    create = [*base_argv(config, stanza), "stanza-create"]
     try:
-        run_as_postgres([*base_argv(config, stanza), "stanza-create"])
+        run_as_postgres(create)
     except CommandError as exc:
         if "archive directory not empty" not in exc.output or not clear_stray_archive(config, repos, stanza):
             raise
-        run_as_postgres([*base_argv(config, stanza), "stanza-create"])
+        run_as_postgres(create)
 
 
 def clear_stray_archive(config: Path, repos: Sequence[int], stanza: str = STANZA) -> list[int]:
